@@ -1,0 +1,199 @@
+"""The `featurestore` command. Thin: every command calls the SDK and formats its answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
+
+__all__ = ["main"]
+
+FORMATS = ("text", "json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except InvalidProjectError as exc:
+        _print_problems(list(exc.problems), getattr(args, "format", "text"), _root(args))
+        return 1
+    except FeatureStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS,
+                        help="project folder (default: the nearest folder above the current one with featurestore.toml)")
+    parser = argparse.ArgumentParser(
+        prog="featurestore", parents=[common],
+        description="Features written as SQL: validate definitions, build point-in-time training frames, "
+                    "serve fresh values online.",
+        epilog="Run `featurestore COMMAND --help` for a command's options.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    validate = commands.add_parser("validate", parents=[common], help="check every definition; exit 1 on any error",
+                                   description="Check the whole project and report every problem with its file, "
+                                               "line and a fix. Exits 1 when there is an error.")
+    validate.add_argument("--format", choices=("text", "json", "github"), default="text",
+                          help="text (default), json, or github (workflow annotations for pull requests)")
+    validate.set_defaults(handler=_validate)
+
+    compile_ = commands.add_parser("compile", parents=[common], help="print the SQL a view compiles to",
+                                   description="Print the runnable SQL that yields a view's rows.")
+    compile_.add_argument("view", help="the view's name (its file name without .sql)")
+    compile_.add_argument("--dialect", choices=("duckdb", "postgres"), default="duckdb", help="SQL dialect (default duckdb)")
+    compile_.set_defaults(handler=_compile)
+
+    views = commands.add_parser("views", parents=[common], help="list the views and their features",
+                                description="List every view with its kind, entity, owner, version and features.")
+    views.add_argument("--format", choices=FORMATS, default="text")
+    views.set_defaults(handler=_views)
+
+    init = commands.add_parser("init", help="create a starter project in DIR",
+                               description="Create a working starter project: config, sample data and two views.")
+    init.add_argument("dir", help="folder to create (may exist but must not hold a featurestore.toml)")
+    init.set_defaults(handler=_init)
+
+    demo = commands.add_parser("demo-data", parents=[common], help="write the fraud example's source data",
+                               description="Write the example fraud project's sources: Parquet files, a PostgreSQL "
+                                           "table and a DuckDB table. Deterministic for a seed.")
+    demo.add_argument("--transactions", type=int, default=1_000_000, help="number of transactions (default 1,000,000)")
+    demo.add_argument("--users", type=int, default=20_000, help="number of users (default 20,000)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--format", choices=FORMATS, default="text")
+    demo.set_defaults(handler=_demo_data)
+    return parser
+
+
+def _root(args: argparse.Namespace) -> Path | None:
+    try:
+        from featurestore.config import find_root
+
+        return find_root(getattr(args, "project", None))
+    except FeatureStoreError:
+        return None
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from featurestore.store import FeatureStore
+
+    return FeatureStore(getattr(args, "project", "."))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from featurestore.config import load_settings
+    from featurestore.project import validate
+
+    settings = load_settings(getattr(args, "project", None))
+    project = validate(settings)
+    _print_problems(list(project.problems), args.format, settings.root, checked=len(project.views))
+    return 1 if project.errors else 0
+
+
+def _print_problems(problems: list[Problem], fmt: str, root: Path | None, checked: int | None = None) -> None:
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if fmt == "json":
+        print(json.dumps({"errors": errors, "warnings": warnings,
+                          "problems": [p.to_dict(root) for p in problems]}, indent=2))
+        return
+    if fmt == "github":
+        for p in problems:
+            title = _escape(p.code, prop=True)
+            body = _escape(p.message + (f" — fix: {p.hint}" if p.hint else ""))
+            print(f"::{p.severity} file={_escape(str(p.to_dict(root)['path']), prop=True)},line={p.line},"
+                  f"col={p.column},title={title}::{body}")
+        print(f"{errors} error(s), {warnings} warning(s)")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    for p in problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"[bold]{escape(p.location(root))}[/]: [{colour}]{p.severity}[/][dim]\\[{p.code}][/] {escape(p.message)}")
+        if p.hint:
+            console.print(f"    [green]fix:[/] {escape(p.hint)}")
+    if errors:
+        console.print(f"[red]{errors} error(s)[/], {warnings} warning(s)")
+    else:
+        what = f"{checked} view(s) valid" if checked is not None else "valid"
+        console.print(f"[green]✓ {what}[/]" + (f", {warnings} warning(s)" if warnings else ""))
+
+
+def _escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def _compile(args: argparse.Namespace) -> int:
+    print(_store(args).compile(args.view, dialect=args.dialect))
+    return 0
+
+
+def _views(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows = [{
+        "view": v.name, "kind": v.kind, "entity": list(v.entity), "timestamp": v.timestamp, "owner": v.owner,
+        "version": v.version, "tags": list(v.tags), "path": str(v.path.relative_to(store.root)),
+        "deprecated": v.deprecated.sunset.isoformat() if v.deprecated else None,
+        "features": [{"name": f.name, "type": f.type} for f in v.features],
+    } for v in store.views.values()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("view", "kind", "entity", "owner", "version", "features")
+    for row in rows:
+        table.add_row(row["view"], row["kind"], ", ".join(row["entity"]), row["owner"], row["version"],
+                      ", ".join(f["name"] for f in row["features"]))
+    Console().print(table)
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from featurestore.scaffold import init_project
+
+    root = init_project(Path(args.dir))
+    print(f"created a starter project in {root}\n  cd {args.dir} && featurestore validate")
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    import time
+
+    from featurestore.config import load_settings
+    from featurestore.demo import write_demo_data
+    from featurestore.engines.postgres import resolve_url
+
+    settings = load_settings(getattr(args, "project", None))
+    started = time.perf_counter()
+    counts = write_demo_data(settings.root, conninfo=resolve_url(settings.postgres_url, settings.state_dir),
+                             offline_database=settings.offline_database, users=args.users,
+                             transactions=args.transactions, seed=args.seed)
+    if args.format == "json":
+        print(json.dumps(counts))
+    else:
+        elapsed = time.perf_counter() - started
+        print(f"wrote {', '.join(f'{n:,} {name}' for name, n in counts.items())} in {elapsed:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""A view as runnable SQL for one engine: upstream views inlined, sources resolved.
+
+    render_view(user_spend_trend, views, sources, root, "duckdb")
+    →  WITH "user_daily_stats" AS (SELECT … FROM read_parquet('/p/data/transactions.parquet') AS "transactions" …)
+       SELECT … FROM "user_daily_stats" AS "user_daily_stats"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlglot import exp
+
+from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
+from featurestore.spec import FeatureView
+
+__all__ = ["DIALECTS", "render_view"]
+
+DIALECTS = ("duckdb", "postgres")
+_READERS = {"parquet": "read_parquet", "csv": "read_csv"}
+
+
+def render_view(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
+                root: Path, dialect: str) -> str:
+    """The SQL that yields the view's rows in `dialect` (a view must be resolved: `qualified` set)."""
+    ctes = [exp.CTE(this=_resolve(views[name], sources, root, dialect), alias=exp.TableAlias(
+        this=exp.to_identifier(name, quoted=True))) for name in _upstream(view, views)]
+    query = _resolve(view, sources, root, dialect)
+    if ctes:
+        existing = query.args.get("with_")
+        query.set("with_", exp.With(expressions=ctes + (existing.expressions if existing else [])))
+    return query.sql(dialect=dialect, pretty=True, comments=False)
+
+
+def _upstream(view: FeatureView, views: dict[str, FeatureView]) -> list[str]:
+    """Views `view` reads, directly or not, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for upstream in views[name].reads:
+            if upstream in views and upstream not in order:
+                visit(upstream)
+                order.append(upstream)
+
+    visit(view.name)
+    return order
+
+
+def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect: str) -> exp.Query:
+    if view.qualified is None:
+        raise ValueError(f"view {view.name} is not resolved")
+    query = view.qualified.copy()
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for table in list(query.find_all(exp.Table)):
+        name = table.name
+        if table.args.get("db") or name in ctes or name not in sources or not isinstance(table.this, exp.Identifier):
+            continue
+        source = sources[name]
+        if isinstance(source, FileSource) and dialect == "duckdb":
+            location = exp.Literal.string(str(root / source.path))
+            table.set("this", exp.Anonymous(this=_READERS[source.format], expressions=[location]))
+        elif isinstance(source, PostgresSource) and dialect == "postgres":
+            table.set("this", exp.to_identifier(source.table, quoted=True))
+            table.set("db", exp.to_identifier(source.schema_name, quoted=True))
+        elif isinstance(source, DuckDBSource) and dialect == "duckdb":
+            table.set("this", exp.to_identifier(source.table, quoted=True))
+    return query

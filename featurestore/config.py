@@ -1,0 +1,264 @@
+"""`featurestore.toml` (or `[tool.featurestore]` in pyproject.toml) → frozen settings.
+
+    definitions = "definitions"
+    [offline]
+    database = ".featurestore/offline.duckdb"
+    [online]
+    postgres_url = ""                 # empty: embedded PostgreSQL under .featurestore/
+    [sources]
+    transactions = "data/transactions.parquet"
+    accounts = { postgres = "public.accounts" }
+    merchants = { duckdb = "merchants" }
+
+Relative paths are relative to the project root (the folder holding the file).
+`FEATURESTORE_POSTGRES_URL` overrides `postgres_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from featurestore.errors import ConfigError, InvalidProjectError, Problem, did_you_mean
+
+__all__ = [
+    "CONFIG_FILE",
+    "DuckDBSource",
+    "FileSource",
+    "PostgresSource",
+    "Settings",
+    "Source",
+    "find_root",
+    "load_settings",
+]
+
+CONFIG_FILE = "featurestore.toml"
+POSTGRES_URL_ENV = "FEATURESTORE_POSTGRES_URL"
+NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".csv.gz": "csv"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileSource(_Frozen):
+    """Parquet or CSV files: one path or a glob, relative to the project root."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["parquet", "csv"]
+
+
+class PostgresSource(_Frozen):
+    """A table in the configured PostgreSQL (`schema.table`, default schema `public`)."""
+
+    kind: Literal["postgres"] = "postgres"
+    schema_name: str
+    table: str
+
+
+class DuckDBSource(_Frozen):
+    """A table in the offline DuckDB database file."""
+
+    kind: Literal["duckdb"] = "duckdb"
+    table: str
+
+
+Source = Annotated[Union[FileSource, PostgresSource, DuckDBSource], Field(discriminator="kind")]
+
+
+class Settings(_Frozen):
+    """Everything the store needs to know about a project; absolute paths only."""
+
+    root: Path
+    config_path: Path
+    definitions: Path
+    offline_database: Path
+    postgres_url: str | None
+    sources: dict[str, Source]
+    source_lines: dict[str, int] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the store keeps its own files (embedded PostgreSQL, temp space)."""
+        return self.root / ".featurestore"
+
+
+def find_root(start: Path | str | None = None) -> Path:
+    """The nearest folder at or above `start` holding a project config."""
+    here = Path(start or Path.cwd()).resolve()
+    if here.is_file():
+        here = here.parent
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file() or _pyproject_section(folder / "pyproject.toml"):
+            return folder
+    raise ConfigError(
+        f"no {CONFIG_FILE} in {here} or any folder above it; "
+        f"run `featurestore init DIR` to create a project, or pass --project DIR"
+    )
+
+
+def load_settings(start: Path | str | None = None, *, search_parents: bool = True) -> Settings:
+    """Read the project config found from `start` (default: the current folder)."""
+    root = find_root(start) if search_parents else Path(start or Path.cwd()).resolve()
+    path = root / CONFIG_FILE
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        section_prefix = ""
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidProjectError([_toml_problem(path, exc)], root) from None
+    else:
+        path = root / "pyproject.toml"
+        if not path.is_file():
+            raise ConfigError(f"no {CONFIG_FILE} in {root}; run `featurestore init {root}` to create one")
+        text = path.read_text(encoding="utf-8")
+        section_prefix = "tool.featurestore."
+        try:
+            raw = tomllib.loads(text).get("tool", {}).get("featurestore", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidProjectError([_toml_problem(path, exc)], root) from None
+    return _parse(raw, root, path, text, section_prefix)
+
+
+def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) -> Settings:
+    problems: list[Problem] = []
+
+    def problem(section: str, key: str, message: str, hint: str = "") -> None:
+        line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
+        problems.append(Problem(path, line, message, hint, code="config"))
+
+    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url"}, "sources": None}
+    for key, value in raw.items():
+        if key not in allowed:
+            problem("", key, f"unknown setting '{key}'", did_you_mean(key, allowed) or f"valid settings: {', '.join(allowed)}")
+            continue
+        keys = allowed[key]
+        if keys is not None:
+            if not isinstance(value, dict):
+                problem("", key, f"'{key}' must be a table ([{key}])")
+                continue
+            for sub in value:
+                if sub not in keys:
+                    problem(key, sub, f"unknown setting '{key}.{sub}'", did_you_mean(sub, keys) or f"valid: {', '.join(sorted(keys))}")
+
+    definitions = _string(raw.get("definitions", "definitions"), problem, "", "definitions")
+    database = _string(raw.get("offline", {}).get("database", ".featurestore/offline.duckdb"), problem, "offline", "database")
+    url = _string(raw.get("online", {}).get("postgres_url", ""), problem, "online", "postgres_url")
+    url = os.environ.get(POSTGRES_URL_ENV) or url or None
+
+    sources: dict[str, Source] = {}
+    source_lines: dict[str, int] = {}
+    raw_sources = raw.get("sources", {})
+    if not isinstance(raw_sources, dict):
+        problem("", "sources", "'sources' must be a table ([sources])")
+        raw_sources = {}
+    for name, spec in raw_sources.items():
+        source_lines[name] = _line_of(text, prefix + "sources", name)
+        if not NAME.match(name):
+            problem("sources", name, f"source name '{name}' is not a lowercase SQL identifier",
+                    "use lowercase letters, digits and underscores, starting with a letter")
+            continue
+        try:
+            sources[name] = _source(name, spec)
+        except ValueError as exc:
+            problem("sources", name, str(exc).split("\n")[0], _SOURCE_FORMS)
+
+    if problems:
+        raise InvalidProjectError(problems, root)
+    return Settings(
+        root=root,
+        config_path=path,
+        definitions=(root / definitions).resolve(),
+        offline_database=(root / database).resolve(),
+        postgres_url=url,
+        sources=sources,
+        source_lines=source_lines,
+    )
+
+
+_SOURCE_FORMS = (
+    'write `name = "data/file.parquet"` (a Parquet or CSV file or glob), '
+    '`name = { path = "data/x.txt", format = "csv" }`, '
+    '`name = { postgres = "schema.table" }` or `name = { duckdb = "table" }`'
+)
+
+
+def _source(name: str, spec: object) -> Source:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"source '{name}' must be a path string or an inline table")
+    keys = set(spec)
+    if keys == {"postgres"} and isinstance(spec["postgres"], str):
+        schema, _, table = spec["postgres"].rpartition(".")
+        return PostgresSource(schema_name=schema or "public", table=table)
+    if keys == {"duckdb"} and isinstance(spec["duckdb"], str):
+        return DuckDBSource(table=spec["duckdb"])
+    if "path" in keys and keys <= {"path", "format"} and isinstance(spec["path"], str):
+        fmt = spec.get("format") or _format_of(spec["path"])
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(
+                f"source '{name}': cannot tell the format of '{spec['path']}' "
+                f"(format must be parquet or csv)"
+            )
+        return FileSource(path=spec["path"], format=fmt)
+    raise ValueError(f"source '{name}' has unexpected keys {sorted(keys)}")
+
+
+def _format_of(path: str) -> str | None:
+    lowered = path.lower()
+    for suffix, fmt in _FORMATS.items():
+        if lowered.endswith(suffix):
+            return fmt
+    return None
+
+
+def _string(value: object, problem: Any, section: str, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    problem(section, key, f"'{key}' must be a string, not {type(value).__name__}")
+    return ""
+
+
+def _line_of(text: str, section: str, key: str) -> int:
+    """The line of `key = …` inside `[section]` (1 when it cannot be found)."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[([^\[\]]+)\]", stripped)
+        if header:
+            current = header.group(1).strip()
+            if f"{section}.{key}".lstrip(".") == current:
+                return number
+            continue
+        if current == section and re.match(rf'^"?{re.escape(key)}"?\s*[=.]', stripped):
+            return number
+    return 1
+
+
+def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> Problem:
+    line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+    return Problem(path, line, f"not valid TOML: {getattr(exc, 'msg', str(exc))}",
+                   "fix the syntax; see https://toml.io", code="config")
+
+
+def _line_from_message(message: str) -> int:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else 1
+
+
+def _pyproject_section(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return "featurestore" in tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+    except (tomllib.TOMLDecodeError, OSError):
+        return False

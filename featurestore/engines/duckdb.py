@@ -1,0 +1,128 @@
+"""DuckDB: reads source schemas, and binds views to learn their output columns.
+
+Binding runs each definition's own text through DuckDB's binder against empty
+tables shaped like the sources, so type errors and unknown columns are found
+without touching data, and DuckDB's `LINE n` is the file's line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featurestore.spec import Column
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["BindError", "Binder", "describe_duckdb_table", "describe_files", "is_time_type"]
+
+_TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
+
+
+class BindError(Exception):
+    """DuckDB refused a query; `line` is the line it names (1-based), if any."""
+
+    def __init__(self, message: str, hint: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message, self.hint, self.line = message, hint, line
+
+
+def is_time_type(duckdb_type: str) -> bool:
+    return bool(_TIME_TYPES.match(duckdb_type.upper()))
+
+
+def describe_files(pattern: str, fmt: str) -> list[Column]:
+    """The columns of Parquet or CSV files matching `pattern` (an absolute path or glob)."""
+    import duckdb
+
+    reader = "read_parquet" if fmt == "parquet" else "read_csv"
+    with duckdb.connect() as connection:
+        _utc(connection)
+        try:
+            rows = connection.execute(f"DESCRIBE SELECT * FROM {reader}($1)", [pattern]).fetchall()
+        except duckdb.Error as exc:
+            raise BindError(_first_line(exc), "", None) from None
+    return [Column(name=name, type=kind) for name, kind, *_ in rows]
+
+
+def describe_duckdb_table(database: Path, table: str) -> list[Column]:
+    """The columns of `table` in the DuckDB file `database`, opened read-only."""
+    import duckdb
+
+    if not database.is_file():
+        raise BindError(f"the offline database {database} does not exist", "create the table there first", None)
+    try:
+        with duckdb.connect(str(database), read_only=True) as connection:
+            rows = connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = $1 ORDER BY ordinal_position", [table]).fetchall()
+    except duckdb.Error as exc:
+        raise BindError(_first_line(exc), "is another process writing the offline database?", None) from None
+    if not rows:
+        raise BindError(f"no table '{table}' in {database}", "create it, or fix the table name", None)
+    return [Column(name=name, type=kind) for name, kind in rows]
+
+
+class Binder:
+    """A scratch in-memory database where sources are empty tables and views are views."""
+
+    def __init__(self) -> None:
+        import duckdb
+
+        self._duckdb = duckdb
+        self._connection: duckdb.DuckDBPyConnection = duckdb.connect()
+        _utc(self._connection)
+
+    def __enter__(self) -> Binder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._connection.close()
+
+    def add_table(self, name: str, columns: list[Column]) -> None:
+        from sqlglot import exp
+
+        create = exp.Create(
+            this=exp.Schema(
+                this=exp.to_identifier(name, quoted=True),
+                expressions=[exp.ColumnDef(this=exp.to_identifier(c.name, quoted=True),
+                                           kind=exp.DataType.build(c.type, dialect="duckdb", udt=True))
+                             for c in columns]),
+            kind="TABLE")
+        self._connection.execute(create.sql(dialect="duckdb"))
+
+    def describe(self, sql: str) -> list[Column]:
+        """Output columns of a query; `sql` is passed as written, so DuckDB's lines are its lines."""
+        try:
+            rows = self._connection.execute("DESCRIBE " + sql.rstrip().rstrip(";")).fetchall()
+        except self._duckdb.Error as exc:
+            raise _bind_error(exc) from None
+        return [Column(name=name, type=kind) for name, kind, *_ in rows]
+
+    def add_view(self, name: str, sql: str) -> None:
+        from sqlglot import exp
+
+        view = exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+        try:
+            self._connection.execute(f"CREATE VIEW {view} AS " + sql.rstrip().rstrip(";"))
+        except self._duckdb.Error as exc:
+            raise _bind_error(exc) from None
+
+
+def _bind_error(exc: Exception) -> BindError:
+    text = str(exc)
+    line_match = re.search(r"^LINE (\d+):", text, re.MULTILINE)
+    candidates = re.search(r"^Candidate bindings: (.*)$", text, re.MULTILINE)
+    hint = f"did you mean {candidates.group(1).split(',')[0].strip()}?" if candidates else ""
+    return BindError(_first_line(exc), hint, int(line_match.group(1)) if line_match else None)
+
+
+def _first_line(exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^(Binder|Parser|Catalog|Conversion|IO|Invalid Input|Not implemented) Error: ", "", first)
+
+
+def _utc(connection: duckdb.DuckDBPyConnection) -> None:
+    connection.execute("SET TimeZone = 'UTC'")

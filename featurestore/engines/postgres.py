@@ -1,0 +1,104 @@
+"""PostgreSQL: the configured server, or an embedded one under `.featurestore/`.
+
+The embedded server (the `pgserver` package) is shared by every process of a
+project: the SDK, the CLI and the HTTP server all reach the same data folder,
+and it stops when the last of them exits.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import FeatureStoreError
+from featurestore.spec import Column
+
+__all__ = ["connect", "describe_tables", "duckdb_type", "resolve_url"]
+
+_servers: dict[Path, Any] = {}
+
+
+def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
+    """`postgres_url` when configured; otherwise start (or join) the embedded server."""
+    if postgres_url:
+        return postgres_url
+    pgdata = (state_dir / "pgdata").resolve()
+    if pgdata not in _servers:
+        import pgserver
+
+        pgdata.mkdir(parents=True, exist_ok=True)
+        try:
+            _servers[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # pgserver raises bare exceptions with the server log
+            raise FeatureStoreError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n"
+                f"set FEATURESTORE_POSTGRES_URL to use another server, or delete {pgdata} to start afresh"
+            ) from None
+    return _servers[pgdata].get_uri()
+
+
+def connect(url: str, **kwargs: Any) -> Any:
+    """A psycopg connection, with a clear error when the server cannot be reached."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise FeatureStoreError(
+            f"cannot connect to PostgreSQL at {_redact(url)}: {str(exc).strip()}\n"
+            "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml"
+        ) from None
+
+
+def describe_tables(url: str, tables: list[tuple[str, str]]) -> dict[tuple[str, str], list[Column]]:
+    """Columns (as DuckDB types) of each (schema, table) that exists; missing ones are absent."""
+    found: dict[tuple[str, str], list[Column]] = {}
+    if not tables:
+        return found
+    with connect(url) as connection:
+        rows = connection.execute(
+            """
+            SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_catalog.pg_attribute a
+            JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+              AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+            ORDER BY n.nspname, c.relname, a.attnum
+            """,
+            ([s for s, _ in tables], [t for _, t in tables]),
+        ).fetchall()
+    for schema, table, column, pg_type in rows:
+        found.setdefault((schema, table), []).append(Column(name=column, type=duckdb_type(pg_type)))
+    return found
+
+
+_SIMPLE = {
+    "smallint": "SMALLINT", "integer": "INTEGER", "bigint": "BIGINT", "real": "FLOAT",
+    "double precision": "DOUBLE", "boolean": "BOOLEAN", "text": "VARCHAR", "date": "DATE",
+    "timestamp without time zone": "TIMESTAMP", "timestamp with time zone": "TIMESTAMP WITH TIME ZONE",
+    "time without time zone": "TIME", "bytea": "BLOB", "uuid": "UUID", "interval": "INTERVAL",
+    "json": "VARCHAR", "jsonb": "VARCHAR", "numeric": "DOUBLE",
+}
+
+
+def duckdb_type(pg_type: str) -> str:
+    """The DuckDB type that holds a PostgreSQL type's values without loss (or as text)."""
+    if pg_type.endswith("[]"):
+        return duckdb_type(pg_type[:-2]) + "[]"
+    base = re.sub(r"\(.*\)", "", pg_type).strip()
+    if base == "numeric":
+        match = re.match(r"numeric\((\d+),(\d+)\)", pg_type)
+        if match and int(match.group(1)) <= 38:
+            return f"DECIMAL({match.group(1)},{match.group(2)})"
+        return "DOUBLE"
+    if base.startswith("timestamp") and "with time zone" in pg_type:
+        return "TIMESTAMP WITH TIME ZONE"
+    if base.startswith("timestamp"):
+        return "TIMESTAMP"
+    return _SIMPLE.get(base, "VARCHAR")
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

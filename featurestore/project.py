@@ -1,0 +1,205 @@
+"""Load a whole project: config, definitions, source schemas, and resolved views.
+
+`validate(settings)` collects every problem of the project in one run;
+`load_project(settings)` returns the resolved project or raises with all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.errors import OptimizeError
+
+from featurestore.compiler.checks import check_query
+from featurestore.compiler.qualify import qualify_view
+from featurestore.compiler.version import view_version
+from featurestore.config import DuckDBSource, FileSource, PostgresSource, Settings
+from featurestore.engines import duckdb as duck
+from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
+from featurestore.graph import build_graph
+from featurestore.loader import Definition, line_of, load_definitions
+from featurestore.spec import Column, FeatureView, build_view
+
+__all__ = ["Project", "load_project", "validate"]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's settings, its source schemas and its views, resolved (dependencies first)."""
+
+    settings: Settings
+    views: dict[str, FeatureView]
+    sources: dict[str, tuple[Column, ...]]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+def load_project(settings: Settings) -> Project:
+    """The resolved project; raises InvalidProjectError listing every error."""
+    project = validate(settings)
+    if project.errors:
+        raise InvalidProjectError(project.problems, settings.root)
+    return project
+
+
+def validate(settings: Settings) -> Project:
+    """Check everything, reporting every problem; views that resolved are kept."""
+    definitions, problems = load_definitions(settings.definitions)
+    texts = {d.name: d for d in definitions}
+    views: dict[str, FeatureView] = {}
+    for definition in definitions:
+        view, found = build_view(definition)
+        problems += found
+        if view is not None:
+            views[view.name] = view
+            problems += check_query(view)
+    broken = {d.name for d in definitions} - set(views)
+
+    schemas, found = _source_schemas(settings)
+    problems += found
+    graph, found = build_graph(views, set(settings.sources), broken)
+    problems += found
+    # A view is bound only when all it reads is sound; its own problems are already reported.
+    unsound = broken | {s for s in settings.sources if s not in schemas} | {
+        p.path.stem for p in problems if p.severity == "error" and p.code in ("unknown-table", "cycle", "name-clash",
+                                                                              "reads-window-view")}
+    resolved: dict[str, FeatureView] = {}
+    with duck.Binder() as binder:
+        for name, columns in schemas.items():
+            binder.add_table(name, list(columns))
+        for name in graph.order:
+            view = views[name].model_copy(update={"reads": graph.reads[name]})
+            if name in unsound or any(r in unsound or (r in views and r not in resolved) for r in view.reads):
+                unsound.add(name)
+                continue
+            resolved_view, found = _resolve(view, texts[name], binder, schemas, resolved)
+            problems += found
+            if resolved_view is None:
+                unsound.add(name)
+            else:
+                resolved[name] = resolved_view
+    ordered = sorted(problems, key=lambda p: (str(p.path), p.line, p.column))
+    return Project(settings=settings, views=resolved, sources=schemas, problems=tuple(ordered))
+
+
+def _resolve(view: FeatureView, definition: Definition, binder: duck.Binder,
+             sources: dict[str, tuple[Column, ...]], resolved: dict[str, FeatureView]
+             ) -> tuple[FeatureView | None, list[Problem]]:
+    path, sql_line = view.path, line_of(view.query)
+    try:
+        columns = binder.describe(definition.text)
+    except duck.BindError as exc:
+        return None, [Problem(path, exc.line or sql_line, exc.message, exc.hint, code="sql")]
+    problems: list[Problem] = []
+    names = [c.name for c in columns]
+    output = {c.name: c for c in columns}
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(Problem(path, _projection_line(view, name, sql_line), f"output column '{name}' appears more than once",
+                                "give each output column its own name with AS", code="duplicate-column"))
+    listing = ", ".join(names)
+    for key in view.entity:
+        if key not in output:
+            problems.append(Problem(path, view.line("entity"), f"entity key '{key}' is not an output column of the SQL",
+                                    f"select it, or fix the annotation (output columns: {listing})", code="missing-column"))
+    if view.windows:
+        problems += _check_event_time(view, binder)
+    else:
+        for role in ("timestamp", "created"):
+            column = getattr(view, role)
+            if column is None:
+                continue
+            if column not in output:
+                problems.append(Problem(path, view.line(role), f"{role} column '{column}' is not an output column of the SQL",
+                                        f"select it, or fix the annotation (output columns: {listing})",
+                                        code="missing-column"))
+            elif role == "timestamp" and not duck.is_time_type(output[column].type):
+                problems.append(Problem(path, view.line(role), f"timestamp column '{column}' has type {output[column].type}",
+                                        f"make it a TIMESTAMP, TIMESTAMPTZ or DATE, e.g. CAST({column} AS TIMESTAMPTZ)",
+                                        code="timestamp-type"))
+    if problems:
+        return None, problems
+    if not view.windows:
+        try:
+            binder.add_view(view.name, definition.text)
+        except duck.BindError as exc:
+            return None, [Problem(path, exc.line or sql_line, exc.message, exc.hint, code="sql")]
+    schema = {name: {c.name: c.type for c in cols} for name, cols in sources.items()}
+    schema.update({name: {c.name: c.type for c in v.columns} for name, v in resolved.items()})
+    try:
+        qualified = qualify_view(view, schema)
+    except (OptimizeError, ValueError) as exc:
+        return None, [Problem(path, sql_line, f"cannot resolve the columns: {exc}", "", code="sql")]
+    version = view_version(view, {name: resolved[name].version for name in view.reads if name in resolved})
+    return view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version}), []
+
+
+def _check_event_time(view: FeatureView, binder: duck.Binder) -> list[Problem]:
+    """A window view's timestamp names a time column of the rows it aggregates."""
+    probe = view.query.copy()
+    assert isinstance(probe, exp.Select)
+    probe.set("group", None)
+    probe.set("expressions", [exp.column(view.timestamp, quoted=True)])
+    try:
+        columns = binder.describe(probe.sql(dialect="duckdb"))
+    except duck.BindError:
+        return [Problem(view.path, view.line("timestamp"),
+                        f"timestamp '{view.timestamp}' is not a column of the table this window view aggregates",
+                        "name the event-time column of the source rows (a window view's timestamp is not an output column)",
+                        code="missing-column")]
+    if not duck.is_time_type(columns[0].type):
+        return [Problem(view.path, view.line("timestamp"), f"timestamp column '{view.timestamp}' has type {columns[0].type}",
+                        "name a TIMESTAMP, TIMESTAMPTZ or DATE column", code="timestamp-type")]
+    return []
+
+
+def _projection_line(view: FeatureView, name: str, default: int) -> int:
+    if isinstance(view.query, exp.Select):
+        matches = [p for p in view.query.expressions if p.alias_or_name == name]
+        if len(matches) > 1:
+            return line_of(matches[1], default)
+    return default
+
+
+def _source_schemas(settings: Settings) -> tuple[dict[str, tuple[Column, ...]], list[Problem]]:
+    schemas: dict[str, tuple[Column, ...]] = {}
+    problems: list[Problem] = []
+
+    def problem(name: str, message: str, hint: str) -> None:
+        problems.append(Problem(settings.config_path, settings.source_lines.get(name, 1), f"source '{name}': {message}",
+                                hint, code="source"))
+
+    pg_tables: dict[str, tuple[str, str]] = {}
+    for name, source in settings.sources.items():
+        if isinstance(source, PostgresSource):
+            pg_tables[name] = (source.schema_name, source.table)
+            continue
+        try:
+            if isinstance(source, FileSource):
+                columns = duck.describe_files(str(settings.root / source.path), source.format)
+            else:
+                assert isinstance(source, DuckDBSource)
+                columns = duck.describe_duckdb_table(settings.offline_database, source.table)
+        except duck.BindError as exc:
+            problem(name, exc.message, exc.hint or "check the path, relative to the project root")
+            continue
+        schemas[name] = tuple(columns)
+    if pg_tables:
+        try:
+            url = postgres.resolve_url(settings.postgres_url, settings.state_dir)
+            found = postgres.describe_tables(url, list(pg_tables.values()))
+        except FeatureStoreError as exc:
+            for name in pg_tables:
+                problem(name, f"cannot read its schema: {exc}", "start PostgreSQL or fix the URL")
+            return schemas, problems
+        for name, key in pg_tables.items():
+            if key in found:
+                schemas[name] = tuple(found[key])
+            else:
+                problem(name, f"no table {key[0]}.{key[1]} in PostgreSQL", "create it, or fix the table name")
+    return schemas, problems
+

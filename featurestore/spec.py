@@ -1,0 +1,366 @@
+"""Frozen models of a project's views, validated from definition headers. No I/O.
+
+`build_view` turns a loaded `Definition` into a `FeatureView` or into located
+problems (every one of them, not just the first).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from sqlglot import exp
+
+from featurestore.errors import Problem, closest
+from featurestore.loader import Definition
+
+__all__ = [
+    "ANNOTATIONS",
+    "Column",
+    "Deprecation",
+    "Feature",
+    "FeatureView",
+    "Interval",
+    "Window",
+    "build_view",
+    "format_duration",
+    "parse_duration",
+    "parse_instant",
+]
+
+ANNOTATIONS: dict[str, str] = {
+    "entity": "comma-separated entity key columns, e.g. `user_id` or `merchant_id, country`",
+    "timestamp": "the time column (snapshot view: an output column; window view: the source's event time)",
+    "owner": "who answers for this view, e.g. `fraud-ml@example.com`",
+    "description": "one line saying what the view holds",
+    "available_after": "availability lag, a duration such as `2h` or `1h30m`",
+    "available_since": "first instant any value exists, `2024-01-01` or `2024-01-01T06:00:00Z`",
+    "ttl": "values older than this are missing, a duration such as `3d`",
+    "invalid": "known-bad periods, `START..END` ISO 8601 intervals, comma-separated",
+    "created": "tie-break column among rows with equal keys and timestamp",
+    "windows": "window lengths, comma-separated durations such as `3h, 1d, 7d`",
+    "tags": "comma-separated tags, e.g. `pii`",
+    "deprecated": "`YYYY-MM-DD` sunset date, optionally followed by a hint such as `use cards_added_v2`",
+    "consumers": "declared consumers, comma-separated",
+}
+REQUIRED = ("entity", "timestamp", "owner")
+_EXAMPLES = {
+    "entity": "-- entity: user_id",
+    "timestamp": "-- timestamp: event_ts",
+    "owner": "-- owner: team@example.com",
+}
+_DURATION = re.compile(r"^(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TAG = re.compile(r"^[A-Za-z0-9_.:@/+-]+$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class Window(_Frozen):
+    """One window length; `label` is its suffix in feature names (`3h`, `1h30m`)."""
+
+    label: str
+    length: timedelta
+
+
+class Interval(_Frozen):
+    """A closed interval of instants, UTC."""
+
+    start: datetime
+    end: datetime
+
+
+class Deprecation(_Frozen):
+    sunset: date
+    hint: str = ""
+
+
+class Column(_Frozen):
+    """An output column and its DuckDB type."""
+
+    name: str
+    type: str
+
+
+class Feature(_Frozen):
+    """One feature: a snapshot view's column, or an aggregate over one window."""
+
+    view: str
+    name: str
+    type: str
+    column: str
+    window: Window | None = None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.view}.{self.name}"
+
+
+class FeatureView(_Frozen):
+    """A validated definition. `columns` and `version` are filled by the resolver."""
+
+    name: str
+    path: Path
+    entity: tuple[str, ...]
+    timestamp: str
+    owner: str
+    description: str = ""
+    available_after: timedelta = timedelta(0)
+    available_since: datetime | None = None
+    ttl: timedelta | None = None
+    invalid: tuple[Interval, ...] = ()
+    created: str | None = None
+    windows: tuple[Window, ...] = ()
+    tags: tuple[str, ...] = ()
+    deprecated: Deprecation | None = None
+    consumers: tuple[str, ...] = ()
+    query: exp.Query
+    lines: dict[str, int] = {}
+    columns: tuple[Column, ...] = ()
+    reads: tuple[str, ...] = ()
+    qualified: exp.Query | None = None
+    version: str = ""
+
+    @property
+    def kind(self) -> Literal["snapshot", "window"]:
+        return "window" if self.windows else "snapshot"
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        """The view's features, in output order (keys, timestamp and tie-break excluded)."""
+        skip = {*self.entity, self.timestamp, self.created}
+        values = [c for c in self.columns if c.name not in skip]
+        if not self.windows:
+            return tuple(Feature(view=self.name, name=c.name, type=c.type, column=c.name) for c in values)
+        return tuple(
+            Feature(view=self.name, name=f"{c.name}_{w.label}", type=c.type, column=c.name, window=w)
+            for c in values for w in self.windows
+        )
+
+    def line(self, key: str) -> int:
+        return self.lines.get(key, 1)
+
+    @field_validator("entity", mode="before")
+    @classmethod
+    def _entity(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        keys = _split(value)
+        if not keys:
+            raise ValueError("entity names no key column")
+        for key in keys:
+            if not _IDENTIFIER.match(key):
+                raise ValueError(f"entity key '{key}' is not a column name")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"entity repeats a key column: {value}")
+        return tuple(keys)
+
+    @field_validator("timestamp", "created", mode="before")
+    @classmethod
+    def _column_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _IDENTIFIER.match(value.strip()):
+            raise ValueError(f"'{value}' is not a column name")
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("owner is empty")
+        return value
+
+    @field_validator("available_after", "ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        length = parse_duration(value)
+        if info.field_name == "ttl" and length <= timedelta(0):
+            raise ValueError("ttl must be longer than zero")
+        return length
+
+    @field_validator("available_since", mode="before")
+    @classmethod
+    def _since(cls, value: Any) -> Any:
+        return parse_instant(value) if isinstance(value, str) else value
+
+    @field_validator("invalid", mode="before")
+    @classmethod
+    def _invalid(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        intervals = []
+        for part in _split(value):
+            start, sep, end = part.partition("..")
+            if not sep:
+                raise ValueError(f"'{part}' is not an interval; write START..END, e.g. 2024-03-01..2024-03-02T12:00:00Z")
+            interval = Interval(start=parse_instant(start), end=parse_instant(end))
+            if interval.end < interval.start:
+                raise ValueError(f"interval '{part}' ends before it starts")
+            intervals.append(interval)
+        if not intervals:
+            raise ValueError("invalid names no interval")
+        return tuple(intervals)
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        windows = []
+        for part in _split(value):
+            length = parse_duration(part)
+            if length <= timedelta(0):
+                raise ValueError(f"window '{part}' must be longer than zero")
+            windows.append(Window(label=part.lower().replace(" ", ""), length=length))
+        if not windows:
+            raise ValueError("windows names no window length")
+        lengths = [w.length for w in windows]
+        if len(set(lengths)) != len(lengths):
+            raise ValueError(f"windows repeats a length: {value}")
+        return tuple(windows)
+
+    @field_validator("tags", "consumers", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = _split(value)
+        for name in names:
+            if not _TAG.match(name):
+                raise ValueError(f"'{name}' may hold only letters, digits and _ . : @ / + -")
+        return tuple(dict.fromkeys(names))
+
+    @field_validator("deprecated", mode="before")
+    @classmethod
+    def _deprecated(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        day, _, hint = value.strip().partition(" ")
+        try:
+            sunset = date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"'{day}' is not a date; write YYYY-MM-DD, optionally followed by a hint") from None
+        return Deprecation(sunset=sunset, hint=hint.strip())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureView:
+        if self.timestamp in self.entity:
+            raise ValueError(f"timestamp '{self.timestamp}' is also an entity key")
+        if self.windows and self.created:
+            raise ValueError("created (a tie-break between rows) has no meaning for a window view; remove it")
+        if self.windows and self.ttl is not None:
+            raise ValueError("ttl has no meaning for a window view: the window already bounds the age; remove it")
+        return self
+
+
+def build_view(definition: Definition) -> tuple[FeatureView | None, list[Problem]]:
+    """Validate a definition's header into a FeatureView; every problem is reported."""
+    path = definition.path
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for key, annotation in definition.annotations.items():
+        if key in ANNOTATIONS:
+            values[key] = annotation.value
+            continue
+        match = closest(key.lower(), ANNOTATIONS)
+        problems.append(Problem(
+            path, annotation.line, f"unknown annotation '{key}'",
+            f"did you mean '{match}'?" if match else f"valid annotations: {', '.join(ANNOTATIONS)}",
+            code="unknown-annotation"))
+    for line, text in definition.comments:
+        word = re.split(r"[\s=]", text, maxsplit=1)[0].lower()
+        if word in ANNOTATIONS and word not in definition.annotations:
+            problems.append(Problem(path, line, f"this comment looks like the annotation '{word}' without its colon",
+                                    f"write `-- {word}: …`", code="annotation-syntax", severity="warning"))
+    for key in REQUIRED:
+        if key not in definition.annotations:
+            problems.append(Problem(path, 1, f"missing required annotation '{key}'",
+                                    f"add `{_EXAMPLES[key]}` to the header ({ANNOTATIONS[key]})",
+                                    code="missing-annotation"))
+    if definition.query is None:
+        return None, problems
+    lines = {key: a.line for key, a in definition.annotations.items()}
+    try:
+        view = FeatureView.model_validate({
+            **values, "name": definition.name, "path": path, "query": definition.query, "lines": lines,
+        })
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            if error["type"] == "missing":
+                continue  # reported above, with an example
+            message = str(error.get("ctx", {}).get("error", error["msg"]))
+            line = lines.get(field, max(lines.get("windows", 1), 1))
+            problems.append(Problem(path, line, f"{field or 'header'}: {message}" if field else message,
+                                    _HINTS.get(field, ANNOTATIONS.get(field, "")), code="bad-annotation"))
+        return None, problems
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return view, problems
+
+
+_HINTS = {
+    "available_after": "write a duration: an integer and a unit (s, m, h, d, w), combinable: `2h`, `1h30m`, `0`",
+    "ttl": "write a duration: an integer and a unit (s, m, h, d, w), combinable: `3d`, `1d12h`",
+    "windows": "write durations separated by commas: `3h, 1d, 7d`",
+    "available_since": "write an ISO 8601 date or instant: `2024-01-01` or `2024-01-01T06:00:00Z`",
+    "invalid": "write START..END intervals separated by commas: `2024-03-01..2024-03-02T12:00:00Z`",
+    "deprecated": "write `YYYY-MM-DD` then an optional hint: `2026-12-31 use cards_added_v2`",
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h30m` → 1:30:00. Units s m h d w; `0` alone is zero; nothing negative."""
+    text = text.strip().lower().replace(" ", "")
+    if text.startswith("-"):
+        raise ValueError(f"'{text}' is negative; a duration must be zero or more")
+    if text == "0":
+        return timedelta(0)
+    seconds, rest = 0, text
+    if not rest:
+        raise ValueError("the duration is empty")
+    while rest:
+        match = _DURATION.match(rest)
+        if not match:
+            raise ValueError(f"'{text}' is not a duration")
+        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        rest = rest[match.end():]
+    return timedelta(seconds=seconds)
+
+
+def format_duration(length: timedelta) -> str:
+    """The shortest label for a duration: 5400 s → `1h30m`, 7 days → `7d`."""
+    seconds = int(length.total_seconds())
+    if seconds == 0:
+        return "0s"
+    if seconds % _UNITS["d"] == 0:
+        return f"{seconds // _UNITS['d']}d"
+    parts = []
+    for unit in "dhms":
+        count, seconds = divmod(seconds, _UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date or instant; without a time zone it is UTC."""
+    text = text.strip()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not an ISO 8601 date or instant (e.g. 2024-01-01 or 2024-01-01T06:00:00Z)") from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
