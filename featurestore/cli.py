@@ -122,7 +122,7 @@ def _print_problems(problems: list[Problem], fmt: str, root: Path | None, checke
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
         console.print(f"[bold]{escape(p.location(root))}[/]: [{colour}]{p.severity}[/][dim]\\[{p.code}][/] {escape(p.message)}")
@@ -163,7 +163,7 @@ def _views(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(row["view"], row["kind"], ", ".join(row["entity"]), row["owner"], row["version"],
                       ", ".join(f["name"] for f in row["features"]))
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
     return 0
 
 

@@ -168,5 +168,17 @@ def line_of(node: exp.Expr, default: int = 1) -> int:
 
 
 def column_of(node: exp.Expr, default: int = 1) -> int:
-    located = [(n.meta["line"], n.meta.get("col", 1)) for n in node.walk() if "line" in n.meta]
+    # sqlglot's `col` is where the token ends; its start is `end - start` characters earlier.
+    located = [(n.meta["line"], n.meta.get("col", 1) - (n.meta.get("end", 0) - n.meta.get("start", 0)))
+               for n in node.walk() if "line" in n.meta]
     return min(located)[1] if located else default
+
+
+def find_word(text: str, word: str, default: int = 1) -> tuple[int, int]:
+    """(line, column) of the first whole-word `word` outside `--` comments."""
+    pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?!\w)", re.IGNORECASE)
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = pattern.search(line.split("--", 1)[0])
+        if match:
+            return number, match.start() + 1
+    return default, 1

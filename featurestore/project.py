@@ -19,7 +19,7 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
 from featurestore.graph import build_graph
-from featurestore.loader import Definition, line_of, load_definitions
+from featurestore.loader import line_of, load_definitions
 from featurestore.spec import Column, FeatureView, build_view
 
 __all__ = ["Project", "load_project", "validate"]
@@ -50,7 +50,6 @@ def load_project(settings: Settings) -> Project:
 def validate(settings: Settings) -> Project:
     """Check everything, reporting every problem; views that resolved are kept."""
     definitions, problems = load_definitions(settings.definitions)
-    texts = {d.name: d for d in definitions}
     views: dict[str, FeatureView] = {}
     for definition in definitions:
         view, found = build_view(definition)
@@ -77,7 +76,7 @@ def validate(settings: Settings) -> Project:
             if name in unsound or any(r in unsound or (r in views and r not in resolved) for r in view.reads):
                 unsound.add(name)
                 continue
-            resolved_view, found = _resolve(view, texts[name], binder, schemas, resolved)
+            resolved_view, found = _resolve(view, binder, schemas, resolved)
             problems += found
             if resolved_view is None:
                 unsound.add(name)
@@ -87,12 +86,12 @@ def validate(settings: Settings) -> Project:
     return Project(settings=settings, views=resolved, sources=schemas, problems=tuple(ordered))
 
 
-def _resolve(view: FeatureView, definition: Definition, binder: duck.Binder,
+def _resolve(view: FeatureView, binder: duck.Binder,
              sources: dict[str, tuple[Column, ...]], resolved: dict[str, FeatureView]
              ) -> tuple[FeatureView | None, list[Problem]]:
     path, sql_line = view.path, line_of(view.query)
     try:
-        columns = binder.describe(definition.text)
+        columns = binder.describe(view.text)
     except duck.BindError as exc:
         return None, [Problem(path, exc.line or sql_line, exc.message, exc.hint, code="sql")]
     problems: list[Problem] = []
@@ -125,7 +124,7 @@ def _resolve(view: FeatureView, definition: Definition, binder: duck.Binder,
         return None, problems
     if not view.windows:
         try:
-            binder.add_view(view.name, definition.text)
+            binder.add_view(view.name, view.text)
         except duck.BindError as exc:
             return None, [Problem(path, exc.line or sql_line, exc.message, exc.hint, code="sql")]
     schema = {name: {c.name: c.type for c in cols} for name, cols in sources.items()}

@@ -121,6 +121,7 @@ class FeatureView(_Frozen):
     deprecated: Deprecation | None = None
     consumers: tuple[str, ...] = ()
     query: exp.Query
+    text: str = ""
     lines: dict[str, int] = {}
     columns: tuple[Column, ...] = ()
     reads: tuple[str, ...] = ()
@@ -289,7 +290,8 @@ def build_view(definition: Definition) -> tuple[FeatureView | None, list[Problem
     lines = {key: a.line for key, a in definition.annotations.items()}
     try:
         view = FeatureView.model_validate({
-            **values, "name": definition.name, "path": path, "query": definition.query, "lines": lines,
+            **values, "name": definition.name, "path": path, "query": definition.query, "text": definition.text,
+            "lines": lines,
         })
     except ValidationError as exc:
         for error in exc.errors():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from featurestore.errors import Problem
-from featurestore.loader import column_of, line_of
+from featurestore.loader import column_of, find_word, line_of
 from featurestore.spec import FeatureView
 
 __all__ = ["SUPPORTED_AGGREGATES", "check_query"]
@@ -39,6 +39,10 @@ def check_query(view: FeatureView) -> list[Problem]:
 
 
 def _problem(view: FeatureView, node: exp.Expr, message: str, hint: str, code: str) -> Problem:
+    if not any("line" in n.meta for n in node.walk()):
+        # Keyword functions (CURRENT_TIMESTAMP) carry no position: find the word in the text.
+        line, column = find_word(view.text, node.sql(dialect="duckdb").split("(")[0], line_of(view.query))
+        return Problem(view.path, line, message, hint, code=code, column=column)
     return Problem(view.path, line_of(node, line_of(view.query)), message, hint, code=code,
                    column=column_of(node))
 

@@ -8,6 +8,7 @@ and it stops when the last of them exits.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
         return postgres_url
     pgdata = (state_dir / "pgdata").resolve()
     if pgdata not in _servers:
-        import pgserver
-
         pgdata.mkdir(parents=True, exist_ok=True)
         try:
-            _servers[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+                import pgserver
+
+                _servers[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare exceptions with the server log
             raise FeatureStoreError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n"

@@ -1,0 +1,7 @@
+SELECT
+  "events"."user_id" AS "user_id",
+  "events"."ts" AS "ts",
+  "events"."amount" AS "amount"
+FROM READ_PARQUET(
+  '{root}/data/events.parquet'
+) AS "events"

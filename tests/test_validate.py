@@ -1,0 +1,185 @@
+"""Every class of definition error: exit code, file, line and an actionable message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SNAPSHOT, WINDOW, ProjectDir
+
+HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
+
+
+def only(problems: list[dict], code: str) -> dict:
+    found = [p for p in problems if p["code"] == code]
+    assert len(found) == 1, problems
+    return found[0]
+
+
+def test_valid_views_pass(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("spend", SNAPSHOT)
+    project.view("activity", WINDOW, folder="sub/dir")
+    code, problems = project.validate(capsys)
+    assert (code, problems) == (0, [])
+
+
+CASES = [
+    # (name, file text, code, line, message part, hint part)
+    ("missing_owner", "-- entity: user_id\n-- timestamp: ts\nSELECT user_id, ts FROM events\n",
+     "missing-annotation", 1, "missing required annotation 'owner'", "-- owner:"),
+    ("typo_key", HEADER + "-- ttll: 3d\nSELECT user_id, ts FROM events\n",
+     "unknown-annotation", 4, "unknown annotation 'ttll'", "did you mean 'ttl'"),
+    ("bad_duration", HEADER + "-- available_after: 2hours\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "'2hours' is not a duration", "integer and a unit"),
+    ("negative_lag", HEADER + "-- available_after: -2h\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "negative", "duration"),
+    ("bad_date", HEADER + "-- available_since: 2026-13-01\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "not an ISO 8601", "2024-01-01"),
+    ("interval_backwards", HEADER + "-- invalid: 2026-02-01..2026-01-01\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "ends before it starts", "START..END"),
+    ("bad_deprecated", HEADER + "-- deprecated: soon use v2\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "'soon' is not a date", "YYYY-MM-DD"),
+    ("syntax", HEADER + "SELECT user_id,\n  ts\nFROM WHERE\n",
+     "syntax", 6, "SQL does not parse", "syntax"),
+    ("two_statements", HEADER + "SELECT user_id, ts FROM events;\n\nSELECT 1;\n",
+     "statements", 6, "2 statements", "exactly one SELECT"),
+    ("ddl", HEADER + "DROP TABLE events\n", "not-select", 4, "only a SELECT is allowed, found DROP", "no DDL"),
+    ("dml", HEADER + "\nINSERT INTO events VALUES (1, 2, 3, NULL)\n", "not-select", 5, "found INSERT", "no DDL"),
+    ("empty", "", "empty", 1, "holds no SQL", "write one SELECT"),
+    ("header_only", HEADER, "empty", 1, "holds no SQL", "write one SELECT"),
+    ("entity_missing", "-- entity: account_id\n-- timestamp: ts\n-- owner: a@b.c\nSELECT user_id, ts FROM events\n",
+     "missing-column", 1, "entity key 'account_id' is not an output column", "output columns: user_id, ts"),
+    ("timestamp_missing", "-- entity: user_id\n-- owner: a@b.c\n-- timestamp: event_time\nSELECT user_id, ts FROM events\n",
+     "missing-column", 3, "timestamp column 'event_time' is not an output column", "select it"),
+    ("timestamp_type", HEADER + "SELECT user_id, amount AS ts FROM events\n",
+     "timestamp-type", 2, "has type DOUBLE", "TIMESTAMP"),
+    ("window_timestamp", "-- entity: user_id\n-- timestamp: created_at\n-- owner: a@b.c\n-- windows: 1d\n"
+     "SELECT user_id, count(*) AS n FROM events GROUP BY user_id\n",
+     "missing-column", 2, "'created_at' is not a column of the table this window view aggregates", "event-time"),
+    ("unknown_source", HEADER + "SELECT user_id, ts\nFROM evnts\n", "unknown-table", 5,
+     "'evnts' is neither a source nor a view", "did you mean 'events'"),
+    ("schema_qualified", HEADER + "SELECT user_id, ts FROM main.events\n", "unknown-table", 4,
+     "qualified with a schema", "bare name"),
+    ("unknown_column", HEADER + "SELECT user_id, ts,\n  amout\nFROM events\n", "sql", 5,
+     'Referenced column "amout" not found', 'did you mean "amount"'),
+    ("duplicate_column", HEADER + "SELECT user_id, ts, amount,\n  card_id AS amount\nFROM events\n",
+     "duplicate-column", 5, "output column 'amount' appears more than once", "AS"),
+    ("aggregate_no_windows", HEADER + "SELECT user_id, max(ts) AS ts, sum(amount) AS total\nFROM events\nGROUP BY user_id\n",
+     "aggregate-without-windows", 6, "aggregates over all of history", "-- windows:"),
+    ("windows_not_grouped", HEADER + "-- windows: 1d\nSELECT user_id, amount FROM events\n",
+     "window-shape", 4, "GROUP BY over exactly the entity keys", "GROUP BY user_id"),
+    ("windows_wrong_group", HEADER + "-- windows: 1d\nSELECT user_id, count(*) AS n FROM events GROUP BY user_id, card_id\n",
+     "window-shape", 4, "GROUP BY over exactly the entity keys", "GROUP BY user_id"),
+    ("window_unsupported_aggregate", HEADER + "-- windows: 1d\nSELECT user_id,\n  median(amount) AS m\n"
+     "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "arg_max"),
+    ("following", HEADER + "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts\n"
+     "    ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS s\nFROM events\n", "reads-future", 5, "FOLLOWING", "CURRENT ROW"),
+    ("lead", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\nFROM events\n",
+     "reads-future", 5, "lead() reads a later row", "lag()"),
+    ("negative_lag_fn", HEADER + "SELECT user_id, ts,\n  lag(amount, -1) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\n"
+     "FROM events\n", "reads-future", 5, "negative offset", "lag(x, 1)"),
+    ("now", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts < now()\n", "reads-clock", 6, "NOW() reads the clock", "as of t"),
+    ("current_timestamp", HEADER + "SELECT user_id, ts,\n  current_timestamp - ts AS age\nFROM events\n",
+     "reads-clock", 5, "CURRENT_TIMESTAMP reads the clock", "as of t"),
+    ("current_date", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts::DATE = current_date\n",
+     "reads-clock", 6, "CURRENT_DATE reads the clock", "as of t"),
+    ("random", HEADER + "SELECT user_id, ts,\n  random() AS r\nFROM events\n", "random", 5, "is random", "hash"),
+    ("read_file", HEADER + "SELECT user_id, ts FROM read_parquet('x.parquet')\n", "undeclared-source", 4,
+     "not a declared source", "[sources]"),
+    ("events", SNAPSHOT.replace("    ", ""), "name-clash", 1, "has the name of a source", "rename"),
+    ("Bad-Name", SNAPSHOT.replace("    ", ""), "view-name", 1, "not a lowercase SQL identifier", "bad_name.sql"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "code", "line", "message", "hint"), CASES, ids=[c[0] for c in CASES])
+def test_error_is_located_and_actionable(project: ProjectDir, capsys: pytest.CaptureFixture[str], name: str,
+                                         text: str, code: str, line: int, message: str, hint: str) -> None:
+    path = project.view(name, text)
+    exit_code, problems = project.validate(capsys)
+    assert exit_code == 1
+    problem = only(problems, code)
+    assert problem["path"] == f"definitions/{path.name}"
+    assert problem["line"] == line
+    assert message in problem["message"]
+    assert hint in problem["hint"]
+    assert problem["severity"] == "error"
+
+
+def test_cycle_names_every_view_in_it(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("a", HEADER + "SELECT user_id, ts FROM b\n")
+    project.view("b", HEADER + "SELECT user_id, ts FROM a\n")
+    code, problems = project.validate(capsys)
+    assert code == 1
+    cycle = [p for p in problems if p["code"] == "cycle"]
+    assert sorted(p["path"] for p in cycle) == ["definitions/a.sql", "definitions/b.sql"]
+    assert all(p["line"] == 4 and "cycle" in p["message"] for p in cycle)
+
+
+def test_views_read_views(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("base", SNAPSHOT)
+    project.view("derived", HEADER + "SELECT user_id, ts, amount * 2 AS doubled FROM base\n")
+    project.view("bad", HEADER + "SELECT user_id, ts, tripled FROM base\n")
+    code, problems = project.validate(capsys)
+    assert code == 1
+    assert [(p["path"], p["code"], p["line"]) for p in problems] == [("definitions/bad.sql", "sql", 4)]
+
+
+def test_reading_a_window_view_is_an_error(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("activity", WINDOW)
+    project.view("reader", HEADER + "SELECT user_id, ts FROM activity\n")
+    code, problems = project.validate(capsys)
+    assert (code, [p["code"] for p in problems]) == (1, ["reads-window-view"])
+
+
+def test_every_problem_in_one_run(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("one", "-- entity: user_id\n-- timestamp: ts\nSELECT user_id, ts, now() AS t FROM events\n")
+    project.view("two", HEADER + "-- ttl: forever\n-- colour: blue\nSELECT user_id, ts FROM events\n")
+    project.view("three", HEADER + "SELECT user_id, ts FROM nowhere\n")
+    project.view("fine", SNAPSHOT)
+    code, problems = project.validate(capsys)
+    assert code == 1
+    assert sorted((p["path"], p["code"]) for p in problems) == [
+        ("definitions/one.sql", "missing-annotation"),
+        ("definitions/three.sql", "unknown-table"),
+        ("definitions/two.sql", "bad-annotation"),
+        ("definitions/two.sql", "unknown-annotation"),
+    ]
+
+
+def test_comment_that_looks_like_an_annotation_warns(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("spend", "-- ttl 3d\n" + SNAPSHOT.replace("    ", ""))
+    code, problems = project.validate(capsys)
+    assert code == 0
+    assert [(p["severity"], p["line"], p["code"]) for p in problems] == [("warning", 1, "annotation-syntax")]
+
+
+def test_duplicate_view_names_across_folders(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("spend", SNAPSHOT, folder="a")
+    project.view("spend", SNAPSHOT, folder="b")
+    code, problems = project.validate(capsys)
+    assert code == 1
+    problem = only(problems, "duplicate-view")
+    assert problem["path"] == "definitions/b/spend.sql" and "definitions/a/spend.sql" in problem["message"]
+
+
+def test_text_and_github_formats(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("spend", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (ORDER BY ts) AS x\nFROM events\n")
+    code, out, _ = project.run("validate", capsys=capsys)
+    assert code == 1
+    assert "definitions/spend.sql:5:3: error[reads-future] lead() reads a later row" in out
+    assert "fix: use lag()" in out
+    code, out, _ = project.run("validate", "--format", "github", capsys=capsys)
+    assert code == 1
+    assert out.splitlines()[0].startswith("::error file=definitions/spend.sql,line=5,col=3,title=reads-future::lead()")
+
+
+def test_cli_never_shows_a_traceback(project: ProjectDir) -> None:
+    project.view("broken", "-- entity: user_id\nSELECT (((\n")
+    (project.root / "featurestore.toml").write_text("colour = 1\n" + (project.root / "featurestore.toml").read_text())
+    result = subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "validate"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "featurestore.toml:1:1: error[config] unknown setting 'colour'" in result.stdout
