@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install featurestore into .venv and run the fraud example end to end on the embedded defaults:
+# generate the sources, validate every definition, list the catalog, show compiled SQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh
+fs() { "$VENV/bin/featurestore" "$@"; }
+
+echo "== 1. generate the example's sources (Parquet files, a PostgreSQL table, a DuckDB table)"
+fs demo-data
+echo "== 2. validate every definition"
+fs validate
+echo "== 3. the catalog"
+fs views
+echo "== 4. the SQL a window view compiles to"
+fs compile cards_added
