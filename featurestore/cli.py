@@ -163,7 +163,8 @@ def _views(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(row["view"], row["kind"], ", ".join(row["entity"]), row["owner"], row["version"],
                       ", ".join(f["name"] for f in row["features"]))
-    Console(soft_wrap=True).print(table)
+    # Piped output (CI logs, files) gets room instead of truncated cells.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 
 

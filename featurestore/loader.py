@@ -67,7 +67,7 @@ def load_definitions(folder: Path) -> tuple[list[Definition], list[Problem]]:
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(path, 1, f"cannot read the file: {exc}", "save it as UTF-8 text", code="file"))
             continue

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlglot import exp
 
 from featurestore.errors import Problem, closest
@@ -120,12 +120,12 @@ class FeatureView(_Frozen):
     tags: tuple[str, ...] = ()
     deprecated: Deprecation | None = None
     consumers: tuple[str, ...] = ()
-    query: exp.Query
-    text: str = ""
+    query: exp.Query = Field(repr=False)
+    text: str = Field(default="", repr=False)
     lines: dict[str, int] = {}
     columns: tuple[Column, ...] = ()
     reads: tuple[str, ...] = ()
-    qualified: exp.Query | None = None
+    qualified: exp.Query | None = Field(default=None, repr=False)
     version: str = ""
 
     @property
