@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Iterable
 
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
+from featurestore.frames import TrainingFrame, load_snapshot, training_frame
 from featurestore.project import Project, load_project, validate
 from featurestore.spec import FeatureView
 
@@ -49,6 +51,20 @@ class FeatureStore:
             hint = did_you_mean(name, self.views) or f"known views: {', '.join(sorted(self.views)) or 'none'}"
             raise FeatureStoreError(f"unknown view '{name}'; {hint}")
         return self.views[name]
+
+    def training_frame(self, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
+                       full_names: bool = False) -> TrainingFrame:
+        """The spine's rows, in order, with each feature's value as of the row's `timestamp`.
+
+        `spine`: a polars or pandas DataFrame, an Arrow table, a Parquet path, or SQL over the sources.
+        `features`: `view.feature` or `view.*` references. Columns clash → error, unless `full_names`.
+        """
+        return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names)
+
+    @staticmethod
+    def load_snapshot(path: str | Path) -> TrainingFrame:
+        """A saved training frame, verified against its manifest's content hash."""
+        return load_snapshot(path)
 
     def compile(self, name: str, *, dialect: str = "duckdb") -> str:
         """The runnable SQL of view `name` in `dialect` (one of DIALECTS)."""

@@ -14,10 +14,11 @@ LAYERS = [
     {"errors"},
     {"config"},
     {"loader"},
-    {"spec"},
+    {"spec", "selection"},
     {"graph", "compiler"},
     {"engines"},
     {"project", "demo", "scaffold"},
+    {"frames"},
     {"store"},
     {"cli", "sklearn"},
 ]

@@ -14,7 +14,7 @@ from sqlglot import exp
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
 from featurestore.spec import FeatureView
 
-__all__ = ["DIALECTS", "render_view"]
+__all__ = ["DIALECTS", "render_query", "render_view"]
 
 DIALECTS = ("duckdb", "postgres")
 _READERS = {"parquet": "read_parquet", "csv": "read_csv"}
@@ -23,13 +23,21 @@ _READERS = {"parquet": "read_parquet", "csv": "read_csv"}
 def render_view(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
                 root: Path, dialect: str) -> str:
     """The SQL that yields the view's rows in `dialect` (a view must be resolved: `qualified` set)."""
+    query = render_query(view, views, sources, root, dialect)
+    # A wide limit keeps long file paths on one line, so the layout does not depend on them.
+    return query.sql(dialect=dialect, pretty=True, comments=False, max_text_width=10_000)
+
+
+def render_query(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
+                 root: Path, dialect: str) -> exp.Query:
+    """The tree behind `render_view`."""
     ctes = [exp.CTE(this=_resolve(views[name], sources, root, dialect), alias=exp.TableAlias(
         this=exp.to_identifier(name, quoted=True))) for name in _upstream(view, views)]
     query = _resolve(view, sources, root, dialect)
     if ctes:
         existing = query.args.get("with_")
         query.set("with_", exp.With(expressions=ctes + (existing.expressions if existing else [])))
-    return query.sql(dialect=dialect, pretty=True, comments=False)
+    return query
 
 
 def _upstream(view: FeatureView, views: dict[str, FeatureView]) -> list[str]:

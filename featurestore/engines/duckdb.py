@@ -11,12 +11,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["BindError", "Binder", "describe_duckdb_table", "describe_files", "is_time_type"]
+__all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
+           "load_arrow", "add_table", "add_file_view", "describe_relation"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
 
@@ -82,16 +84,7 @@ class Binder:
         self._connection.close()
 
     def add_table(self, name: str, columns: list[Column]) -> None:
-        from sqlglot import exp
-
-        create = exp.Create(
-            this=exp.Schema(
-                this=exp.to_identifier(name, quoted=True),
-                expressions=[exp.ColumnDef(this=exp.to_identifier(c.name, quoted=True),
-                                           kind=exp.DataType.build(c.type, dialect="duckdb", udt=True))
-                             for c in columns]),
-            kind="TABLE")
-        self._connection.execute(create.sql(dialect="duckdb"))
+        add_table(self._connection, name, columns)
 
     def describe(self, sql: str) -> list[Column]:
         """Output columns of a query; `sql` is passed as written, so DuckDB's lines are its lines."""
@@ -126,3 +119,74 @@ def _first_line(exc: Exception) -> str:
 
 def _utc(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET TimeZone = 'UTC'")
+
+
+def connect_offline(database: Path, temp_directory: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """The offline database, in UTC, spilling to `temp_directory` when work outgrows memory."""
+    import duckdb
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    temp_directory.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = duckdb.connect(str(database), read_only=read_only and database.exists())
+    except duckdb.IOException as exc:
+        raise BindError(f"cannot open the offline database {database}: {_first_line(exc)}",
+                        "another process may hold it open for writing; close it, or wait", None) from None
+    _utc(connection)
+    from sqlglot import exp
+
+    connection.execute(f"SET temp_directory = {exp.Literal.string(str(temp_directory)).sql(dialect='duckdb')}")
+    return connection
+
+
+def load_arrow(connection: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
+    """Make an Arrow table readable as `name` (no copy)."""
+    connection.register(name, table)
+
+
+def arrow(connection: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """Run one statement and return its result as an Arrow table."""
+    import duckdb
+
+    try:
+        return connection.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise FeatureStoreError(_first_line(exc)) from None
+
+
+def add_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[Column], rows: Any = None) -> None:
+    """Create table `name` with `columns` (DuckDB types), filled from an Arrow table if given."""
+    from sqlglot import exp
+
+    create = exp.Create(
+        this=exp.Schema(
+            this=exp.to_identifier(name, quoted=True),
+            expressions=[exp.ColumnDef(this=exp.to_identifier(c.name, quoted=True),
+                                       kind=exp.DataType.build(c.type, dialect="duckdb", udt=True))
+                         for c in columns]),
+        kind="TABLE", properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+    connection.execute(create.sql(dialect="duckdb"))
+    if rows is not None:
+        connection.register("__fs_rows", rows)
+        insert = exp.insert(exp.select("*").from_("__fs_rows"), exp.to_table(name, quoted=True))
+        connection.execute(insert.sql(dialect="duckdb"))
+        connection.unregister("__fs_rows")
+
+
+def describe_relation(connection: duckdb.DuckDBPyConnection, name: str) -> tuple[Column, ...]:
+    from sqlglot import exp
+
+    rows = connection.execute("DESCRIBE " + exp.to_table(name, quoted=True).sql(dialect="duckdb")).fetchall()
+    return tuple(Column(name=row[0], type=row[1]) for row in rows)
+
+
+def add_file_view(connection: duckdb.DuckDBPyConnection, name: str, pattern: str, fmt: str) -> None:
+    """A temporary view `name` over Parquet or CSV files, for SQL that names sources."""
+    from sqlglot import exp
+
+    reader = exp.Anonymous(this="read_parquet" if fmt == "parquet" else "read_csv",
+                           expressions=[exp.Literal.string(pattern)])
+    create = exp.Create(this=exp.to_table(name, quoted=True), kind="VIEW",
+                        expression=exp.select("*").from_(exp.Table(this=reader)),
+                        properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+    connection.execute(create.sql(dialect="duckdb"))

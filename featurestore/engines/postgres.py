@@ -15,7 +15,7 @@ from typing import Any
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
 
-__all__ = ["connect", "describe_tables", "duckdb_type", "resolve_url"]
+__all__ = ["connect", "describe_tables", "duckdb_type", "fetch_arrow", "resolve_url"]
 
 _servers: dict[Path, Any] = {}
 
@@ -105,3 +105,16 @@ def duckdb_type(pg_type: str) -> str:
 
 def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def fetch_arrow(url: str, schema: str, table: str) -> Any:
+    """All rows of `schema.table` as an Arrow table (names validated by the config, quoted here)."""
+    import pyarrow as pa
+    from psycopg import sql
+
+    with connect(url) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        cursor = connection.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table)))
+        names = [d.name for d in cursor.description]
+        rows = cursor.fetchall()
+    return pa.table({name: pa.array([row[i] for row in rows]) for i, name in enumerate(names)})

@@ -2,6 +2,4 @@ SELECT
   "events"."user_id" AS "user_id",
   "events"."ts" AS "ts",
   "events"."amount" AS "amount"
-FROM READ_PARQUET(
-  '{root}/data/events.parquet'
-) AS "events"
+FROM READ_PARQUET('{root}/data/events.parquet') AS "events"

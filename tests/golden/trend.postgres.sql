@@ -16,9 +16,5 @@ WITH "spend" AS (
 SELECT
   "recent"."user_id" AS "user_id",
   "recent"."ts" AS "ts",
-  AVG("recent"."amount") OVER (
-    PARTITION BY "recent"."user_id"
-    ORDER BY "recent"."ts"
-    ROWS BETWEEN 2 PRECEDING AND CURRENT ROW
-  ) AS "avg3"
+  AVG("recent"."amount") OVER (PARTITION BY "recent"."user_id" ORDER BY "recent"."ts" ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS "avg3"
 FROM "recent" AS "recent"

@@ -1,0 +1,166 @@
+"""The point-in-time join of a spine with snapshot views: one statement, DuckDB ASOF joins.
+
+    point_in_time(Spine("__fs_spine", cols, "ts", "__fs_row"), [ViewRows(user_daily_stats, rows, selected)])
+    →  WITH "__fs_spine" AS (SELECT s.*, <ts as UTC µs> AS "__fs_t" FROM "__fs_spine" AS s),
+            "__fs_v0" AS (SELECT keys, <ts> AS "__fs_ts", <ts> + lag AS "__fs_known", features
+                          FROM (<view rows>) WHERE <ts> NOT NULL AND NOT <invalid>)
+       SELECT s.<spine columns>, CASE WHEN <ttl> AND <since> THEN v0.<feature> END AS <name>, …
+       FROM "__fs_spine" AS s ASOF LEFT JOIN "__fs_v0" AS v0 ON s.key = v0.key AND s.__fs_t >= v0.__fs_known
+       ORDER BY s.__fs_row
+
+Exactly SEMANTICS.md: the row with the greatest `ts` such that `ts + lag <= t`,
+ties broken by `created` (or refused as a data error), NULL beyond TTL or
+before `available_since`. Times are compared as UTC microseconds; a finer
+spine time is floored and a finer row time is ceiled, so rounding never lets
+a row be seen before it is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlglot import exp
+
+from featurestore.selection import Selected
+from featurestore.spec import Column, FeatureView
+
+__all__ = ["Spine", "ViewRows", "point_in_time", "utc_micros"]
+
+ROW = "__fs_row"
+_T = "__fs_t"
+_TS = "__fs_ts"
+_KNOWN = "__fs_known"
+_DUPLICATES = "__fs_duplicates"
+
+
+@dataclass(frozen=True)
+class Spine:
+    """The spine as a relation: its columns (in output order), time column and order column."""
+
+    relation: str
+    columns: tuple[Column, ...]
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class ViewRows:
+    """A snapshot view's rows (any query yielding its columns) and the features taken from it."""
+
+    view: FeatureView
+    rows: exp.Query
+    selected: tuple[Selected, ...]
+
+
+def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
+    """One SELECT: every spine row, in spine order, with the selected features as of its time.
+
+    With `passthrough=False` only the features are selected (the caller holds the spine's columns).
+    """
+    spine_type = {c.name: c.type for c in spine.columns}[spine.timestamp]
+    ctes = [_cte("__fs_spine_t", exp.select(exp.Star(), exp.alias_(
+        utc_micros(exp.column(spine.timestamp, quoted=True), spine_type, "floor"), _T, quoted=True))
+        .from_(exp.to_table(spine.relation, quoted=True)))]
+    kept = [c for c in spine.columns if c.name != ROW] if passthrough else []
+    query = exp.select(*[exp.column(c.name, "s", quoted=True) for c in kept]) \
+        .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
+    for number, item in enumerate(views):
+        alias = f"v{number}"
+        ctes.append(_cte(f"__fs_{alias}", _view_rows(item)))
+        condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
+                                     expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
+                             exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
+        query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
+                           on=condition, join_type="ASOF LEFT")
+        guard = _guard(item.view, alias)
+        for selected in item.selected:
+            value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
+            if not item.view.created:
+                # Two rows with the same keys and time and no tie-break: refuse rather than pick one.
+                value = exp.case().when(exp.GT(this=exp.column(_DUPLICATES, alias, quoted=True),
+                                               expression=exp.Literal.number(1)), _duplicate_error(item.view, alias)) \
+                    .else_(value)
+            if guard is not None:
+                value = exp.case().when(guard, value)
+            query = query.select(exp.alias_(value, selected.output, quoted=True))
+    query = query.order_by(exp.column(ROW, "s", quoted=True))
+    query.set("with_", exp.With(expressions=ctes))
+    return query
+
+
+def _view_rows(item: ViewRows) -> exp.Select:
+    view, types = item.view, {c.name: c.type for c in item.view.columns}
+    ts = utc_micros(exp.column(view.timestamp, "r", quoted=True), types[view.timestamp], "ceil")
+    keys = [exp.column(k, "r", quoted=True) for k in view.entity]
+    columns = list(dict.fromkeys(s.feature.column for s in item.selected))
+    known = ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=_micros(view.available_after))
+    rows = exp.select(*keys, exp.alias_(ts, _TS, quoted=True), exp.alias_(known, _KNOWN, quoted=True),
+                      *[exp.column(c, "r", quoted=True) for c in columns]) \
+        .from_(exp.Subquery(this=item.rows, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
+        .where(exp.Not(this=exp.Is(this=ts.copy(), expression=exp.Null())))
+    for interval in view.invalid:
+        rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=_instant(interval.start),
+                                                   high=_instant(interval.end))))
+    partition = [*keys, ts.copy()]
+    if view.created:
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[p.copy() for p in partition], order=exp.Order(
+            expressions=[exp.Ordered(this=exp.column(view.created, "r", quoted=True), desc=True, nulls_first=False)]))
+        rows = rows.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
+    else:
+        count = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[p.copy() for p in partition])
+        rows = rows.select(exp.alias_(count, _DUPLICATES, quoted=True))
+    return rows
+
+
+def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
+    conditions: list[exp.Expr] = []
+    t = exp.column(_T, "s", quoted=True)
+    if view.ttl is not None:
+        conditions.append(exp.LTE(this=exp.Sub(this=t.copy(), expression=_micros(view.ttl)),
+                                  expression=exp.column(_TS, alias, quoted=True)))
+    if view.available_since is not None:
+        conditions.append(exp.GTE(this=t.copy(), expression=_instant(view.available_since)))
+    return exp.and_(*conditions) if conditions else None
+
+
+def _duplicate_error(view: FeatureView, alias: str) -> exp.Expr:
+    message = (f"view '{view.name}' has several rows with the same {', '.join(view.entity)} and "
+               f"{view.timestamp}; declare a tie-break column with `-- created: <column>` in {view.path.name}, "
+               f"or make the rows unique (first duplicate: ")
+    parts: list[exp.Expr] = [exp.Literal.string(message)]
+    for column in (*view.entity, _TS):
+        parts += [exp.cast(exp.column(column, alias, quoted=True), "VARCHAR"), exp.Literal.string(", ")]
+    parts[-1] = exp.Literal.string(")")
+    text = parts[0]
+    for part in parts[1:]:
+        text = exp.DPipe(this=text, expression=part)
+    return exp.Anonymous(this="error", expressions=[text])
+
+
+def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
+    """`value` as TIMESTAMPTZ (UTC, microseconds). Nanoseconds are floored or ceiled, never rounded."""
+    kind = duckdb_type.upper()
+    if kind in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS", "TIMESTAMP WITH TIME ZONE_NS"):
+        nanos = exp.func("epoch_ns", value)
+        shift = exp.Literal.number(0 if rounding == "floor" else 999)
+        # Floor division that is right for instants before 1970 too.
+        micros = exp.IntDiv(this=exp.Paren(this=exp.Sub(this=exp.Add(this=nanos, expression=shift), expression=exp.Mod(
+            this=exp.Paren(this=exp.Add(this=exp.Mod(this=exp.Paren(this=exp.Add(this=nanos.copy(), expression=shift.copy())),
+                                                     expression=exp.Literal.number(1000)),
+                                        expression=exp.Literal.number(1000))),
+            expression=exp.Literal.number(1000)))), expression=exp.Literal.number(1000))
+        return exp.cast(exp.func("make_timestamp", micros), "TIMESTAMPTZ")
+    return exp.cast(value, "TIMESTAMPTZ")
+
+
+def _micros(length: timedelta) -> exp.Interval:
+    micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
+    return exp.Interval(this=exp.Literal.string(str(micros)), unit=exp.var("MICROSECOND"))
+
+
+def _instant(value: datetime) -> exp.Expr:
+    return exp.cast(exp.Literal.string(value.isoformat()), "TIMESTAMPTZ")
+
+
+def _cte(name: str, query: exp.Query) -> exp.CTE:
+    return exp.CTE(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))

@@ -1,0 +1,273 @@
+"""Training frames: a spine, point-in-time joined with features, and immutable snapshots of them.
+
+    frame = training_frame(project, spine, ["user_daily_stats.*"], timestamp="ts")
+    frame.to_polars(); frame.save_snapshot("snapshots/fraud_v3")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
+from featurestore.compiler.render import render_query
+from featurestore.config import FileSource, PostgresSource
+from featurestore.engines import duckdb as duck
+from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError, did_you_mean
+from featurestore.project import Project
+from featurestore.selection import Selected, select_features
+from featurestore.spec import Column
+
+__all__ = ["TrainingFrame", "load_snapshot", "training_frame"]
+
+_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_STRINGS = {"VARCHAR"}
+MANIFEST = "manifest.json"
+DATA = "frame.parquet"
+
+
+class TrainingFrame:
+    """The spine's rows and columns, in its order, then the features; and how it was made."""
+
+    def __init__(self, table: Any, sql: str, info: dict[str, Any]) -> None:
+        self._table = table
+        self.sql = sql
+        self.info = info
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    def __repr__(self) -> str:
+        return f"TrainingFrame({self._table.num_rows} rows, columns={self._table.column_names})"
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._table.column_names)
+
+    def to_arrow(self) -> Any:
+        return self._table
+
+    def to_polars(self) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self._table)
+
+    def to_pandas(self) -> Any:
+        """pandas with nullable dtypes, so integer and boolean columns with NULLs keep their type."""
+        import pandas as pd
+        import pyarrow as pa
+
+        mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                   pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                   pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+                   pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}
+        return self._table.to_pandas(types_mapper=mapping.get)
+
+    def content_hash(self) -> str:
+        return _content_hash(self._table)
+
+    def save_snapshot(self, path: str | Path) -> Path:
+        """Write the frame as Parquet plus a manifest; refuses to overwrite an existing snapshot."""
+        import pyarrow.parquet as pq
+
+        folder = Path(path)
+        if (folder / MANIFEST).exists():
+            raise FeatureStoreError(f"a snapshot already exists in {folder}; snapshots are immutable, choose a new path")
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(self._table, folder / DATA)
+        manifest = {
+            **self.info,
+            "rows": self._table.num_rows,
+            "columns": self._table.column_names,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "content_hash": self.content_hash(),
+            "sql": self.sql,
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        return folder
+
+
+def load_snapshot(path: str | Path) -> TrainingFrame:
+    """A saved frame, after checking that its data still matches the manifest's content hash."""
+    import pyarrow.parquet as pq
+
+    folder = Path(path)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        table = pq.read_table(folder / DATA)
+    except (OSError, ValueError) as exc:
+        raise FeatureStoreError(f"{folder} is not a readable snapshot: {exc}") from None
+    actual = _content_hash(table)
+    if actual != manifest.get("content_hash"):
+        raise FeatureStoreError(f"snapshot {folder} was modified after it was saved: its content hash is {actual}, "
+                                f"the manifest says {manifest.get('content_hash')}; rebuild it from the definitions")
+    info = {k: v for k, v in manifest.items() if k not in ("sql",)}
+    return TrainingFrame(table, manifest.get("sql", ""), info)
+
+
+def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
+                   full_names: bool = False) -> TrainingFrame:
+    """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md)."""
+    settings = project.settings
+    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
+    try:
+        spine_table = _spine_arrow(spine, connection, project)
+        spine_columns = _describe_spine(connection, spine_table)
+        selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
+        by_view: dict[str, list[Selected]] = {}
+        for item in selected:
+            by_view.setdefault(item.feature.view, []).append(item)
+        views = [project.views[name] for name in by_view]
+        _check_spine(spine_columns, timestamp, views)
+        windowed = [v.name for v in views if v.windows]
+        if windowed:
+            raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available in training frames; "
+                                    "select features of snapshot views")
+        _register_postgres_sources(connection, project, views)
+        import numpy as np
+        import pyarrow as pa
+
+        numbered = spine_table.append_column(ROW, pa.array(np.arange(spine_table.num_rows, dtype=np.int64)))
+        duck.load_arrow(connection, "__fs_spine", numbered)
+        plan = point_in_time(
+            Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
+            [ViewRows(v, render_query(v, project.views, settings.sources, settings.root, "duckdb"),
+                      tuple(by_view[v.name])) for v in views],
+            passthrough=False)
+        sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
+        result = duck.arrow(connection, sql)
+    finally:
+        connection.close()
+    table = spine_table
+    for name in result.column_names:
+        table = table.append_column(name, _utc(result.column(name)))
+    info = {
+        "features": [s.feature.qualified for s in selected],
+        "view_versions": {v.name: v.version for v in views},
+        "timestamp": timestamp,
+        "spine_hash": _content_hash(spine_table),
+    }
+    return TrainingFrame(table, sql, info)
+
+
+def _spine_arrow(spine: Any, connection: Any, project: Project) -> Any:
+    import pyarrow as pa
+
+    if isinstance(spine, pa.Table):
+        return spine
+    module = type(spine).__module__.split(".")[0]
+    if module == "polars":
+        return spine.to_arrow()
+    if module == "pandas":
+        return pa.Table.from_pandas(spine, preserve_index=False)
+    if isinstance(spine, Path) or (isinstance(spine, str) and spine.strip().lower().endswith(".parquet")):
+        import pyarrow.parquet as pq
+
+        path = Path(spine)
+        if not path.is_absolute() and not path.exists():
+            path = project.settings.root / path
+        try:
+            return pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise FeatureStoreError(f"cannot read the spine {spine}: {exc}") from None
+    if isinstance(spine, str):
+        _register_all_sources(connection, project)
+        return duck.arrow(connection, spine)
+    raise FeatureStoreError(f"a spine is a polars or pandas DataFrame, an Arrow table, a Parquet path or a SQL "
+                            f"string; got {type(spine).__name__}")
+
+
+def _describe_spine(connection: Any, table: Any) -> tuple[Column, ...]:
+    duck.load_arrow(connection, "__fs_spine_probe", table.slice(0, 0))
+    columns = duck.describe_relation(connection, "__fs_spine_probe")
+    connection.unregister("__fs_spine_probe")
+    for column in columns:
+        if column.name.startswith("__fs_"):
+            raise FeatureStoreError(f"spine column '{column.name}': names starting with __fs_ are reserved; rename it")
+    return columns
+
+
+def _check_spine(columns: tuple[Column, ...], timestamp: str, views: list[Any]) -> None:
+    types = {c.name: c.type for c in columns}
+    names = list(types)
+    if timestamp not in types:
+        hint = did_you_mean(timestamp, names) or "pass timestamp=\"<column>\""
+        raise FeatureStoreError(f"the spine has no timestamp column '{timestamp}' (its columns: {', '.join(names)}); "
+                                f"{hint}")
+    if not duck.is_time_type(types[timestamp]) and types[timestamp] != '"NULL"':
+        raise FeatureStoreError(f"the spine's timestamp column '{timestamp}' has type {types[timestamp]}; "
+                                "convert it to a timestamp or date")
+    for view in views:
+        view_types = {c.name: c.type for c in view.columns}
+        for key in view.entity:
+            if key not in types:
+                raise FeatureStoreError(f"the spine lacks the column '{key}', the entity key of view '{view.name}' "
+                                        f"(spine columns: {', '.join(names)})")
+            if not _compatible(types[key], view_types[key]):
+                raise FeatureStoreError(f"the spine's '{key}' is {types[key]} but view '{view.name}' keys it as "
+                                        f"{view_types[key]}; cast the spine column to {view_types[key]}")
+
+
+def _compatible(spine_type: str, view_type: str) -> bool:
+    if spine_type == view_type or spine_type == '"NULL"':
+        return True
+    return ({spine_type, view_type} <= _INTEGERS) or ({spine_type, view_type} <= _STRINGS)
+
+
+def _register_postgres_sources(connection: Any, project: Project, views: list[Any]) -> None:
+    needed: set[str] = set()
+
+    def visit(name: str) -> None:
+        for read in project.views[name].reads:
+            if read in project.views:
+                visit(read)
+            elif isinstance(project.settings.sources.get(read), PostgresSource):
+                needed.add(read)
+
+    for view in views:
+        visit(view.name)
+    _load_postgres(connection, project, sorted(needed))
+
+
+def _register_all_sources(connection: Any, project: Project) -> None:
+    settings = project.settings
+    for name, source in settings.sources.items():
+        if isinstance(source, FileSource):
+            duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
+    _load_postgres(connection, project, [n for n, s in settings.sources.items() if isinstance(s, PostgresSource)])
+
+
+def _load_postgres(connection: Any, project: Project, names: list[str]) -> None:
+    if not names:
+        return
+    settings = project.settings
+    url = postgres.resolve_url(settings.postgres_url, settings.state_dir)
+    for name in names:
+        source = settings.sources[name]
+        assert isinstance(source, PostgresSource)
+        rows = postgres.fetch_arrow(url, source.schema_name, source.table)
+        duck.add_table(connection, name, list(project.sources[name]), rows)
+
+
+def _utc(column: Any) -> Any:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        return column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+    return column
+
+
+def _content_hash(table: Any) -> str:
+    """SHA-256 of the table's values and types (schema metadata ignored), independent of file encoding."""
+    import pyarrow as pa
+
+    clean = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, clean.schema) as writer:
+        for batch in clean.to_batches(max_chunksize=65536):
+            writer.write_batch(batch)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

@@ -1,0 +1,189 @@
+"""The point-in-time join against the brute-force reference, on many random cases.
+
+Times sit on a coarse grid (with ±1 µs neighbours) so that exact ties of spine and
+row times, and boundaries exactly at TTL, lag and invalid-period edges, are common.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+import sqlglot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
+from featurestore.errors import FeatureStoreError
+from featurestore.loader import parse_definition
+from featurestore.selection import select_features
+from featurestore.spec import Column, build_view
+from reference import Rules, as_of
+
+BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STEP = timedelta(minutes=30)
+EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1500"))
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+def grid(max_index: int) -> st.SearchStrategy[datetime]:
+    return st.builds(lambda i, nudge: BASE + i * STEP + timedelta(microseconds=nudge),
+                     st.integers(0, max_index), st.sampled_from([0, 0, 0, 0, 1, -1]))
+
+
+durations = st.sampled_from([timedelta(0), timedelta(minutes=30), timedelta(minutes=45), timedelta(hours=1)])
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict:
+    composite = draw(st.booleans())
+    created = draw(st.booleans())
+    rows = draw(st.lists(st.fixed_dictionaries({
+        "k": st.integers(1, 3), "c": st.sampled_from(["x", "y"]), "ts": st.one_of(grid(10), st.none()) if False else grid(10),
+        "v": st.one_of(st.none(), st.integers(-5, 5)), "s": st.one_of(st.none(), st.text("ab", max_size=2)),
+    }), max_size=16))
+    entity = ("k", "c") if composite else ("k",)
+    for number, row in enumerate(rows):
+        row["created"] = number  # unique, so the tie-break is total
+    if not created:  # without a tie-break, (keys, ts) must be unique: keep the first of each
+        seen, unique = set(), []
+        for row in rows:
+            identity = (*(row[k] for k in entity), row["ts"])
+            if identity not in seen:
+                seen.add(identity)
+                unique.append(row)
+        rows = unique
+    invalid = ()
+    if draw(st.booleans()):
+        a, b = sorted([draw(grid(10)), draw(grid(10))])
+        invalid = ((a, b),)
+    rules = Rules(entity=entity, timestamp="ts", lag=draw(durations),
+                  ttl=draw(st.sampled_from([None, timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2)])),
+                  since=draw(st.one_of(st.none(), grid(12))), invalid=invalid,
+                  created="created" if created else None, features=("v", "s"))
+    spine = draw(st.lists(st.fixed_dictionaries({
+        "k": st.one_of(st.none(), st.integers(1, 4)), "c": st.sampled_from(["x", "y"]),
+        "t": st.one_of(st.none(), grid(14)), "label": st.integers(0, 1)}), max_size=12))
+    flavour = draw(st.sampled_from(["utc", "naive", "nanos"]))
+    nanos = [draw(st.integers(0, 999)) for _ in spine]
+    return {"rows": rows, "rules": rules, "spine": spine, "flavour": flavour, "nanos": nanos}
+
+
+def definition(rules: Rules) -> str:
+    header = [f"-- entity: {', '.join(rules.entity)}", "-- timestamp: ts", "-- owner: test@example.com"]
+    header.append(f"-- available_after: {int(rules.lag.total_seconds())}s")
+    if rules.ttl is not None:
+        header.append(f"-- ttl: {int(rules.ttl.total_seconds())}s")
+    if rules.since is not None:
+        header.append(f"-- available_since: {rules.since.isoformat()}")
+    if rules.invalid:
+        header.append("-- invalid: " + ", ".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in rules.invalid))
+    if rules.created:
+        header.append(f"-- created: {rules.created}")
+    return "\n".join(header) + f"\nSELECT {', '.join(rules.entity)}, ts, created, v, s FROM events\n"
+
+
+def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: list[int]) -> list[dict]:
+    loaded, problems = parse_definition(Path("view.sql"), definition(rules))
+    view, problems = build_view(loaded)
+    assert view is not None, problems
+    types = {"k": "BIGINT", "c": "VARCHAR", "ts": "TIMESTAMP WITH TIME ZONE", "created": "BIGINT", "v": "BIGINT",
+             "s": "VARCHAR"}
+    view = view.model_copy(update={"columns": tuple(Column(name=n, type=types[n])
+                                                    for n in (*rules.entity, "ts", "created", "v", "s"))})
+    events = pa.table({
+        "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
+        "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
+        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string())})
+    times = [row["t"] for row in spine]
+    if flavour == "utc":
+        t_column, t_type = pa.array(times, UTC_US), "TIMESTAMP WITH TIME ZONE"
+    elif flavour == "naive":
+        t_column = pa.array([t.replace(tzinfo=None) if t else None for t in times], pa.timestamp("us"))
+        t_type = "TIMESTAMP"
+    else:
+        ns = [None if t is None else int((t - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**9
+              + t.microsecond * 1000 + extra for t, extra in zip(times, nanos)]
+        t_column, t_type = pa.array(ns, pa.timestamp("ns", tz="UTC")), "TIMESTAMPTZ_NS"
+    spine_table = pa.table({"k": pa.array([r["k"] for r in spine], pa.int64()),
+                            "c": pa.array([r["c"] for r in spine], pa.string()), "t": t_column,
+                            "label": pa.array([r["label"] for r in spine], pa.int64()),
+                            ROW: pa.array(range(len(spine)), pa.int64())})
+    selected = select_features({view.name: view}, ["view.*"], full_names=False, taken=["k", "c", "t", "label"])
+    spine_columns = (Column(name="k", type="BIGINT"), Column(name="c", type="VARCHAR"), Column(name="t", type=t_type),
+                     Column(name="label", type="BIGINT"), Column(name=ROW, type="BIGINT"))
+    query = point_in_time(Spine("spine", spine_columns, "t"),
+                          [ViewRows(view, sqlglot.parse_one("SELECT * FROM events", read="duckdb"), tuple(selected))])
+    with duckdb.connect() as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.register("events", events)
+        connection.register("spine", spine_table)
+        result = connection.sql(query.sql(dialect="duckdb")).to_arrow_table()
+    return result.to_pylist()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_snapshot_views_match_the_reference(case: dict) -> None:
+    rules, rows, spine = case["rules"], case["rows"], case["spine"]
+    actual = run(rows, rules, spine, case["flavour"], case["nanos"])
+    expected = []
+    for row in spine:
+        key = tuple(row[k] for k in rules.entity)
+        expected.append({"k": row["k"], "c": row["c"], "label": row["label"], **as_of(rows, key, row["t"], rules)})
+    assert [{k: r[k] for k in ("k", "c", "label", "v", "s")} for r in actual] == expected
+
+
+def test_duplicates_without_a_tie_break_are_refused() -> None:
+    rows = [{"k": 1, "c": "x", "ts": BASE, "created": 1, "v": 1, "s": "a"},
+            {"k": 1, "c": "x", "ts": BASE, "created": 2, "v": 2, "s": "b"}]
+    rules = Rules(entity=("k",), timestamp="ts", features=("v", "s"))
+    with pytest.raises(duckdb.Error, match="several rows with the same k and ts.*-- created"):
+        run(rows, rules, [{"k": 1, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])
+    # The same rows are fine for spine rows that never select them.
+    assert run(rows, rules, [{"k": 2, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])[0]["v"] is None
+
+
+def test_null_tie_break_loses_to_any_value() -> None:
+    rows = [{"k": 1, "c": "x", "ts": BASE, "created": None, "v": 1, "s": "a"},
+            {"k": 1, "c": "x", "ts": BASE, "created": -7, "v": 2, "s": "b"}]
+    rules = Rules(entity=("k",), timestamp="ts", created="created", features=("v", "s"))
+    assert run(rows, rules, [{"k": 1, "c": "x", "t": BASE, "label": 0}], "utc", [0])[0]["v"] == 2
+
+
+def test_a_nanosecond_before_a_row_is_known_does_not_see_it() -> None:
+    rows = [{"k": 1, "c": "x", "ts": BASE, "created": 0, "v": 1, "s": "a"}]
+    rules = Rules(entity=("k",), timestamp="ts", features=("v", "s"))
+    spine = [{"k": 1, "c": "x", "t": BASE - timedelta(microseconds=1), "label": 0},
+             {"k": 1, "c": "x", "t": BASE, "label": 1}]
+    # t - 1 µs + 999 ns is still before the row (floored, never rounded up); t + 0 ns is exactly when it is known.
+    assert [r["v"] for r in run(rows, rules, spine, "nanos", [999, 0])] == [None, 1]
+
+
+def test_empty_inputs() -> None:
+    rules = Rules(entity=("k",), timestamp="ts", features=("v", "s"))
+    assert run([], rules, [{"k": 1, "c": "x", "t": BASE, "label": 0}], "utc", [0])[0]["v"] is None
+    assert run([{"k": 1, "c": "x", "ts": BASE, "created": 0, "v": 1, "s": "a"}], rules, [], "utc", []) == []
+
+
+def test_feature_selection_errors_name_the_fix() -> None:
+    loaded, _ = parse_definition(Path("spend.sql"), "-- entity: k\n-- timestamp: ts\n-- owner: a@b.c\n"
+                                                    "SELECT k, ts, v FROM events\n")
+    view, _ = build_view(loaded)
+    assert view is not None
+    view = view.model_copy(update={"columns": (Column(name="k", type="BIGINT"), Column(name="ts", type="TIMESTAMP"),
+                                               Column(name="v", type="BIGINT"))})
+    views = {"spend": view}
+    with pytest.raises(FeatureStoreError, match="unknown view 'spnd'.*did you mean 'spend'"):
+        select_features(views, ["spnd.v"])
+    with pytest.raises(FeatureStoreError, match="no feature 'vv'; did you mean 'v'"):
+        select_features(views, ["spend.vv"])
+    with pytest.raises(FeatureStoreError, match="'view.feature' or 'view.\\*'"):
+        select_features(views, ["spend"])
+    with pytest.raises(FeatureStoreError, match="spine's column 'v' and feature 'spend.v'.*full_names=True"):
+        select_features(views, ["spend.*"], taken=["k", "ts", "v"])
+    assert [s.output for s in select_features(views, ["spend.*"], full_names=True, taken=["v"])] == ["spend__v"]
