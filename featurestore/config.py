@@ -108,23 +108,25 @@ def load_settings(start: Path | str | None = None, *, search_parents: bool = Tru
     """Read the project config found from `start` (default: the current folder)."""
     root = find_root(start) if search_parents else Path(start or Path.cwd()).resolve()
     path = root / CONFIG_FILE
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        section_prefix = ""
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidProjectError([_toml_problem(path, exc)], root) from None
-    else:
-        path = root / "pyproject.toml"
+    section_prefix = ""
+    if not path.is_file():
+        path, section_prefix = root / "pyproject.toml", "tool.featurestore."
         if not path.is_file():
             raise ConfigError(f"no {CONFIG_FILE} in {root}; run `featurestore init {root}` to create one")
+    try:
         text = path.read_text(encoding="utf-8")
-        section_prefix = "tool.featurestore."
-        try:
-            raw = tomllib.loads(text).get("tool", {}).get("featurestore", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidProjectError([_toml_problem(path, exc)], root) from None
+        raw: Any = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise InvalidProjectError([Problem(path, 1, f"not UTF-8 text: {exc.reason} at byte {exc.start}",
+                                           "save the file as UTF-8", code="config")], root) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidProjectError([_toml_problem(path, exc)], root) from None
+    if section_prefix:
+        raw = raw.get("tool", {}).get("featurestore", {}) if isinstance(raw.get("tool"), dict) else {}
+        if not isinstance(raw, dict):
+            raise InvalidProjectError([Problem(path, _line_of(text, "tool", "featurestore"),
+                                               "[tool.featurestore] must be a table", "write it as a [tool.featurestore] "
+                                               "section", code="config")], root)
     return _parse(raw, root, path, text, section_prefix)
 
 
@@ -136,15 +138,18 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         problems.append(Problem(path, line, message, hint, code="config"))
 
     allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url"}, "sources": None}
-    for key, value in raw.items():
+    raw = dict(raw)
+    for key, value in list(raw.items()):
         if key not in allowed:
             problem("", key, f"unknown setting '{key}'", did_you_mean(key, allowed) or f"valid settings: {', '.join(allowed)}")
             continue
         keys = allowed[key]
-        if keys is not None:
+        if keys is not None or key == "sources":
             if not isinstance(value, dict):
                 problem("", key, f"'{key}' must be a table ([{key}])")
+                raw[key] = {}
                 continue
+        if keys is not None:
             for sub in value:
                 if sub not in keys:
                     problem(key, sub, f"unknown setting '{key}.{sub}'", did_you_mean(sub, keys) or f"valid: {', '.join(sorted(keys))}")
@@ -157,9 +162,6 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
     sources: dict[str, Source] = {}
     source_lines: dict[str, int] = {}
     raw_sources = raw.get("sources", {})
-    if not isinstance(raw_sources, dict):
-        problem("", "sources", "'sources' must be a table ([sources])")
-        raw_sources = {}
     for name, spec in raw_sources.items():
         source_lines[name] = _line_of(text, prefix + "sources", name)
         if not NAME.match(name):

@@ -23,16 +23,17 @@ class Graph:
 
 
 def table_references(query: exp.Query) -> list[exp.Table]:
-    """The named tables a query reads, CTEs and table functions excluded."""
-    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
-    tables = []
-    for table in query.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue  # a table function such as read_parquet(…); checks.py reports it
-        if not table.args.get("db") and table.name.lower() in ctes:
-            continue
-        tables.append(table)
-    return tables
+    """The named tables a query reads (scope by scope, so a CTE hides a name only where it is visible)."""
+    try:
+        from sqlglot.optimizer.scope import traverse_scope
+
+        tables = [source for scope in traverse_scope(query) for source in scope.sources.values()
+                  if isinstance(source, exp.Table)]
+    except Exception:  # sqlglot cannot scope every DuckDB construct; fall back to names
+        ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+        tables = [t for t in query.find_all(exp.Table) if t.args.get("db") or t.name.lower() not in ctes]
+    # Table functions such as read_parquet(…) are no names; checks.py reports them.
+    return [t for t in dict.fromkeys(tables) if isinstance(t.this, exp.Identifier)]
 
 
 def build_graph(views: dict[str, FeatureView], sources: set[str], broken: set[str] = frozenset()
@@ -71,16 +72,46 @@ def build_graph(views: dict[str, FeatureView], sources: set[str], broken: set[st
                 found.append(target)
         reads[name] = tuple(found)
 
-    sorter = graphlib.TopologicalSorter({v: [r for r in reads[v] if r in views] for v in views})
+    edges = {v: [r for r in reads[v] if r in views] for v in views}
+    sorter = graphlib.TopologicalSorter(edges)
     try:
         order = tuple(sorter.static_order())
-    except graphlib.CycleError as exc:
-        cycle = exc.args[1]
-        text = " → ".join(cycle)
-        for name in dict.fromkeys(cycle):
-            problems.append(Problem(views[name].path, line_of(views[name].query),
-                                    f"views read each other in a cycle: {text}",
-                                    "break the cycle: a view may read only views that do not read it back",
-                                    code="cycle"))
-        order = tuple(views)
+    except graphlib.CycleError:
+        order = _order_around_cycles(edges)
+        for name in views:
+            cycle = _cycle_through(name, edges)
+            if cycle:
+                problems.append(Problem(views[name].path, line_of(views[name].query),
+                                        f"views read each other in a cycle: {' → '.join(cycle)}",
+                                        "break the cycle: a view may read only views that do not read it back",
+                                        code="cycle"))
     return Graph(reads=reads, order=order), problems
+
+
+def _order_around_cycles(edges: dict[str, list[str]]) -> tuple[str, ...]:
+    """Dependencies first for every view not on or behind a cycle; the rest after, in any order."""
+    done: list[str] = []
+    remaining = dict(edges)
+    while True:
+        ready = [v for v, deps in remaining.items() if all(d in done for d in deps)]
+        if not ready:
+            break
+        for view in ready:
+            done.append(view)
+            del remaining[view]
+    return (*done, *remaining)
+
+
+def _cycle_through(start: str, edges: dict[str, list[str]]) -> list[str]:
+    """A path start → … → start, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in edges.get(node, []):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return []

@@ -27,7 +27,8 @@ from featurestore.errors import Problem
 __all__ = ["Annotation", "Definition", "line_of", "load_definitions", "parse_definition"]
 
 VIEW_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_ANNOTATION = re.compile(r"^--\s*([A-Za-z_][\w-]*)\s*:\s*(.*?)\s*$")
+# Lowercase keys followed by ": " (so `-- TODO: …` and `-- https://…` stay ordinary comments).
+_ANNOTATION = re.compile(r"^--\s*([a-z][a-z0-9_-]*)\s*:(?:\s+(.*?))?\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def parse_definition(path: Path, text: str) -> tuple[Definition, list[Problem]]:
         if not match:
             comments.append((number, stripped[2:].strip()))
             continue
-        key, value = match.group(1), match.group(2)
+        key, value = match.group(1), match.group(2) or ""
         if key in annotations:
             problems.append(Problem(path, number, f"annotation '{key}' is given twice (first on line {annotations[key].line})",
                                     "keep one of them", code="duplicate-annotation"))
@@ -116,7 +117,8 @@ def parse_definition(path: Path, text: str) -> tuple[Definition, list[Problem]]:
 
 def _parse_sql(path: Path, text: str, problems: list[Problem]) -> exp.Query | None:
     try:
-        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+        statements = [s for s in sqlglot.parse(text, read="duckdb")
+                      if s is not None and not isinstance(s, exp.Semicolon)]  # `; -- comment` is no statement
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         problems.append(Problem(path, first.get("line") or 1, f"SQL does not parse: {first.get('description', exc)}",
@@ -177,6 +179,8 @@ def column_of(node: exp.Expr, default: int = 1) -> int:
 def find_word(text: str, word: str, default: int = 1) -> tuple[int, int]:
     """(line, column) of the first whole-word `word` outside `--` comments."""
     pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?!\w)", re.IGNORECASE)
+    # Blank out block comments, keeping line breaks so line numbers stay right.
+    text = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group(0)), text, flags=re.DOTALL)
     for number, line in enumerate(text.splitlines(), start=1):
         match = pattern.search(line.split("--", 1)[0])
         if match:

@@ -56,7 +56,7 @@ def validate(settings: Settings) -> Project:
         problems += found
         if view is not None:
             views[view.name] = view
-            problems += check_query(view)
+        problems += check_query(view or definition)
     broken = {d.name for d in definitions} - set(views)
 
     schemas, found = _source_schemas(settings)
@@ -141,7 +141,8 @@ def _check_event_time(view: FeatureView, binder: duck.Binder) -> list[Problem]:
     """A window view's timestamp names a time column of the rows it aggregates."""
     probe = view.query.copy()
     assert isinstance(probe, exp.Select)
-    probe.set("group", None)
+    for clause in ("group", "having", "qualify", "order", "limit", "distinct"):
+        probe.set(clause, None)
     probe.set("expressions", [exp.column(view.timestamp, quoted=True)])
     try:
         columns = binder.describe(probe.sql(dialect="duckdb"))

@@ -276,15 +276,20 @@ def build_view(definition: Definition) -> tuple[FeatureView | None, list[Problem
             f"did you mean '{match}'?" if match else f"valid annotations: {', '.join(ANNOTATIONS)}",
             code="unknown-annotation"))
     for line, text in definition.comments:
-        word = re.split(r"[\s=]", text, maxsplit=1)[0].lower()
+        match = re.match(r"([A-Za-z_]+)\s*(:?)", text)
+        word = match.group(1).lower() if match else ""
         if word in ANNOTATIONS and word not in definition.annotations:
-            problems.append(Problem(path, line, f"this comment looks like the annotation '{word}' without its colon",
-                                    f"write `-- {word}: …`", code="annotation-syntax", severity="warning"))
+            problem = (f"this comment looks like the annotation '{word}', but keys are lowercase"
+                       if match and match.group(2) else f"this comment looks like the annotation '{word}' without its colon")
+            problems.append(Problem(path, line, problem, f"write `-- {word}: …`", code="annotation-syntax",
+                                    severity="warning"))
+    late = re.search(r"^\s*--\s*(entity|timestamp|owner)\s*:", definition.text, re.MULTILINE)
     for key in REQUIRED:
         if key not in definition.annotations:
+            where = (" at the top of the file: annotations after the first SQL line are ordinary comments"
+                     if late and not definition.annotations else f" to the header ({ANNOTATIONS[key]})")
             problems.append(Problem(path, 1, f"missing required annotation '{key}'",
-                                    f"add `{_EXAMPLES[key]}` to the header ({ANNOTATIONS[key]})",
-                                    code="missing-annotation"))
+                                    f"add `{_EXAMPLES[key]}`{where}", code="missing-annotation"))
     if definition.query is None:
         return None, problems
     lines = {key: a.line for key, a in definition.annotations.items()}

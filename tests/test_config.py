@@ -77,3 +77,16 @@ def test_config_errors_are_located(tmp_path: Path, text: str, line: int, message
     assert (problem.path.name, problem.line) == ("featurestore.toml", line)
     assert message in problem.message
     assert hint in problem.hint
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("featurestore.toml", b"offline = 3\n", "'offline' must be a table"),
+    ("featurestore.toml", b"sources = 3\n", "'sources' must be a table"),
+    ("featurestore.toml", b"\xff\xfe[sources]\n", "not UTF-8"),
+    ("pyproject.toml", b"[tool]\nfeaturestore = 3\n", "[tool.featurestore] must be a table"),
+])
+def test_wrong_shapes_are_errors_not_crashes(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InvalidProjectError) as raised:
+        load_settings(tmp_path, search_parents=False)
+    assert message in raised.value.problems[0].message

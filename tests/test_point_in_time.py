@@ -26,7 +26,7 @@ from reference import Rules, as_of
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=30)
-EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1000"))
 UTC_US = pa.timestamp("us", tz="UTC")
 
 

@@ -79,7 +79,7 @@ CASES = [
     ("lead", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\nFROM events\n",
      "reads-future", 5, "lead() reads a later row", "lag()"),
     ("negative_lag_fn", HEADER + "SELECT user_id, ts,\n  lag(amount, -1) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\n"
-     "FROM events\n", "reads-future", 5, "negative offset", "lag(x, 1)"),
+     "FROM events\n", "reads-future", 5, "positive whole-number offset", "lag(x, 2)"),
     ("now", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts < now()\n", "reads-clock", 6, "NOW() reads the clock", "as of t"),
     ("current_timestamp", HEADER + "SELECT user_id, ts,\n  current_timestamp - ts AS age\nFROM events\n",
      "reads-clock", 5, "CURRENT_TIMESTAMP reads the clock", "as of t"),
@@ -142,6 +142,7 @@ def test_every_problem_in_one_run(project: ProjectDir, capsys: pytest.CaptureFix
     assert code == 1
     assert sorted((p["path"], p["code"]) for p in problems) == [
         ("definitions/one.sql", "missing-annotation"),
+        ("definitions/one.sql", "reads-clock"),
         ("definitions/three.sql", "unknown-table"),
         ("definitions/two.sql", "bad-annotation"),
         ("definitions/two.sql", "unknown-annotation"),
@@ -183,3 +184,82 @@ def test_cli_never_shows_a_traceback(project: ProjectDir) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert "featurestore.toml:1:1: error[config] unknown setting 'colour'" in result.stdout
+
+
+LEAKS = [
+    ("partition_no_order", "SELECT user_id, ts,\n  count(*) OVER (PARTITION BY user_id) AS n\nFROM events\n", 5, "whole partition"),
+    ("order_desc", "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts DESC) AS s\nFROM events\n", 5, "DESC"),
+    ("qualify_latest", "SELECT user_id, ts, amount FROM events\nQUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1\n",
+     5, "DESC"),
+    ("percent_rank", "SELECT user_id, ts,\n  percent_rank() OVER (PARTITION BY user_id ORDER BY ts) AS p\nFROM events\n", 5,
+     "whole partition"),
+    ("lag_expression", "SELECT user_id, ts,\n  lag(amount, 0 - 1) OVER (ORDER BY ts) AS p\nFROM events\n", 5, "positive"),
+    ("now_string", "SELECT user_id, ts\nFROM events\nWHERE ts < 'now'::TIMESTAMP\n", 6, "reads the clock"),
+    ("age_one_argument", "SELECT user_id, ts,\n  age(ts) AS a\nFROM events\n", 5, "measures from today"),
+    ("sample", "SELECT user_id, ts\nFROM events USING SAMPLE 10%\n", 5, "sampling is random"),
+    ("bucket_start", "SELECT user_id,\n  date_trunc('day', ts) AS ts, count(*) AS n\nFROM events\nGROUP BY 1, 2\n", 5,
+     "stamps each bucket at its start"),
+]
+
+
+@pytest.mark.parametrize(("name", "sql", "line", "message"), LEAKS, ids=[c[0] for c in LEAKS])
+def test_leaks_are_refused(project: ProjectDir, capsys: pytest.CaptureFixture[str], name: str, sql: str, line: int,
+                           message: str) -> None:
+    project.view(name, HEADER + sql)
+    code, problems = project.validate(capsys)
+    assert code == 1
+    assert [(p["line"], message in p["message"]) for p in problems] == [(line, True)], problems
+
+
+SAFE = [
+    ("partition_by_time", "SELECT user_id, ts, amount FROM events\n"
+     "QUALIFY row_number() OVER (PARTITION BY user_id, ts ORDER BY card_id DESC) = 1\n"),
+    ("ignore_nulls", "SELECT user_id, ts,\n  last_value(amount IGNORE NULLS) OVER (PARTITION BY user_id ORDER BY ts) AS a\n"
+     "FROM events\n"),
+    ("bounded_subquery", "SELECT e.user_id, e.ts,\n  (SELECT count(*) FROM events o WHERE o.user_id = e.user_id AND o.ts <= e.ts) AS n\n"
+     "FROM events e\n"),
+    ("trailing_comment", "SELECT user_id, ts FROM events;  -- the end\n"),
+    ("bucket_end", "SELECT user_id, date_trunc('day', ts) + INTERVAL 1 DAY AS ts, count(*) AS n\nFROM events\nGROUP BY ALL\n"),
+    ("todo_comment", "-- TODO: add more features\n-- see https://example.com/docs\nSELECT user_id, ts FROM events\n"),
+]
+
+
+@pytest.mark.parametrize(("name", "sql"), SAFE, ids=[c[0] for c in SAFE])
+def test_leak_free_sql_is_accepted(project: ProjectDir, capsys: pytest.CaptureFixture[str], name: str, sql: str) -> None:
+    project.view(name, HEADER + sql)
+    assert project.validate(capsys) == (0, [])
+
+
+@pytest.mark.parametrize("group", ["GROUP BY 1", "GROUP BY ALL", "GROUP BY user_id"])
+def test_window_views_group_by_positions_and_all(project: ProjectDir, capsys: pytest.CaptureFixture[str],
+                                                 group: str) -> None:
+    project.view("activity", HEADER + f"-- windows: 1d\nSELECT user_id, count(*) AS n FROM events {group}\n")
+    assert project.validate(capsys) == (0, [])
+
+
+def test_header_errors_do_not_hide_sql_errors(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("spend", HEADER + "-- ttl: 3x\nSELECT user_id, ts,\n  lead(amount) OVER (ORDER BY ts) AS x\nFROM events\n")
+    code, problems = project.validate(capsys)
+    assert code == 1
+    assert [(p["line"], p["code"]) for p in problems] == [(4, "bad-annotation"), (6, "reads-future")]
+
+
+def test_a_cycle_does_not_hide_other_views(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("selfy", HEADER + "SELECT user_id, ts FROM selfy\n")
+    project.view("z_base", SNAPSHOT)
+    project.view("b_reader", HEADER + "SELECT user_id, ts, nothing FROM z_base\n")
+    code, problems = project.validate(capsys)
+    assert code == 1
+    assert sorted((p["path"], p["code"]) for p in problems) == [
+        ("definitions/b_reader.sql", "sql"), ("definitions/selfy.sql", "cycle")]
+
+
+def test_a_cte_inside_a_subquery_does_not_hide_a_view(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("a1", SNAPSHOT)
+    project.view("zz", HEADER + "SELECT a.user_id, a.ts FROM a1 a\nWHERE EXISTS (WITH a1 AS (SELECT 1 AS z) SELECT z FROM a1)\n")
+    assert project.validate(capsys) == (0, [])
+    code, out, _ = project.run("compile", "zz", capsys=capsys)
+    assert code == 0 and 'WITH "a1" AS (' in out
+    import duckdb
+
+    assert len(duckdb.sql(out).project("user_id").fetchall()) == 6

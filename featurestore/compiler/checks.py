@@ -9,10 +9,15 @@ than the current one is refused here, before any data is touched.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlglot import exp
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from featurestore.errors import Problem
-from featurestore.loader import column_of, find_word, line_of
+from featurestore.loader import Definition, column_of, find_word, line_of
 from featurestore.spec import FeatureView
 
 __all__ = ["SUPPORTED_AGGREGATES", "check_query"]
@@ -28,9 +33,17 @@ SUPPORTED_AGGREGATES = "count(*), count(x), count(DISTINCT x), sum, avg, min, ma
 _AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.ArgMax)
 
 
-def check_query(view: FeatureView) -> list[Problem]:
-    """Every construct in the view's SQL that can read the future or breaks its kind's shape."""
-    problems = _future_reads(view)
+def check_query(view: FeatureView | Definition) -> list[Problem]:
+    """Every construct in the view's SQL that can read the future or breaks its kind's shape.
+
+    Given a Definition whose header did not validate, only the SQL's leaks are checked.
+    """
+    if isinstance(view, Definition):
+        if view.query is None:
+            return []
+        timestamp = view.annotations["timestamp"].value if "timestamp" in view.annotations else None
+        return _future_reads(_Located(view.path, view.text, view.query), timestamp)
+    problems = _future_reads(_Located(view.path, view.text, view.query), view.timestamp)
     if view.windows:
         problems += _window_shape(view)
     else:
@@ -38,7 +51,14 @@ def check_query(view: FeatureView) -> list[Problem]:
     return problems
 
 
-def _problem(view: FeatureView, node: exp.Expr, message: str, hint: str, code: str) -> Problem:
+@dataclass(frozen=True)
+class _Located:
+    path: Path
+    text: str
+    query: exp.Query
+
+
+def _problem(view: FeatureView | _Located, node: exp.Expr, message: str, hint: str, code: str) -> Problem:
     if not any("line" in n.meta for n in node.walk()):
         # Keyword functions (CURRENT_TIMESTAMP) carry no position: find the word in the text.
         line, column = find_word(view.text, node.sql(dialect="duckdb").split("(")[0], line_of(view.query))
@@ -47,40 +67,87 @@ def _problem(view: FeatureView, node: exp.Expr, message: str, hint: str, code: s
                    column=column_of(node))
 
 
-def _future_reads(view: FeatureView) -> list[Problem]:
+_CLOCK_STRINGS = {"now", "today", "tomorrow", "yesterday", "current", "infinity"} - {"infinity"}
+_PARTITION_SIZE = (exp.PercentRank, exp.CumeDist, exp.Ntile)
+_PARTITION_SIZE_NAMES = {"percent_rank", "cume_dist", "ntile"}
+
+
+def _future_reads(view: _Located, timestamp: str | None) -> list[Problem]:
     found: list[Problem] = []
+
+    def report(node: exp.Expr, message: str, hint: str, code: str) -> None:
+        found.append(_problem(view, node, message, hint, code))
+
+    clock_hint = "compute from the data's own timestamps; the store applies `as of t` for you"
     for node in view.query.walk():
-        if isinstance(node, _CLOCK) or (isinstance(node, exp.Anonymous) and node.name.lower() in _CLOCK_NAMES):
-            found.append(_problem(view, node, f"{node.sql(dialect='duckdb')} reads the clock, so past values would change",
-                                  "compute from the data's own timestamps; the store applies `as of t` for you",
-                                  "reads-clock"))
-        elif isinstance(node, _RANDOM) or (isinstance(node, exp.Anonymous) and node.name.lower() in _RANDOM_NAMES):
-            found.append(_problem(view, node, f"{node.sql(dialect='duckdb')} is random, so a feature would not be reproducible",
-                                  "derive the value from the data (e.g. hash(key)) instead", "random"))
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
+        if isinstance(node, _CLOCK) or name in _CLOCK_NAMES:
+            report(node, f"{node.sql(dialect='duckdb')} reads the clock, so past values would change", clock_hint,
+                   "reads-clock")
+        elif name == "age" and len(node.expressions) == 1:
+            report(node, "age() with one argument measures from today, so past values would change",
+                   "subtract two of the data's timestamps instead: age(later_ts, earlier_ts)", "reads-clock")
+        elif isinstance(node, (exp.Cast, exp.TryCast)) and isinstance(node.this, exp.Literal) \
+                and node.this.is_string and node.this.name.strip().lower() in _CLOCK_STRINGS:
+            report(node, f"'{node.this.name}' as a time reads the clock, so past values would change", clock_hint,
+                   "reads-clock")
+        elif isinstance(node, _RANDOM) or name in _RANDOM_NAMES:
+            report(node, f"{node.sql(dialect='duckdb')} is random, so a feature would not be reproducible",
+                   "derive the value from the data (e.g. hash(key)) instead", "random")
+        elif isinstance(node, exp.TableSample):
+            report(node, "sampling is random, so a feature would not be reproducible",
+                   "filter on a hash of the key instead, e.g. WHERE hash(user_id) % 10 = 0", "random")
         elif isinstance(node, exp.Lead):
-            found.append(_problem(view, node, "lead() reads a later row: the future leaks into the feature",
-                                  "use lag() or a window frame that ends at CURRENT ROW", "reads-future"))
-        elif isinstance(node, exp.Lag) and _negative(node.args.get("offset")):
-            found.append(_problem(view, node, "lag() with a negative offset reads a later row",
-                                  "use a positive offset: lag(x, 1)", "reads-future"))
+            report(node, "lead() reads a later row: the future leaks into the feature",
+                   "use lag() or a window frame that ends at CURRENT ROW", "reads-future")
+        elif isinstance(node, exp.Lag) and not _positive(node.args.get("offset")):
+            report(node, "lag() needs a positive whole-number offset; anything else may read a later row",
+                   "write lag(x) or lag(x, 2)", "reads-future")
         elif isinstance(node, exp.WindowSpec) and "FOLLOWING" in {
                 str(node.args.get("start_side") or "").upper(), str(node.args.get("end_side") or "").upper()}:
-            found.append(_problem(view, node.parent or node, "a window frame with FOLLOWING reads later rows",
-                                  "end the frame at CURRENT ROW: ROWS BETWEEN n PRECEDING AND CURRENT ROW",
-                                  "reads-future"))
+            report(node.parent or node, "a window frame with FOLLOWING reads later rows",
+                   "end the frame at CURRENT ROW: ROWS BETWEEN n PRECEDING AND CURRENT ROW", "reads-future")
+        elif isinstance(node, exp.Window) and not node.args.get("alias") and not _partitioned_by_time(node, timestamp):
+            _window_leaks(node, report)
         elif isinstance(node, exp.Table) and not isinstance(node.this, (exp.Identifier, *_TABLE_FUNCTIONS_ALLOWED)):
-            found.append(_problem(view, node, f"{node.this.sql(dialect='duckdb')} reads data that is not a declared source",
-                                  "declare the file under [sources] in featurestore.toml and read it by name",
-                                  "undeclared-source"))
+            report(node, f"{node.this.sql(dialect='duckdb')} reads data that is not a declared source",
+                   "declare the file under [sources] in featurestore.toml and read it by name", "undeclared-source")
     return found
 
 
-def _negative(offset: exp.Expr | None) -> bool:
+def _window_leaks(node: exp.Window, report: Any) -> None:
+    """An OVER clause may only look at rows at or before the current one in time."""
+    function = node.this.this if isinstance(node.this, (exp.IgnoreNulls, exp.RespectNulls)) else node.this
+    name = function.name.lower() if isinstance(function, exp.Anonymous) else ""
+    fix = "ORDER BY the time column, ascending, so the frame ends at the current row"
+    if isinstance(function, _PARTITION_SIZE) or name in _PARTITION_SIZE_NAMES:
+        report(node, f"{function.sql(dialect='duckdb')} depends on the whole partition, later rows included",
+               "use row_number() or count(*) over a frame that ends at the current row", "reads-future")
+        return
+    order = node.args.get("order")
+    if order is None or not order.expressions:
+        if isinstance(function, (exp.RowNumber, exp.Lag)) or name in ("rank", "dense_rank"):
+            report(node, f"{function.sql(dialect='duckdb')} OVER without ORDER BY numbers rows in no set order",
+                   fix, "reads-future")
+        else:
+            report(node, "a window without ORDER BY spans the whole partition, later rows included", fix,
+                   "reads-future")
+        return
+    if order.expressions[0].args.get("desc"):
+        report(node, "a window ordered DESC puts later rows first, so its frame reads the future",
+               "order ascending by time; to keep the latest row per key, the store already does that", "reads-future")
+
+
+def _partitioned_by_time(node: exp.Window, timestamp: str | None) -> bool:
+    """All rows of a partition that includes the timestamp share one instant: no row is later."""
+    partition = node.args.get("partition_by") or []
+    return timestamp is not None and any(isinstance(p, exp.Column) and p.name == timestamp for p in partition)
+
+
+def _positive(offset: exp.Expr | None) -> bool:
     if offset is None:
-        return False
-    if isinstance(offset, exp.Neg):
         return True
-    return isinstance(offset, exp.Literal) and not offset.is_string and offset.this.startswith("-")
+    return isinstance(offset, exp.Literal) and offset.is_int and int(offset.this) > 0
 
 
 def _window_shape(view: FeatureView) -> list[Problem]:
@@ -90,9 +157,8 @@ def _window_shape(view: FeatureView) -> list[Problem]:
     if not isinstance(query, exp.Select):
         return [_problem(view, query, "a view with windows must be one SELECT … GROUP BY the entity keys", shape, "window-shape")]
     group = query.args.get("group")
-    grouped = [e.name for e in group.expressions if isinstance(e, exp.Column)] if group else []
-    if not group or len(grouped) != len(group.expressions) or set(grouped) != set(view.entity) \
-            or len(grouped) != len(view.entity):
+    grouped = _grouping_names(query)
+    if not group or grouped is None or set(grouped) != set(view.entity) or len(grouped) != len(view.entity):
         return [Problem(view.path, view.line("windows"),
                         f"windows needs a GROUP BY over exactly the entity keys ({keys})", shape, code="window-shape")]
     problems = []
@@ -130,6 +196,13 @@ def _snapshot_shape(view: FeatureView) -> list[Problem]:
         return []
     projection = next((p for p in query.expressions if p.alias_or_name == view.timestamp), None)
     if projection is not None and not _is_aggregate(projection) and _is_grouped(query, projection):
+        inner = projection.unalias()
+        if isinstance(inner, (exp.DateTrunc, exp.TimestampTrunc, exp.DateBin)) or (
+                isinstance(inner, exp.Anonymous) and inner.name.lower() in ("time_bucket", "date_trunc")):
+            return [_problem(view, projection, f"'{view.timestamp}' stamps each bucket at its start, so a row "
+                             "would see the whole bucket, later events included",
+                             f"stamp it at the bucket's end: {inner.sql(dialect='duckdb')} + INTERVAL 1 DAY "
+                             f"(by the bucket's length) AS {view.timestamp}", "bucket-start")]
         return []
     return [_problem(view, query.args.get("group") or query,
                      "this view aggregates over all of history per entity, so each row would see the future",
@@ -138,8 +211,33 @@ def _snapshot_shape(view: FeatureView) -> list[Problem]:
                      f"(e.g. date_trunc('day', ts) + INTERVAL 1 DAY AS {view.timestamp})", "aggregate-without-windows")]
 
 
+def _grouping_names(query: exp.Select) -> list[str] | None:
+    """The grouped columns' names (positions and ALL resolved), or None if one is not a plain column."""
+    group = query.args.get("group")
+    if group is None:
+        return None
+    if group.args.get("all"):
+        expressions = [p.unalias() for p in query.expressions if not _is_aggregate(p)]
+    else:
+        expressions = []
+        for expression in group.expressions:
+            if isinstance(expression, exp.Literal) and expression.is_int \
+                    and 0 < int(expression.this) <= len(query.expressions):
+                expression = query.expressions[int(expression.this) - 1].unalias()
+            expressions.append(expression)
+    names = [e.name for e in expressions if isinstance(e, exp.Column)]
+    return names if len(names) == len(expressions) else None
+
+
 def _is_aggregate(node: exp.Expr) -> bool:
-    return any(isinstance(n, exp.AggFunc) and not isinstance(n.parent, exp.Window) for n in node.walk())
+    """Whether `node` aggregates at its own level (not inside OVER, nor inside a subquery)."""
+    home = node if isinstance(node, exp.Select) else node.find_ancestor(exp.Select)
+    for candidate in node.walk():
+        if not isinstance(candidate, exp.AggFunc) or candidate.find_ancestor(exp.Window):
+            continue
+        if candidate.find_ancestor(exp.Select) is home or home is None:
+            return True
+    return False
 
 
 def _is_grouped(query: exp.Select, projection: exp.Expr) -> bool:

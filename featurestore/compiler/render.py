@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
+from featurestore.graph import table_references
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
 from featurestore.spec import FeatureView
 
@@ -58,10 +59,9 @@ def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect:
     if view.qualified is None:
         raise ValueError(f"view {view.name} is not resolved")
     query = view.qualified.copy()
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
-    for table in list(query.find_all(exp.Table)):
+    for table in table_references(query):
         name = table.name
-        if table.args.get("db") or name in ctes or name not in sources or not isinstance(table.this, exp.Identifier):
+        if table.args.get("db") or name not in sources:
             continue
         source = sources[name]
         if isinstance(source, FileSource) and dialect == "duckdb":
