@@ -113,33 +113,37 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                    full_names: bool = False) -> TrainingFrame:
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md)."""
     settings = project.settings
+    wanted = {s.feature.view for s in select_features(project.views, features, full_names=full_names)}
+    views = [project.views[name] for name in project.views if name in wanted]
+    windowed = [v.name for v in views if v.windows]
+    if windowed:
+        raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available in training frames; "
+                                "select features of snapshot views")
+    sql_spine = isinstance(spine, str) and not spine.strip().lower().endswith(".parquet")
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
     try:
-        spine_table = _spine_arrow(spine, connection, project)
-        spine_columns = _describe_spine(connection, spine_table)
-        selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
-        by_view: dict[str, list[Selected]] = {}
-        for item in selected:
-            by_view.setdefault(item.feature.view, []).append(item)
-        views = [project.views[name] for name in by_view]
-        _check_spine(spine_columns, timestamp, views)
-        windowed = [v.name for v in views if v.windows]
-        if windowed:
-            raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available in training frames; "
-                                    "select features of snapshot views")
-        _register_postgres_sources(connection, project, views)
-        import numpy as np
-        import pyarrow as pa
+        with duck.errors_as_feature_store_errors():
+            _register_sources(connection, project, views, every_source=sql_spine)
+            spine_table = _spine_arrow(spine, connection, project)
+            spine_columns = _describe_spine(connection, spine_table)
+            selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
+            by_view: dict[str, list[Selected]] = {}
+            for item in selected:
+                by_view.setdefault(item.feature.view, []).append(item)
+            views = [project.views[name] for name in by_view]
+            _check_spine(spine_columns, timestamp, views)
+            import numpy as np
+            import pyarrow as pa
 
-        numbered = spine_table.append_column(ROW, pa.array(np.arange(spine_table.num_rows, dtype=np.int64)))
-        duck.load_arrow(connection, "__fs_spine", numbered)
-        plan = point_in_time(
-            Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
-            [ViewRows(v, render_query(v, project.views, settings.sources, settings.root, "duckdb"),
-                      tuple(by_view[v.name])) for v in views],
-            passthrough=False)
-        sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
-        result = duck.arrow(connection, sql)
+            numbered = spine_table.append_column(ROW, pa.array(np.arange(spine_table.num_rows, dtype=np.int64)))
+            duck.load_arrow(connection, "__fs_spine", numbered)
+            plan = point_in_time(
+                Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
+                [ViewRows(v, render_query(v, project.views, settings.sources, settings.root, "duckdb"),
+                          tuple(by_view[v.name])) for v in views],
+                passthrough=False)
+            sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
+            result = duck.arrow(connection, sql)
     finally:
         connection.close()
     table = spine_table
@@ -175,7 +179,6 @@ def _spine_arrow(spine: Any, connection: Any, project: Project) -> Any:
         except (OSError, pa.ArrowInvalid) as exc:
             raise FeatureStoreError(f"cannot read the spine {spine}: {exc}") from None
     if isinstance(spine, str):
-        _register_all_sources(connection, project)
         return duck.arrow(connection, spine)
     raise FeatureStoreError(f"a spine is a polars or pandas DataFrame, an Arrow table, a Parquet path or a SQL "
                             f"string; got {type(spine).__name__}")
@@ -218,27 +221,26 @@ def _compatible(spine_type: str, view_type: str) -> bool:
     return ({spine_type, view_type} <= _INTEGERS) or ({spine_type, view_type} <= _STRINGS)
 
 
-def _register_postgres_sources(connection: Any, project: Project, views: list[Any]) -> None:
+def _register_sources(connection: Any, project: Project, views: list[Any], *, every_source: bool) -> None:
+    """PostgreSQL sources the views read become DuckDB tables; with `every_source`, file sources become views."""
+    settings = project.settings
     needed: set[str] = set()
 
     def visit(name: str) -> None:
         for read in project.views[name].reads:
             if read in project.views:
                 visit(read)
-            elif isinstance(project.settings.sources.get(read), PostgresSource):
+            elif isinstance(settings.sources.get(read), PostgresSource):
                 needed.add(read)
 
     for view in views:
         visit(view.name)
+    if every_source:
+        needed |= {n for n, s in settings.sources.items() if isinstance(s, PostgresSource)}
+        for name, source in settings.sources.items():
+            if isinstance(source, FileSource):
+                duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
     _load_postgres(connection, project, sorted(needed))
-
-
-def _register_all_sources(connection: Any, project: Project) -> None:
-    settings = project.settings
-    for name, source in settings.sources.items():
-        if isinstance(source, FileSource):
-            duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
-    _load_postgres(connection, project, [n for n, s in settings.sources.items() if isinstance(s, PostgresSource)])
 
 
 def _load_postgres(connection: Any, project: Project, names: list[str]) -> None:
@@ -262,12 +264,26 @@ def _utc(column: Any) -> Any:
 
 
 def _content_hash(table: Any) -> str:
-    """SHA-256 of the table's values and types (schema metadata ignored), independent of file encoding."""
+    """SHA-256 of the table's names, types and values: the same data hashes the same however it is laid out."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    clean = table.replace_schema_metadata(None).combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, clean.schema) as writer:
-        for batch in clean.to_batches(max_chunksize=65536):
-            writer.write_batch(batch)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        kind = column.type
+        digest.update(f"{name}\x00{kind}\x00{len(column)}\x00".encode())
+        digest.update(column.is_null().to_numpy(zero_copy_only=False).tobytes())
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+            column = column.cast(pa.int64())
+            kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            filled = pc.fill_null(column, False if pa.types.is_boolean(kind) else 0)
+            digest.update(filled.to_numpy(zero_copy_only=False).tobytes())
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            for value in pc.fill_null(column, "").to_pylist():
+                digest.update(value.encode())
+                digest.update(b"\x00")
+        else:
+            digest.update(repr(column.to_pylist()).encode())
+    return digest.hexdigest()

@@ -14,3 +14,8 @@ echo "== 3. the catalog"
 fs views
 echo "== 4. the SQL a window view compiles to"
 fs compile cards_added
+echo "== 5. a point-in-time training frame: October's transactions, each with features as of its own time"
+fs frame --spine "SELECT transaction_id, user_id, merchant_id, country, ts, is_fraud FROM transactions
+                  WHERE ts >= TIMESTAMPTZ '2026-10-01 00:00:00+00' ORDER BY ts" \
+   --features "user_daily_stats.*,user_profile.account_type,merchant_risk.fraud_rate,user_spend_trend.*" \
+   --head 8

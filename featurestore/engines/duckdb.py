@@ -7,9 +7,10 @@ without touching data, and DuckDB's `LINE n` is the file's line.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     import duckdb
 
 __all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
-           "load_arrow", "add_table", "add_file_view", "describe_relation"]
+           "load_arrow", "add_table", "add_file_view", "describe_relation",
+           "errors_as_feature_store_errors"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
 
@@ -171,6 +173,17 @@ def add_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[Co
         insert = exp.insert(exp.select("*").from_("__fs_rows"), exp.to_table(name, quoted=True))
         connection.execute(insert.sql(dialect="duckdb"))
         connection.unregister("__fs_rows")
+
+
+@contextlib.contextmanager
+def errors_as_feature_store_errors() -> Iterator[None]:
+    """DuckDB's errors inside the block surface as FeatureStoreError with DuckDB's first line."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise FeatureStoreError(_first_line(exc)) from None
 
 
 def describe_relation(connection: duckdb.DuckDBPyConnection, name: str) -> tuple[Column, ...]:

@@ -1,0 +1,642 @@
+"""Training frame benchmark: featurestore against a hand-written DuckDB floor, in one run.
+
+    python benchmarks/training_frame.py                     # 4M events x 500k spine rows, 10 features
+    python benchmarks/training_frame.py --rows 200000 --spine 20000 --repeat 3
+    python benchmarks/training_frame.py --scale-step        # also 5x the rows and 4x the spine
+    python benchmarks/training_frame.py --format json > result.json
+
+One snapshot view (`snap`: user_id, ts, f0..f{n-1}, TTL 7 days) over a generated
+Parquet file of events, and a generated Parquet spine. The floor is the faster
+of two queries a careful engineer would write by hand (an ASOF join, and a
+TTL-bounded equi-join ranked by row_number()), each in a fresh DuckDB
+connection reading the same Parquet files. All three must return the same
+table, or the benchmark stops: timing a wrong answer is worthless.
+
+Times are medians of `--repeat` interleaved runs (ours, asof, rank, ours, ...).
+Our first run is reported on its own ("cold": a fresh FeatureStore on a project
+with no `.featurestore/` state, so no cache of view rows), the later ones as
+"warm". Peak memory is the high-water RSS of a child process that does only one
+contender's work. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SEED = 20240601
+GENERATOR_VERSION = 3  # bump when the generated data changes, so cached files are rebuilt
+TTL_DAYS = 7
+EVENTS_PER_USER = 40
+SPAN_DAYS = 180
+START_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
+DAY_US = 86_400_000_000
+ROW_GROUP = 131_072
+COLD_TIME_TARGET = 1.2   # ours / floor, cold cache
+COLD_MEMORY_TARGET = 1.5  # ours / floor, peak RSS, cold cache
+WARM_TIME_TARGET = 1.0   # ours / floor, warm cache: strictly faster
+CONTENDERS = ("ours", "asof", "rank")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark size, and where its files live."""
+
+    rows: int
+    spine: int
+    features: int
+    folder: Path
+
+    @property
+    def project(self) -> Path:
+        return self.folder / "project"
+
+    @property
+    def events(self) -> Path:
+        return self.project / "data" / "events.parquet"
+
+    @property
+    def spine_path(self) -> Path:
+        return self.folder / "spine.parquet"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"f{i}" for i in range(self.features)]
+
+
+def make_case(workdir: Path, rows: int, spine: int, features: int) -> Case:
+    return Case(rows, spine, features, workdir / f"rows{rows}_spine{spine}_features{features}")
+
+
+def ensure_data(case: Case, log: Callable[[str], None]) -> float:
+    """Generate the case's files unless an identical generation is already on disk; returns seconds spent."""
+    meta = {"generator": GENERATOR_VERSION, "seed": SEED, "rows": case.rows, "spine": case.spine,
+            "features": case.features, "ttl_days": TTL_DAYS}
+    stamp = case.folder / "generated.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == meta and case.events.is_file() and case.spine_path.is_file():
+        write_project(case)
+        return 0.0
+    log(f"generating {case.rows:,} events and {case.spine:,} spine rows in {case.folder}")
+    started = time.perf_counter()
+    if case.folder.exists():
+        shutil.rmtree(case.folder)
+    case.events.parent.mkdir(parents=True)
+    write_project(case)
+    users, user_id, ts = _write_events(case)
+    _write_spine(case, users, user_id, ts)
+    stamp.write_text(json.dumps(meta) + "\n")
+    return time.perf_counter() - started
+
+
+def write_project(case: Case) -> None:
+    (case.project / "definitions").mkdir(parents=True, exist_ok=True)
+    (case.project / "featurestore.toml").write_text(
+        'definitions = "definitions"\n\n[sources]\nevents = "data/events.parquet"\n')
+    (case.project / "definitions" / "snap.sql").write_text(
+        "-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
+        f"-- description: benchmark snapshot view\n-- ttl: {TTL_DAYS}d\n"
+        f"SELECT user_id, ts, {', '.join(case.feature_names)} FROM events\n")
+
+
+def _write_events(case: Case) -> tuple[int, np.ndarray, np.ndarray]:
+    """Events sorted by time, unique (user_id, ts); user activity is log-normally skewed."""
+    rng = np.random.default_rng(SEED)
+    users = max(case.rows // EVENTS_PER_USER, 1)
+    weights = rng.lognormal(0.0, 1.0, users)
+    weights /= weights.sum()
+    counts = rng.multinomial(case.rows, weights)
+    user_id = np.repeat(np.arange(1, users + 1, dtype=np.int64), counts)
+    ts = START_US + rng.integers(0, SPAN_DAYS * DAY_US, case.rows, dtype=np.int64)
+    # Sorted by user then time, a repeated (user, ts) sits next to its twin: nudge it by 1 µs until none is left.
+    order = np.lexsort((ts, user_id))
+    ts = ts[order]
+    while True:
+        clash = np.flatnonzero((user_id[1:] == user_id[:-1]) & (ts[1:] <= ts[:-1])) + 1
+        if clash.size == 0:
+            break
+        ts[clash] = ts[clash - 1] + 1
+    by_time = np.argsort(ts, kind="stable")
+    user_id, ts = user_id[by_time], ts[by_time]
+
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")),
+                        *[(name, pa.float64()) for name in case.feature_names]])
+    with pq.ParquetWriter(case.events, schema) as writer:
+        for start in range(0, case.rows, ROW_GROUP):
+            stop = min(start + ROW_GROUP, case.rows)
+            n = stop - start
+            values = rng.standard_normal((case.features, n))
+            missing = rng.random((case.features, n)) < 0.05
+            columns = [pa.array(user_id[start:stop]), pa.array(ts[start:stop], type=pa.timestamp("us", tz="UTC"))]
+            columns += [pa.array(values[i], mask=missing[i]) for i in range(case.features)]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=ROW_GROUP)
+    return users, user_id, ts
+
+
+def _write_spine(case: Case, users: int, ev_user: np.ndarray, ev_ts: np.ndarray) -> None:
+    """Spine rows in random order: mostly known users at random times, plus the edge cases of the contract."""
+    rng = np.random.default_rng(SEED + 1)
+    n = case.spine
+    user_id = rng.integers(1, users + 1, n, dtype=np.int64)
+    ts = START_US + rng.integers(0, (SPAN_DAYS + TTL_DAYS) * DAY_US, n, dtype=np.int64)
+    kind = rng.random(n)
+    picked = rng.integers(0, len(ev_ts), n)
+    exact = kind < 0.15                       # exactly at an event's time: the event is known (<=)
+    at_ttl = (kind >= 0.15) & (kind < 0.20)   # exactly TTL after an event: still within TTL
+    unknown = (kind >= 0.20) & (kind < 0.24)  # users with no events at all
+    user_id[exact | at_ttl] = ev_user[picked[exact | at_ttl]]
+    ts[exact] = ev_ts[picked[exact]]
+    ts[at_ttl] = ev_ts[picked[at_ttl]] + TTL_DAYS * DAY_US
+    user_id[unknown] = users + 1 + rng.integers(0, users, int(unknown.sum()))
+    null_key = (kind >= 0.24) & (kind < 0.241)  # a NULL key matches nothing
+    table = pa.table({
+        "user_id": pa.array(user_id, mask=null_key),
+        "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+        "label": pa.array(rng.integers(0, 2, n, dtype=np.int64)),
+    })
+    pq.write_table(table, case.spine_path, row_group_size=ROW_GROUP)
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def floor_sql(case: Case, kind: str) -> str:
+    """The hand-written floor queries: spine columns then features, in spine (file row) order."""
+    spine, events = _literal(case.spine_path), _literal(case.events)
+    if kind == "asof":
+        features = ",\n       ".join(f"CASE WHEN s.ts - e.ts > INTERVAL {TTL_DAYS} DAY THEN NULL ELSE e.{f} END AS {f}"
+                                      for f in case.feature_names)
+        return f"""
+SELECT s.user_id, s.ts, s.label,
+       {features}
+FROM read_parquet({spine}, file_row_number = true) AS s
+ASOF LEFT JOIN read_parquet({events}) AS e
+  ON s.user_id = e.user_id AND s.ts >= e.ts
+ORDER BY s.file_row_number"""
+    if kind == "rank":
+        features = ", ".join(f"e.{f}" for f in case.feature_names)
+        return f"""
+SELECT s.user_id, s.ts, s.label, {features}
+FROM read_parquet({spine}, file_row_number = true) AS s
+LEFT JOIN read_parquet({events}) AS e
+  ON s.user_id = e.user_id AND e.ts <= s.ts AND e.ts >= s.ts - INTERVAL {TTL_DAYS} DAY
+QUALIFY row_number() OVER (PARTITION BY s.file_row_number ORDER BY e.ts DESC) = 1
+ORDER BY s.file_row_number"""
+    raise ValueError(kind)
+
+
+def run_floor(case: Case, kind: str) -> pa.Table:
+    import duckdb
+
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        return connection.sql(floor_sql(case, kind)).to_arrow_table()
+    finally:
+        connection.close()
+
+
+def fresh_store(case: Case) -> Any:
+    """A FeatureStore on the case's project with no state left by earlier runs (no cache: cold)."""
+    from featurestore import FeatureStore
+
+    shutil.rmtree(case.project / ".featurestore", ignore_errors=True)
+    return FeatureStore(case.project)
+
+
+def run_ours(store: Any, case: Case) -> tuple[pa.Table, str]:
+    frame = store.training_frame(str(case.spine_path), ["snap.*"], timestamp="ts")
+    return frame.to_arrow(), frame.sql
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def compare(ours: pa.Table, floor: pa.Table, label: str) -> list[str]:
+    """Differences between two frames (column order aside); empty when identical."""
+    if sorted(ours.column_names) != sorted(floor.column_names):
+        return [f"{label}: columns differ: ours {ours.column_names}, floor {floor.column_names}"]
+    problems: list[str] = []
+    if ours.num_rows != floor.num_rows:
+        return [f"{label}: {ours.num_rows} rows in ours, {floor.num_rows} in the floor"]
+    for name in floor.column_names:
+        a, b = ours.column(name).combine_chunks(), floor.column(name).combine_chunks()
+        if a.type != b.type:
+            problems.append(f"{label}: column {name} is {a.type} in ours, {b.type} in the floor")
+            continue
+        if a.equals(b):
+            continue
+        import pyarrow.compute as pc
+
+        same = pc.fill_null(pc.equal(a, b), False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        differ = np.flatnonzero(~pc.or_(same, both_null).to_numpy(zero_copy_only=False))
+        where = ", ".join(f"row {i}: ours {a[int(i)].as_py()!r} floor {b[int(i)].as_py()!r}" for i in differ[:5])
+        problems.append(f"{label}: column {name} differs in {len(differ)} rows ({where})")
+    return problems
+
+
+# --------------------------------------------------------------------------- memory (child processes)
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _peak_kib() -> int:
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss // 1024 if sys.platform == "darwin" else maxrss  # bytes on macOS, KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the RSS high-water mark (Linux >= 4.0), so a second run's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Do one contender's work (ours: a cold run, then a warm one) and print its peak RSS as JSON."""
+    case = make_case(Path(args.workdir), args.rows, args.spine, args.features)
+    report: dict[str, Any] = {"contender": args.child}
+    if args.child == "ours":
+        import featurestore  # noqa: F401  (its import cost is part of the baseline, like duckdb's below)
+
+        store = fresh_store(case)
+        report["baseline_kib"] = _status_kib("VmRSS")
+        started = time.perf_counter()
+        table, _ = run_ours(store, case)
+        report["seconds"] = time.perf_counter() - started
+        report["rows"] = table.num_rows
+        del table
+        gc.collect()
+        report["peak_kib"] = _peak_kib()
+        report["warm_reset"] = _reset_peak()
+        table, _ = run_ours(store, case)
+        del table
+        gc.collect()
+        report["warm_peak_kib"] = _peak_kib()
+    else:
+        import duckdb  # noqa: F401
+
+        report["baseline_kib"] = _status_kib("VmRSS")
+        started = time.perf_counter()
+        table = run_floor(case, args.child)
+        report["seconds"] = time.perf_counter() - started
+        report["rows"] = table.num_rows
+        del table
+        gc.collect()
+        report["peak_kib"] = _peak_kib()
+    print(json.dumps(report))
+
+
+def measure_memory(case: Case, workdir: Path, contender: str) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", contender, "--workdir", str(workdir),
+               "--rows", str(case.rows), "--spine", str(case.spine), "--features", str(case.features)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory child '{contender}' failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Result:
+    case: Case
+    generated_seconds: float = 0.0
+    project_load_seconds: float = 0.0
+    times: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in CONTENDERS})
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sql: str = ""
+
+    def median(self, name: str) -> float | None:
+        values = self.times[name] if name != "ours" else self.times["ours"][1:]
+        return statistics.median(values) if values else None
+
+    @property
+    def cold(self) -> float:
+        return self.times["ours"][0]
+
+    @property
+    def floor_name(self) -> str:
+        return min(("asof", "rank"), key=lambda name: self.median(name) or float("inf"))
+
+    @property
+    def floor_seconds(self) -> float:
+        return self.median(self.floor_name) or float("nan")
+
+    @property
+    def floor_memory_name(self) -> str:
+        return min(("asof", "rank"), key=lambda name: self.memory[name]["peak_kib"])
+
+    def summary(self) -> dict[str, Any]:
+        floor = self.floor_seconds
+        warm = self.median("ours")
+        out: dict[str, Any] = {
+            "rows": self.case.rows, "spine": self.case.spine, "features": self.case.features,
+            "data_folder": str(self.case.folder),
+            "seconds": {name: values for name, values in self.times.items()},
+            "median_seconds": {"ours_cold": self.cold, "ours_warm": warm,
+                               "asof": self.median("asof"), "rank": self.median("rank")},
+            "project_load_seconds_in_cold_run": self.project_load_seconds,
+            "floor": self.floor_name,
+            "time_ratio": {"cold": self.cold / floor, "warm": None if warm is None else warm / floor},
+            "targets": {"cold_time": _verdict(self.cold / floor, COLD_TIME_TARGET, strict=False),
+                        "warm_time": None if warm is None else _verdict(warm / floor, WARM_TIME_TARGET, strict=True)},
+        }
+        if self.memory:
+            floor_peak = self.memory[self.floor_memory_name]["peak_kib"]
+            ours = self.memory["ours"]
+            out["memory_kib"] = self.memory
+            out["memory_floor"] = self.floor_memory_name
+            out["memory_ratio"] = {"cold": ours["peak_kib"] / floor_peak, "warm": ours["warm_peak_kib"] / floor_peak}
+            out["targets"]["cold_memory"] = _verdict(ours["peak_kib"] / floor_peak, COLD_MEMORY_TARGET, strict=False)
+        return out
+
+
+def _verdict(ratio: float, target: float, *, strict: bool) -> str:
+    return "PASS" if (ratio < target if strict else ratio <= target) else "FAIL"
+
+
+def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = work()
+    return time.perf_counter() - started, value
+
+
+def warm_process(case: Case) -> None:
+    """Pay once-per-process costs outside every timer, so "cold" means only the SDK's own cache is empty.
+
+    Imports (the SDK loads its modules lazily), DuckDB's first connection, and the OS file cache
+    (both contenders read the same files; whoever went first would pay the disk).
+    """
+    import duckdb
+
+    import featurestore.frames  # noqa: F401
+    from featurestore import FeatureStore  # noqa: F401
+
+    with duckdb.connect() as connection:
+        connection.sql("SELECT 1").fetchall()
+    for path in (case.events, case.spine_path):
+        with open(path, "rb") as data:
+            while data.read(1 << 24):
+                pass
+
+
+def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Callable[[str], None]) -> Result:
+    result = Result(case)
+    result.generated_seconds = ensure_data(case, log)
+    warm_process(case)
+    gc.collect()
+    for round_number in range(repeat):
+        if round_number == 0:
+            # Cold: a new store on a project with no state; loading the project is part of a first call.
+            started = time.perf_counter()
+            store = fresh_store(case)
+            _ = store.project
+            result.project_load_seconds = time.perf_counter() - started
+            seconds, (ours, sql) = _timed(lambda: run_ours(store, case))
+            seconds += result.project_load_seconds
+            result.sql = sql
+        else:
+            seconds, (ours, _) = _timed(lambda: run_ours(store, case))
+        result.times["ours"].append(seconds)
+        floors = {}
+        for kind in ("asof", "rank"):
+            seconds, floors[kind] = _timed(lambda: run_floor(case, kind))
+            result.times[kind].append(seconds)
+        if round_number == 0:
+            problems = [p for kind in floors for p in compare(ours, floors[kind], f"ours vs {kind}")]
+            if problems:
+                raise SystemExit("RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  "
+                                 + "\n  ".join(problems))
+            log(f"check: ours, asof and rank agree on all {ours.num_rows:,} rows x {ours.num_columns} columns")
+        log(f"round {round_number + 1}/{repeat}: ours {result.times['ours'][-1]:.3f}s, "
+            f"asof {result.times['asof'][-1]:.3f}s, rank {result.times['rank'][-1]:.3f}s")
+        del ours, floors
+        gc.collect()
+    del store
+    gc.collect()
+    if measure_mem:
+        for contender in CONTENDERS:
+            log(f"peak memory: {contender} in a child process")
+            result.memory[contender] = measure_memory(case, workdir, contender)
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, Any]:
+    ram = None
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "ram_gib": None if ram is None else round(ram / 2**30, 1), "cpu": cpu,
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, Any] = {}
+    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    import featurestore
+
+    # The package is often installed editable: name the commit it was run from, and whether it had local edits.
+    root = Path(featurestore.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "featurestore"], capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit:
+            found["featurestore_commit"] = commit + (" (with local edits)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 110)
+    m, v = report["machine"], report["versions"]
+    console.print(f"[bold]Training frame benchmark[/bold]  {report['command']}")
+    console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
+                  f"{m['platform']}, Python {m['python']}")
+    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    for scale in report["scales"]:
+        table = Table(title=f"{scale['rows']:,} events x {scale['spine']:,} spine rows, {scale['features']} features, "
+                            f"TTL {TTL_DAYS}d, {report['repeat']} rounds")
+        for column in ("contender", "time (s)", "x floor", "peak RSS (MiB)", "x floor", "time target",
+                       "memory target"):
+            table.add_column(column, justify="left" if column in ("contender", "time target", "memory target")
+                             else "right")
+        med, ratio, targets = scale["median_seconds"], scale["time_ratio"], scale["targets"]
+        memory = scale.get("memory_kib", {})
+        mem_floor = memory.get(scale.get("memory_floor", ""), {}).get("peak_kib")
+
+        def mib(kib: int | None) -> str:
+            return "-" if kib is None else f"{kib / 1024:,.0f}"
+
+        def mem_ratio(kib: int | None) -> str:
+            return "-" if kib is None or not mem_floor else f"{kib / mem_floor:.2f}"
+
+        def mark(verdict: str | None, target: str) -> str:
+            colour = {"PASS": "green", "FAIL": "red"}.get(verdict or "")
+            return f"{target} [{colour}]{verdict}[/{colour}]" if colour else "-"
+
+        ours_mem = memory.get("ours", {})
+        warm = med["ours_warm"]
+        table.add_row("ours, cold (run 1)", f"{med['ours_cold']:.3f}", f"{ratio['cold']:.2f}",
+                      mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
+                      mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x"),
+                      mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x"))
+        table.add_row(f"ours, warm (median of {len(scale['seconds']['ours']) - 1})",
+                      "-" if warm is None else f"{warm:.3f}", "-" if warm is None else f"{ratio['warm']:.2f}",
+                      mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
+                      mark(targets["warm_time"], "<1x"), "")
+        for kind, label in (("asof", "floor: ASOF join"), ("rank", "floor: join + rank")):
+            table.add_row(label, f"{med[kind]:.3f}", f"{med[kind] / med[scale['floor']]:.2f}",
+                          mib(memory.get(kind, {}).get("peak_kib")), mem_ratio(memory.get(kind, {}).get("peak_kib")),
+                          "", "")
+        console.print(table)
+        console.print(f"  floor time = '{scale['floor']}' median; floor memory = '{scale.get('memory_floor', '-')}' "
+                      f"peak. Ours cold = its first call on a fresh project, including "
+                      f"{scale['project_load_seconds_in_cold_run']:.3f}s of loading the project; warm = later calls.")
+    if "scale_change" in report:
+        change = report["scale_change"]
+        console.print(f"[bold]scale step[/bold] ({change['from']} -> {change['to']}): time ratio cold "
+                      f"{change['cold_time_ratio'][0]:.2f}x -> {change['cold_time_ratio'][1]:.2f}x, warm "
+                      f"{_fmt(change['warm_time_ratio'][0])} -> {_fmt(change['warm_time_ratio'][1])}, "
+                      f"memory ratio {_fmt(change['memory_ratio'][0])} -> {_fmt(change['memory_ratio'][1])}; "
+                      f"floor time grew {change['floor_growth']:.1f}x, ours (cold) {change['ours_growth']:.1f}x")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4_000_000, help="events in the view's source (default 4M)")
+    parser.add_argument("--spine", type=int, default=500_000, help="spine rows (default 500k)")
+    parser.add_argument("--features", type=int, default=10, help="feature columns (default 10)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
+    parser.add_argument("--scale-step", action="store_true", help="also run at 5x rows and 4x spine rows")
+    parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "featurestore-bench"),
+                        help="where data and the benchmark project are generated (reused when unchanged)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.rows < 1 or args.spine < 1 or args.features < 1:
+        parser.error("--rows, --spine, --features and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return
+    from rich.console import Console
+
+    progress = Console(stderr=True)
+
+    def log(message: str) -> None:
+        progress.log(message)
+
+    workdir = Path(args.workdir).resolve()
+    sizes = [(args.rows, args.spine)] + ([(args.rows * 5, args.spine * 4)] if args.scale_step else [])
+    results = []
+    for rows, spine in sizes:
+        case = make_case(workdir, rows, spine, args.features)
+        log(f"case: {rows:,} events x {spine:,} spine rows, {args.features} features")
+        results.append(run_case(case, workdir, args.repeat, not args.no_memory, log))
+    report: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine(), "versions": versions(), "repeat": args.repeat,
+        "targets": {"cold_time": f"ours <= {COLD_TIME_TARGET}x floor", "cold_memory": f"ours <= {COLD_MEMORY_TARGET}x floor",
+                    "warm_time": "ours < floor"},
+        "scales": [r.summary() for r in results],
+        "our_sql": results[0].sql,
+    }
+    if len(results) == 2:
+        small, large = report["scales"]
+        report["scale_change"] = {
+            "from": f"{small['rows']:,}x{small['spine']:,}", "to": f"{large['rows']:,}x{large['spine']:,}",
+            "cold_time_ratio": [small["time_ratio"]["cold"], large["time_ratio"]["cold"]],
+            "warm_time_ratio": [small["time_ratio"]["warm"], large["time_ratio"]["warm"]],
+            "memory_ratio": [s.get("memory_ratio", {}).get("cold") for s in (small, large)],
+            "floor_growth": results[1].floor_seconds / results[0].floor_seconds,
+            "ours_growth": results[1].cold / results[0].cold,
+        }
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Training frames through the SDK: spine kinds, order, types, errors, snapshots."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import T0, ProjectDir
+from featurestore import FeatureStore, FeatureStoreError
+from featurestore.cli import main
+
+HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
+
+
+@pytest.fixture
+def store(project: ProjectDir) -> FeatureStore:
+    # events: user_id = i % 3, card_id = i, amount = i, ts = T0 + i hours, for i in 0..5
+    project.view("spend", HEADER + "SELECT user_id, ts, amount, card_id, amount > 2 AS big, 'u' || user_id AS label "
+                                   "FROM events\n")
+    project.view("lagged", HEADER + "-- available_after: 1h\n-- ttl: 2h\nSELECT user_id, ts, amount AS lagged_amount "
+                                    "FROM events\n")
+    return FeatureStore(project.root)
+
+
+def spine_rows() -> dict:
+    return {"user_id": [2, 0, None, 1, 7, 0], "ts": [T0 + timedelta(hours=h) for h in (5, 3, 3, 0, 9, 4)],
+            "target": [1, 0, 1, 0, 1, 0]}
+
+
+def test_spine_order_columns_and_types(store: FeatureStore) -> None:
+    frame = store.training_frame(pl.DataFrame(spine_rows()), ["spend.*", "lagged.lagged_amount"])
+    table = frame.to_arrow()
+    assert table.column_names == ["user_id", "ts", "target", "amount", "card_id", "big", "label", "lagged_amount"]
+    assert table.schema.field("card_id").type == pa.int64()
+    assert table.schema.field("big").type == pa.bool_()
+    assert table.schema.field("label").type in (pa.string(), pa.large_string())
+    assert table.column("card_id").to_pylist() == [5, 3, None, None, None, 3]
+    assert table.column("big").to_pylist() == [True, True, None, None, None, True]
+    # lag 1h, ttl 2h. User 2 at 5h: the 5h row is known only at 6h, the 2h row is 3h old → NULL.
+    # User 0 at 4h: the 3h row is known at exactly 4h (equality counts) and 1h old → 3.0.
+    assert table.column("lagged_amount").to_pylist() == [None, None, None, None, None, 3.0]
+    assert "ASOF LEFT JOIN" in frame.sql
+
+
+@pytest.mark.parametrize("kind", ["polars", "pandas", "arrow", "parquet", "sql"])
+def test_every_spine_kind_gives_the_same_frame(store: FeatureStore, project: ProjectDir, kind: str) -> None:
+    rows = spine_rows()
+    expected = store.training_frame(pa.table(rows), ["spend.amount"]).to_arrow().column("amount").to_pylist()
+    if kind == "polars":
+        spine = pl.DataFrame(rows)
+    elif kind == "pandas":
+        spine = pd.DataFrame(rows)  # nanosecond timestamps, float keys because of the None: cast below
+        spine["user_id"] = spine["user_id"].astype("Int64")
+    elif kind == "arrow":
+        spine = pa.table(rows)
+    elif kind == "parquet":
+        spine = str(project.root / "spine.parquet")
+        pq.write_table(pa.table(rows), spine)
+    else:
+        spine = ("SELECT * FROM (VALUES (2, TIMESTAMPTZ '2026-01-01 05:00:00+00', 1), (0, TIMESTAMPTZ '2026-01-01 03:00:00+00', 0),"
+                 " (NULL, TIMESTAMPTZ '2026-01-01 03:00:00+00', 1), (1, TIMESTAMPTZ '2026-01-01 00:00:00+00', 0),"
+                 " (7, TIMESTAMPTZ '2026-01-01 09:00:00+00', 1), (0, TIMESTAMPTZ '2026-01-01 04:00:00+00', 0))"
+                 " AS s(user_id, ts, target)")
+    assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == expected
+
+
+def test_sql_spine_reads_sources(store: FeatureStore) -> None:
+    frame = store.training_frame("SELECT user_id, ts + INTERVAL 1 HOUR AS ts FROM events ORDER BY card_id", ["spend.amount"])
+    assert frame.to_arrow().column("amount").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_naive_spine_times_are_utc(store: FeatureStore) -> None:
+    naive = pl.DataFrame({"user_id": [0, 0], "ts": [datetime(2026, 1, 1, 2, 59, 59), datetime(2026, 1, 1, 3)]})
+    assert store.training_frame(naive, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [0.0, 3.0]
+
+
+def test_pandas_output_keeps_integers_with_nulls(store: FeatureStore) -> None:
+    frame = store.training_frame(pl.DataFrame(spine_rows()), ["spend.card_id", "spend.big"]).to_pandas()
+    assert str(frame["card_id"].dtype) == "Int64"
+    assert str(frame["big"].dtype) == "boolean"
+    assert frame["card_id"].isna().tolist() == [False, False, True, True, True, False]
+
+
+def test_empty_spine_gives_an_empty_frame_with_the_schema(store: FeatureStore) -> None:
+    empty = pa.table({"user_id": pa.array([], pa.int64()), "ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+    table = store.training_frame(empty, ["spend.*"]).to_arrow()
+    assert table.num_rows == 0
+    assert table.schema.field("card_id").type == pa.int64() and table.schema.field("big").type == pa.bool_()
+
+
+def test_null_spine_times_get_null_features(store: FeatureStore) -> None:
+    spine = pa.table({"user_id": [0, 0], "ts": pa.array([None, T0 + timedelta(hours=5)], pa.timestamp("us", tz="UTC"))})
+    assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [None, 3.0]
+
+
+@pytest.mark.parametrize(("spine", "features", "kwargs", "message"), [
+    ({"id": [1], "ts": [T0]}, ["spend.amount"], {}, "lacks the column 'user_id', the entity key of view 'spend'"),
+    ({"user_id": [1], "time": [T0]}, ["spend.amount"], {}, "no timestamp column 'ts'"),
+    ({"user_id": [1], "time": [T0]}, ["spend.amount"], {"timestamp": "tme"}, "did you mean 'time'"),
+    ({"user_id": ["1"], "ts": [T0]}, ["spend.amount"], {}, "'user_id' is VARCHAR but view 'spend' keys it as BIGINT"),
+    ({"user_id": [1], "ts": ["2026-01-01"]}, ["spend.amount"], {}, "has type VARCHAR"),
+    ({"user_id": [1], "ts": [T0]}, ["spnd.amount"], {}, "did you mean 'spend'"),
+    ({"user_id": [1], "ts": [T0]}, ["spend.amont"], {}, "did you mean 'amount'"),
+    ({"user_id": [1], "ts": [T0], "amount": [1.0]}, ["spend.amount"], {}, "full_names=True"),
+    ({"user_id": [1], "ts": [T0], "__fs_row": [1]}, ["spend.amount"], {}, "reserved"),
+])
+def test_bad_input_is_a_clear_error(store: FeatureStore, spine: dict, features: list, kwargs: dict, message: str) -> None:
+    with pytest.raises(FeatureStoreError, match=None) as raised:
+        store.training_frame(pa.table(spine), features, **kwargs)
+    assert message in str(raised.value)
+
+
+def test_same_feature_name_in_two_views(store: FeatureStore, project: ProjectDir) -> None:
+    project.view("other", HEADER + "SELECT user_id, ts, card_id AS amount FROM events\n")
+    store = FeatureStore(project.root)
+    with pytest.raises(FeatureStoreError, match="'spend.amount'.*'other.amount'|'other.amount'.*'spend.amount'"):
+        store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"])
+    frame = store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"], full_names=True)
+    assert frame.columns[-2:] == ["spend__amount", "other__amount"]
+
+
+def test_views_reading_views(store: FeatureStore, project: ProjectDir) -> None:
+    project.view("doubled", HEADER + "SELECT user_id, ts, amount * 2 AS doubled FROM spend\n")
+    store = FeatureStore(project.root)
+    assert store.training_frame(pa.table(spine_rows()), ["doubled.*"]).to_arrow().column("doubled").to_pylist() == \
+        [10.0, 6.0, None, None, None, 6.0]
+
+
+def test_snapshot_round_trip_and_tamper_detection(store: FeatureStore, tmp_path: Path) -> None:
+    spine = pl.DataFrame(spine_rows())
+    frame = store.training_frame(spine, ["spend.*"])
+    again = store.training_frame(spine, ["spend.*"])
+    assert frame.content_hash() == again.content_hash()
+    folder = frame.save_snapshot(tmp_path / "snap")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rows"] == 6 and manifest["view_versions"]["spend"] == store.views["spend"].version
+    assert manifest["features"] == ["spend.amount", "spend.card_id", "spend.big", "spend.label"]
+    assert {"spine_hash", "created_at", "content_hash", "sql"} <= set(manifest)
+    loaded = FeatureStore.load_snapshot(folder)
+    assert loaded.to_arrow().equals(frame.to_arrow())
+    with pytest.raises(FeatureStoreError, match="immutable"):
+        frame.save_snapshot(folder)
+    table = pq.read_table(folder / "frame.parquet")
+    pq.write_table(table.set_column(3, "amount", pa.array([9.0] * 6)), folder / "frame.parquet")
+    with pytest.raises(FeatureStoreError, match="modified after it was saved"):
+        FeatureStore.load_snapshot(folder)
+
+
+def test_frame_cli(store: FeatureStore, project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    pq.write_table(pa.table(spine_rows()), project.root / "spine.parquet")
+    out = project.root / "frame.parquet"
+    code = main(["--project", str(project.root), "frame", "--spine", str(project.root / "spine.parquet"),
+                 "--features", "spend.amount,lagged.*", "--out", str(out)])
+    assert code == 0
+    assert pq.read_table(out).column_names == ["user_id", "ts", "target", "amount", "lagged_amount"]
+    capsys.readouterr()
+    assert main(["--project", str(project.root), "frame", "--spine", str(project.root / "spine.parquet"),
+                 "--features", "spend.nope"]) == 1
+    assert "has no feature 'nope'" in capsys.readouterr().err
