@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("--format", choices=FORMATS, default="text")
     frame.set_defaults(handler=_frame)
 
+    cache = commands.add_parser("cache", parents=[common], help="show or clear the cache of view rows",
+                                description="Training frames keep each view's rows in the offline database and "
+                                            "reuse them while the view's version and sources are unchanged.")
+    cache.add_argument("action", choices=("status", "clear"))
+    cache.add_argument("views", nargs="*", help="limit `clear` to these views")
+    cache.add_argument("--format", choices=FORMATS, default="text")
+    cache.set_defaults(handler=_cache)
+
     init = commands.add_parser("init", help="create a starter project in DIR",
                                description="Create a working starter project: config, sample data and two views.")
     init.add_argument("dir", help="folder to create (may exist but must not hold a featurestore.toml)")
@@ -213,6 +221,27 @@ def _frame(args: argparse.Namespace) -> int:
         with pl.Config(tbl_cols=-1, tbl_width_chars=200):
             print(pl.from_arrow(head))
         print(f"{len(frame):,} rows in {elapsed:.2f}s")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.action == "clear":
+        dropped = store.clear_cache(args.views or None)
+        print(json.dumps({"dropped": dropped}) if args.format == "json" else f"dropped {dropped} cached view(s)")
+        return 0
+    entries = store.cache_status()
+    if args.format == "json":
+        print(json.dumps(entries, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("view", "version", "rows", "current", "fresh", "last used")
+    for e in entries:
+        table.add_row(e["view"], e["version"], f"{e['rows']:,}", "yes" if e["current"] else "no",
+                      "yes" if e["fresh"] else "no", e["last_used_at"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table if entries else "the cache is empty")
     return 0
 
 

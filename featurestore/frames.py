@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from featurestore.cache import cached_rows
 from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
 from featurestore.compiler.render import render_query
 from featurestore.config import FileSource, PostgresSource
@@ -110,8 +111,12 @@ def load_snapshot(path: str | Path) -> TrainingFrame:
 
 
 def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                   full_names: bool = False) -> TrainingFrame:
-    """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md)."""
+                   full_names: bool = False, cache: bool = True) -> TrainingFrame:
+    """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
+
+    With `cache`, each view's prepared rows are kept in the offline database and reused
+    while the view's version and its sources are unchanged.
+    """
     settings = project.settings
     wanted = {s.feature.view for s in select_features(project.views, features, full_names=full_names)}
     views = [project.views[name] for name in project.views if name in wanted]
@@ -123,7 +128,9 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
     try:
         with duck.errors_as_feature_store_errors():
-            _register_sources(connection, project, views, every_source=sql_spine)
+            loaded: set[str] = set()
+            if sql_spine:
+                _register_sources(connection, project, [], every_source=True, loaded=loaded)
             spine_table = _spine_arrow(spine, connection, project)
             spine_columns = _describe_spine(connection, spine_table)
             selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
@@ -137,11 +144,19 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 
             numbered = spine_table.append_column(ROW, pa.array(np.arange(spine_table.num_rows, dtype=np.int64)))
             duck.load_arrow(connection, "__fs_spine", numbered)
-            plan = point_in_time(
-                Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
-                [ViewRows(v, render_query(v, project.views, settings.sources, settings.root, "duckdb"),
-                          tuple(by_view[v.name])) for v in views],
-                passthrough=False)
+            joins = []
+            for view in views:
+                def load(view: Any = view) -> None:
+                    _register_sources(connection, project, [view], every_source=False, loaded=loaded)
+
+                if cache:
+                    rows = cached_rows(connection, project, view, load)
+                else:
+                    load()
+                    rows = render_query(view, project.views, settings.sources, settings.root, "duckdb")
+                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=cache))
+            plan = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
+                                 joins, passthrough=False)
             sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
             result = duck.arrow(connection, sql)
     finally:
@@ -221,7 +236,8 @@ def _compatible(spine_type: str, view_type: str) -> bool:
     return ({spine_type, view_type} <= _INTEGERS) or ({spine_type, view_type} <= _STRINGS)
 
 
-def _register_sources(connection: Any, project: Project, views: list[Any], *, every_source: bool) -> None:
+def _register_sources(connection: Any, project: Project, views: list[Any], *, every_source: bool,
+                      loaded: set[str]) -> None:
     """PostgreSQL sources the views read become DuckDB tables; with `every_source`, file sources become views."""
     settings = project.settings
     needed: set[str] = set()
@@ -240,7 +256,8 @@ def _register_sources(connection: Any, project: Project, views: list[Any], *, ev
         for name, source in settings.sources.items():
             if isinstance(source, FileSource):
                 duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
-    _load_postgres(connection, project, sorted(needed))
+    _load_postgres(connection, project, sorted(needed - loaded))
+    loaded |= needed
 
 
 def _load_postgres(connection: Any, project: Project, names: list[str]) -> None:

@@ -6,6 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
+from featurestore import cache
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
@@ -53,13 +54,22 @@ class FeatureStore:
         return self.views[name]
 
     def training_frame(self, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                       full_names: bool = False) -> TrainingFrame:
+                       full_names: bool = False, cache: bool = True) -> TrainingFrame:
         """The spine's rows, in order, with each feature's value as of the row's `timestamp`.
 
         `spine`: a polars or pandas DataFrame, an Arrow table, a Parquet path, or SQL over the sources.
         `features`: `view.feature` or `view.*` references. Columns clash → error, unless `full_names`.
+        `cache`: reuse each view's rows from the offline database while its version and sources are unchanged.
         """
-        return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names)
+        return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
+
+    def cache_status(self) -> list[dict[str, Any]]:
+        """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""
+        return cache.status(self.project)
+
+    def clear_cache(self, views: list[str] | None = None) -> int:
+        """Drop cached view rows (of `views`, or all); returns how many entries went."""
+        return cache.clear(self.project, views)
 
     @staticmethod
     def load_snapshot(path: str | Path) -> TrainingFrame:

@@ -17,7 +17,7 @@ LAYERS = [
     {"spec", "selection"},
     {"graph", "compiler"},
     {"engines"},
-    {"project", "demo", "scaffold"},
+    {"project", "demo", "scaffold", "cache"},
     {"frames"},
     {"store"},
     {"cli", "sklearn"},

@@ -164,3 +164,54 @@ def test_frame_cli(store: FeatureStore, project: ProjectDir, capsys: pytest.Capt
     assert main(["--project", str(project.root), "frame", "--spine", str(project.root / "spine.parquet"),
                  "--features", "spend.nope"]) == 1
     assert "has no feature 'nope'" in capsys.readouterr().err
+
+
+def test_cache_is_reused_and_refreshed_when_sources_change(store: FeatureStore, project: ProjectDir,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import events_table
+
+    spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
+    assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [3.0]
+    [entry] = store.cache_status()
+    assert (entry["view"], entry["version"], entry["rows"], entry["fresh"]) == ("spend", store.views["spend"].version, 6, True)
+    project.parquet("events", events_table(9))  # the source grows: user 0 now has a row at 6h
+    assert store.cache_status()[0]["fresh"] is False
+    assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [6.0]
+    assert store.training_frame(spine, ["spend.amount"], cache=False).to_arrow().column("amount").to_pylist() == [6.0]
+    assert [(e["rows"], e["fresh"]) for e in store.cache_status()] == [(9, True)]
+    code, out, _ = project.run("cache", "status", "--format", "json", capsys=capsys)
+    assert code == 0 and json.loads(out)[0]["view"] == "spend"
+    code, out, _ = project.run("cache", "clear", capsys=capsys)
+    assert (code, out.strip()) == (0, "dropped 1 cached view(s)")
+    assert store.cache_status() == []
+
+
+def test_cache_follows_duckdb_and_postgres_sources(project: ProjectDir, postgres_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+    import psycopg
+
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS public.tiers")
+        connection.execute("CREATE TABLE public.tiers (user_id bigint, since timestamptz, tier text)")
+        connection.execute("INSERT INTO public.tiers VALUES (1, '2026-01-01', 'gold')")
+    database = project.root / ".featurestore" / "offline.duckdb"
+    database.parent.mkdir(exist_ok=True)
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("CREATE TABLE limits AS SELECT 1::BIGINT AS user_id, TIMESTAMPTZ '2026-01-01' AS since, 10 AS cap")
+    project.sources.update({"tiers": '{ postgres = "public.tiers" }', "limits": '{ duckdb = "limits" }'})
+    project.write_config()
+    project.view("tier", HEADER.replace("ts", "since") + "SELECT user_id, since, tier FROM tiers\n")
+    project.view("cap", HEADER.replace("ts", "since") + "SELECT user_id, since, cap FROM limits\n")
+    store = FeatureStore(project.root)
+    spine = pa.table({"user_id": [1], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
+    assert store.training_frame(spine, ["tier.tier", "cap.cap"]).to_arrow().to_pylist()[0] | {"ts": None} == \
+        {"user_id": 1, "ts": None, "tier": "gold", "cap": 10}
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("UPDATE public.tiers SET tier = 'platinum'")
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("UPDATE limits SET cap = 20")
+    assert {e["view"]: e["fresh"] for e in store.cache_status()} == {"cap": False, "tier": False}
+    row = store.training_frame(spine, ["tier.tier", "cap.cap"]).to_arrow().to_pylist()[0]
+    assert (row["tier"], row["cap"]) == ("platinum", 20)

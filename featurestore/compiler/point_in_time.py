@@ -25,7 +25,7 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "point_in_time", "utc_micros"]
+__all__ = ["Spine", "ViewRows", "point_in_time", "prepare_rows", "utc_micros"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
@@ -45,11 +45,15 @@ class Spine:
 
 @dataclass(frozen=True)
 class ViewRows:
-    """A snapshot view's rows (any query yielding its columns) and the features taken from it."""
+    """A snapshot view's rows and the features taken from it.
+
+    `rows` yields the view's own columns, or, when `prepared`, the output of `prepare_rows`.
+    """
 
     view: FeatureView
     rows: exp.Query
     selected: tuple[Selected, ...]
+    prepared: bool = False
 
 
 def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
@@ -66,7 +70,9 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
         .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
     for number, item in enumerate(views):
         alias = f"v{number}"
-        ctes.append(_cte(f"__fs_{alias}", _view_rows(item)))
+        rows = item.rows if item.prepared else prepare_rows(
+            item.view, item.rows, list(dict.fromkeys(s.feature.column for s in item.selected)))
+        ctes.append(_cte(f"__fs_{alias}", rows))
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
                              exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
@@ -88,15 +94,19 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
     return query
 
 
-def _view_rows(item: ViewRows) -> exp.Select:
-    view, types = item.view, {c.name: c.type for c in item.view.columns}
+def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> exp.Select:
+    """The view's rows ready to join: keys, UTC time, known-at time, `columns`, duplicate count.
+
+    Rows without a time or inside an invalid period are gone; with `created`, only the winner
+    of each (keys, time) tie is left.
+    """
+    types = {c.name: c.type for c in view.columns}
     ts = utc_micros(exp.column(view.timestamp, "r", quoted=True), types[view.timestamp], "ceil")
     keys = [exp.column(k, "r", quoted=True) for k in view.entity]
-    columns = list(dict.fromkeys(s.feature.column for s in item.selected))
     known = ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=_micros(view.available_after))
     rows = exp.select(*keys, exp.alias_(ts, _TS, quoted=True), exp.alias_(known, _KNOWN, quoted=True),
                       *[exp.column(c, "r", quoted=True) for c in columns]) \
-        .from_(exp.Subquery(this=item.rows, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
+        .from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
         .where(exp.Not(this=exp.Is(this=ts.copy(), expression=exp.Null())))
     for interval in view.invalid:
         rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=_instant(interval.start),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors"]
+           "errors_as_feature_store_errors", "table_checksum"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
 
@@ -203,3 +203,12 @@ def add_file_view(connection: duckdb.DuckDBPyConnection, name: str, pattern: str
                         expression=exp.select("*").from_(exp.Table(this=reader)),
                         properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
     connection.execute(create.sql(dialect="duckdb"))
+
+
+def table_checksum(connection: duckdb.DuckDBPyConnection, table: str) -> list[Any]:
+    """Row count and an order-independent sum of row hashes: changes when any row does."""
+    from sqlglot import exp
+
+    name = exp.to_table(table, quoted=True).sql(dialect="duckdb")
+    count, total = connection.execute(f"SELECT count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {name} AS t").fetchone()
+    return [count, total]

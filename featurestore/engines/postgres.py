@@ -15,7 +15,7 @@ from typing import Any
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
 
-__all__ = ["connect", "describe_tables", "duckdb_type", "fetch_arrow", "resolve_url"]
+__all__ = ["connect", "describe_tables", "duckdb_type", "fetch_arrow", "resolve_url", "table_checksum"]
 
 _servers: dict[Path, Any] = {}
 
@@ -118,3 +118,14 @@ def fetch_arrow(url: str, schema: str, table: str) -> Any:
         names = [d.name for d in cursor.description]
         rows = cursor.fetchall()
     return pa.table({name: pa.array([row[i] for row in rows]) for i, name in enumerate(names)})
+
+
+def table_checksum(url: str, schema: str, table: str) -> list[Any]:
+    """Row count and an order-independent sum of row hashes, computed inside PostgreSQL."""
+    from psycopg import sql
+
+    query = sql.SQL("SELECT count(*), sum(hashtextextended(t::text, 0))::text FROM {} AS t").format(
+        sql.Identifier(schema, table))
+    with connect(url) as connection:
+        row = connection.execute(query).fetchone()
+    return list(row) if row else []
