@@ -215,3 +215,19 @@ def test_cache_follows_duckdb_and_postgres_sources(project: ProjectDir, postgres
     assert {e["view"]: e["fresh"] for e in store.cache_status()} == {"cap": False, "tier": False}
     row = store.training_frame(spine, ["tier.tier", "cap.cap"]).to_arrow().to_pylist()[0]
     assert (row["tier"], row["cap"]) == ("platinum", 20)
+
+
+def test_concurrent_frames_wait_for_each_other(store: FeatureStore, project: ProjectDir) -> None:
+    import subprocess
+    import sys
+
+    script = ("import sys, pyarrow as pa, datetime as dt; from featurestore import FeatureStore\n"
+              "s = FeatureStore(sys.argv[1])\n"
+              "spine = pa.table({'user_id': [0, 1, 2] * 200, 'ts': [dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)] * 600})\n"
+              "for _ in range(5):\n"
+              "    print(sum(v or 0 for v in s.training_frame(spine, ['spend.amount']).to_arrow().column('amount').to_pylist()))\n")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(project.root)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], [err for _, err in results]
+    assert all(out.split() == ["2400.0"] * 5 for out, _ in results)

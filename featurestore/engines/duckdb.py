@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -123,17 +124,25 @@ def _utc(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET TimeZone = 'UTC'")
 
 
-def connect_offline(database: Path, temp_directory: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect_offline(database: Path, temp_directory: Path, *, read_only: bool = False,
+                    lock_timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
     """The offline database, in UTC, spilling to `temp_directory` when work outgrows memory."""
     import duckdb
 
     database.parent.mkdir(parents=True, exist_ok=True)
     temp_directory.mkdir(parents=True, exist_ok=True)
-    try:
-        connection = duckdb.connect(str(database), read_only=read_only and database.exists())
-    except duckdb.IOException as exc:
-        raise BindError(f"cannot open the offline database {database}: {_first_line(exc)}",
-                        "another process may hold it open for writing; close it, or wait", None) from None
+    # DuckDB lets one process write a database file; another frame may hold it for a moment.
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            connection = duckdb.connect(str(database), read_only=read_only and database.exists())
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise FeatureStoreError(
+                    f"cannot open the offline database {database}: {_first_line(exc)}; another process holds it "
+                    "(a notebook or a running frame?): close it, or retry when it is done") from None
+            time.sleep(0.2)
     _utc(connection)
     from sqlglot import exp
 
