@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import prepare_rows
+from featurestore.compiler.point_in_time import duplicate_message, duplicates, prepare_rows
 from featurestore.compiler.render import render_query
 from featurestore.config import DuckDBSource, FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
 
@@ -50,6 +51,11 @@ def cached_rows(connection: Any, project: Project, view: FeatureView, load_sourc
         try:
             connection.execute(create.sql(dialect="duckdb", comments=False))
             count = connection.execute(f"SELECT count(*) FROM {table.sql(dialect='duckdb')}").fetchone()[0]
+            if not view.created:
+                duplicate = connection.execute(
+                    duplicates(view, exp.select("*").from_(table.copy())).sql(dialect="duckdb")).fetchone()
+                if duplicate:
+                    raise FeatureStoreError(duplicate_message(view, duplicate))
             connection.execute(f"DELETE FROM {_ENTRIES.sql(dialect='duckdb')} WHERE view = $1 AND version = $2",
                                [view.name, view.version])
             connection.execute(f"INSERT INTO {_ENTRIES.sql(dialect='duckdb')} VALUES ($1, $2, $3, $4, now(), now())",
@@ -122,7 +128,7 @@ def _fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
         source = settings.sources[name]
         if isinstance(source, FileSource):
             files = sorted(glob.glob(str(settings.root / source.path), recursive=True))
-            state[name] = [[str(Path(f).relative_to(settings.root)), *_stat(f)] for f in files]
+            state[name] = [[f, *_stat(f)] for f in files]
         elif isinstance(source, DuckDBSource):
             state[name] = duck.table_checksum(connection, source.table)
         elif isinstance(source, PostgresSource):

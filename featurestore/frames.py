@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from featurestore.cache import cached_rows
-from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
+from featurestore.compiler.point_in_time import (
+    ROW,
+    Spine,
+    ViewRows,
+    duplicate_message,
+    duplicates,
+    point_in_time,
+    prepare_rows,
+)
 from featurestore.compiler.render import render_query
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
@@ -153,8 +161,13 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                     rows = cached_rows(connection, project, view, load)
                 else:
                     load()
-                    rows = render_query(view, project.views, settings.sources, settings.root, "duckdb")
-                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=cache))
+                    rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
+                                                           "duckdb"), list(dict.fromkeys(f.column for f in view.features)))
+                    if not view.created:
+                        duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
+                        if duplicate:
+                            raise FeatureStoreError(duplicate_message(view, duplicate))
+                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True))
             plan = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
                                  joins, passthrough=False)
             sql = plan.sql(dialect="duckdb", pretty=True, comments=False)

@@ -17,7 +17,15 @@ import sqlglot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
+from featurestore.compiler.point_in_time import (
+    ROW,
+    Spine,
+    ViewRows,
+    duplicate_message,
+    duplicates,
+    point_in_time,
+    prepare_rows,
+)
 from featurestore.errors import FeatureStoreError
 from featurestore.loader import parse_definition
 from featurestore.selection import select_features
@@ -116,12 +124,17 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     selected = select_features({view.name: view}, ["view.*"], full_names=False, taken=["k", "c", "t", "label"])
     spine_columns = (Column(name="k", type="BIGINT"), Column(name="c", type="VARCHAR"), Column(name="t", type=t_type),
                      Column(name="label", type="BIGINT"), Column(name=ROW, type="BIGINT"))
-    query = point_in_time(Spine("spine", spine_columns, "t"),
-                          [ViewRows(view, sqlglot.parse_one("SELECT * FROM events", read="duckdb"), tuple(selected))])
+    rows = sqlglot.parse_one("SELECT * FROM events", read="duckdb")
+    query = point_in_time(Spine("spine", spine_columns, "t"), [ViewRows(view, rows, tuple(selected))])
     with duckdb.connect() as connection:
         connection.execute("SET TimeZone = 'UTC'")
         connection.register("events", events)
         connection.register("spine", spine_table)
+        if not view.created:
+            duplicate = connection.execute(duplicates(view, prepare_rows(view, rows, ["v", "s"])).sql(
+                dialect="duckdb")).fetchone()
+            if duplicate:
+                raise FeatureStoreError(duplicate_message(view, duplicate))
         result = connection.sql(query.sql(dialect="duckdb")).to_arrow_table()
     return result.to_pylist()
 
@@ -142,10 +155,10 @@ def test_duplicates_without_a_tie_break_are_refused() -> None:
     rows = [{"k": 1, "c": "x", "ts": BASE, "created": 1, "v": 1, "s": "a"},
             {"k": 1, "c": "x", "ts": BASE, "created": 2, "v": 2, "s": "b"}]
     rules = Rules(entity=("k",), timestamp="ts", features=("v", "s"))
-    with pytest.raises(duckdb.Error, match="several rows with the same k and ts.*-- created"):
-        run(rows, rules, [{"k": 1, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])
-    # The same rows are fine for spine rows that never select them.
-    assert run(rows, rules, [{"k": 2, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])[0]["v"] is None
+    # A data error whichever spine rows there are: "the latest row" is ambiguous for that key.
+    for spine_key in (1, 2):
+        with pytest.raises(FeatureStoreError, match="several rows with k=1 and ts=2026-01-01.*-- created"):
+            run(rows, rules, [{"k": spine_key, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])
 
 
 def test_null_tie_break_loses_to_any_value() -> None:

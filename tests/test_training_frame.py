@@ -231,3 +231,18 @@ def test_concurrent_frames_wait_for_each_other(store: FeatureStore, project: Pro
     results = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], [err for _, err in results]
     assert all(out.split() == ["2400.0"] * 5 for out, _ in results)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_duplicate_rows_without_tie_break_are_a_data_error(project: ProjectDir, cache: bool) -> None:
+    project.view("dup", HEADER + "SELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount FROM events\n")
+    store = FeatureStore(project.root)
+    spine = pa.table({"user_id": [9], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
+    with pytest.raises(FeatureStoreError, match=r"view 'dup' has several rows with user_id=\d and ts=2026-01-01.*"
+                                                r"`-- created: <column>` in dup.sql"):
+        store.training_frame(spine, ["dup.amount"], cache=cache)
+    project.view("dup", HEADER + "-- created: card_id\nSELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount, card_id FROM events\n")
+    store = FeatureStore(project.root)
+    spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
+    assert store.training_frame(spine, ["dup.amount"], cache=cache).to_arrow().column("amount").to_pylist() == [3.0]
+    # (user 0 has cards 0 and 3 at that instant: the greatest `created` wins)

@@ -198,7 +198,9 @@ LEAKS = [
     ("age_one_argument", "SELECT user_id, ts,\n  age(ts) AS a\nFROM events\n", 5, "measures from today"),
     ("sample", "SELECT user_id, ts\nFROM events USING SAMPLE 10%\n", 5, "sampling is random"),
     ("bucket_start", "SELECT user_id,\n  date_trunc('day', ts) AS ts, count(*) AS n\nFROM events\nGROUP BY 1, 2\n", 5,
-     "stamps each bucket at its start"),
+     "rounded down to the start of its period"),
+    ("truncated_row", "SELECT user_id,\n  ts::DATE AS ts, amount\nFROM events\n", 5, "rounded down"),
+    ("shifted_back", "SELECT user_id,\n  ts - INTERVAL 1 HOUR AS ts, amount\nFROM events\n", 5, "shifted back"),
 ]
 
 

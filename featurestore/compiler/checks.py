@@ -191,24 +191,36 @@ def _snapshot_shape(view: FeatureView) -> list[Problem]:
     query = view.query
     if not isinstance(query, exp.Select):
         return []
+    projection = next((p for p in query.expressions if p.alias_or_name == view.timestamp), None)
+    early = _moved_earlier(view, projection) if projection is not None else []
     aggregated = bool(query.args.get("group")) or any(_is_aggregate(p) for p in query.expressions)
     if not aggregated:
-        return []
-    projection = next((p for p in query.expressions if p.alias_or_name == view.timestamp), None)
+        return early
     if projection is not None and not _is_aggregate(projection) and _is_grouped(query, projection):
-        inner = projection.unalias()
-        if isinstance(inner, (exp.DateTrunc, exp.TimestampTrunc, exp.DateBin)) or (
-                isinstance(inner, exp.Anonymous) and inner.name.lower() in ("time_bucket", "date_trunc")):
-            return [_problem(view, projection, f"'{view.timestamp}' stamps each bucket at its start, so a row "
-                             "would see the whole bucket, later events included",
-                             f"stamp it at the bucket's end: {inner.sql(dialect='duckdb')} + INTERVAL 1 DAY "
-                             f"(by the bucket's length) AS {view.timestamp}", "bucket-start")]
-        return []
+        return early
     return [_problem(view, query.args.get("group") or query,
                      "this view aggregates over all of history per entity, so each row would see the future",
                      f"add `-- windows: 1d, 7d` to aggregate over windows before each instant, or GROUP BY a time "
                      f"bucket that the view outputs as its timestamp '{view.timestamp}' "
                      f"(e.g. date_trunc('day', ts) + INTERVAL 1 DAY AS {view.timestamp})", "aggregate-without-windows")]
+
+
+def _moved_earlier(view: FeatureView, projection: exp.Expr) -> list[Problem]:
+    """A timestamp truncated or shifted back makes a row known before its data existed."""
+    inner = projection.unalias()
+    truncated = isinstance(inner, (exp.DateTrunc, exp.TimestampTrunc, exp.DateBin)) or (
+        isinstance(inner, exp.Anonymous) and inner.name.lower() in ("time_bucket", "date_trunc")) or (
+        isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DATE)
+    if truncated:
+        return [_problem(view, projection, f"'{view.timestamp}' is rounded down to the start of its period, so a "
+                         "row would be known before its data existed (later events included)",
+                         f"stamp it at the period's end: {inner.sql(dialect='duckdb')} + INTERVAL 1 DAY "
+                         f"(by the period's length) AS {view.timestamp}", "bucket-start")]
+    if isinstance(inner, exp.Sub) and isinstance(inner.expression, exp.Interval):
+        return [_problem(view, projection, f"'{view.timestamp}' is shifted back in time, so a row would be known "
+                         "before its data existed", f"use `-- available_after:` for delays; never move "
+                         f"{view.timestamp} earlier", "bucket-start")]
+    return []
 
 
 def _grouping_names(query: exp.Select) -> list[str] | None:

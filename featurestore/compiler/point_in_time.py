@@ -9,7 +9,7 @@
        ORDER BY s.__fs_row
 
 Exactly SEMANTICS.md: the row with the greatest `ts` such that `ts + lag <= t`,
-ties broken by `created` (or refused as a data error), NULL beyond TTL or
+ties broken by `created` (without it, `duplicates` finds them: a data error), NULL beyond TTL or
 before `available_since`. Times are compared as UTC microseconds; a finer
 spine time is floored and a finer row time is ceiled, so rounding never lets
 a row be seen before it is known.
@@ -25,13 +25,12 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "point_in_time", "prepare_rows", "utc_micros"]
+__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "utc_micros"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
 _TS = "__fs_ts"
 _KNOWN = "__fs_known"
-_DUPLICATES = "__fs_duplicates"
 
 
 @dataclass(frozen=True)
@@ -81,11 +80,6 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
         guard = _guard(item.view, alias)
         for selected in item.selected:
             value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
-            if not item.view.created:
-                # Two rows with the same keys and time and no tie-break: refuse rather than pick one.
-                value = exp.case().when(exp.GT(this=exp.column(_DUPLICATES, alias, quoted=True),
-                                               expression=exp.Literal.number(1)), _duplicate_error(item.view, alias)) \
-                    .else_(value)
             if guard is not None:
                 value = exp.case().when(guard, value)
             query = query.select(exp.alias_(value, selected.output, quoted=True))
@@ -116,10 +110,29 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
         rank = exp.Window(this=exp.RowNumber(), partition_by=[p.copy() for p in partition], order=exp.Order(
             expressions=[exp.Ordered(this=exp.column(view.created, "r", quoted=True), desc=True, nulls_first=False)]))
         rows = rows.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
-    else:
-        count = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[p.copy() for p in partition])
-        rows = rows.select(exp.alias_(count, _DUPLICATES, quoted=True))
     return rows
+
+
+def duplicates(view: FeatureView, prepared: exp.Query) -> exp.Select:
+    """One (keys…, time) that occurs more than once among prepared rows, if any.
+
+    Without a `created` tie-break such rows make "the latest row" ambiguous: a data error.
+        SELECT user_id, __fs_ts FROM (<prepared>) GROUP BY ALL HAVING count(*) > 1 LIMIT 1
+    """
+    columns = [exp.column(k, quoted=True) for k in view.entity] + [exp.column(_TS, quoted=True)]
+    types = {c.name: c.type.upper() for c in view.columns}
+    # Times leave as text: a Python driver may lack what it needs to build zoned datetimes.
+    shown = [exp.cast(c.copy(), "VARCHAR") if c.name == _TS or "TIME" in types.get(c.name, "") or "DATE" in
+             types.get(c.name, "") else c.copy() for c in columns]
+    return exp.select(*shown).from_(exp.Subquery(this=prepared, alias=exp.TableAlias(
+        this=exp.to_identifier("p", quoted=True)))).group_by(*[c.copy() for c in columns]) \
+        .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1))).limit(1)
+
+
+def duplicate_message(view: FeatureView, row: tuple) -> str:
+    where = ", ".join(f"{k}={v!r}" for k, v in zip(view.entity, row))
+    return (f"view '{view.name}' has several rows with {where} and {view.timestamp}={row[-1]}; "
+            f"declare a tie-break column with `-- created: <column>` in {view.path.name}, or make the rows unique")
 
 
 def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
@@ -131,20 +144,6 @@ def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
     if view.available_since is not None:
         conditions.append(exp.GTE(this=t.copy(), expression=_instant(view.available_since)))
     return exp.and_(*conditions) if conditions else None
-
-
-def _duplicate_error(view: FeatureView, alias: str) -> exp.Expr:
-    message = (f"view '{view.name}' has several rows with the same {', '.join(view.entity)} and "
-               f"{view.timestamp}; declare a tie-break column with `-- created: <column>` in {view.path.name}, "
-               f"or make the rows unique (first duplicate: ")
-    parts: list[exp.Expr] = [exp.Literal.string(message)]
-    for column in (*view.entity, _TS):
-        parts += [exp.cast(exp.column(column, alias, quoted=True), "VARCHAR"), exp.Literal.string(", ")]
-    parts[-1] = exp.Literal.string(")")
-    text = parts[0]
-    for part in parts[1:]:
-        text = exp.DPipe(this=text, expression=part)
-    return exp.Anonymous(this="error", expressions=[text])
 
 
 def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors", "table_checksum"]
+           "errors_as_feature_store_errors", "first_row", "table_checksum"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
 
@@ -221,3 +221,8 @@ def table_checksum(connection: duckdb.DuckDBPyConnection, table: str) -> list[An
     name = exp.to_table(table, quoted=True).sql(dialect="duckdb")
     count, total = connection.execute(f"SELECT count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {name} AS t").fetchone()
     return [count, total]
+
+
+def first_row(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple | None:
+    """The first row of a query, or None."""
+    return connection.execute(sql).fetchone()
