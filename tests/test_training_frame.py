@@ -246,3 +246,21 @@ def test_duplicate_rows_without_tie_break_are_a_data_error(project: ProjectDir, 
     spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
     assert store.training_frame(spine, ["dup.amount"], cache=cache).to_arrow().column("amount").to_pylist() == [3.0]
     # (user 0 has cards 0 and 3 at that instant: the greatest `created` wins)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_sources_of_any_time_precision(project: ProjectDir, unit: str) -> None:
+    times = pa.array([T0 + timedelta(hours=1, microseconds=1)], pa.timestamp("us", tz="UTC"))
+    if unit == "ns":  # pandas' default: 1 h + 1 µs + 1 ns
+        times = pa.array([int((T0 - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 10**9) + 3_600_000_001_001],
+                         pa.timestamp("ns", tz="UTC"))
+    else:
+        times = times.cast(pa.timestamp(unit, tz="UTC"), safe=False)
+    project.parquet("precise", pa.table({"user_id": [1], "ts": times, "value": [42]}))
+    project.view("precise_view", HEADER + "SELECT user_id, ts, value FROM precise\n")
+    store = FeatureStore(project.root)
+    hour = T0 + timedelta(hours=1)
+    spine = pa.table({"user_id": [1, 1, 1], "ts": pa.array([hour, hour + timedelta(microseconds=1),
+                                                            hour + timedelta(microseconds=2)], pa.timestamp("us", tz="UTC"))})
+    expected = {"s": [42, 42, 42], "ms": [42, 42, 42], "us": [None, 42, 42], "ns": [None, None, 42]}[unit]
+    assert store.training_frame(spine, ["precise_view.value"]).to_arrow().column("value").to_pylist() == expected

@@ -23,7 +23,7 @@ __all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_t
            "load_arrow", "add_table", "add_file_view", "describe_relation",
            "errors_as_feature_store_errors", "first_row", "table_checksum"]
 
-_TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ)$")
+_TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ(_NS)?)$")
 
 
 class BindError(Exception):
