@@ -521,6 +521,8 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
                   f"{m['platform']}, Python {m['python']}")
     console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    if "warning" in report:
+        console.print(f"[bold red]warning:[/bold red] {report['warning']}")
     for scale in report["scales"]:
         table = Table(title=f"{scale['rows']:,} events x {scale['spine']:,} spine rows, {scale['features']} features, "
                             f"TTL {TTL_DAYS}d, {report['repeat']} rounds")
@@ -616,6 +618,8 @@ def main(argv: list[str] | None = None) -> None:
     def log(message: str) -> None:
         progress.log(message)
 
+    # The SDK is often installed editable and edited while this runs: name the code the timings used.
+    found_versions = versions()
     workdir = Path(args.workdir).resolve()
     sizes = [(args.rows, args.spine)] + ([(args.rows * 5, args.spine * 4)] if args.scale_step else [])
     results = []
@@ -625,13 +629,17 @@ def main(argv: list[str] | None = None) -> None:
         results.append(run_case(case, workdir, args.repeat, not args.no_memory, log))
     report: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
-        "machine": machine(), "versions": versions(), "repeat": args.repeat,
+        "machine": machine(), "versions": found_versions, "repeat": args.repeat,
         "targets": {"cold_time": f"ours <= {COLD_TIME_TARGET}x floor",
                     "cold_memory": f"ours <= {COLD_MEMORY_TARGET}x floor",
                     "warm_time": "ours < floor"},
         "scales": [r.summary() for r in results],
         "our_sql": results[0].sql,
     }
+    commit_now = versions().get("featurestore_commit")
+    if commit_now != found_versions.get("featurestore_commit"):
+        report["warning"] = (f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> "
+                             f"{commit_now}); the memory children may have run newer code than the timings")
     if len(results) == 2:
         small, large = report["scales"]
         report["scale_change"] = {
