@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from featurestore.cache import cached_rows
+from sqlglot import exp
+
+from featurestore.cache import fill, fresh_table
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -122,22 +124,23 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                    full_names: bool = False, cache: bool = True) -> TrainingFrame:
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
 
-    With `cache`, each view's prepared rows are kept in the offline database and reused
-    while the view's version and its sources are unchanged.
+    With `cache`, views whose cached rows are fresh are joined from the cache; the others are
+    computed inline, and cached in the background for the next frame.
     """
     settings = project.settings
     wanted = {s.feature.view for s in select_features(project.views, features, full_names=full_names)}
-    views = [project.views[name] for name in project.views if name in wanted]
-    windowed = [v.name for v in views if v.windows]
+    windowed = sorted(name for name in wanted if project.views[name].windows)
     if windowed:
         raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available in training frames; "
                                 "select features of snapshot views")
-    sql_spine = isinstance(spine, str) and not spine.strip().lower().endswith(".parquet")
-    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
+    # Frames only read the offline database, so several processes can build frames at once.
+    database = settings.offline_database if settings.offline_database.exists() else None
+    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    stale: list[Any] = []
     try:
         with duck.errors_as_feature_store_errors():
             loaded: set[str] = set()
-            if sql_spine:
+            if isinstance(spine, str) and not spine.strip().lower().endswith(".parquet"):
                 _register_sources(connection, project, [], every_source=True, loaded=loaded)
             spine_table = _spine_arrow(spine, connection, project)
             spine_columns = _describe_spine(connection, spine_table)
@@ -147,33 +150,32 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 by_view.setdefault(item.feature.view, []).append(item)
             views = [project.views[name] for name in by_view]
             _check_spine(spine_columns, timestamp, views)
-            import numpy as np
-            import pyarrow as pa
-
-            numbered = spine_table.append_column(ROW, pa.array(np.arange(spine_table.num_rows, dtype=np.int64)))
-            duck.load_arrow(connection, "__fs_spine", numbered)
             joins = []
             for view in views:
-                def load(view: Any = view) -> None:
-                    _register_sources(connection, project, [view], every_source=False, loaded=loaded)
-
-                if cache:
-                    rows = cached_rows(connection, project, view, load)
-                else:
-                    load()
-                    rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
-                                                           "duckdb"), list(dict.fromkeys(f.column for f in view.features)))
-                    if not view.created:
-                        duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
-                        if duplicate:
-                            raise FeatureStoreError(duplicate_message(view, duplicate))
+                table = fresh_table(connection, project, view) if cache and database is not None else None
+                if table is not None:
+                    joins.append(ViewRows(view, exp.select("*").from_(table), tuple(by_view[view.name]),
+                                          intervals=True))
+                    continue
+                stale.append(view)
+                _register_sources(connection, project, [view], every_source=False, loaded=loaded)
+                rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb"),
+                                    list(dict.fromkeys(f.column for f in view.features)))
+                if not view.created:
+                    duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
+                    if duplicate:
+                        raise FeatureStoreError(duplicate_message(view, duplicate))
                 joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True))
+            numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
+            duck.load_arrow(connection, "__fs_spine", numbered)
             plan = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
                                  joins, passthrough=False)
             sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
             result = duck.arrow(connection, sql)
     finally:
         connection.close()
+    if cache and stale:
+        duck.in_background(settings.offline_database, lambda: _fill(project, stale))
     table = spine_table
     for name in result.column_names:
         table = table.append_column(name, _utc(result.column(name)))
@@ -184,6 +186,25 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         "spine_hash": _content_hash(spine_table),
     }
     return TrainingFrame(table, sql, info)
+
+
+def _fill(project: Project, views: list[Any]) -> None:
+    settings = project.settings
+    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
+    try:
+        loaded: set[str] = set()
+        for view in views:
+            fill(connection, project, view,
+                 lambda view=view: _register_sources(connection, project, [view], every_source=False, loaded=loaded))
+    finally:
+        connection.close()
+
+
+def _row_numbers(count: int) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.array(np.arange(count, dtype=np.int64))
 
 
 def _spine_arrow(spine: Any, connection: Any, project: Project) -> Any:

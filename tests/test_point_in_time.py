@@ -25,6 +25,7 @@ from featurestore.compiler.point_in_time import (
     duplicates,
     point_in_time,
     prepare_rows,
+    validity_intervals,
 )
 from featurestore.errors import FeatureStoreError
 from featurestore.loader import parse_definition
@@ -95,7 +96,8 @@ def definition(rules: Rules) -> str:
     return "\n".join(header) + f"\nSELECT {', '.join(rules.entity)}, ts, created, v, s FROM events\n"
 
 
-def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: list[int]) -> list[dict]:
+def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: list[int],
+        plan: str = "asof") -> list[dict]:
     loaded, problems = parse_definition(Path("view.sql"), definition(rules))
     view, problems = build_view(loaded)
     assert view is not None, problems
@@ -125,7 +127,13 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     spine_columns = (Column(name="k", type="BIGINT"), Column(name="c", type="VARCHAR"), Column(name="t", type=t_type),
                      Column(name="label", type="BIGINT"), Column(name=ROW, type="BIGINT"))
     rows = sqlglot.parse_one("SELECT * FROM events", read="duckdb")
-    query = point_in_time(Spine("spine", spine_columns, "t"), [ViewRows(view, rows, tuple(selected))])
+    if plan == "asof":
+        join = ViewRows(view, rows, tuple(selected))
+    else:  # what the cache holds: prepared rows with validity intervals, joined by hash
+        columns = list(dict.fromkeys(s.feature.column for s in selected))
+        join = ViewRows(view, validity_intervals(view, prepare_rows(view, rows, columns)), tuple(selected),
+                        intervals=True)
+    query = point_in_time(Spine("spine", spine_columns, "t"), [join])
     with duckdb.connect() as connection:
         connection.execute("SET TimeZone = 'UTC'")
         connection.register("events", events)
@@ -140,10 +148,10 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
-def test_snapshot_views_match_the_reference(case: dict) -> None:
+@given(cases(), st.sampled_from(["asof", "intervals"]))
+def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
     rules, rows, spine = case["rules"], case["rows"], case["spine"]
-    actual = run(rows, rules, spine, case["flavour"], case["nanos"])
+    actual = run(rows, rules, spine, case["flavour"], case["nanos"], plan)
     expected = []
     for row in spine:
         key = tuple(row[k] for k in rules.entity)

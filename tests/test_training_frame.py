@@ -208,6 +208,7 @@ def test_cache_follows_duckdb_and_postgres_sources(project: ProjectDir, postgres
     spine = pa.table({"user_id": [1], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
     assert store.training_frame(spine, ["tier.tier", "cap.cap"]).to_arrow().to_pylist()[0] | {"ts": None} == \
         {"user_id": 1, "ts": None, "tier": "gold", "cap": 10}
+    assert {e["view"]: e["fresh"] for e in store.cache_status()} == {"cap": True, "tier": True}  # filled meanwhile
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("UPDATE public.tiers SET tier = 'platinum'")
     with duckdb.connect(str(database)) as connection:

@@ -25,12 +25,14 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "utc_micros"]
+__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "utc_micros",
+           "validity_intervals"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
 _TS = "__fs_ts"
 _KNOWN = "__fs_known"
+_UNTIL = "__fs_until"
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,15 @@ class Spine:
 class ViewRows:
     """A snapshot view's rows and the features taken from it.
 
-    `rows` yields the view's own columns, or, when `prepared`, the output of `prepare_rows`.
+    `rows` yields the view's own columns; when `prepared`, the output of `prepare_rows`;
+    when `intervals`, the output of `validity_intervals` (joined by hash, without ASOF).
     """
 
     view: FeatureView
     rows: exp.Query
     selected: tuple[Selected, ...]
     prepared: bool = False
+    intervals: bool = False
 
 
 def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
@@ -69,14 +73,18 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
         .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
     for number, item in enumerate(views):
         alias = f"v{number}"
-        rows = item.rows if item.prepared else prepare_rows(
+        rows = item.rows if item.prepared or item.intervals else prepare_rows(
             item.view, item.rows, list(dict.fromkeys(s.feature.column for s in item.selected)))
         ctes.append(_cte(f"__fs_{alias}", rows))
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
                              exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
+        if item.intervals:
+            # Each row is the latest known from its own known-at time until the next row's.
+            condition = exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
+                                                   expression=exp.column(_UNTIL, alias, quoted=True)))
         query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
-                           on=condition, join_type="ASOF LEFT")
+                           on=condition, join_type="LEFT" if item.intervals else "ASOF LEFT")
         guard = _guard(item.view, alias)
         for selected in item.selected:
             value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
@@ -111,6 +119,21 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
             expressions=[exp.Ordered(this=exp.column(view.created, "r", quoted=True), desc=True, nulls_first=False)]))
         rows = rows.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
     return rows
+
+
+def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:
+    """Prepared rows, each with the instant the next row of its keys becomes known (or +infinity).
+
+    A spine row at `t` then finds its row by hash join: keys equal and known <= t < until.
+        SELECT *, coalesce(lead(__fs_known) OVER (PARTITION BY keys ORDER BY __fs_known), 'infinity') AS __fs_until
+    """
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    following = exp.Window(this=exp.Lead(this=exp.column(_KNOWN, quoted=True)), partition_by=keys,
+                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(_KNOWN, quoted=True)),
+                                                        exp.Ordered(this=exp.column(_TS, quoted=True))]))
+    until = exp.Coalesce(this=following, expressions=[exp.cast(exp.Literal.string("infinity"), "TIMESTAMPTZ")])
+    return exp.select(exp.Star(), exp.alias_(until, _UNTIL, quoted=True)).from_(
+        exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
 
 
 def duplicates(view: FeatureView, prepared: exp.Query) -> exp.Select:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors", "first_row", "table_checksum"]
+           "errors_as_feature_store_errors", "first_row", "in_background", "table_checksum",
+           "wait_for_background"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ(_NS)?)$")
 
@@ -58,6 +60,7 @@ def describe_duckdb_table(database: Path, table: str) -> list[Column]:
 
     if not database.is_file():
         raise BindError(f"the offline database {database} does not exist", "create the table there first", None)
+    wait_for_background(database)
     try:
         with duckdb.connect(str(database), read_only=True) as connection:
             rows = connection.execute(
@@ -124,10 +127,49 @@ def _utc(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET TimeZone = 'UTC'")
 
 
-def connect_offline(database: Path, temp_directory: Path, *, read_only: bool = False,
+_background: dict[Path, threading.Thread] = {}
+
+
+def in_background(database: Path, work: Callable[[], None]) -> None:
+    """Run `work` (which writes `database`) in a thread; connections to `database` wait for it.
+
+    The interpreter waits for it at exit, so what it writes is not lost.
+    """
+    wait_for_background(database)
+    thread = threading.Thread(target=_quietly, args=(work,), name=f"featurestore {database.name}", daemon=False)
+    _background[database.resolve()] = thread
+    thread.start()
+
+
+def wait_for_background(database: Path) -> None:
+    key = database.resolve()
+    thread = _background.get(key)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
+        _background.pop(key, None)
+
+
+def _quietly(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception as exc:  # a failed cache fill only means the next frame computes inline again
+        import warnings
+
+        warnings.warn(f"featurestore: could not update the cache: {exc}", RuntimeWarning, stacklevel=1)
+
+
+def connect_offline(database: Path | None, temp_directory: Path, *, read_only: bool = False,
                     lock_timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """The offline database, in UTC, spilling to `temp_directory` when work outgrows memory."""
+    """The offline database (in memory when `database` is None), in UTC, spilling to `temp_directory`."""
     import duckdb
+
+    if database is None:
+        connection = duckdb.connect()
+        _utc(connection)
+        temp_directory.mkdir(parents=True, exist_ok=True)
+        _temp(connection, temp_directory)
+        return connection
+    wait_for_background(database)
 
     database.parent.mkdir(parents=True, exist_ok=True)
     temp_directory.mkdir(parents=True, exist_ok=True)
@@ -144,10 +186,14 @@ def connect_offline(database: Path, temp_directory: Path, *, read_only: bool = F
                     "(a notebook or a running frame?): close it, or retry when it is done") from None
             time.sleep(0.2)
     _utc(connection)
+    _temp(connection, temp_directory)
+    return connection
+
+
+def _temp(connection: duckdb.DuckDBPyConnection, temp_directory: Path) -> None:
     from sqlglot import exp
 
     connection.execute(f"SET temp_directory = {exp.Literal.string(str(temp_directory)).sql(dialect='duckdb')}")
-    return connection
 
 
 def load_arrow(connection: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
@@ -219,10 +265,12 @@ def table_checksum(connection: duckdb.DuckDBPyConnection, table: str) -> list[An
     from sqlglot import exp
 
     name = exp.to_table(table, quoted=True).sql(dialect="duckdb")
-    count, total = connection.execute(f"SELECT count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {name} AS t").fetchone()
+    count, total = connection.execute(f"SELECT count(*), sum(hash(t)::HUGEINT)::VARCHAR FROM {name} AS t").fetchall()[0]
     return [count, total]
 
 
-def first_row(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple | None:
-    """The first row of a query, or None."""
-    return connection.execute(sql).fetchone()
+def first_row(connection: duckdb.DuckDBPyConnection, sql: str, parameters: list[Any] | None = None) -> tuple | None:
+    """The first row of a query, or None. The result is read to its end: DuckDB refuses new work
+    on a connection whose last result is unfinished."""
+    rows = connection.execute(sql, parameters or []).fetchall()
+    return rows[0] if rows else None
