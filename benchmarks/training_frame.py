@@ -219,6 +219,12 @@ def fresh_store(case: Case) -> Any:
     return FeatureStore(case.project)
 
 
+def wait_for_cache(store: Any) -> None:
+    from featurestore.engines.duckdb import wait_for_background
+
+    wait_for_background(store.settings.offline_database)
+
+
 def run_ours(store: Any, case: Case) -> tuple[pa.Table, str]:
     frame = store.training_frame(str(case.spine_path), ["snap.*"], timestamp="ts")
     return frame.to_arrow(), frame.sql
@@ -299,6 +305,7 @@ def child_main(args: argparse.Namespace) -> None:
         report["seconds"] = time.perf_counter() - started
         report["rows"] = table.num_rows
         del table
+        wait_for_cache(store)  # the cold peak includes the background cache fill
         gc.collect()
         report["peak_kib"] = _peak_kib()
         report["warm_reset"] = _reset_peak()
@@ -337,6 +344,7 @@ class Result:
     case: Case
     generated_seconds: float = 0.0
     project_load_seconds: float = 0.0
+    fill_seconds: float = 0.0
     times: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in CONTENDERS})
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     sql: str = ""
@@ -371,6 +379,7 @@ class Result:
             "median_seconds": {"ours_cold": self.cold, "ours_warm": warm,
                                "asof": self.median("asof"), "rank": self.median("rank")},
             "project_load_seconds_in_cold_run": self.project_load_seconds,
+            "cache_fill_seconds_after_cold_run": self.fill_seconds,
             "floor": self.floor_name,
             "time_ratio": {"cold": self.cold / floor, "warm": None if warm is None else warm / floor},
             "targets": {"cold_time": _verdict(self.cold / floor, COLD_TIME_TARGET, strict=False),
@@ -434,6 +443,10 @@ def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Cal
             seconds, (ours, sql) = _timed(lambda: run_ours(store, case))
             seconds += result.project_load_seconds
             result.sql = sql
+            # The first frame caches the view in a background thread after it returns; let it
+            # finish (timed on its own) so that it takes no CPU from the floors' timings.
+            result.fill_seconds, _ = _timed(lambda: wait_for_cache(store))
+            log(f"cache filled in the background in {result.fill_seconds:.3f}s after the cold frame returned")
         else:
             seconds, (ours, _) = _timed(lambda: run_ours(store, case))
         result.times["ours"].append(seconds)
