@@ -23,6 +23,7 @@ from featurestore.compiler.point_in_time import (
     duplicates,
     point_in_time,
     prepare_rows,
+    profile,
 )
 from featurestore.compiler.render import render_query
 from featurestore.config import FileSource, PostgresSource
@@ -121,11 +122,12 @@ def load_snapshot(path: str | Path) -> TrainingFrame:
 
 
 def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                   full_names: bool = False, cache: bool = True) -> TrainingFrame:
+                   full_names: bool = False, cache: bool = True, plan: str = "auto") -> TrainingFrame:
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
-    computed inline, and cached in the background for the next frame.
+    computed inline, and cached in the background for the next frame. `plan` (auto, asof, ranked)
+    chooses how uncached views are joined; it exists for benchmarks and tests.
     """
     settings = project.settings
     wanted = {s.feature.view for s in select_features(project.views, features, full_names=full_names)}
@@ -161,11 +163,8 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 _register_sources(connection, project, [view], every_source=False, loaded=loaded)
                 rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb"),
                                     list(dict.fromkeys(f.column for f in view.features)))
-                if not view.created:
-                    duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
-                    if duplicate:
-                        raise FeatureStoreError(duplicate_message(view, duplicate))
-                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True))
+                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True,
+                                      ranked=_rank_within_ttl(connection, view, rows, plan)))
             numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
             duck.load_arrow(connection, "__fs_spine", numbered)
             plan = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
@@ -186,6 +185,26 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         "spine_hash": _content_hash(spine_table),
     }
     return TrainingFrame(table, sql, info)
+
+
+# A hash join from the spine to the rows within the TTL wins (in time and memory) while few rows per key
+# fall in one TTL; past this many, the ASOF join's sort is cheaper.
+_RANKED_ROWS_PER_TTL = 32
+
+
+def _rank_within_ttl(connection: Any, view: Any, rows: exp.Query, plan: str) -> bool:
+    """Check the view's rows for duplicates, and choose its join plan from their shape (one pass)."""
+    count, distinct, keys, span = duck.first_row(connection, profile(view, rows).sql(dialect="duckdb"))
+    if count != distinct and not view.created:
+        duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
+        raise FeatureStoreError(duplicate_message(view, duplicate))
+    if view.ttl is None or plan == "asof":
+        return False
+    if plan == "ranked":
+        return True
+    ttl = view.ttl.total_seconds() * 1e6
+    per_ttl = count / max(keys or 1, 1) * min(1.0, ttl / span) if span else count / max(keys or 1, 1)
+    return per_ttl <= _RANKED_ROWS_PER_TTL
 
 
 def _fill(project: Project, views: list[Any]) -> None:

@@ -52,7 +52,7 @@ def cases(draw: st.DrawFn) -> dict:
     composite = draw(st.booleans())
     created = draw(st.booleans())
     rows = draw(st.lists(st.fixed_dictionaries({
-        "k": st.integers(1, 3), "c": st.sampled_from(["x", "y"]), "ts": st.one_of(grid(10), st.none()) if False else grid(10),
+        "k": st.integers(1, 3), "c": st.sampled_from(["x", "y"]), "ts": grid(10),
         "v": st.one_of(st.none(), st.integers(-5, 5)), "s": st.one_of(st.none(), st.text("ab", max_size=2)),
     }), max_size=16))
     entity = ("k", "c") if composite else ("k",)
@@ -74,9 +74,17 @@ def cases(draw: st.DrawFn) -> dict:
                   ttl=draw(st.sampled_from([None, timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2)])),
                   since=draw(st.one_of(st.none(), grid(12))), invalid=invalid,
                   created="created" if created else None, features=("v", "s"))
+    # Spine times exactly on (and a microsecond either side of) the edges that rows define:
+    # known-at (ts + lag), TTL expiry (ts + ttl), the start of available_since and invalid periods.
+    edges = [r["ts"] + rules.lag + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)]
+    if rules.ttl is not None:
+        edges += [r["ts"] + rules.ttl + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)]
+    if rules.since is not None:
+        edges += [rules.since + timedelta(microseconds=d) for d in (-1, 0, 1)]
+    times = st.one_of(st.none(), grid(14), st.sampled_from(edges)) if edges else st.one_of(st.none(), grid(14))
     spine = draw(st.lists(st.fixed_dictionaries({
         "k": st.one_of(st.none(), st.integers(1, 4)), "c": st.sampled_from(["x", "y"]),
-        "t": st.one_of(st.none(), grid(14)), "label": st.integers(0, 1)}), max_size=12))
+        "t": times, "label": st.integers(0, 1)}), max_size=12))
     flavour = draw(st.sampled_from(["utc", "naive", "nanos"]))
     nanos = [draw(st.integers(0, 999)) for _ in spine]
     return {"rows": rows, "rules": rules, "spine": spine, "flavour": flavour, "nanos": nanos}
@@ -127,8 +135,11 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     spine_columns = (Column(name="k", type="BIGINT"), Column(name="c", type="VARCHAR"), Column(name="t", type=t_type),
                      Column(name="label", type="BIGINT"), Column(name=ROW, type="BIGINT"))
     rows = sqlglot.parse_one("SELECT * FROM events", read="duckdb")
-    if plan == "asof":
+    if plan == "asof" or (plan == "ranked" and view.ttl is None):
         join = ViewRows(view, rows, tuple(selected))
+    elif plan == "ranked":
+        columns = list(dict.fromkeys(s.feature.column for s in selected))
+        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, ranked=True)
     else:  # what the cache holds: prepared rows with validity intervals, joined by hash
         columns = list(dict.fromkeys(s.feature.column for s in selected))
         join = ViewRows(view, validity_intervals(view, prepare_rows(view, rows, columns)), tuple(selected),
@@ -148,7 +159,7 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases(), st.sampled_from(["asof", "intervals"]))
+@given(cases(), st.sampled_from(["asof", "intervals", "ranked"]))
 def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
     rules, rows, spine = case["rules"], case["rows"], case["spine"]
     actual = run(rows, rules, spine, case["flavour"], case["nanos"], plan)
@@ -167,6 +178,18 @@ def test_duplicates_without_a_tie_break_are_refused() -> None:
     for spine_key in (1, 2):
         with pytest.raises(FeatureStoreError, match="several rows with k=1 and ts=2026-01-01.*-- created"):
             run(rows, rules, [{"k": spine_key, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0])
+
+
+@pytest.mark.parametrize("plan", ["asof", "intervals", "ranked"])
+def test_edges_exactly(plan: str) -> None:
+    rows = [{"k": 1, "c": "x", "ts": BASE, "created": 0, "v": 1, "s": "a"}]
+    rules = Rules(entity=("k",), timestamp="ts", lag=timedelta(minutes=30), ttl=timedelta(hours=1),
+                  features=("v", "s"))
+    us = timedelta(microseconds=1)
+    times = [BASE + timedelta(minutes=30) - us, BASE + timedelta(minutes=30),  # known at ts + lag, not before
+             BASE + timedelta(hours=1), BASE + timedelta(hours=1) + us]        # expired after ts + ttl, not at it
+    spine = [{"k": 1, "c": "x", "t": t, "label": 0} for t in times]
+    assert [r["v"] for r in run(rows, rules, spine, "utc", [0] * 4, plan)] == [None, 1, 1, None]
 
 
 def test_null_tie_break_loses_to_any_value() -> None:

@@ -25,8 +25,8 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "utc_micros",
-           "validity_intervals"]
+__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
+           "utc_micros", "validity_intervals"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
@@ -57,6 +57,7 @@ class ViewRows:
     selected: tuple[Selected, ...]
     prepared: bool = False
     intervals: bool = False
+    ranked: bool = False
 
 
 def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
@@ -75,16 +76,24 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
         alias = f"v{number}"
         rows = item.rows if item.prepared or item.intervals else prepare_rows(
             item.view, item.rows, list(dict.fromkeys(s.feature.column for s in item.selected)))
-        ctes.append(_cte(f"__fs_{alias}", rows))
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
                              exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
+        if item.ranked:
+            ctes.append(_cte(f"__fs_{alias}_rows", rows))
+            ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition)))
+            query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
+                               on=exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True)),
+                               join_type="LEFT")
+        else:
+            ctes.append(_cte(f"__fs_{alias}", rows))
         if item.intervals:
             # Each row is the latest known from its own known-at time until the next row's.
             condition = exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
                                                    expression=exp.column(_UNTIL, alias, quoted=True)))
-        query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
-                           on=condition, join_type="LEFT" if item.intervals else "ASOF LEFT")
+        if not item.ranked:
+            query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
+                               on=condition, join_type="LEFT" if item.intervals else "ASOF LEFT")
         guard = _guard(item.view, alias)
         for selected in item.selected:
             value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
@@ -94,6 +103,23 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
     query = query.order_by(exp.column(ROW, "s", quoted=True))
     query.set("with_", exp.With(expressions=ctes))
     return query
+
+
+def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.Expr) -> exp.Select:
+    """Per spine row, the latest known row no older than the TTL: a hash join built on the spine.
+
+    Equivalent to the ASOF plan when the view has a TTL (a latest row older than it is NULL either
+    way), and needs memory for the spine rather than for all of the view's rows.
+    """
+    assert view.ttl is not None
+    within = exp.GTE(this=exp.column(_TS, alias, quoted=True),
+                     expression=exp.Sub(this=exp.column(_T, "s", quoted=True), expression=_micros(view.ttl)))
+    latest = exp.Window(this=exp.RowNumber(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
+        expressions=[exp.Ordered(this=exp.column(_TS, alias, quoted=True), desc=True)]))
+    return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
+        alias, quoted=True))).from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True)) \
+        .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True), on=exp.and_(condition.copy(), within),
+              join_type="INNER").qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
 
 
 def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> exp.Select:
@@ -133,6 +159,22 @@ def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:
                                                         exp.Ordered(this=exp.column(_TS, quoted=True))]))
     until = exp.Coalesce(this=following, expressions=[exp.cast(exp.Literal.string("infinity"), "TIMESTAMPTZ")])
     return exp.select(exp.Star(), exp.alias_(until, _UNTIL, quoted=True)).from_(
+        exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
+
+
+def profile(view: FeatureView, prepared: exp.Query) -> exp.Select:
+    """One pass over prepared rows: rows, distinct (keys, time), distinct keys (approx.), time span in µs.
+
+        SELECT count(*), count(DISTINCT (keys…, __fs_ts)), approx_count_distinct(keys…),
+               epoch_us(max(__fs_ts)) - epoch_us(min(__fs_ts)) FROM (<prepared>)
+    """
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    identity = exp.Tuple(expressions=[*keys, exp.column(_TS, quoted=True)])
+    key = keys[0] if len(keys) == 1 else exp.Tuple(expressions=[k.copy() for k in keys])
+    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=exp.column(_TS, quoted=True))),
+                   expression=exp.func("epoch_us", exp.Min(this=exp.column(_TS, quoted=True))))
+    return exp.select(exp.Count(this=exp.Star()), exp.Count(this=exp.Distinct(expressions=[identity])),
+                      exp.func("approx_count_distinct", key), span).from_(
         exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
 
 
