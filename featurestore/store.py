@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from featurestore import cache
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
+from featurestore.engines.duckdb import wait_for_background
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.frames import TrainingFrame, load_snapshot, training_frame
 from featurestore.project import Project, load_project, validate
@@ -66,6 +67,10 @@ class FeatureStore:
     def cache_status(self) -> list[dict[str, Any]]:
         """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""
         return cache.status(self.project)
+
+    def wait_for_cache(self) -> None:
+        """Wait until view rows that frames cache in the background are written."""
+        wait_for_background(self.settings.offline_database)
 
     def clear_cache(self, views: list[str] | None = None) -> int:
         """Drop cached view rows (of `views`, or all); returns how many entries went."""
