@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                                    description="Print the runnable SQL that yields a view's rows.")
     compile_.add_argument("view", help="the view's name (its file name without .sql)")
     compile_.add_argument("--dialect", choices=("duckdb", "postgres"), default="duckdb", help="SQL dialect (default duckdb)")
+    compile_.add_argument("--format", choices=("sql", "json"), default="sql",
+                          help="sql (default), or json with the view's version and kind")
     compile_.set_defaults(handler=_compile)
 
     views = commands.add_parser("views", parents=[common], help="list the views and their features",
@@ -162,7 +164,14 @@ def _escape(text: str, prop: bool = False) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    print(_store(args).compile(args.view, dialect=args.dialect))
+    store = _store(args)
+    sql = store.compile(args.view, dialect=args.dialect)
+    if args.format == "json":
+        view = store.view(args.view)
+        print(json.dumps({"view": view.name, "version": view.version, "kind": view.kind, "dialect": args.dialect,
+                          "sql": sql}, indent=2))
+    else:
+        print(sql)
     return 0
 
 

@@ -114,3 +114,14 @@ def test_compile_unknown_view_suggests(project: ProjectDir, capsys: pytest.Captu
     code, _, err = project.run("compile", "spnd", capsys=capsys)
     assert code == 1
     assert "unknown view 'spnd'; did you mean 'spend'?" in err
+
+
+def test_compile_json(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    project.view("spend", SNAPSHOT)
+    code, out, _ = project.run("compile", "spend", "--dialect", "postgres", "--format", "json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert (result["view"], result["kind"], result["dialect"]) == ("spend", "snapshot", "postgres")
+    assert len(result["version"]) == 12 and result["sql"].startswith("SELECT")
