@@ -125,9 +125,9 @@ def _parse_sql(path: Path, text: str, problems: list[Problem]) -> exp.Query | No
                                 "fix the syntax (the file must be one SELECT in DuckDB's dialect)",
                                 code="syntax", column=first.get("col") or 1))
         return None
-    except TokenError as exc:
-        match = re.search(r"[Ll]ine (\d+)", str(exc))
-        problems.append(Problem(path, int(match.group(1)) if match else 1, f"SQL does not parse: {exc}",
+    except TokenError:
+        line, what = _unclosed(text)
+        problems.append(Problem(path, line, f"SQL does not parse: {what} opened here is never closed",
                                 "close every string, quoted name and comment", code="syntax"))
         return None
     if not statements:
@@ -148,6 +148,29 @@ def _parse_sql(path: Path, text: str, problems: list[Problem]) -> exp.Query | No
                                 code="not-select"))
         return None
     return statement
+
+
+def _unclosed(text: str) -> tuple[int, str]:
+    """Where the string, quoted name or block comment that runs to the end of `text` starts."""
+    closers = {"'": ("'", "a string"), '"': ('"', "a quoted name"), "/*": ("*/", "a comment")}
+    position, line = 0, 1
+    while position < len(text):
+        if text.startswith("--", position):
+            end = text.find("\n", position)
+            position = len(text) if end < 0 else end
+            continue
+        opener = "/*" if text.startswith("/*", position) else text[position]
+        if opener in closers:
+            closer, what = closers[opener]
+            end = text.find(closer, position + len(opener))
+            if end < 0:
+                return line, what
+            line += text.count("\n", position, end)
+            position = end + len(closer)
+            continue
+        line += text[position] == "\n"
+        position += 1
+    return 1, "a string, quoted name or comment"
 
 
 def _statement_lines(text: str) -> list[int]:
