@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "line and a fix. Exits 1 when there is an error.")
     validate.add_argument("--format", choices=("text", "json", "github"), default="text",
                           help="text (default), json, or github (workflow annotations for pull requests)")
+    validate.add_argument("--data", action="store_true",
+                          help="also run the views over the sources to find data errors (duplicate rows)")
     validate.set_defaults(handler=_validate)
 
     compile_ = commands.add_parser("compile", parents=[common], help="print the SQL a view compiles to",
@@ -123,8 +125,13 @@ def _validate(args: argparse.Namespace) -> int:
 
     settings = load_settings(getattr(args, "project", None))
     project = validate(settings)
-    _print_problems(list(project.problems), args.format, settings.root, checked=len(project.views))
-    return 1 if project.errors else 0
+    problems = list(project.problems)
+    if args.data:
+        from featurestore.frames import data_problems
+
+        problems = sorted(problems + data_problems(project), key=lambda p: (str(p.path), p.line, p.column))
+    _print_problems(problems, args.format, settings.root, checked=len(project.views))
+    return 1 if any(p.severity == "error" for p in problems) else 0
 
 
 def _print_problems(problems: list[Problem], fmt: str, root: Path | None, checked: int | None = None) -> None:

@@ -29,12 +29,12 @@ from featurestore.compiler.render import render_query
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError, did_you_mean
+from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
 from featurestore.selection import Selected, select_features
 from featurestore.spec import Column
 
-__all__ = ["TrainingFrame", "load_snapshot", "training_frame"]
+__all__ = ["TrainingFrame", "data_problems", "load_snapshot", "training_frame"]
 
 _INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _STRINGS = {"VARCHAR"}
@@ -210,6 +210,32 @@ def _rank_within_ttl(connection: Any, view: Any, rows: exp.Query, plan: str) -> 
 # The cache is filled in the background, off the frame's critical path: it may spill to disk rather
 # than hold the whole view in memory (at 4M rows: 363 MiB instead of 770, in the same time).
 _FILL_MEMORY_LIMIT = "256MB"
+
+
+def data_problems(project: Project) -> list[Problem]:
+    """Problems only the data shows: snapshot views with duplicate (keys, time) rows and no tie-break."""
+    settings = project.settings
+    views = [v for v in project.views.values() if not v.windows and not v.created]
+    if not views:
+        return []
+    database = settings.offline_database if settings.offline_database.exists() else None
+    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    problems: list[Problem] = []
+    try:
+        loaded: set[str] = set()
+        for view in views:
+            with duck.errors_as_feature_store_errors():
+                _register_sources(connection, project, [view], every_source=False, loaded=loaded)
+                rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
+                                                       "duckdb"), [])
+                duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
+            if duplicate:
+                problems.append(Problem(view.path, view.line("timestamp"), duplicate_message(view, duplicate).split(
+                    "; declare")[0], f"declare a tie-break column with `-- created: <column>`, or make the rows "
+                    f"unique on ({', '.join(view.entity)}, {view.timestamp})", code="duplicate-rows"))
+    finally:
+        connection.close()
+    return problems
 
 
 def _fill(project: Project, views: list[Any]) -> None:

@@ -11,7 +11,7 @@ from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
-from featurestore.frames import TrainingFrame, load_snapshot, training_frame
+from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
 from featurestore.project import Project, load_project, validate
 from featurestore.spec import FeatureView
 
@@ -34,9 +34,16 @@ class FeatureStore:
     def root(self) -> Path:
         return self.settings.root
 
-    def validate(self) -> list[Problem]:
-        """Every problem of the project (errors and warnings), located; never raises for them."""
-        return list(validate(self.settings).problems)
+    def validate(self, *, data: bool = False) -> list[Problem]:
+        """Every problem of the project (errors and warnings), located; never raises for them.
+
+        With `data`, the views are also run to find what only the data shows (duplicate rows).
+        """
+        project = validate(self.settings)
+        problems = list(project.problems)
+        if data:
+            problems += data_problems(project)
+        return sorted(problems, key=lambda p: (str(p.path), p.line, p.column))
 
     @cached_property
     def project(self) -> Project:

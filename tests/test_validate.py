@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -269,3 +270,14 @@ def test_a_cte_inside_a_subquery_does_not_hide_a_view(project: ProjectDir, capsy
     import duckdb
 
     assert len(duckdb.sql(out).project("user_id").fetchall()) == 6
+
+
+def test_validate_data_finds_duplicate_rows(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    project.view("dup", HEADER + "SELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount FROM events\n")
+    project.view("fine", SNAPSHOT)
+    assert project.validate(capsys) == (0, [])  # the definitions are fine; only the data is not
+    code, out, _ = project.run("validate", "--data", "--format", "json", capsys=capsys)
+    problems = json.loads(out)["problems"]
+    assert code == 1
+    assert [(p["path"], p["line"], p["code"]) for p in problems] == [("definitions/dup.sql", 2, "duplicate-rows")]
+    assert "several rows with user_id=" in problems[0]["message"] and "-- created:" in problems[0]["hint"]
