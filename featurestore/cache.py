@@ -19,7 +19,13 @@ from typing import Any, Callable
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import duplicate_message, duplicates, prepare_rows, validity_intervals
+from featurestore.compiler.point_in_time import (
+    duplicate_fix,
+    duplicate_message,
+    duplicates,
+    prepare_rows,
+    validity_intervals,
+)
 from featurestore.compiler.render import render_query
 from featurestore.config import DuckDBSource, FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
@@ -28,7 +34,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
 
-__all__ = ["SCHEMA", "clear", "fill", "fresh_table", "status"]
+__all__ = ["SCHEMA", "clear", "duplicate_error", "fill", "fresh_table", "prepared_rows", "sources_of", "status"]
 
 SCHEMA = "featurestore_cache"
 _ENTRIES = f"{SCHEMA}.catalog"
@@ -50,8 +56,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
     state = fingerprint(connection, project, view)
     load_sources()
     _ensure_schema(connection)
-    rows = render_query(view, project.views, project.settings.sources, project.settings.root, "duckdb")
-    prepared = prepare_rows(view, rows, list(dict.fromkeys(f.column for f in view.features)))
+    prepared = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
     table = _table(view)
     create = exp.Create(this=table, kind="TABLE", expression=validity_intervals(view, prepared), replace=True)
     connection.execute("BEGIN TRANSACTION")
@@ -62,7 +67,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
             duplicate = duck.first_row(connection, duplicates(view, exp.select("*").from_(table.copy())).sql(
                 dialect="duckdb"))
             if duplicate:
-                raise FeatureStoreError(duplicate_message(view, duplicate))
+                raise duplicate_error(view, duplicate)
         count = duck.first_row(connection, f"SELECT count(*) FROM {table.sql(dialect='duckdb')}")[0]
         connection.execute(f"DELETE FROM {_ENTRIES} WHERE view = $1 AND version = $2", [view.name, view.version])
         connection.execute(f"INSERT INTO {_ENTRIES} VALUES ($1, $2, $3, $4, now())",
@@ -71,6 +76,16 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
     except BaseException:
         duck.abandon(connection)
         raise
+
+
+def prepared_rows(project: Project, view: FeatureView, columns: list[str]) -> exp.Select:
+    """The view's rows read from its sources (DuckDB dialect), prepared to join (`prepare_rows`)."""
+    settings = project.settings
+    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb"), columns)
+
+
+def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:
+    return FeatureStoreError(f"{duplicate_message(view, row)}; {duplicate_fix(view)}")
 
 
 def status(project: Project) -> list[dict[str, Any]]:
@@ -124,7 +139,7 @@ def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
     """A digest of the state of every source the view reads, directly or through other views."""
     settings = project.settings
     state: dict[str, Any] = {}
-    for name in sorted(_sources_of(project, view)):
+    for name in sorted(sources_of(project, view)):
         source = settings.sources[name]
         if isinstance(source, FileSource):
             files = sorted(glob.glob(str(settings.root / source.path), recursive=True))
@@ -152,11 +167,12 @@ def _ensure_schema(connection: Any) -> None:
                        "rows BIGINT, created_at TIMESTAMPTZ)")
 
 
-def _sources_of(project: Project, view: FeatureView) -> set[str]:
+def sources_of(project: Project, view: FeatureView) -> set[str]:
+    """Every source the view reads, directly or through other views."""
     found: set[str] = set()
     for read in view.reads:
         if read in project.views:
-            found |= _sources_of(project, project.views[read])
+            found |= sources_of(project, project.views[read])
         else:
             found.add(read)
     return found

@@ -14,18 +14,17 @@ from typing import Any, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import fill, fresh_table
+from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, sources_of
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
     ViewRows,
+    duplicate_fix,
     duplicate_message,
     duplicates,
     point_in_time,
-    prepare_rows,
     profile,
 )
-from featurestore.compiler.render import render_query
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
@@ -157,19 +156,18 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 table = fresh_table(connection, project, view) if cache and database is not None else None
                 if table is not None:
                     joins.append(ViewRows(view, exp.select("*").from_(table), tuple(by_view[view.name]),
-                                          intervals=True))
+                                          prepared=True, join="intervals"))
                     continue
                 stale.append(view)
                 _register_sources(connection, project, [view], every_source=False, loaded=loaded)
-                rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb"),
-                                    list(dict.fromkeys(f.column for f in view.features)))
+                rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
                 joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True,
-                                      ranked=_rank_within_ttl(connection, view, rows, plan)))
+                                      join=_choose_join(connection, view, rows, plan)))
             numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
             duck.load_arrow(connection, "__fs_spine", numbered)
-            plan = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
-                                 joins, passthrough=False)
-            sql = plan.sql(dialect="duckdb", pretty=True, comments=False)
+            query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
+                                  joins, passthrough=False)
+            sql = query.sql(dialect="duckdb", pretty=True, comments=False)
             result = duck.arrow(connection, sql)
     finally:
         connection.close()
@@ -192,19 +190,18 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 _RANKED_ROWS_PER_TTL = 32
 
 
-def _rank_within_ttl(connection: Any, view: Any, rows: exp.Query, plan: str) -> bool:
-    """Check the view's rows for duplicates, and choose its join plan from their shape (one pass)."""
+def _choose_join(connection: Any, view: Any, rows: exp.Query, plan: str) -> str:
+    """Check the view's rows for duplicates, and choose its join from their shape (one pass)."""
     count, distinct, keys, span = duck.first_row(connection, profile(view, rows).sql(dialect="duckdb"))
     if count != distinct and not view.created:
-        duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
-        raise FeatureStoreError(duplicate_message(view, duplicate))
+        raise duplicate_error(view, duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb")))
     if view.ttl is None or plan == "asof":
-        return False
+        return "asof"
     if plan == "ranked":
-        return True
-    ttl = view.ttl.total_seconds() * 1e6
-    per_ttl = count / max(keys or 1, 1) * min(1.0, ttl / span) if span else count / max(keys or 1, 1)
-    return per_ttl <= _RANKED_ROWS_PER_TTL
+        return "ranked"
+    per_key = count / max(keys or 1, 1)
+    per_ttl = per_key * min(1.0, view.ttl.total_seconds() * 1e6 / span) if span else per_key
+    return "ranked" if per_ttl <= _RANKED_ROWS_PER_TTL else "asof"
 
 
 # The cache is filled in the background, off the frame's critical path: it may spill to disk rather
@@ -226,13 +223,11 @@ def data_problems(project: Project) -> list[Problem]:
         for view in views:
             with duck.errors_as_feature_store_errors():
                 _register_sources(connection, project, [view], every_source=False, loaded=loaded)
-                rows = prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
-                                                       "duckdb"), [])
+                rows = prepared_rows(project, view, [])
                 duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
             if duplicate:
-                problems.append(Problem(view.path, view.line("timestamp"), duplicate_message(view, duplicate).split(
-                    "; declare")[0], f"declare a tie-break column with `-- created: <column>`, or make the rows "
-                    f"unique on ({', '.join(view.entity)}, {view.timestamp})", code="duplicate-rows"))
+                problems.append(Problem(view.path, view.line("timestamp"), duplicate_message(view, duplicate),
+                                        duplicate_fix(view), code="duplicate-rows"))
     finally:
         connection.close()
     return problems
@@ -336,17 +331,8 @@ def _register_sources(connection: Any, project: Project, views: list[Any], *, ev
                       loaded: set[str]) -> None:
     """PostgreSQL sources the views read become DuckDB tables; with `every_source`, file sources become views."""
     settings = project.settings
-    needed: set[str] = set()
-
-    def visit(name: str) -> None:
-        for read in project.views[name].reads:
-            if read in project.views:
-                visit(read)
-            elif isinstance(settings.sources.get(read), PostgresSource):
-                needed.add(read)
-
-    for view in views:
-        visit(view.name)
+    needed = {name for view in views for name in sources_of(project, view)
+              if isinstance(settings.sources[name], PostgresSource)}
     if every_source:
         needed |= {n for n, s in settings.sources.items() if isinstance(s, PostgresSource)}
         for name, source in settings.sources.items():

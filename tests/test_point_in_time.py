@@ -21,6 +21,7 @@ from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
     ViewRows,
+    duplicate_fix,
     duplicate_message,
     duplicates,
     point_in_time,
@@ -139,11 +140,11 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
         join = ViewRows(view, rows, tuple(selected))
     elif plan == "ranked":
         columns = list(dict.fromkeys(s.feature.column for s in selected))
-        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, ranked=True)
+        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, join="ranked")
     else:  # what the cache holds: prepared rows with validity intervals, joined by hash
         columns = list(dict.fromkeys(s.feature.column for s in selected))
         join = ViewRows(view, validity_intervals(view, prepare_rows(view, rows, columns)), tuple(selected),
-                        intervals=True)
+                        prepared=True, join="intervals")
     query = point_in_time(Spine("spine", spine_columns, "t"), [join])
     with duckdb.connect() as connection:
         connection.execute("SET TimeZone = 'UTC'")
@@ -153,7 +154,7 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
             duplicate = connection.execute(duplicates(view, prepare_rows(view, rows, ["v", "s"])).sql(
                 dialect="duckdb")).fetchone()
             if duplicate:
-                raise FeatureStoreError(duplicate_message(view, duplicate))
+                raise FeatureStoreError(f"{duplicate_message(view, duplicate)}; {duplicate_fix(view)}")
         result = connection.sql(query.sql(dialect="duckdb")).to_arrow_table()
     return result.to_pylist()
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlglot import exp
 
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
+__all__ = ["Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
            "utc_micros", "validity_intervals"]
 
 ROW = "__fs_row"
@@ -48,16 +49,17 @@ class Spine:
 class ViewRows:
     """A snapshot view's rows and the features taken from it.
 
-    `rows` yields the view's own columns; when `prepared`, the output of `prepare_rows`;
-    when `intervals`, the output of `validity_intervals` (joined by hash, without ASOF).
+    `rows` yields the view's own columns, or, when `prepared`, the output of `prepare_rows`
+    (of `validity_intervals` for the "intervals" join). `join` is how a spine row finds its row:
+    "asof" (ASOF join), "intervals" (hash join on validity intervals) or "ranked" (hash join on
+    the spine, latest within the TTL; only for a view with a TTL).
     """
 
     view: FeatureView
     rows: exp.Query
     selected: tuple[Selected, ...]
     prepared: bool = False
-    intervals: bool = False
-    ranked: bool = False
+    join: Literal["asof", "intervals", "ranked"] = "asof"
 
 
 def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
@@ -74,26 +76,26 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
         .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
     for number, item in enumerate(views):
         alias = f"v{number}"
-        rows = item.rows if item.prepared or item.intervals else prepare_rows(
+        rows = item.rows if item.prepared else prepare_rows(
             item.view, item.rows, list(dict.fromkeys(s.feature.column for s in item.selected)))
+        table = exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True)
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
                              exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
-        if item.ranked:
+        if item.join == "ranked":
             ctes.append(_cte(f"__fs_{alias}_rows", rows))
             ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition)))
-            query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
-                               on=exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True)),
+            query = query.join(table, on=exp.EQ(this=exp.column(ROW, "s", quoted=True),
+                                                expression=exp.column(ROW, alias, quoted=True)), join_type="LEFT")
+        elif item.join == "intervals":
+            # Each row is the latest known from its own known-at time until the next row's.
+            ctes.append(_cte(f"__fs_{alias}", rows))
+            query = query.join(table, on=exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
+                                                                   expression=exp.column(_UNTIL, alias, quoted=True))),
                                join_type="LEFT")
         else:
             ctes.append(_cte(f"__fs_{alias}", rows))
-        if item.intervals:
-            # Each row is the latest known from its own known-at time until the next row's.
-            condition = exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
-                                                   expression=exp.column(_UNTIL, alias, quoted=True)))
-        if not item.ranked:
-            query = query.join(exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True),
-                               on=condition, join_type="LEFT" if item.intervals else "ASOF LEFT")
+            query = query.join(table, on=condition, join_type="ASOF LEFT")
         guard = _guard(item.view, alias)
         for selected in item.selected:
             value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
@@ -123,7 +125,7 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
 
 
 def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> exp.Select:
-    """The view's rows ready to join: keys, UTC time, known-at time, `columns`, duplicate count.
+    """The view's rows ready to join: keys, UTC time, known-at time and `columns`.
 
     Rows without a time or inside an invalid period are gone; with `created`, only the winner
     of each (keys, time) tie is left.
@@ -195,9 +197,14 @@ def duplicates(view: FeatureView, prepared: exp.Query) -> exp.Select:
 
 
 def duplicate_message(view: FeatureView, row: tuple) -> str:
+    """What is wrong: the view, and the first (keys, time) that occurs twice."""
     where = ", ".join(f"{k}={v!r}" for k, v in zip(view.entity, row))
-    return (f"view '{view.name}' has several rows with {where} and {view.timestamp}={row[-1]}; "
-            f"declare a tie-break column with `-- created: <column>` in {view.path.name}, or make the rows unique")
+    return f"view '{view.name}' has several rows with {where} and {view.timestamp}={row[-1]}"
+
+
+def duplicate_fix(view: FeatureView) -> str:
+    return (f"declare a tie-break column with `-- created: <column>` in {view.path.name}, or make the rows "
+            f"unique on ({', '.join(view.entity)}, {view.timestamp})")
 
 
 def _guard(view: FeatureView, alias: str) -> exp.Expr | None:

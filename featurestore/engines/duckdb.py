@@ -203,12 +203,8 @@ def load_arrow(connection: duckdb.DuckDBPyConnection, name: str, table: Any) -> 
 
 def arrow(connection: duckdb.DuckDBPyConnection, sql: str) -> Any:
     """Run one statement and return its result as an Arrow table."""
-    import duckdb
-
-    try:
+    with errors_as_feature_store_errors():
         return connection.sql(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        raise FeatureStoreError(_first_line(exc)) from None
 
 
 def add_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[Column], rows: Any = None) -> None:
