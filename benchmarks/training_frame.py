@@ -12,10 +12,10 @@ TTL-bounded equi-join ranked by row_number()), each in a fresh DuckDB
 connection reading the same Parquet files. All three must return the same
 table, or the benchmark stops: timing a wrong answer is worthless.
 
-Times are medians of `--repeat` interleaved runs (ours, asof, rank, ours, ...).
-Our first run is reported on its own ("cold": a fresh FeatureStore on a project
-with no `.featurestore/` state, so no cache of view rows), the later ones as
-"warm". Peak memory is the high-water RSS of a child process that does only one
+Times are medians of `--repeat` interleaved rounds. Each round times our cold
+call (a fresh FeatureStore on a project with no `.featurestore/` state, so no
+cache of view rows), waits for the cache fill it starts in the background, times
+our warm call (the view's rows cached), then the two floors. Peak memory is the high-water RSS of a child process that does only one
 contender's work. See benchmarks/README.md.
 """
 
@@ -50,7 +50,8 @@ ROW_GROUP = 131_072
 COLD_TIME_TARGET = 1.2   # ours / floor, cold cache
 COLD_MEMORY_TARGET = 1.5  # ours / floor, peak RSS, cold cache
 WARM_TIME_TARGET = 1.0   # ours / floor, warm cache: strictly faster
-CONTENDERS = ("ours", "asof", "rank")
+CONTENDERS = ("ours", "asof", "rank")  # in peak-memory children
+TIMED = ("cold", "warm", "asof", "rank")
 
 
 # --------------------------------------------------------------------------- data
@@ -211,11 +212,16 @@ def run_floor(case: Case, kind: str) -> pa.Table:
         connection.close()
 
 
+def clear_state(case: Case) -> None:
+    """Remove the state earlier runs left in the case's project (its cache): the next frame is cold."""
+    shutil.rmtree(case.project / ".featurestore", ignore_errors=True)
+
+
 def fresh_store(case: Case) -> Any:
     """A FeatureStore on the case's project with no state left by earlier runs (no cache: cold)."""
     from featurestore import FeatureStore
 
-    shutil.rmtree(case.project / ".featurestore", ignore_errors=True)
+    clear_state(case)
     return FeatureStore(case.project)
 
 
@@ -343,19 +349,19 @@ def measure_memory(case: Case, workdir: Path, contender: str) -> dict[str, Any]:
 class Result:
     case: Case
     generated_seconds: float = 0.0
-    project_load_seconds: float = 0.0
-    fill_seconds: float = 0.0
-    times: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in CONTENDERS})
+    project_load_seconds: list[float] = field(default_factory=list)
+    fill_seconds: list[float] = field(default_factory=list)
+    times: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in TIMED})
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     sql: str = ""
 
     def median(self, name: str) -> float | None:
-        values = self.times[name] if name != "ours" else self.times["ours"][1:]
+        values = self.times[name]
         return statistics.median(values) if values else None
 
     @property
     def cold(self) -> float:
-        return self.times["ours"][0]
+        return statistics.median(self.times["cold"])
 
     @property
     def floor_name(self) -> str:
@@ -371,15 +377,15 @@ class Result:
 
     def summary(self) -> dict[str, Any]:
         floor = self.floor_seconds
-        warm = self.median("ours")
+        warm = self.median("warm")
         out: dict[str, Any] = {
             "rows": self.case.rows, "spine": self.case.spine, "features": self.case.features,
             "data_folder": str(self.case.folder),
             "seconds": {name: values for name, values in self.times.items()},
             "median_seconds": {"ours_cold": self.cold, "ours_warm": warm,
                                "asof": self.median("asof"), "rank": self.median("rank")},
-            "project_load_seconds_in_cold_run": self.project_load_seconds,
-            "cache_fill_seconds_after_cold_run": self.fill_seconds,
+            "project_load_seconds_in_cold_run": statistics.median(self.project_load_seconds),
+            "cache_fill_seconds_after_cold_run": statistics.median(self.fill_seconds),
             "floor": self.floor_name,
             "time_ratio": {"cold": self.cold / floor, "warm": None if warm is None else warm / floor},
             "targets": {"cold_time": _verdict(self.cold / floor, COLD_TIME_TARGET, strict=False),
@@ -429,45 +435,44 @@ def warm_process(case: Case) -> None:
 
 
 def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Callable[[str], None]) -> Result:
+    from featurestore import FeatureStore
+
     result = Result(case)
     result.generated_seconds = ensure_data(case, log)
     warm_process(case)
     gc.collect()
     for round_number in range(repeat):
-        if round_number == 0:
-            # Cold: a new store on a project with no state; loading the project is part of a first call.
-            started = time.perf_counter()
-            store = fresh_store(case)
-            _ = store.project
-            result.project_load_seconds = time.perf_counter() - started
-            seconds, (ours, sql) = _timed(lambda: run_ours(store, case))
-            seconds += result.project_load_seconds
-            result.sql = sql
-            # The first frame caches the view in a background thread after it returns; let it
-            # finish (timed on its own) so that it takes no CPU from the floors' timings.
-            result.fill_seconds, _ = _timed(lambda: wait_for_cache(store))
-            log(f"cache filled in the background in {result.fill_seconds:.3f}s after the cold frame returned")
-        else:
-            seconds, (ours, _) = _timed(lambda: run_ours(store, case))
-        result.times["ours"].append(seconds)
+        # Cold: a new store on a project with no state; loading the project is part of a first call.
+        clear_state(case)
+        started = time.perf_counter()
+        store = FeatureStore(case.project)
+        _ = store.project
+        result.project_load_seconds.append(time.perf_counter() - started)
+        seconds, (cold, sql) = _timed(lambda: run_ours(store, case))
+        result.times["cold"].append(seconds + result.project_load_seconds[-1])
+        result.sql = sql
+        # The first frame caches the view in a background thread after it returns; let it
+        # finish (timed on its own) so that it takes no CPU from the other timings.
+        result.fill_seconds.append(_timed(lambda: wait_for_cache(store))[0])
+        seconds, (warm, _) = _timed(lambda: run_ours(store, case))
+        result.times["warm"].append(seconds)
         floors = {}
         for kind in ("asof", "rank"):
             seconds, floors[kind] = _timed(lambda: run_floor(case, kind))
             result.times[kind].append(seconds)
-        if round_number <= 1:
-            # The first round checks our cold path; the second, the warm one (a cache is a new way to be wrong).
-            run = "cold" if round_number == 0 else "warm"
-            problems = [p for kind in floors for p in compare(ours, floors[kind], f"ours ({run}) vs {kind}")]
+        if round_number == 0:  # both of our paths (a cache is a new way to be wrong) against both floors
+            problems = [p for kind in floors for run, ours in (("cold", cold), ("warm", warm))
+                        for p in compare(ours, floors[kind], f"ours ({run}) vs {kind}")]
             if problems:
                 raise SystemExit("RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  "
                                  + "\n  ".join(problems))
-            log(f"check: ours ({run}), asof and rank agree on all {ours.num_rows:,} rows x {ours.num_columns} columns")
-        log(f"round {round_number + 1}/{repeat}: ours {result.times['ours'][-1]:.3f}s, "
+            log(f"check: ours (cold and warm), asof and rank agree on all {cold.num_rows:,} rows x "
+                f"{cold.num_columns} columns")
+        log(f"round {round_number + 1}/{repeat}: ours cold {result.times['cold'][-1]:.3f}s (cache filled "
+            f"{result.fill_seconds[-1]:.3f}s after), warm {result.times['warm'][-1]:.3f}s, "
             f"asof {result.times['asof'][-1]:.3f}s, rank {result.times['rank'][-1]:.3f}s")
-        del ours, floors
+        del cold, warm, floors, store
         gc.collect()
-    del store
-    gc.collect()
     if measure_mem:
         for contender in CONTENDERS:
             log(f"peak memory: {contender} in a child process")
@@ -562,12 +567,13 @@ def print_report(report: dict[str, Any]) -> None:
 
         ours_mem = memory.get("ours", {})
         warm = med["ours_warm"]
-        table.add_row("ours, cold (1st call)", f"{med['ours_cold']:.3f}", "-", f"{ratio['cold']:.2f}",
+        table.add_row(f"ours, cold (median, {len(scale['seconds']['cold'])} calls)", f"{med['ours_cold']:.3f}",
+                      spread(scale["seconds"]["cold"]), f"{ratio['cold']:.2f}",
                       mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
                       mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x"),
                       mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x"))
-        table.add_row(f"ours, warm (median, {len(scale['seconds']['ours']) - 1} calls)",
-                      "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["ours"][1:]),
+        table.add_row(f"ours, warm (median, {len(scale['seconds']['warm'])} calls)",
+                      "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["warm"]),
                       "-" if warm is None else f"{ratio['warm']:.2f}",
                       mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
                       mark(targets["warm_time"], "<1x"), "")
@@ -578,8 +584,9 @@ def print_report(report: dict[str, Any]) -> None:
                           "", "")
         console.print(table)
         console.print(f"  floor time = '{scale['floor']}' median; floor memory = '{scale.get('memory_floor', '-')}' "
-                      f"peak. Ours cold = its first call on a fresh project, including "
-                      f"{scale['project_load_seconds_in_cold_run']:.3f}s of loading the project; warm = later calls.")
+                      f"peak. Ours cold = a first call on a fresh project (no cache), including "
+                      f"{scale['project_load_seconds_in_cold_run']:.3f}s of loading the project; warm = the next call, "
+                      f"after the cache fill ({scale['cache_fill_seconds_after_cold_run']:.3f}s, in the background).")
         if "first_call_in_new_process_seconds" in scale:
             first = scale["first_call_in_new_process_seconds"]
             console.print("  first call in a new Python process (lazy imports included; memory children, not "

@@ -24,6 +24,8 @@ from featurestore.compiler.point_in_time import (
     duplicates,
     point_in_time,
     profile,
+    taken_columns,
+    ties,
 )
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
@@ -169,13 +171,16 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                                   joins, passthrough=False)
             sql = query.sql(dialect="duckdb", pretty=True, comments=False)
             result = duck.arrow(connection, sql)
+            _refuse_ties(connection, joins, result, repeated=result.num_rows != spine_table.num_rows)
     finally:
         connection.close()
     if cache and stale:
         duck.in_background(settings.offline_database, lambda: _fill(project, stale))
+    hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
     table = spine_table
     for name in result.column_names:
-        table = table.append_column(name, _utc(result.column(name)))
+        if name not in hidden:
+            table = table.append_column(name, _utc(result.column(name)))
     info = {
         "features": [s.feature.qualified for s in selected],
         "view_versions": {v.name: v.version for v in views},
@@ -191,17 +196,34 @@ _RANKED_ROWS_PER_TTL = 32
 
 
 def _choose_join(connection: Any, view: Any, rows: exp.Query, plan: str) -> str:
-    """Check the view's rows for duplicates, and choose its join from their shape (one pass)."""
-    count, distinct, keys, span = duck.first_row(connection, profile(view, rows).sql(dialect="duckdb"))
-    if count != distinct and not view.created:
-        raise duplicate_error(view, duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb")))
+    """Choose the view's join from the shape of its rows (one cheap pass)."""
     if view.ttl is None or plan == "asof":
         return "asof"
     if plan == "ranked":
         return "ranked"
+    count, keys, span = duck.first_row(connection, profile(view, rows).sql(dialect="duckdb"))
     per_key = count / max(keys or 1, 1)
     per_ttl = per_key * min(1.0, view.ttl.total_seconds() * 1e6 / span) if span else per_key
     return "ranked" if per_ttl <= _RANKED_ROWS_PER_TTL else "asof"
+
+
+def _refuse_ties(connection: Any, joins: list[ViewRows], result: Any, *, repeated: bool) -> None:
+    """Raise if a feature value came from one of several rows with the same keys and time (no `created`).
+
+    Checking only the rows a frame took costs at most a semi-join instead of grouping all of a
+    view's rows; `validate --data` and the cache fill report every tie.
+    """
+    checks = [(item, query) for number, item in enumerate(joins)
+              if (query := ties(item, number, "__fs_result", repeated=repeated))]
+    if checks:
+        duck.load_arrow(connection, "__fs_result", result)
+    for item, query in checks:
+        tie = duck.first_row(connection, query.sql(dialect="duckdb"))
+        if tie:
+            raise duplicate_error(item.view, tie)
+    if repeated:  # a repeat that no tie explains would be our bug: never return a misaligned frame
+        raise FeatureStoreError(f"internal error: the frame has {result.num_rows} rows for a spine of a different "
+                                "length; please report it with the frame's SQL")
 
 
 # The cache is filled in the background, off the frame's critical path: it may spill to disk rather

@@ -39,15 +39,18 @@ def as_of(rows: list[dict[str, Any]], key: tuple[Any, ...], t: datetime | None, 
     if not known:
         return empty
     latest = max(row[rules.timestamp] for row in known)
-    tied = [row for row in known if row[rules.timestamp] == latest]
-    if len(tied) > 1:
-        if rules.created is None:
-            raise ValueError("duplicate rows without a tie-break")
-        with_created = [row for row in tied if row[rules.created] is not None]
-        tied = [max(with_created, key=lambda row: row[rules.created])] if with_created else tied[:1]
-    chosen = tied[0]
     if rules.ttl is not None and t - latest > rules.ttl:
         return empty
     if rules.since is not None and t < rules.since:
         return empty
-    return {f: chosen[f] for f in rules.features}
+    tied = [row for row in known if row[rules.timestamp] == latest]
+    if len(tied) > 1:
+        if rules.created is None:  # the value would come from one of several rows: ambiguous
+            raise Ambiguous("duplicate rows without a tie-break")
+        with_created = [row for row in tied if row[rules.created] is not None]
+        tied = [max(with_created, key=lambda row: row[rules.created])] if with_created else tied[:1]
+    return {f: tied[0][f] for f in rules.features}
+
+
+class Ambiguous(ValueError):
+    """A spine row's value would come from one of several rows with the same keys and time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -238,10 +239,18 @@ def test_concurrent_frames_wait_for_each_other(store: FeatureStore, project: Pro
 def test_duplicate_rows_without_tie_break_are_a_data_error(project: ProjectDir, cache: bool) -> None:
     project.view("dup", HEADER + "SELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount FROM events\n")
     store = FeatureStore(project.root)
-    spine = pa.table({"user_id": [9], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
-    with pytest.raises(FeatureStoreError, match=r"view 'dup' has several rows with user_id=\d and ts=2026-01-01.*"
+    when = pa.array([T0 + timedelta(days=3)] * 2, pa.timestamp("us", tz="UTC"))
+    # A frame refuses a value that would come from one of the tied rows...
+    with pytest.raises(FeatureStoreError, match=r"view 'dup' has several rows with user_id=0 and ts=2026-01-01.*"
                                                 r"`-- created: <column>` in dup.sql"):
-        store.training_frame(spine, ["dup.amount"], cache=cache)
+        store.training_frame(pa.table({"user_id": [9, 0], "ts": when}), ["dup.amount"], cache=cache)
+    # ...and builds frames the ties do not touch; the cache, which serves every spine, refuses them all.
+    with pytest.warns(RuntimeWarning, match="could not update the cache: view 'dup' has several rows") if cache \
+            else contextlib.nullcontext():
+        frame = store.training_frame(pa.table({"user_id": [9, 9], "ts": when}), ["dup.amount"], cache=cache)
+        store.wait_for_cache()
+    assert frame.to_arrow().column("amount").to_pylist() == [None, None]
+    assert store.cache_status() == []
     project.view("dup", HEADER + "-- created: card_id\nSELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount, card_id FROM events\n")
     store = FeatureStore(project.root)
     spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})

@@ -9,8 +9,9 @@
        ORDER BY s.__fs_row
 
 Exactly SEMANTICS.md: the row with the greatest `ts` such that `ts + lag <= t`,
-ties broken by `created` (without it, `duplicates` finds them: a data error), NULL beyond TTL or
-before `available_since`. Times are compared as UTC microseconds; a finer
+ties broken by `created`, NULL beyond TTL or before `available_since`. Without `created`, a tie
+is a data error: the query also returns the keys and time of each row it took (`taken_columns`),
+and `ties` finds a taken row that is not alone. Times are compared as UTC microseconds; a finer
 spine time is floored and a finer row time is ceiled, so rounding never lets
 a row be seen before it is known.
 """
@@ -27,7 +28,7 @@ from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
 __all__ = ["Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
-           "utc_micros", "validity_intervals"]
+           "taken_columns", "ties", "utc_micros", "validity_intervals"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
@@ -66,6 +67,7 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
     """One SELECT: every spine row, in spine order, with the selected features as of its time.
 
     With `passthrough=False` only the features are selected (the caller holds the spine's columns).
+    Views that may hold ties also yield `taken_columns` (see `ties`).
     """
     spine_type = {c.name: c.type for c in spine.columns}[spine.timestamp]
     ctes = [_cte("__fs_spine_t", exp.select(exp.Star(), exp.alias_(
@@ -102,25 +104,58 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
             if guard is not None:
                 value = exp.case().when(guard, value)
             query = query.select(exp.alias_(value, selected.output, quoted=True))
+        for column, name in zip((*item.view.entity, _TS), taken_columns(item, number)):
+            value = exp.column(column, alias, quoted=True)
+            query = query.select(exp.alias_(value if guard is None else exp.case().when(guard.copy(), value), name,
+                                            quoted=True))
     query = query.order_by(exp.column(ROW, "s", quoted=True))
     query.set("with_", exp.With(expressions=ctes))
     return query
 
 
+def taken_columns(item: ViewRows, number: int) -> list[str]:
+    """The hidden columns holding the keys and time of the row taken from view `number` (NULL where none
+    or where its value is not used), when the view's rows may hold ties; else none."""
+    if item.view.created or item.join == "intervals":  # a tie-break, or cached rows, which are free of ties
+        return []
+    return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, _TS)]
+
+
+def ties(item: ViewRows, number: int, result: str, *, repeated: bool) -> exp.Select | None:
+    """One (keys…, time) that a frame took from view `number` although several rows have it, if any.
+
+    `result` names the relation that `point_in_time` returned, `repeated` says whether it has
+    more rows than the spine: a "ranked" join keeps every tied row, so without repeats it has
+    no ties and needs no check. Only ties whose value a frame uses are errors there;
+    `validate --data` and the cache report all of them.
+    """
+    names = taken_columns(item, number)
+    if not names or (item.join == "ranked" and not repeated):
+        return None
+    rows = item.rows if item.prepared else prepare_rows(item.view, item.rows, [])
+    taken = exp.select(*[exp.alias_(exp.column(name, quoted=True), column, quoted=True)
+                         for name, column in zip(names, (*item.view.entity, _TS))]).distinct() \
+        .from_(exp.to_table(result, quoted=True)).where(exp.Not(this=exp.Is(this=exp.column(names[-1], quoted=True),
+                                                                             expression=exp.Null())))
+    return duplicates(item.view, rows, among=taken)
+
+
 def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.Expr) -> exp.Select:
-    """Per spine row, the latest known row no older than the TTL: a hash join built on the spine.
+    """Per spine row, the latest known row whose value is used (within the TTL, from `available_since`):
+    a hash join built on the spine.
 
     Equivalent to the ASOF plan when the view has a TTL (a latest row older than it is NULL either
     way), and needs memory for the spine rather than for all of the view's rows.
     """
     assert view.ttl is not None
-    within = exp.GTE(this=exp.column(_TS, alias, quoted=True),
-                     expression=exp.Sub(this=exp.column(_T, "s", quoted=True), expression=_micros(view.ttl)))
-    latest = exp.Window(this=exp.RowNumber(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
+    used = _guard(view, alias)
+    assert used is not None
+    # rank(), not row_number(): rows tied on time all stay, so a tie shows as a spine row repeated (`ties`).
+    latest = exp.Window(this=exp.Rank(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
         expressions=[exp.Ordered(this=exp.column(_TS, alias, quoted=True), desc=True)]))
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
         alias, quoted=True))).from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True)) \
-        .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True), on=exp.and_(condition.copy(), within),
+        .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True), on=exp.and_(condition.copy(), used),
               join_type="INNER").qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
 
 
@@ -165,34 +200,38 @@ def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:
 
 
 def profile(view: FeatureView, prepared: exp.Query) -> exp.Select:
-    """One pass over prepared rows: rows, distinct (keys, time), distinct keys (approx.), time span in µs.
+    """One cheap pass over prepared rows: rows, distinct keys (approx.), time span in µs.
 
-        SELECT count(*), count(DISTINCT (keys…, __fs_ts)), approx_count_distinct(keys…),
-               epoch_us(max(__fs_ts)) - epoch_us(min(__fs_ts)) FROM (<prepared>)
+        SELECT count(*), approx_count_distinct(keys…), epoch_us(max(__fs_ts)) - epoch_us(min(__fs_ts))
+        FROM (<prepared>)
     """
     keys = [exp.column(k, quoted=True) for k in view.entity]
-    identity = exp.Tuple(expressions=[*keys, exp.column(_TS, quoted=True)])
     key = keys[0] if len(keys) == 1 else exp.Tuple(expressions=[k.copy() for k in keys])
     span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=exp.column(_TS, quoted=True))),
                    expression=exp.func("epoch_us", exp.Min(this=exp.column(_TS, quoted=True))))
-    return exp.select(exp.Count(this=exp.Star()), exp.Count(this=exp.Distinct(expressions=[identity])),
-                      exp.func("approx_count_distinct", key), span).from_(
+    return exp.select(exp.Count(this=exp.Star()), exp.func("approx_count_distinct", key), span).from_(
         exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
 
 
-def duplicates(view: FeatureView, prepared: exp.Query) -> exp.Select:
-    """One (keys…, time) that occurs more than once among prepared rows, if any.
+def duplicates(view: FeatureView, prepared: exp.Query, among: exp.Query | None = None) -> exp.Select:
+    """One (keys…, time) that occurs more than once among prepared rows (and in `among`), if any.
 
     Without a `created` tie-break such rows make "the latest row" ambiguous: a data error.
-        SELECT user_id, __fs_ts FROM (<prepared>) GROUP BY ALL HAVING count(*) > 1 LIMIT 1
+        SELECT user_id, __fs_ts FROM (<prepared>) [SEMI JOIN (<among>) USING (user_id, __fs_ts)]
+        GROUP BY ALL HAVING count(*) > 1 LIMIT 1
     """
-    columns = [exp.column(k, quoted=True) for k in view.entity] + [exp.column(_TS, quoted=True)]
+    columns = [exp.column(k, "p", quoted=True) for k in view.entity] + [exp.column(_TS, "p", quoted=True)]
     types = {c.name: c.type.upper() for c in view.columns}
     # Times leave as text: a Python driver may lack what it needs to build zoned datetimes.
     shown = [exp.cast(c.copy(), "VARCHAR") if c.name == _TS or "TIME" in types.get(c.name, "") or "DATE" in
              types.get(c.name, "") else c.copy() for c in columns]
-    return exp.select(*shown).from_(exp.Subquery(this=prepared, alias=exp.TableAlias(
-        this=exp.to_identifier("p", quoted=True)))).group_by(*[c.copy() for c in columns]) \
+    query = exp.select(*shown).from_(exp.Subquery(this=prepared, alias=exp.TableAlias(
+        this=exp.to_identifier("p", quoted=True))))
+    if among is not None:
+        query = query.join(exp.Subquery(this=among, alias=exp.TableAlias(this=exp.to_identifier("a", quoted=True))),
+                           on=exp.and_(*[exp.EQ(this=c.copy(), expression=exp.column(c.name, "a", quoted=True))
+                                         for c in columns]), join_type="SEMI")
+    return query.group_by(*[c.copy() for c in columns]) \
         .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1))).limit(1)
 
 
