@@ -6,7 +6,8 @@ row of its keys becomes known), keyed by the view's version and a fingerprint of
 source it reads: file sizes and modification times, row-hash checksums of DuckDB and
 PostgreSQL tables. Frames only read the cache; a stale or missing entry is computed
 inline for that frame and written afterwards, in the background, so the first frame
-pays nothing for the cache and later ones join by hash instead of sorting.
+pays nothing for the cache and later ones join by hash instead of sorting. When a
+row-wise view's file source only gained files, the refresh reads just those files.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from featurestore.compiler.point_in_time import (
     duplicate_message,
     duplicates,
     prepare_rows,
+    tie_winner,
     validity_intervals,
 )
 from featurestore.compiler.render import render_query
 from featurestore.config import DuckDBSource, FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
+from featurestore.graph import table_references
 from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
@@ -51,31 +54,156 @@ def fresh_table(connection: Any, project: Project, view: FeatureView) -> exp.Tab
     return _table(view)
 
 
-def fill(connection: Any, project: Project, view: FeatureView, load_sources: Callable[[], None]) -> None:
-    """(Re)build the view's cached intervals in one transaction; refuses duplicate (keys, time) rows."""
-    state = fingerprint(connection, project, view)
+def fill(connection: Any, project: Project, view: FeatureView, load_sources: Callable[[], None]) -> str:
+    """Bring the view's cached intervals up to date in one transaction; refuses duplicate (keys, time) rows.
+
+    When the view is row-wise over one file source and that source only gained files since the
+    cache was written, only the new files are read, and only the keys they hold are recomputed;
+    otherwise the view is rebuilt. Returns "incremental" or "full".
+    """
+    state = source_state(connection, project, view)
     load_sources()
     _ensure_schema(connection)
-    prepared = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
     table = _table(view)
-    create = exp.Create(this=table, kind="TABLE", expression=validity_intervals(view, prepared), replace=True)
+    columns = _cached_columns(view)
+    previous = duck.first_row(connection, f"SELECT state FROM {_ENTRIES} WHERE view = $1 AND version = $2",
+                              [view.name, view.version])
+    added = _added_files(project, view, json.loads(previous[0]) if previous and previous[0] else None, state)
     connection.execute("BEGIN TRANSACTION")
     try:
         with duck.errors_as_feature_store_errors():
-            connection.execute(create.sql(dialect="duckdb", comments=False))
-        if not view.created:
-            duplicate = duck.first_row(connection, duplicates(view, exp.select("*").from_(table.copy())).sql(
-                dialect="duckdb"))
-            if duplicate:
-                raise duplicate_error(view, duplicate)
+            if added:
+                read = _append(connection, project, view, table, columns, added)
+            else:
+                prepared = _keyed(view, prepared_rows(project, view, columns))
+                connection.execute(exp.Create(this=table, kind="TABLE", expression=validity_intervals(view, prepared),
+                                              replace=True).sql(dialect="duckdb", comments=False))
+                if not view.created:
+                    _refuse_duplicates(connection, view, exp.select("*").from_(table.copy()))
+                read = None
         count = duck.first_row(connection, f"SELECT count(*) FROM {table.sql(dialect='duckdb')}")[0]
         connection.execute(f"DELETE FROM {_ENTRIES} WHERE view = $1 AND version = $2", [view.name, view.version])
-        connection.execute(f"INSERT INTO {_ENTRIES} VALUES ($1, $2, $3, $4, now())",
-                           [view.name, view.version, state, count])
+        connection.execute(f"INSERT INTO {_ENTRIES} (view, version, fingerprint, rows, created_at, state, refresh, "
+                           "read_rows) VALUES ($1, $2, $3, $4, now(), $5, $6, $7)",
+                           [view.name, view.version, _digest(state), count, json.dumps(state),
+                            "incremental" if added else "full", count if read is None else read])
         connection.execute("COMMIT")
     except BaseException:
         duck.abandon(connection)
         raise
+    return "incremental" if added else "full"
+
+
+def _append(connection: Any, project: Project, view: FeatureView, table: exp.Table, columns: list[str],
+            added: dict[str, list[str]]) -> int:
+    """Merge the rows of the new files into the cached intervals; returns how many rows they held.
+
+    A key whose new rows all come after its newest cached row only gets them appended, and that
+    row's interval closed where the first of them becomes known. A key with a row arriving late
+    (at or before its newest cached time) is recomputed from its cached and new rows.
+    """
+    settings = project.settings
+    delta = _keyed(view, prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
+                                                         "duckdb", files=added), columns))
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE __fs_delta AS {delta.sql(dialect='duckdb', comments=False)}")
+    target = table.sql(dialect="duckdb")
+    keys = ", ".join(_quoted(k) for k in view.entity)
+
+    def same_keys(left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in view.entity)
+
+    # Per key the new rows touch: when the first of them becomes known, and whether one comes late.
+    connection.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __fs_touched AS
+        SELECT d.*, coalesce(d.first_ts <= c.__fs_ts, false) AS late
+        FROM (SELECT {keys}, min(__fs_known) AS first_known, min(__fs_ts) AS first_ts
+              FROM __fs_delta GROUP BY ALL) AS d
+        LEFT JOIN (SELECT {keys}, __fs_ts FROM {target} WHERE __fs_until = 'infinity') AS c ON {same_keys('d', 'c')}""")
+    if not view.created:
+        _refuse_duplicates(connection, view, exp.select("*").from_("__fs_delta"))
+    late = f"SELECT {keys} FROM __fs_touched WHERE late"
+    if duck.first_row(connection, "SELECT count(*) FROM __fs_touched WHERE late")[0]:
+        cached = f"SELECT * EXCLUDE (__fs_until) FROM {target} SEMI JOIN ({late}) AS l ON {same_keys(target, 'l')}"
+        arrived = f"SELECT * FROM __fs_delta SEMI JOIN ({late}) AS l ON {same_keys('__fs_delta', 'l')}"
+        rows: exp.Query = _parse(f"{cached} UNION ALL BY NAME {arrived}")
+        if view.created:  # a late row may win a tie against a cached one
+            rows = exp.select("*").from_(exp.Subquery(this=rows, alias=exp.TableAlias(
+                this=exp.to_identifier("u", quoted=True)))).qualify(tie_winner(
+                    view, [exp.column(k, quoted=True) for k in view.entity], exp.column("__fs_ts", quoted=True),
+                    exp.column(view.created, quoted=True)))
+        else:
+            _refuse_duplicates(connection, view, rows)
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE __fs_merged AS "
+                           f"{validity_intervals(view, rows).sql(dialect='duckdb', comments=False)}")
+        connection.execute(f"DELETE FROM {target} USING ({late}) AS l WHERE {same_keys(target, 'l')}")
+        connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __fs_merged")
+        connection.execute("DROP TABLE __fs_merged")
+    on_time = f"SELECT * FROM __fs_touched WHERE NOT late"
+    connection.execute(f"UPDATE {target} SET __fs_until = t.first_known FROM ({on_time}) AS t "
+                       f"WHERE {same_keys(target, 't')} AND {target}.__fs_until = 'infinity'")
+    appended = _parse(f"SELECT * FROM __fs_delta SEMI JOIN ({on_time}) AS t ON {same_keys('__fs_delta', 't')}")
+    connection.execute(f"INSERT INTO {target} BY NAME "
+                       f"{validity_intervals(view, appended).sql(dialect='duckdb', comments=False)}")
+    read = duck.first_row(connection, "SELECT count(*) FROM __fs_delta")[0]
+    connection.execute("DROP TABLE __fs_delta")
+    connection.execute("DROP TABLE __fs_touched")
+    return read
+
+
+def _keyed(view: FeatureView, rows: exp.Select) -> exp.Select:
+    """Prepared rows without NULL keys, which match no spine row."""
+    return rows.where(exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "r", quoted=True), expression=exp.Null()))
+                                 for k in view.entity]))
+
+
+def _quoted(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+
+
+def _parse(sql: str) -> exp.Query:
+    import sqlglot
+
+    query = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(query, exp.Query)
+    return query
+
+
+def _refuse_duplicates(connection: Any, view: FeatureView, rows: exp.Query) -> None:
+    duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
+    if duplicate:
+        raise duplicate_error(view, duplicate)
+
+
+def _cached_columns(view: FeatureView) -> list[str]:
+    """The feature columns, and the tie-break, which later rows must be compared with."""
+    return list(dict.fromkeys([*(f.column for f in view.features), *([view.created] if view.created else [])]))
+
+
+def _added_files(project: Project, view: FeatureView, before: dict[str, Any] | None,
+                 now: dict[str, Any]) -> dict[str, list[str]] | None:
+    """The files a row-wise view's one file source gained since `before`, if it changed only so."""
+    settings = project.settings
+    if before is None or set(before) != set(now) or len(now) != 1 or tuple(view.reads) != tuple(now):
+        return None
+    (name,) = now
+    if not isinstance(settings.sources[name], FileSource) or not _row_wise(view):
+        return None
+    old = {tuple(entry) for entry in before[name]}
+    new = {tuple(entry) for entry in now[name]}
+    if not old <= new or old == new:
+        return None  # a file changed or went away: rebuild
+    return {name: sorted(entry[0] for entry in new - old)}
+
+
+def _row_wise(view: FeatureView) -> bool:
+    """Whether each output row comes from one source row alone, so new rows never change old ones."""
+    query = view.qualified
+    if not isinstance(query, exp.Select) or len(table_references(query)) != 1:
+        return False
+    combining = (exp.Join, exp.Group, exp.Having, exp.Window, exp.AggFunc, exp.Distinct, exp.Limit, exp.Offset,
+                 exp.Qualify, exp.With, exp.SetOperation)
+    return not any(query.find(kind) for kind in combining) and \
+        not any(node is not query for node in query.find_all(exp.Select))
 
 
 def prepared_rows(project: Project, view: FeatureView, columns: list[str]) -> exp.Select:
@@ -98,14 +226,17 @@ def status(project: Project) -> list[dict[str, Any]]:
     try:
         if not _has_schema(connection):
             return []
-        rows = connection.execute(f"SELECT view, version, fingerprint, rows, created_at::VARCHAR FROM {_ENTRIES} "
-                                  "ORDER BY view, version").fetchall()
+        cursor = connection.execute(f"SELECT * REPLACE (created_at::VARCHAR AS created_at) FROM {_ENTRIES} "
+                                    "ORDER BY view, version")
+        names = [d[0] for d in cursor.description]
         result = []
-        for view, version, state, count, created in rows:
+        for entry in (dict(zip(names, row)) for row in cursor.fetchall()):  # catalogs of older releases lack columns
+            view, version = entry["view"], entry["version"]
             current = view in project.views and project.views[view].version == version
-            fresh = current and fingerprint(connection, project, project.views[view]) == state
-            result.append({"view": view, "version": version, "rows": count, "current": current, "fresh": fresh,
-                           "created_at": created})
+            fresh = current and fingerprint(connection, project, project.views[view]) == entry["fingerprint"]
+            result.append({"view": view, "version": version, "rows": entry["rows"], "current": current,
+                           "fresh": fresh, "created_at": entry["created_at"], "refresh": entry.get("refresh") or "full",
+                           "read_rows": entry.get("read_rows")})
         return result
     finally:
         connection.close()
@@ -137,6 +268,11 @@ def clear(project: Project, views: list[str] | None = None) -> int:
 
 def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
     """A digest of the state of every source the view reads, directly or through other views."""
+    return _digest(source_state(connection, project, view))
+
+
+def source_state(connection: Any, project: Project, view: FeatureView) -> dict[str, Any]:
+    """Per source the view reads: its files with size and modification time, or a table checksum."""
     settings = project.settings
     state: dict[str, Any] = {}
     for name in sorted(sources_of(project, view)):
@@ -149,6 +285,10 @@ def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
         elif isinstance(source, PostgresSource):
             url = postgres.resolve_url(settings.postgres_url, settings.state_dir)
             state[name] = postgres.table_checksum(url, source.schema_name, source.table)
+    return json.loads(json.dumps(state, default=str))  # as it reads back from the catalog
+
+
+def _digest(state: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -165,6 +305,8 @@ def _ensure_schema(connection: Any) -> None:
     connection.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     connection.execute(f"CREATE TABLE IF NOT EXISTS {_ENTRIES} (view VARCHAR, version VARCHAR, fingerprint VARCHAR, "
                        "rows BIGINT, created_at TIMESTAMPTZ)")
+    for column, kind in (("state", "VARCHAR"), ("refresh", "VARCHAR"), ("read_rows", "BIGINT")):  # added later
+        connection.execute(f"ALTER TABLE {_ENTRIES} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def sources_of(project: Project, view: FeatureView) -> set[str]:

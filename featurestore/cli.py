@@ -262,10 +262,11 @@ def _cache(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("view", "version", "rows", "current", "fresh", "last used")
+    table = Table("view", "version", "rows", "current", "fresh", "written", "last refresh")
     for e in entries:
+        refresh = e["refresh"] if e["read_rows"] is None else f"{e['refresh']} ({e['read_rows']:,} rows read)"
         table.add_row(e["view"], e["version"], f"{e['rows']:,}", "yes" if e["current"] else "no",
-                      "yes" if e["fresh"] else "no", e["last_used_at"])
+                      "yes" if e["fresh"] else "no", e["created_at"], refresh)
     Console(width=None if sys.stdout.isatty() else 200).print(table if entries else "the cache is empty")
     return 0
 

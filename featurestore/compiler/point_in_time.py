@@ -28,7 +28,7 @@ from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
 __all__ = ["Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
-           "taken_columns", "ties", "utc_micros", "validity_intervals"]
+           "taken_columns", "tie_winner", "ties", "utc_micros", "validity_intervals"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
@@ -176,12 +176,16 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
     for interval in view.invalid:
         rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=_instant(interval.start),
                                                    high=_instant(interval.end))))
-    partition = [*keys, ts.copy()]
     if view.created:
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[p.copy() for p in partition], order=exp.Order(
-            expressions=[exp.Ordered(this=exp.column(view.created, "r", quoted=True), desc=True, nulls_first=False)]))
-        rows = rows.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
+        rows = rows.qualify(tie_winner(view, keys, ts, exp.column(view.created, "r", quoted=True)))
     return rows
+
+
+def tie_winner(view: FeatureView, keys: list[exp.Expr], ts: exp.Expr, created: exp.Expr) -> exp.Expr:
+    """The QUALIFY condition that keeps, of rows tied on (keys, time), the one with the greatest `created`."""
+    rank = exp.Window(this=exp.RowNumber(), partition_by=[k.copy() for k in keys] + [ts.copy()], order=exp.Order(
+        expressions=[exp.Ordered(this=created, desc=True, nulls_first=False)]))
+    return exp.EQ(this=rank, expression=exp.Literal.number(1))
 
 
 def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:

@@ -30,11 +30,11 @@ def render_view(view: FeatureView, views: dict[str, FeatureView], sources: dict[
 
 
 def render_query(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
-                 root: Path, dialect: str) -> exp.Query:
-    """The tree behind `render_view`."""
-    ctes = [exp.CTE(this=_resolve(views[name], sources, root, dialect), alias=exp.TableAlias(
+                 root: Path, dialect: str, files: dict[str, list[str]] | None = None) -> exp.Query:
+    """The tree behind `render_view`. `files` reads only these files of the named file sources."""
+    ctes = [exp.CTE(this=_resolve(views[name], sources, root, dialect, files or {}), alias=exp.TableAlias(
         this=exp.to_identifier(name, quoted=True))) for name in _upstream(view, views)]
-    query = _resolve(view, sources, root, dialect)
+    query = _resolve(view, sources, root, dialect, files or {})
     if ctes:
         existing = query.args.get("with_")
         query.set("with_", exp.With(expressions=ctes + (existing.expressions if existing else [])))
@@ -55,7 +55,8 @@ def _upstream(view: FeatureView, views: dict[str, FeatureView]) -> list[str]:
     return order
 
 
-def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect: str) -> exp.Query:
+def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect: str,
+             files: dict[str, list[str]]) -> exp.Query:
     if view.qualified is None:
         raise ValueError(f"view {view.name} is not resolved")
     query = view.qualified.copy()
@@ -65,7 +66,9 @@ def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect:
             continue
         source = sources[name]
         if isinstance(source, FileSource) and dialect == "duckdb":
-            location = exp.Literal.string(str(root / source.path))
+            location: exp.Expr = exp.Literal.string(str(root / source.path))
+            if name in files:
+                location = exp.Array(expressions=[exp.Literal.string(f) for f in files[name]])
             table.set("this", exp.Anonymous(this=_READERS[source.format], expressions=[location]))
         elif isinstance(source, PostgresSource) and dialect == "postgres":
             table.set("this", exp.to_identifier(source.table, quoted=True))
