@@ -50,7 +50,7 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
     """Time one cache refresh of `snap` after the last file landed; returns seconds, kind, rows read."""
     from featurestore import FeatureStore, cache
     from featurestore.engines import duckdb as duck
-    from featurestore.frames import _register_sources
+    from featurestore.sources import register_sources
 
     store = FeatureStore(folder)
     project = store.project
@@ -61,7 +61,7 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
             connection.execute(f"DROP SCHEMA IF EXISTS {cache.SCHEMA} CASCADE")
         started = time.perf_counter()
         kind = cache.fill(connection, project, view,
-                          lambda: _register_sources(connection, project, [view], every_source=False, loaded=set()))
+                          lambda: register_sources(connection, project, [view], every_source=False, loaded=set()))
         seconds = time.perf_counter() - started
         read = connection.execute(f"SELECT read_rows FROM {cache.SCHEMA}.catalog").fetchall()[0][0]
     finally:

@@ -88,6 +88,31 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--format", choices=FORMATS, default="text")
     cache.set_defaults(handler=_cache)
 
+    materialize = commands.add_parser(
+        "materialize", parents=[common], help="write the views' latest values to the online store",
+        description="Bring each snapshot view's online table in PostgreSQL up to date with all source data known "
+                    "by --until (default now). Incremental: a view reads only rows known after its watermark (less "
+                    "the [online] lookback, for rows that arrive late). A changed view is backfilled into a new "
+                    "table and switched to atomically; a killed run leaves nothing half-written.")
+    materialize.add_argument("views", nargs="*", help="only these views (default: every snapshot view)")
+    materialize.add_argument("--until", help="an ISO 8601 instant (default now); naive times are UTC")
+    materialize.add_argument("--lookback", help="how far before the watermark to look again for late rows "
+                                                "(default [online] lookback, 1d)")
+    materialize.add_argument("--keep-old-versions", action="store_true",
+                             help="keep the tables of a changed view's previous versions")
+    materialize.add_argument("--format", choices=FORMATS, default="text")
+    materialize.set_defaults(handler=_materialize)
+
+    online = commands.add_parser("online", parents=[common], help="look entities up in the online store",
+                                 description="Print the online features of some entities, as a lookup service "
+                                             "would serve them: --entity user_id=1,2 (repeat for composite keys).")
+    online.add_argument("--entity", action="append", required=True, metavar="KEY=V1,V2",
+                        help="a key column and its values, comma-separated; repeat for composite keys")
+    online.add_argument("--features", required=True, help="comma-separated: view.feature or view.*")
+    online.add_argument("--at", help="an ISO 8601 instant to apply TTLs at (default now)")
+    online.add_argument("--format", choices=FORMATS, default="text")
+    online.set_defaults(handler=_online)
+
     init = commands.add_parser("init", help="create a starter project in DIR",
                                description="Create a working starter project: config, sample data and two views.")
     init.add_argument("dir", help="folder to create (may exist but must not hold a featurestore.toml)")
@@ -269,6 +294,75 @@ def _cache(args: argparse.Namespace) -> int:
                       "yes" if e["fresh"] else "no", e["created_at"], refresh)
     Console(width=None if sys.stdout.isatty() else 200).print(table if entries else "the cache is empty")
     return 0
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from featurestore.config import parse_duration
+
+    store = _store(args)
+    until = _instant(args.until, "--until") if args.until else None
+    try:
+        lookback = parse_duration(args.lookback) if args.lookback else None
+    except ValueError as exc:
+        raise FeatureStoreError(f"--lookback: {exc}; write e.g. 6h or 1d") from None
+    console = Console(stderr=True)
+    with console.status("materializing…") as status:
+        runs = store.materialize(until, args.views or None, lookback=lookback,
+                                 keep_old_versions=args.keep_old_versions,
+                                 on_view=lambda view: status.update(f"materializing {view.name}…"))
+    if args.format == "json":
+        print(json.dumps([{**run.__dict__, "until": run.until.isoformat()} for run in runs]))
+        return 0
+    table = Table("view", "version", "run", "entities read", "rows written", "late rows", "seconds", "rows/s")
+    for run in runs:
+        rate = f"{run.read / run.seconds:,.0f}" if run.read and run.seconds else "-"
+        table.add_row(run.view, run.version, run.mode, f"{run.read:,}", f"{run.written:,}",
+                      f"[yellow]{run.late:,}[/yellow]" if run.late else "0", f"{run.seconds:.2f}", rate)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if runs:
+        print(f"online store up to date with data known by {runs[0].until.isoformat()}")
+    return 0
+
+
+def _online(args: argparse.Namespace) -> int:
+    store = _store(args)
+    entities: dict[str, list[Any]] = {}
+    for item in args.entity:
+        name, sep, values = item.partition("=")
+        if not sep or not name.strip():
+            raise FeatureStoreError(f"--entity {item!r}: write KEY=V1,V2 (e.g. user_id=1,2)")
+        entities[name.strip()] = [_key_value(v.strip()) for v in values.split(",")]
+    features = [f for f in args.features.split(",") if f.strip()]
+    frame = store.online(entities, features, at=_instant(args.at, "--at") if args.at else None)
+    if args.format == "json":
+        print(json.dumps(frame.to_dicts(), default=str))
+    else:
+        import polars as pl
+
+        with pl.Config(tbl_cols=-1, tbl_width_chars=200):
+            print(frame)
+    store.close()
+    return 0
+
+
+def _key_value(text: str) -> Any:
+    """An integer when it reads as one (integer keys are the common case), else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _instant(text: str, option: str) -> Any:
+    from featurestore.spec import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise FeatureStoreError(f"{option} {text!r}: {exc}; write e.g. 2026-10-15 or 2026-10-15T06:00:00Z") from None
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -28,6 +29,7 @@ from featurestore.errors import ConfigError, InvalidProjectError, Problem, did_y
 
 __all__ = [
     "CONFIG_FILE",
+    "DURATION_UNITS",
     "DuckDBSource",
     "FileSource",
     "PostgresSource",
@@ -35,6 +37,7 @@ __all__ = [
     "Source",
     "find_root",
     "load_settings",
+    "parse_duration",
 ]
 
 CONFIG_FILE = "featurestore.toml"
@@ -73,6 +76,30 @@ class DuckDBSource(_Frozen):
 Source = Annotated[Union[FileSource, PostgresSource, DuckDBSource], Field(discriminator="kind")]
 
 
+_DURATION = re.compile(r"^(\d+)([smhdw])")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h30m` → 1:30:00. Units s m h d w; `0` alone is zero; nothing negative."""
+    text = text.strip().lower().replace(" ", "")
+    if text.startswith("-"):
+        raise ValueError(f"'{text}' is negative; a duration must be zero or more")
+    if text == "0":
+        return timedelta(0)
+    seconds, rest = 0, text
+    if not rest:
+        raise ValueError("the duration is empty")
+    while rest:
+        match = _DURATION.match(rest)
+        if not match:
+            raise ValueError(f"'{text}' is not a duration")
+        seconds += int(match.group(1)) * DURATION_UNITS[match.group(2)]
+        rest = rest[match.end():]
+    return timedelta(seconds=seconds)
+
+
+
 class Settings(_Frozen):
     """Everything the store needs to know about a project; absolute paths only."""
 
@@ -81,6 +108,7 @@ class Settings(_Frozen):
     definitions: Path
     offline_database: Path
     postgres_url: str | None
+    online_lookback: timedelta = timedelta(days=1)
     sources: dict[str, Source]
     source_lines: dict[str, int] = {}
 
@@ -137,7 +165,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
         problems.append(Problem(path, line, message, hint, code="config"))
 
-    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url"}, "sources": None}
+    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback"}, "sources": None}
     raw = dict(raw)
     for key, value in list(raw.items()):
         if key not in allowed:
@@ -158,6 +186,12 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
     database = _string(raw.get("offline", {}).get("database", ".featurestore/offline.duckdb"), problem, "offline", "database")
     url = _string(raw.get("online", {}).get("postgres_url", ""), problem, "online", "postgres_url")
     url = os.environ.get(POSTGRES_URL_ENV) or url or None
+    lookback = timedelta(days=1)
+    try:
+        lookback = parse_duration(_string(raw.get("online", {}).get("lookback", "1d"), problem, "online", "lookback"))
+    except ValueError as exc:
+        problem("online", "lookback", f"online.lookback: {exc}",
+                "write a duration: an integer and a unit (s, m, h, d, w), e.g. `1d` or `6h`")
 
     sources: dict[str, Source] = {}
     source_lines: dict[str, int] = {}
@@ -181,6 +215,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         definitions=(root / definitions).resolve(),
         offline_database=(root / database).resolve(),
         postgres_url=url,
+        online_lookback=lookback,
         sources=sources,
         source_lines=source_lines,
     )

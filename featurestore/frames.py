@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, sources_of
+from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -27,12 +27,11 @@ from featurestore.compiler.point_in_time import (
     taken_columns,
     ties,
 )
-from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
-from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
 from featurestore.selection import Selected, select_features
+from featurestore.sources import register_sources
 from featurestore.spec import Column
 
 __all__ = ["TrainingFrame", "data_problems", "load_snapshot", "training_frame"]
@@ -144,7 +143,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         with duck.errors_as_feature_store_errors():
             loaded: set[str] = set()
             if isinstance(spine, str) and not spine.strip().lower().endswith(".parquet"):
-                _register_sources(connection, project, [], every_source=True, loaded=loaded)
+                register_sources(connection, project, [], every_source=True, loaded=loaded)
             spine_table = _spine_arrow(spine, connection, project)
             spine_columns = _describe_spine(connection, spine_table)
             selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
@@ -161,7 +160,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                                           prepared=True, join="intervals"))
                     continue
                 stale.append(view)
-                _register_sources(connection, project, [view], every_source=False, loaded=loaded)
+                register_sources(connection, project, [view], every_source=False, loaded=loaded)
                 rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
                 joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True,
                                       join=_choose_join(connection, view, rows, plan)))
@@ -244,7 +243,7 @@ def data_problems(project: Project) -> list[Problem]:
         loaded: set[str] = set()
         for view in views:
             with duck.errors_as_feature_store_errors():
-                _register_sources(connection, project, [view], every_source=False, loaded=loaded)
+                register_sources(connection, project, [view], every_source=False, loaded=loaded)
                 rows = prepared_rows(project, view, [])
                 duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
             if duplicate:
@@ -274,7 +273,7 @@ def _fill_one(project: Project, view: Any, limit: str | None) -> None:
                 duck.set_memory_limit(connection, limit)
             loaded: set[str] = set()
             fill(connection, project, view,
-                 lambda: _register_sources(connection, project, [view], every_source=False, loaded=loaded))
+                 lambda: register_sources(connection, project, [view], every_source=False, loaded=loaded))
     finally:
         connection.close()
 
@@ -347,33 +346,6 @@ def _compatible(spine_type: str, view_type: str) -> bool:
     if spine_type == view_type or spine_type == '"NULL"':
         return True
     return ({spine_type, view_type} <= _INTEGERS) or ({spine_type, view_type} <= _STRINGS)
-
-
-def _register_sources(connection: Any, project: Project, views: list[Any], *, every_source: bool,
-                      loaded: set[str]) -> None:
-    """PostgreSQL sources the views read become DuckDB tables; with `every_source`, file sources become views."""
-    settings = project.settings
-    needed = {name for view in views for name in sources_of(project, view)
-              if isinstance(settings.sources[name], PostgresSource)}
-    if every_source:
-        needed |= {n for n, s in settings.sources.items() if isinstance(s, PostgresSource)}
-        for name, source in settings.sources.items():
-            if isinstance(source, FileSource):
-                duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
-    _load_postgres(connection, project, sorted(needed - loaded))
-    loaded |= needed
-
-
-def _load_postgres(connection: Any, project: Project, names: list[str]) -> None:
-    if not names:
-        return
-    settings = project.settings
-    url = postgres.resolve_url(settings.postgres_url, settings.state_dir)
-    for name in names:
-        source = settings.sources[name]
-        assert isinstance(source, PostgresSource)
-        rows = postgres.fetch_arrow(url, source.schema_name, source.table)
-        duck.add_table(connection, name, list(project.sources[name]), rows)
 
 
 def _utc(column: Any) -> Any:

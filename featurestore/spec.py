@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlglot import exp
 
+from featurestore.config import DURATION_UNITS, parse_duration
 from featurestore.errors import Problem, closest
 from featurestore.loader import Definition
 
@@ -52,8 +53,6 @@ _EXAMPLES = {
     "timestamp": "-- timestamp: event_ts",
     "owner": "-- owner: team@example.com",
 }
-_DURATION = re.compile(r"^(\d+)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:@/+-]+$")
 
@@ -323,35 +322,16 @@ _HINTS = {
 }
 
 
-def parse_duration(text: str) -> timedelta:
-    """`1h30m` → 1:30:00. Units s m h d w; `0` alone is zero; nothing negative."""
-    text = text.strip().lower().replace(" ", "")
-    if text.startswith("-"):
-        raise ValueError(f"'{text}' is negative; a duration must be zero or more")
-    if text == "0":
-        return timedelta(0)
-    seconds, rest = 0, text
-    if not rest:
-        raise ValueError("the duration is empty")
-    while rest:
-        match = _DURATION.match(rest)
-        if not match:
-            raise ValueError(f"'{text}' is not a duration")
-        seconds += int(match.group(1)) * _UNITS[match.group(2)]
-        rest = rest[match.end():]
-    return timedelta(seconds=seconds)
-
-
 def format_duration(length: timedelta) -> str:
     """The shortest label for a duration: 5400 s → `1h30m`, 7 days → `7d`."""
     seconds = int(length.total_seconds())
     if seconds == 0:
         return "0s"
-    if seconds % _UNITS["d"] == 0:
-        return f"{seconds // _UNITS['d']}d"
+    if seconds % DURATION_UNITS["d"] == 0:
+        return f"{seconds // DURATION_UNITS['d']}d"
     parts = []
     for unit in "dhms":
-        count, seconds = divmod(seconds, _UNITS[unit])
+        count, seconds = divmod(seconds, DURATION_UNITS[unit])
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)

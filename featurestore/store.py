@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from featurestore import cache
 from featurestore.compiler.render import DIALECTS, render_view
@@ -12,6 +13,7 @@ from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
+from featurestore.online import OnlineStore, Run, materialize
 from featurestore.project import Project, load_project, validate
 from featurestore.spec import FeatureView
 
@@ -70,6 +72,40 @@ class FeatureStore:
         `cache`: reuse each view's rows from the offline database while its version and sources are unchanged.
         """
         return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
+
+    def materialize(self, until: datetime | None = None, views: Iterable[str] | None = None, *,
+                    lookback: timedelta | None = None, keep_old_versions: bool = False,
+                    on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
+        """Write every snapshot view's latest values, as known by `until` (default now), to PostgreSQL.
+
+        Incremental: each view reads only rows known after its watermark (less `lookback`, for rows
+        that arrive late). A changed view is backfilled into a new table and switched to atomically.
+        """
+        return materialize(self.project, until, views, lookback=lookback, keep_old_versions=keep_old_versions,
+                           on_view=on_view)
+
+    def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
+               full_names: bool = False) -> Any:
+        """A polars DataFrame: per requested entity, in order, its keys then the features as of `at` (now).
+
+        `entities`: a mapping of key column to a list of values (one list per key column), or a DataFrame.
+        """
+        return self._online.lookup(entities, features, at=at, full_names=full_names)
+
+    def close(self) -> None:
+        """Release the online store's connections."""
+        if "_online" in self.__dict__:
+            self._online.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @cached_property
+    def _online(self) -> OnlineStore:
+        return OnlineStore(self.project)
 
     def cache_status(self) -> list[dict[str, Any]]:
         """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""

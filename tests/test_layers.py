@@ -18,7 +18,8 @@ LAYERS = [
     {"graph", "compiler"},
     {"engines"},
     {"project", "demo", "scaffold", "cache"},
-    {"frames"},
+    {"sources"},
+    {"frames", "online"},
     {"store"},
     {"cli", "sklearn"},
 ]

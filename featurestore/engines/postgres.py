@@ -15,7 +15,8 @@ from typing import Any
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import Column
 
-__all__ = ["connect", "describe_tables", "duckdb_type", "fetch_arrow", "resolve_url", "table_checksum"]
+__all__ = ["connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
+           "resolve_url", "table_checksum"]
 
 _servers: dict[Path, Any] = {}
 
@@ -49,7 +50,7 @@ def connect(url: str, **kwargs: Any) -> Any:
         return psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as exc:
         raise FeatureStoreError(
-            f"cannot connect to PostgreSQL at {_redact(url)}: {str(exc).strip()}\n"
+            f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
             "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml"
         ) from None
 
@@ -103,7 +104,8 @@ def duckdb_type(pg_type: str) -> str:
     return _SIMPLE.get(base, "VARCHAR")
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """The URL with its password hidden, fit for messages and logs."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
@@ -129,3 +131,56 @@ def table_checksum(url: str, schema: str, table: str) -> list[Any]:
     with connect(url) as connection:
         row = connection.execute(query).fetchone()
     return list(row) if row else []
+
+
+_POSTGRES = {
+    "BOOLEAN": "boolean", "TINYINT": "smallint", "SMALLINT": "smallint", "INTEGER": "integer",
+    "BIGINT": "bigint", "UTINYINT": "smallint", "USMALLINT": "integer", "UINTEGER": "bigint",
+    "UBIGINT": "numeric(20,0)", "HUGEINT": "numeric(39,0)", "FLOAT": "real", "DOUBLE": "double precision",
+    "VARCHAR": "text", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp", "TIMESTAMP_S": "timestamp",
+    "TIMESTAMP_MS": "timestamp", "TIMESTAMP_NS": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "TIMESTAMPTZ_NS": "timestamptz", "UUID": "uuid", "INTERVAL": "interval",
+}
+
+
+def postgres_type(duckdb_type: str) -> str:
+    """The PostgreSQL type that holds a DuckDB type's values; ValueError for types with no online form."""
+    kind = duckdb_type.upper()
+    match = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", kind)
+    if match:
+        return f"numeric({match.group(1)},{match.group(2)})"
+    if kind not in _POSTGRES:
+        raise ValueError(f"type {duckdb_type} has no online form; cast it in the view (e.g. to VARCHAR or DOUBLE)")
+    return _POSTGRES[kind]
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for `name`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"featurestore:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def copy_csv(cursor: Any, schema: str, table: str, columns: list[str], path: Path) -> None:
+    """Stream a headerless CSV file (NULL unquoted-empty, as DuckDB writes it) into `schema.table`."""
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    with cursor.copy(statement) as copy, open(path, "rb") as data:
+        while chunk := data.read(1 << 20):
+            copy.write(chunk)
+
+
+def pool(url: str, max_size: int = 4) -> Any:
+    """A connection pool whose connections prepare every statement (lookups run the same few)."""
+    from psycopg_pool import ConnectionPool
+
+    try:
+        result = ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10,
+                                kwargs={"autocommit": True, "prepare_threshold": 0})
+        result.wait(timeout=10)
+    except Exception as exc:  # psycopg_pool.PoolTimeout, OperationalError: the server is not there
+        raise FeatureStoreError(f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
+                                "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml") from None
+    return result

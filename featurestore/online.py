@@ -1,0 +1,384 @@
+"""The online store: each snapshot view's latest row per entity in PostgreSQL, and lookups of them.
+
+    runs = materialize(project, until=T)      # → [Run(view="user_daily_stats", mode="incremental", …)]
+    OnlineStore(project).lookup({"user_id": [1, 2]}, ["user_daily_stats.*"], at=T)   # → polars
+
+Schema `featurestore_online` holds one typed table per view version, `"<view>__<version>"`:
+the entity keys (primary key), `__fs_ts` (the row's time), the tie-break and the features,
+readable with plain SQL; the view `"<view>"` names the current version's table. The table
+`watermarks` records per view version the instant materialization reached and a fingerprint
+of the sources it read. A view's rows and its watermark move in one transaction, under an
+advisory lock per view, so a killed run leaves nothing behind and concurrent runs queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from sqlglot import exp
+
+from featurestore.cache import fingerprint, prepared_rows
+from featurestore.compiler.incremental import latest_rows
+from featurestore.compiler.lookup import LookupView, lookup
+from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
+from featurestore.engines import duckdb as duck
+from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError
+from featurestore.project import Project
+from featurestore.selection import select_features
+from featurestore.sources import register_sources
+from featurestore.spec import FeatureView
+
+__all__ = ["SCHEMA", "OnlineStore", "Run", "materialize"]
+
+SCHEMA = "featurestore_online"
+_TS = "__fs_ts"
+_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one view's materialization did."""
+
+    view: str
+    version: str
+    mode: str  # "backfill" (a new version), "incremental", or "unchanged" (nothing to do)
+    read: int  # entities whose latest row the run computed
+    written: int  # rows inserted or updated online
+    late: int  # rows written that became known before the previous watermark: later than promised
+    seconds: float
+    until: datetime
+
+
+def materialize(project: Project, until: datetime | None = None, views: Iterable[str] | None = None, *,
+                lookback: timedelta | None = None, keep_old_versions: bool = False,
+                on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
+    """Bring the online tables up to date with all source data known by `until` (default now).
+
+    `lookback` (default [online] lookback, 1d) is how far before the watermark an incremental run
+    looks again, for rows that arrived later than their view's `available_after` promised.
+    """
+    until = _utc(until) if until is not None else datetime.now(timezone.utc)
+    chosen = _views(project, views)
+    url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
+    _ensure_schema(url)
+    runs = []
+    for view in chosen:
+        if on_view is not None:
+            on_view(view)
+        runs.append(_materialize_view(project, url, view, until, lookback or project.settings.online_lookback,
+                                      keep_old_versions))
+    return runs
+
+
+def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:
+    if names is None:
+        return [v for v in project.views.values() if not v.windows]
+    chosen = []
+    for name in names:
+        if name not in project.views:
+            from featurestore.errors import did_you_mean
+
+            hint = did_you_mean(name, project.views) or f"known views: {', '.join(sorted(project.views))}"
+            raise FeatureStoreError(f"unknown view '{name}'; {hint}")
+        if project.views[name].windows:
+            raise FeatureStoreError(f"view '{name}' is a window view; window views are not yet materialized online")
+        chosen.append(project.views[name])
+    return chosen
+
+
+def _ensure_schema(url: str) -> None:
+    with postgres.connect(url) as connection, connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", [postgres.lock_key(SCHEMA)])
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.watermarks (view text, version text, "
+                           "watermark timestamptz NOT NULL, fingerprint text, rows_written bigint, late bigint, "
+                           "materialized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (view, version))")
+
+
+def _columns(view: FeatureView) -> list[tuple[str, str]]:
+    """The online table's columns (name, PostgreSQL type): keys, time, tie-break, features."""
+    types = {c.name: c.type for c in view.columns}
+    names = [*view.entity, _TS, *([view.created] if view.created else []),
+             *dict.fromkeys(f.column for f in view.features)]
+    columns = []
+    for name in names:
+        try:
+            columns.append((name, "timestamptz" if name == _TS else postgres.postgres_type(types[name])))
+        except ValueError as exc:
+            raise FeatureStoreError(f"view '{view.name}', column '{name}': {exc}") from None
+    return columns
+
+
+def _materialize_view(project: Project, url: str, view: FeatureView, until: datetime, lookback: timedelta,
+                      keep_old_versions: bool) -> Run:
+    from psycopg import sql
+
+    started = time.perf_counter()
+    settings = project.settings
+    table = f"{view.name}__{view.version}"
+    target = sql.Identifier(SCHEMA, table)
+    columns = _columns(view)
+    names = [name for name, _ in columns]
+    duck.wait_for_background(settings.offline_database)
+    database = settings.offline_database if settings.offline_database.exists() else None
+    offline = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    batch_file = settings.state_dir / "tmp" / f"{table}.{os.getpid()}.csv"
+    try:
+        with postgres.connect(url) as connection, connection.transaction():
+            # A concurrent run of this view waits here, then finds the watermark this one leaves.
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", [postgres.lock_key(f"materialize:{view.name}")])
+            previous = connection.execute(f"SELECT watermark, fingerprint FROM {SCHEMA}.watermarks "
+                                          "WHERE view = %s AND version = %s", [view.name, view.version]).fetchone()
+            state = fingerprint(offline, project, view)
+            if previous is not None and previous[0] >= until and previous[1] == state:
+                return Run(view.name, view.version, "unchanged", 0, 0, 0, time.perf_counter() - started, until)
+            with duck.errors_as_feature_store_errors():
+                register_sources(offline, project, [view], every_source=False, loaded=set())
+                rows = prepared_rows(project, view, names[len(view.entity) + 1:])
+                after = None if previous is None else previous[0] - lookback
+                offline.execute(f"CREATE TEMP TABLE __fs_batch AS "
+                                f"{latest_rows(view, rows, until, after).sql(dialect='duckdb', comments=False)}")
+                tie = duck.first_row(offline, duplicates(view, exp.select("*").from_("__fs_batch")).sql(
+                    dialect="duckdb"))
+                if tie:
+                    raise FeatureStoreError(f"{duplicate_message(view, tie)}; {duplicate_fix(view)}")
+                read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
+                batch_file.parent.mkdir(parents=True, exist_ok=True)
+                quoted = ", ".join(exp.to_identifier(n, quoted=True).sql(dialect="duckdb") for n in names)
+                path = str(batch_file).replace("'", "''")
+                offline.execute(f"COPY (SELECT {quoted} FROM __fs_batch) TO '{path}' (FORMAT csv, HEADER false)")
+            cursor = connection.cursor()
+            if previous is None:
+                mode, late = "backfill", 0
+                written = _backfill(cursor, view, table, columns, batch_file)
+            else:
+                mode = "incremental"
+                written, late = _upsert(cursor, view, target, columns, batch_file, previous[0])
+            cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, "
+                           "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO UPDATE "
+                           "SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
+                           "EXCLUDED.fingerprint, rows_written = EXCLUDED.rows_written, late = EXCLUDED.late, "
+                           "materialized_at = now()", [view.name, view.version, until, state, written, late])
+            if mode == "backfill":
+                _switch(cursor, view, table, keep_old_versions)
+    finally:
+        offline.close()
+        batch_file.unlink(missing_ok=True)
+    return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until)
+
+
+def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[str, str]], batch: Any) -> int:
+    """A new version's table, filled by COPY and then keyed (faster than keeping an index while loading)."""
+    from psycopg import sql
+
+    target = sql.Identifier(SCHEMA, table)
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
+    cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
+    postgres.copy_csv(cursor, SCHEMA, table, [name for name, _ in columns], batch)
+    cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+        target, sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)))
+    cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
+    return int(cursor.fetchone()[0])
+
+
+def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str, str]], batch: Any,
+            watermark: datetime) -> tuple[int, int]:
+    """Stage the batch, refuse ties with stored rows, and write rows newer than the stored ones.
+
+    Returns (rows written, of which late: known before `watermark`).
+    """
+    from psycopg import sql
+
+    names = [name for name, _ in columns]
+    cursor.execute(sql.SQL("CREATE TEMP TABLE __fs_staging (LIKE {}) ON COMMIT DROP").format(target))
+    postgres.copy_csv(cursor, "pg_temp", "__fs_staging", names, batch)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    same = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k)) for k in view.entity)
+    values = [n for n in names if n not in view.entity and n != _TS]
+    if not view.created and values:  # the same (keys, time) with other values: a tie across runs
+        differ = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n)) for n in values),
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in values))
+        cursor.execute(sql.SQL("SELECT {}, s.{}::text FROM __fs_staging s JOIN {} t ON {} AND s.{} = t.{} WHERE {} "
+                               "LIMIT 1").format(
+            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in view.entity),
+            sql.Identifier(_TS), target, same, sql.Identifier(_TS), sql.Identifier(_TS), differ))
+        tie = cursor.fetchone()
+        if tie:
+            raise FeatureStoreError(f"{duplicate_message(view, tuple(tie))}; {duplicate_fix(view)}")
+    newer = sql.SQL("EXCLUDED.{ts} > t.{ts}").format(ts=sql.Identifier(_TS))
+    if view.created:
+        newer = sql.SQL("{} OR (EXCLUDED.{ts} = t.{ts} AND EXCLUDED.{c} IS NOT NULL AND (t.{c} IS NULL OR "
+                        "EXCLUDED.{c} > t.{c}))").format(newer, ts=sql.Identifier(_TS), c=sql.Identifier(view.created))
+    updates = sql.SQL(", ").join(sql.SQL("{n} = EXCLUDED.{n}").format(n=sql.Identifier(n))
+                                 for n in names if n not in view.entity)
+    lag = view.available_after or timedelta(0)
+    cursor.execute(sql.SQL("WITH written AS (INSERT INTO {} AS t SELECT * FROM __fs_staging ON CONFLICT ({}) "
+                           "DO UPDATE SET {} WHERE {} RETURNING t.{}) "
+                           "SELECT count(*), count(*) FILTER (WHERE {} + %s <= %s) FROM written").format(
+        target, keys, updates, newer, sql.Identifier(_TS), sql.Identifier(_TS)), [lag, watermark])
+    written, late = cursor.fetchone()
+    return int(written), int(late)
+
+
+def _switch(cursor: Any, view: FeatureView, table: str, keep_old_versions: bool) -> None:
+    """Point the view's name at the new version's table; drop older versions unless kept."""
+    from psycopg import sql
+
+    name = sql.Identifier(SCHEMA, view.name)
+    cursor.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(name))
+    cursor.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(name, sql.Identifier(SCHEMA, table)))
+    if keep_old_versions:
+        return
+    cursor.execute(f"SELECT version FROM {SCHEMA}.watermarks WHERE view = %s AND version <> %s",
+                   [view.name, view.version])
+    for (version,) in cursor.fetchall():
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, f"{view.name}__{version}")))
+    cursor.execute(f"DELETE FROM {SCHEMA}.watermarks WHERE view = %s AND version <> %s", [view.name, view.version])
+
+
+class OnlineStore:
+    """Lookups of materialized views, over a small pool of prepared connections."""
+
+    def __init__(self, project: Project) -> None:
+        self._project = project
+        self._pool: Any = None
+        self._plans: dict[Any, tuple[str, list[tuple[str, str]], list[tuple[str, str]], list[FeatureView]]] = {}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
+               full_names: bool = False) -> Any:
+        """One row per requested entity, in request order: its key columns, then the features as of `at`."""
+        import polars as pl
+        import pyarrow as pa
+
+        requested = _entity_lists(entities)
+        plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
+        if plan_key not in self._plans:
+            self._plans[plan_key] = self._plan(features, full_names, list(requested))
+        statement, keys, outputs, views = self._plans[plan_key]
+        count = _check_entities(requested, keys, views)
+        instant = _utc(at) if at is not None else datetime.now(timezone.utc)
+        parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
+        parameters["at"] = instant
+        rows = self._fetch(statement, parameters, views) if count else []
+        arrays = {name: pa.array(requested[name], _arrow_type(kind)) for name, kind in keys}
+        for index, (name, kind) in enumerate(outputs):
+            arrays[name] = pa.array([row[index] for row in rows], _arrow_type(kind))
+        return pl.from_arrow(pa.table(arrays))
+
+    def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
+        project = self._project
+        selected = select_features(project.views, features, full_names=full_names, taken=given)
+        by_view: dict[str, list[Any]] = {}
+        for item in selected:
+            by_view.setdefault(item.feature.view, []).append(item)
+        views = [project.views[name] for name in by_view]
+        windowed = [v.name for v in views if v.windows]
+        if windowed:
+            raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available online")
+        keys: list[tuple[str, str]] = []
+        for view in views:
+            types = {c.name: c.type for c in view.columns}
+            for key in view.entity:
+                if key not in given:
+                    raise FeatureStoreError(f"the entities lack '{key}', the entity key of view '{view.name}' "
+                                            f"(given: {', '.join(given) or 'none'})")
+                if key not in dict(keys):
+                    keys.append((key, types[key]))
+        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name])) for v in views]
+        pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
+        statement = lookup(items, pg_keys).sql(dialect="postgres")
+        outputs = [(s.output, s.feature.type) for item in items for s in item.selected]
+        return statement, keys, outputs, views
+
+    def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
+        import psycopg
+
+        settings = self._project.settings
+        if self._pool is None:
+            self._pool = postgres.pool(postgres.resolve_url(settings.postgres_url, settings.state_dir))
+        try:
+            with self._pool.connection() as connection:
+                return connection.execute(statement, parameters).fetchall()
+        except psycopg.errors.UndefinedTable:
+            missing = ", ".join(f"'{v.name}'" for v in views)
+            raise FeatureStoreError(f"a view of {missing} is not materialized in its current version; run "
+                                    "`featurestore materialize`") from None
+        except psycopg.OperationalError as exc:
+            raise FeatureStoreError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
+
+
+def _entity_lists(entities: Any) -> dict[str, list[Any]]:
+    """A mapping of key column to values, from a mapping of lists or a DataFrame/Arrow table."""
+    if isinstance(entities, Mapping):
+        result = {}
+        for name, values in entities.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise FeatureStoreError(f"entities['{name}'] must be a list of values, one per entity")
+            result[str(name)] = list(values)
+        return result
+    module = type(entities).__module__.split(".")[0]
+    if module in ("polars", "pandas", "pyarrow"):
+        import polars as pl
+
+        frame = entities if module == "polars" else pl.from_pandas(entities) if module == "pandas" \
+            else pl.from_arrow(entities)
+        return {name: frame[name].to_list() for name in frame.columns}
+    raise FeatureStoreError(f"entities are a mapping of key column to a list of values, or a DataFrame; "
+                            f"got {type(entities).__name__}")
+
+
+def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]], views: list[FeatureView]) -> int:
+    lengths = {name: len(values) for name, values in requested.items()}
+    if len(set(lengths.values())) > 1:
+        raise FeatureStoreError("the entity key lists differ in length: " +
+                                ", ".join(f"{name} has {n}" for name, n in lengths.items()))
+    for name, kind in keys:
+        if kind.upper() in _INTEGERS:
+            wanted, check = "integers", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        elif kind.upper() == "VARCHAR":
+            wanted, check = "strings", lambda v: isinstance(v, str)
+        else:
+            continue
+        for index, value in enumerate(requested[name]):
+            if value is not None and not check(value):
+                owner = next(v.name for v in views if name in v.entity)
+                raise FeatureStoreError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
+                                        f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
+    return len(requested[keys[0][0]]) if keys else 0
+
+
+_ARROW: dict[str, Any] = {}
+
+
+def _arrow_type(duckdb_type: str) -> Any:
+    """The Arrow type DuckDB gives a column of `duckdb_type`, as a training frame has it (zoned times in UTC)."""
+    import pyarrow as pa
+
+    if duckdb_type not in _ARROW:
+        import duckdb
+
+        with duckdb.connect() as connection:
+            connection.execute("SET TimeZone = 'UTC'")
+            kind = connection.sql(f"SELECT NULL::{duckdb_type} AS x").to_arrow_table().schema.field("x").type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            kind = pa.timestamp(kind.unit, tz="UTC")
+        _ARROW[duckdb_type] = kind
+    return _ARROW[duckdb_type]
+
+
+def _utc(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise FeatureStoreError(f"expected a datetime, got {value!r}")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -1,0 +1,251 @@
+"""The online store on a real PostgreSQL: materialization and lookups, and the skew guarantee.
+
+After `materialize(until=T)`, `online(entities, at=T)` must equal a training frame of the
+same entities at T (SEMANTICS.md): values, NULLs and types.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from conftest import T0, ProjectDir, events_table
+from featurestore import FeatureStore, FeatureStoreError
+from featurestore.engines.postgres import lock_key
+from reference import Rules
+from test_point_in_time import UTC_US, cases, definition, has_ties
+
+EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 40)
+HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
+
+
+@pytest.fixture(autouse=True)
+def online_database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test on the session's PostgreSQL, starting from an empty online schema."""
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    reset(postgres_url)
+    yield postgres_url
+
+
+def reset(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS featurestore_online CASCADE")
+
+
+def online_table(url: str, store: FeatureStore, view: str) -> list[tuple]:
+    import psycopg
+
+    version = store.views[view].version
+    with psycopg.connect(url) as connection:
+        return connection.execute(f'SELECT * FROM featurestore_online."{view}__{version}" ORDER BY 1').fetchall()
+
+
+def write_events(root: Path, rows: list[dict], rules: Rules) -> None:
+    pq.write_table(pa.table({
+        "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
+        "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
+        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string()),
+    }, schema=pa.schema([("k", pa.int64()), ("c", pa.string()), ("ts", UTC_US), ("created", pa.int64()),
+                         ("v", pa.int64()), ("s", pa.string())])), root / "data" / "events.parquet")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+@given(cases(), st.data())
+def test_online_equals_the_training_frame_at_each_materialized_instant(online_database: str, case: dict,
+                                                                        data: st.DataObject) -> None:
+    rules, rows, spine = case["rules"], case["rows"], case["spine"]
+    assume(rules.created or not has_ties(rows, rules))  # ties: both sides refuse (tested below)
+    reset(online_database)
+    instants = sorted({r["ts"] + rules.lag + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)}
+                      | {r["ts"] + (rules.ttl or timedelta(0)) for r in rows} | {T0})
+    chosen = sorted(data.draw(st.lists(st.sampled_from(instants), min_size=1, max_size=3, unique=True)))
+    with tempfile.TemporaryDirectory() as folder:
+        project = ProjectDir(Path(folder))
+        write_events(project.root, rows, rules)
+        project.sources["events"] = '"data/events.parquet"'
+        project.write_config()
+        project.view("view", definition(rules))
+        with FeatureStore(project.root) as store:
+            keys = {"k": [r["k"] for r in spine], "c": [r["c"] for r in spine]}
+            entity = {name: keys[name] for name in rules.entity}
+            for at in chosen:  # increasing: the first run backfills, the later ones are incremental
+                [run] = store.materialize(until=at)
+                online = store.online(entity, ["view.*"], at=at)
+                frame = store.training_frame(pl.DataFrame({**entity, "t": [at] * len(spine)},
+                                                          schema={**{n: pl.Int64 if n == "k" else pl.String
+                                                                     for n in entity}, "t": pl.Datetime("us", "UTC")}),
+                                             ["view.*"], timestamp="t", cache=False).to_polars()
+                assert online.select("v", "s").to_dicts() == frame.select("v", "s").to_dicts(), run
+                assert online.select("v", "s").schema == frame.select("v", "s").schema
+
+
+@pytest.fixture
+def store(project: ProjectDir) -> Iterator[FeatureStore]:
+    # events: user_id = i % 3, card_id = i, amount = i, ts = T0 + i hours, for i in 0..5
+    project.view("spend", HEADER + "-- ttl: 2h\nSELECT user_id, ts, amount, card_id, amount > 2 AS big FROM events\n")
+    with FeatureStore(project.root) as result:
+        yield result
+
+
+def test_runs_are_incremental_and_a_second_run_does_no_work(store: FeatureStore, project: ProjectDir,
+                                                            online_database: str) -> None:
+    until = T0 + timedelta(hours=5)
+    assert [(r.mode, r.read, r.written) for r in store.materialize(until=until)] == [("backfill", 3, 3)]
+    assert [(r.mode, r.read, r.written) for r in store.materialize(until=until)] == [("unchanged", 0, 0)]
+    frame = store.online({"user_id": [2, 0, 7]}, ["spend.*"], at=until)
+    assert frame.to_dicts() == [{"user_id": 2, "amount": 5.0, "card_id": 5, "big": True},
+                                {"user_id": 0, "amount": 3.0, "card_id": 3, "big": True},
+                                {"user_id": 7, "amount": None, "card_id": None, "big": None}]
+    assert frame.schema == {"user_id": pl.Int64, "amount": pl.Float64, "card_id": pl.Int64, "big": pl.Boolean}
+    # Beyond the TTL, at the lookup's instant, values are NULL, as in a frame.
+    assert store.online({"user_id": [0]}, ["spend.amount"], at=until + timedelta(hours=3))["amount"].to_list() == [None]
+    # New rows: one on time, one late (known before the watermark, within the look-back).
+    project.parquet("events", pa.concat_tables([events_table(6), pa.table({
+        "user_id": pa.array([1, 0], pa.int64()), "card_id": pa.array([6, 9], pa.int64()),
+        "amount": pa.array([6.0, 9.0]), "ts": pa.array([T0 + timedelta(hours=6), T0 + timedelta(hours=4, minutes=30)],
+                                                       pa.timestamp("us", tz="UTC"))})]))
+    store = FeatureStore(project.root)
+    [run] = store.materialize(until=T0 + timedelta(hours=6))
+    assert (run.mode, run.written, run.late) == ("incremental", 2, 1)
+    assert store.online({"user_id": [0, 1]}, ["spend.amount"], at=T0 + timedelta(hours=6))["amount"].to_list() \
+        == [9.0, 6.0]
+    rows = online_table(online_database, store, "spend")
+    assert [(r[0], r[2]) for r in rows] == [(0, 9.0), (1, 6.0), (2, 5.0)]  # plain SQL reads it
+    # An earlier `until` never replaces a newer value with an older one.
+    store.materialize(until=T0 + timedelta(hours=1), lookback=timedelta(days=1))
+    assert [(r[0], r[2]) for r in online_table(online_database, store, "spend")] == [(0, 9.0), (1, 6.0), (2, 5.0)]
+    store.close()
+
+
+def test_a_changed_view_is_backfilled_into_a_new_table_and_switched(store: FeatureStore, project: ProjectDir,
+                                                                     online_database: str) -> None:
+    import psycopg
+
+    until = T0 + timedelta(hours=5)
+    store.materialize(until=until)
+    old = store.views["spend"].version
+    project.view("spend", HEADER + "SELECT user_id, ts, amount * 2 AS amount FROM events\n")
+    changed = FeatureStore(project.root)
+    assert [r.mode for r in changed.materialize(until=until, keep_old_versions=True)] == ["backfill"]
+    assert changed.online({"user_id": [2]}, ["spend.amount"], at=until)["amount"].to_list() == [10.0]
+    with psycopg.connect(online_database) as connection:
+        tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = "
+                                                   "'featurestore_online'").fetchall()}
+        assert {f"spend__{old}", f"spend__{changed.views['spend'].version}"} <= tables
+        assert connection.execute('SELECT amount FROM featurestore_online."spend" WHERE user_id = 2').fetchone() \
+            == (10.0,)  # the plain name follows the current version
+    project.view("spend", HEADER + "SELECT user_id, ts, amount * 3 AS amount FROM events\n")
+    third = FeatureStore(project.root)
+    third.materialize(until=until)
+    with psycopg.connect(online_database) as connection:
+        tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = "
+                                                   "'featurestore_online'").fetchall()}
+    assert tables == {"watermarks", f"spend__{third.views['spend'].version}"}  # old versions dropped
+    for s in (changed, third):
+        s.close()
+
+
+def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
+    with pytest.raises(FeatureStoreError, match="not materialized.*featurestore materialize"):
+        store.online({"user_id": [1]}, ["spend.amount"])
+    store.materialize(until=T0 + timedelta(hours=5))
+    with pytest.raises(FeatureStoreError, match="no feature 'amont'; did you mean 'amount'"):
+        store.online({"user_id": [1]}, ["spend.amont"])
+    with pytest.raises(FeatureStoreError, match=r"entities\['user_id'\]\[1\] is '2' \(str\).*BIGINT"):
+        store.online({"user_id": [1, "2"]}, ["spend.amount"])
+    with pytest.raises(FeatureStoreError, match="lack 'user_id', the entity key of view 'spend'"):
+        store.online({"userid": [1]}, ["spend.amount"])
+    with pytest.raises(FeatureStoreError, match="differ in length"):
+        FeatureStore(store.root).online({"user_id": [1], "card_id": [1, 2]}, ["spend.amount"])
+    assert store.online({"user_id": []}, ["spend.amount"]).shape == (0, 2)
+    assert store.online(pl.DataFrame({"user_id": [None, 1]}), ["spend.amount"], at=T0 + timedelta(hours=5)) \
+        ["amount"].to_list() == [None, 4.0]
+
+
+def test_an_unreachable_server_is_named_without_its_password(project: ProjectDir,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", "postgresql://fs:s3cret@127.0.0.1:9/features")
+    with pytest.raises(FeatureStoreError, match=r"cannot connect to PostgreSQL at postgresql://fs:\*\*\*@127.0.0.1:9") \
+            as error:
+        FeatureStore(project.root).materialize()
+    assert "s3cret" not in str(error.value)
+
+
+LARGE = ("import sys; from featurestore import FeatureStore; from datetime import datetime, timezone\n"
+         "runs = FeatureStore(sys.argv[1]).materialize(until=datetime(2027, 1, 1, tzinfo=timezone.utc))\n"
+         "print(','.join(r.mode for r in runs))\n")
+
+
+def large_project(root: Path, rows: int) -> ProjectDir:
+    import numpy as np
+
+    project = ProjectDir(root)
+    rng = np.random.default_rng(7)
+    project.parquet("events", pa.table({
+        "user_id": pa.array(rng.integers(0, rows // 4, rows), pa.int64()),
+        "ts": pa.array((T0.timestamp() * 1e6 + np.arange(rows) * 1000).astype("int64"), pa.timestamp("us", "UTC")),
+        **{f"f{i}": pa.array(rng.random(rows)) for i in range(6)}}))
+    project.view("big", HEADER + "SELECT user_id, ts, f0, f1, f2, f3, f4, f5 FROM events\n")
+    return project
+
+
+def test_a_killed_run_loses_and_duplicates_nothing(tmp_path: Path, online_database: str) -> None:
+    import psycopg
+
+    project = large_project(tmp_path / "big", 600_000)
+    store = FeatureStore(project.root)
+    until = T0.replace(year=2027)
+    started = time.perf_counter()
+    assert store.materialize(until=until)[0].mode == "backfill"
+    clean = online_table(online_database, store, "big")
+    full = time.perf_counter() - started
+    interrupted = 0
+    key = lock_key("materialize:big")
+    for fraction in (0.05, 0.2, 0.4, 0.6):  # kill -9 in the DuckDB pass, the COPY, the keying, the commit
+        reset(online_database)
+        run = subprocess.Popen([sys.executable, "-c", LARGE, str(project.root)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        with psycopg.connect(online_database, autocommit=True) as connection:
+            while not connection.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                         "AND classid::bigint = %s AND objid::bigint = %s",
+                                         [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF]).fetchone()[0]:
+                time.sleep(0.005)  # until the run's transaction has begun
+        time.sleep(full * fraction)
+        run.send_signal(signal.SIGKILL)
+        killed = run.wait() == -signal.SIGKILL
+        mode = FeatureStore(project.root).materialize(until=until)[0].mode
+        interrupted += killed and mode == "backfill"  # else it had committed: nothing to redo
+        assert online_table(online_database, store, "big") == clean
+    assert interrupted >= 2  # the test did kill runs in the middle
+
+
+def test_concurrent_runs_queue_and_agree(tmp_path: Path, online_database: str) -> None:
+    project = large_project(tmp_path / "big", 200_000)
+    runs = [subprocess.Popen([sys.executable, "-c", LARGE, str(project.root)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in results]
+    assert sorted(out.strip() for out, _ in results) == ["backfill", "unchanged"]  # the second waited, then had nothing to do
+    store = FeatureStore(project.root)
+    concurrent = online_table(online_database, store, "big")
+    reset(online_database)
+    store.materialize(until=T0.replace(year=2027))
+    assert online_table(online_database, store, "big") == concurrent
