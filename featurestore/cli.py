@@ -308,11 +308,18 @@ def _materialize(args: argparse.Namespace) -> int:
         lookback = parse_duration(args.lookback) if args.lookback else None
     except ValueError as exc:
         raise FeatureStoreError(f"--lookback: {exc}; write e.g. 6h or 1d") from None
-    console = Console(stderr=True)
-    with console.status("materializing…") as status:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    views = args.views or [v.name for v in store.views.values() if not v.windows]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("materializing", total=len(views))
+
+        def started(view: Any) -> None:
+            progress.update(task, completed=views.index(view.name), description=f"materializing {view.name}")
+
         runs = store.materialize(until, args.views or None, lookback=lookback,
-                                 keep_old_versions=args.keep_old_versions,
-                                 on_view=lambda view: status.update(f"materializing {view.name}…"))
+                                 keep_old_versions=args.keep_old_versions, on_view=started)
     if args.format == "json":
         print(json.dumps([{**run.__dict__, "until": run.until.isoformat()} for run in runs]))
         return 0

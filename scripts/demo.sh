@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install featurestore into .venv and run the fraud example end to end on the embedded defaults:
-# generate the sources, validate every definition, list the catalog, show compiled SQL.
+# generate the sources, validate every definition, list the catalog, show compiled SQL, build a
+# training frame, materialize the online store and look users up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
@@ -19,3 +20,9 @@ fs frame --spine "SELECT transaction_id, user_id, merchant_id, country, ts, is_f
                   WHERE ts >= TIMESTAMPTZ '2026-10-01 00:00:00+00' ORDER BY ts" \
    --features "user_daily_stats.*,user_profile.account_type,merchant_risk.fraud_rate,user_spend_trend.*" \
    --head 8
+echo "== 6. materialize the latest values into PostgreSQL (a first run backfills; the next one is incremental)"
+fs materialize --until 2026-10-30
+fs materialize --until 2026-11-01
+echo "== 7. look two users up as of the last run, as a serving service would"
+fs online --entity user_id=1,2 --features "user_daily_stats.*,user_profile.account_type,user_spend_trend.*" \
+   --at 2026-11-01

@@ -249,3 +249,20 @@ def test_concurrent_runs_queue_and_agree(tmp_path: Path, online_database: str) -
     reset(online_database)
     store.materialize(until=T0.replace(year=2027))
     assert online_table(online_database, store, "big") == concurrent
+
+
+def test_cli_materializes_and_looks_up(store: FeatureStore, project: ProjectDir,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    code, out, _ = project.run("materialize", "--until", "2026-01-01T05:00:00Z", "--format", "json", capsys=capsys)
+    assert code == 0 and [(r["view"], r["mode"], r["written"]) for r in json.loads(out)] == [("spend", "backfill", 3)]
+    code, out, _ = project.run("materialize", "--until", "2026-01-01T05:00:00Z", capsys=capsys)
+    assert code == 0 and "unchanged" in out
+    code, out, _ = project.run("online", "--entity", "user_id=2,9", "--features", "spend.amount", "--at",
+                               "2026-01-01T05:00:00Z", "--format", "json", capsys=capsys)
+    assert (code, json.loads(out)) == (0, [{"user_id": 2, "amount": 5.0}, {"user_id": 9, "amount": None}])
+    code, _, err = project.run("materialize", "--until", "yesterday", capsys=capsys)
+    assert code == 1 and "--until 'yesterday'" in err and "2026-10-15" in err
+    code, _, err = project.run("online", "--entity", "user_id", "--features", "spend.amount", capsys=capsys)
+    assert code == 1 and "KEY=V1,V2" in err
