@@ -42,17 +42,28 @@ def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
     return _servers[pgdata].get_uri()
 
 
-def connect(url: str, **kwargs: Any) -> Any:
-    """A psycopg connection, with a clear error when the server cannot be reached."""
+def connect(url: str, *, retries: tuple[float, ...] = (0.25, 1.0), **kwargs: Any) -> Any:
+    """A psycopg connection, with a clear error when the server cannot be reached.
+
+    A failed attempt is retried after each delay in `retries` (a server restarting, a full
+    connection slot), then reported naming the URL without its password.
+    """
+    import time
+
     import psycopg
 
-    try:
-        return psycopg.connect(url, **kwargs)
-    except psycopg.OperationalError as exc:
-        raise FeatureStoreError(
-            f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
-            "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml"
-        ) from None
+    for delay in (*retries, None):
+        try:
+            return psycopg.connect(url, **kwargs)
+        except psycopg.OperationalError as exc:
+            if delay is not None:
+                time.sleep(delay)
+                continue
+            raise FeatureStoreError(
+                f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
+                "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def describe_tables(url: str, tables: list[tuple[str, str]]) -> dict[tuple[str, str], list[Column]]:
