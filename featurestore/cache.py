@@ -105,67 +105,87 @@ def _append(connection: Any, project: Project, view: FeatureView, table: exp.Tab
     settings = project.settings
     delta = _keyed(view, prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
                                                          "duckdb", files=added), columns))
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE __fs_delta AS {delta.sql(dialect='duckdb', comments=False)}")
-    target = table.sql(dialect="duckdb")
-    keys = ", ".join(_quoted(k) for k in view.entity)
-
-    def same_keys(left: str, right: str) -> str:
-        return " AND ".join(f"{left}.{_quoted(k)} = {right}.{_quoted(k)}" for k in view.entity)
-
-    # Per key the new rows touch: when the first of them becomes known, and whether one comes late.
-    connection.execute(f"""
-        CREATE OR REPLACE TEMP TABLE __fs_touched AS
-        SELECT d.*, coalesce(d.first_ts <= c.__fs_ts, false) AS late
-        FROM (SELECT {keys}, min(__fs_known) AS first_known, min(__fs_ts) AS first_ts
-              FROM __fs_delta GROUP BY ALL) AS d
-        LEFT JOIN (SELECT {keys}, __fs_ts FROM {target} WHERE __fs_until = 'infinity') AS c ON {same_keys('d', 'c')}""")
+    _run(connection, _temp_table("__fs_delta", delta))
     if not view.created:
         _refuse_duplicates(connection, view, exp.select("*").from_("__fs_delta"))
-    late = f"SELECT {keys} FROM __fs_touched WHERE late"
+    # Per key the new rows touch: when the first of them becomes known, and whether one comes late.
+    firsts = exp.select(*_keys(view), exp.alias_(exp.Min(this=_col("__fs_known")), "first_known", quoted=True),
+                        exp.alias_(exp.Min(this=_col("__fs_ts")), "first_ts", quoted=True)) \
+        .from_("__fs_delta").group_by(*_keys(view))
+    newest = exp.select(*_keys(view), _col("__fs_ts")).from_(table.copy()).where(
+        exp.EQ(this=_col("__fs_until"), expression=exp.cast(exp.Literal.string("infinity"), "TIMESTAMPTZ")))
+    late = exp.Coalesce(this=exp.LTE(this=_col("first_ts", "d"), expression=_col("__fs_ts", "c")),
+                        expressions=[exp.false()])
+    touched = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("d", quoted=True)),
+                         exp.alias_(late, "late", quoted=True)) \
+        .from_(_aliased(firsts, "d")).join(_aliased(newest, "c"), on=_same_keys(view, "d", "c"), join_type="LEFT")
+    _run(connection, _temp_table("__fs_touched", touched))
+    late_keys = exp.select(*_keys(view)).from_("__fs_touched").where(_col("late"))
     if duck.first_row(connection, "SELECT count(*) FROM __fs_touched WHERE late")[0]:
-        cached = f"SELECT * EXCLUDE (__fs_until) FROM {target} SEMI JOIN ({late}) AS l ON {same_keys(target, 'l')}"
-        arrived = f"SELECT * FROM __fs_delta SEMI JOIN ({late}) AS l ON {same_keys('__fs_delta', 'l')}"
-        rows: exp.Query = _parse(f"{cached} UNION ALL BY NAME {arrived}")
-        if view.created:  # a late row may win a tie against a cached one
-            rows = exp.select("*").from_(exp.Subquery(this=rows, alias=exp.TableAlias(
-                this=exp.to_identifier("u", quoted=True)))).qualify(tie_winner(
-                    view, [exp.column(k, quoted=True) for k in view.entity], exp.column("__fs_ts", quoted=True),
-                    exp.column(view.created, quoted=True)))
-        else:
-            _refuse_duplicates(connection, view, rows)
-        connection.execute(f"CREATE OR REPLACE TEMP TABLE __fs_merged AS "
-                           f"{validity_intervals(view, rows).sql(dialect='duckdb', comments=False)}")
-        connection.execute(f"DELETE FROM {target} USING ({late}) AS l WHERE {same_keys(target, 'l')}")
-        connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM __fs_merged")
-        connection.execute("DROP TABLE __fs_merged")
-    on_time = f"SELECT * FROM __fs_touched WHERE NOT late"
-    connection.execute(f"UPDATE {target} SET __fs_until = t.first_known FROM ({on_time}) AS t "
-                       f"WHERE {same_keys(target, 't')} AND {target}.__fs_until = 'infinity'")
-    appended = _parse(f"SELECT * FROM __fs_delta SEMI JOIN ({on_time}) AS t ON {same_keys('__fs_delta', 't')}")
-    connection.execute(f"INSERT INTO {target} BY NAME "
-                       f"{validity_intervals(view, appended).sql(dialect='duckdb', comments=False)}")
+        _recompute(connection, view, table, late_keys)
+    on_time = exp.select("*").from_("__fs_touched").where(exp.Not(this=_col("late")))
+    _run(connection, exp.Update(
+        this=table.copy(), expressions=[exp.EQ(this=_col("__fs_until"), expression=_col("first_known", "t"))],
+        from_=exp.From(this=_aliased(on_time, "t")),
+        where=exp.Where(this=exp.and_(_same_keys(view, table.name, "t"), exp.EQ(
+            this=_col("__fs_until", table.name), expression=exp.cast(exp.Literal.string("infinity"), "TIMESTAMPTZ"))))))
+    appended = exp.select("*").from_("__fs_delta").join(_aliased(on_time, "t"),
+                                                        on=_same_keys(view, "__fs_delta", "t"), join_type="SEMI")
+    _run(connection, exp.Insert(this=table.copy(), expression=validity_intervals(view, appended), by_name=True))
     read = duck.first_row(connection, "SELECT count(*) FROM __fs_delta")[0]
     connection.execute("DROP TABLE __fs_delta")
     connection.execute("DROP TABLE __fs_touched")
     return read
 
 
+def _recompute(connection: Any, view: FeatureView, table: exp.Table, keys: exp.Select) -> None:
+    """Replace the intervals of `keys` with ones computed from their cached and new rows."""
+    cached = exp.select(exp.Star(except_=[_col("__fs_until")])).from_(table.copy()).join(
+        _aliased(keys, "l"), on=_same_keys(view, table.name, "l"), join_type="SEMI")
+    arrived = exp.select("*").from_("__fs_delta").join(_aliased(keys, "l"), on=_same_keys(view, "__fs_delta", "l"),
+                                                      join_type="SEMI")
+    rows: exp.Query = exp.Union(this=cached, expression=arrived, distinct=False, by_name=True)
+    if view.created:  # a late row may win a tie against a cached one
+        rows = exp.select("*").from_(_aliased(rows, "u")).qualify(
+            tie_winner(view, _keys(view), _col("__fs_ts"), _col(view.created)))
+    else:
+        _refuse_duplicates(connection, view, rows)
+    _run(connection, _temp_table("__fs_merged", validity_intervals(view, rows)))
+    _run(connection, exp.Delete(this=table.copy(), using=[_aliased(keys, "l")],
+                                where=exp.Where(this=_same_keys(view, table.name, "l"))))
+    _run(connection, exp.Insert(this=table.copy(), expression=exp.select("*").from_("__fs_merged"), by_name=True))
+    connection.execute("DROP TABLE __fs_merged")
+
+
+def _run(connection: Any, statement: exp.Expr) -> None:
+    connection.execute(statement.sql(dialect="duckdb", comments=False))
+
+
+def _temp_table(name: str, query: exp.Query) -> exp.Create:
+    return exp.Create(this=exp.to_table(name, quoted=True), kind="TABLE", expression=query, replace=True,
+                      properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+
+
+def _keys(view: FeatureView) -> list[exp.Column]:
+    return [_col(k) for k in view.entity]
+
+
+def _same_keys(view: FeatureView, left: str, right: str) -> exp.Expr:
+    return exp.and_(*[exp.EQ(this=_col(k, left), expression=_col(k, right)) for k in view.entity])
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table, quoted=True)
+
+
+def _aliased(query: exp.Query, alias: str) -> exp.Subquery:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+
+
 def _keyed(view: FeatureView, rows: exp.Select) -> exp.Select:
     """Prepared rows without NULL keys, which match no spine row."""
-    return rows.where(exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "r", quoted=True), expression=exp.Null()))
+    return rows.where(exp.and_(*[exp.Not(this=exp.Is(this=_col(k, "r"), expression=exp.Null()))
                                  for k in view.entity]))
-
-
-def _quoted(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
-
-
-def _parse(sql: str) -> exp.Query:
-    import sqlglot
-
-    query = sqlglot.parse_one(sql, read="duckdb")
-    assert isinstance(query, exp.Query)
-    return query
 
 
 def _refuse_duplicates(connection: Any, view: FeatureView, rows: exp.Query) -> None:
