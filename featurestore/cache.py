@@ -37,7 +37,8 @@ from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
 
-__all__ = ["SCHEMA", "clear", "duplicate_error", "fill", "fresh_table", "prepared_rows", "sources_of", "status"]
+__all__ = ["SCHEMA", "clear", "duplicate_error", "files_rewritten", "fill", "fingerprint", "fresh_table", "prepared_rows",
+           "source_state", "sources_of", "state_digest", "status"]
 
 SCHEMA = "featurestore_cache"
 _ENTRIES = f"{SCHEMA}.catalog"
@@ -85,7 +86,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
         connection.execute(f"DELETE FROM {_ENTRIES} WHERE view = $1 AND version = $2", [view.name, view.version])
         connection.execute(f"INSERT INTO {_ENTRIES} (view, version, fingerprint, rows, created_at, state, refresh, "
                            "read_rows) VALUES ($1, $2, $3, $4, now(), $5, $6, $7)",
-                           [view.name, view.version, _digest(state), count, json.dumps(state),
+                           [view.name, view.version, state_digest(state), count, json.dumps(state),
                             "incremental" if added else "full", count if read is None else read])
         connection.execute("COMMIT")
     except BaseException:
@@ -288,7 +289,7 @@ def clear(project: Project, views: list[str] | None = None) -> int:
 
 def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
     """A digest of the state of every source the view reads, directly or through other views."""
-    return _digest(source_state(connection, project, view))
+    return state_digest(source_state(connection, project, view))
 
 
 def source_state(connection: Any, project: Project, view: FeatureView) -> dict[str, Any]:
@@ -308,7 +309,17 @@ def source_state(connection: Any, project: Project, view: FeatureView) -> dict[s
     return json.loads(json.dumps(state, default=str))  # as it reads back from the catalog
 
 
-def _digest(state: dict[str, Any]) -> str:
+def files_rewritten(project: Project, before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a file source lost or changed a file between two `source_state`s (gaining files is fine)."""
+    for name, entries in before.items():
+        source = project.settings.sources.get(name)
+        if isinstance(source, FileSource) and not {tuple(e) for e in entries} <= {tuple(e) for e in now.get(name, [])}:
+            return True
+    return False
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """A short digest of a `source_state`: equal digests, equal sources."""
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

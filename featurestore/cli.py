@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     materialize.add_argument("--until", help="an ISO 8601 instant (default now); naive times are UTC")
     materialize.add_argument("--lookback", help="how far before the watermark to look again for late rows "
                                                 "(default [online] lookback, 1d)")
+    materialize.add_argument("--full", action="store_true",
+                             help="rebuild from all source rows (after old rows of a database table changed; "
+                                  "rewritten files are noticed without it)")
     materialize.add_argument("--keep-old-versions", action="store_true",
                              help="keep the tables of a changed view's previous versions")
     materialize.add_argument("--format", choices=FORMATS, default="text")
@@ -319,7 +322,7 @@ def _materialize(args: argparse.Namespace) -> int:
             progress.update(task, completed=views.index(view.name), description=f"materializing {view.name}")
 
         runs = store.materialize(until, args.views or None, lookback=lookback,
-                                 keep_old_versions=args.keep_old_versions, on_view=started)
+                                 keep_old_versions=args.keep_old_versions, full=args.full, on_view=started)
     if args.format == "json":
         print(json.dumps([{**run.__dict__, "until": run.until.isoformat()} for run in runs]))
         return 0

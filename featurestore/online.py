@@ -13,6 +13,7 @@ advisory lock per view, so a killed run leaves nothing behind and concurrent run
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sqlglot import exp
 
-from featurestore.cache import fingerprint, prepared_rows
+from featurestore.cache import files_rewritten, prepared_rows, source_state, state_digest
 from featurestore.compiler.incremental import latest_rows
 from featurestore.compiler.lookup import LookupView, lookup
 from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
@@ -46,7 +47,7 @@ class Run:
 
     view: str
     version: str
-    mode: str  # "backfill" (a new version), "incremental", or "unchanged" (nothing to do)
+    mode: str  # "backfill" (a new version), "rebuild" (all rows again), "incremental", "unchanged" (nothing to do)
     read: int  # entities whose latest row the run computed
     written: int  # rows inserted or updated online
     late: int  # rows written that became known before the previous watermark: later than promised
@@ -55,12 +56,14 @@ class Run:
 
 
 def materialize(project: Project, until: datetime | None = None, views: Iterable[str] | None = None, *,
-                lookback: timedelta | None = None, keep_old_versions: bool = False,
+                lookback: timedelta | None = None, keep_old_versions: bool = False, full: bool = False,
                 on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
     """Bring the online tables up to date with all source data known by `until` (default now).
 
     `lookback` (default [online] lookback, 1d) is how far before the watermark an incremental run
-    looks again, for rows that arrived later than their view's `available_after` promised.
+    looks again, for rows that arrived later than their view's `available_after` promised. A view
+    whose file source lost or changed a file since the last run is rebuilt from all its rows, as is
+    every view with `full` (after old rows of a database table changed).
     """
     until = _utc(until) if until is not None else datetime.now(timezone.utc)
     chosen = _views(project, views)
@@ -71,7 +74,7 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
         if on_view is not None:
             on_view(view)
         runs.append(_materialize_view(project, url, view, until, lookback or project.settings.online_lookback,
-                                      keep_old_versions))
+                                      keep_old_versions, full))
     return runs
 
 
@@ -98,6 +101,7 @@ def _ensure_schema(url: str) -> None:
         connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.watermarks (view text, version text, "
                            "watermark timestamptz NOT NULL, fingerprint text, rows_written bigint, late bigint, "
                            "materialized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (view, version))")
+        connection.execute(f"ALTER TABLE {SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS state text")
 
 
 def _columns(view: FeatureView) -> list[tuple[str, str]]:
@@ -115,7 +119,7 @@ def _columns(view: FeatureView) -> list[tuple[str, str]]:
 
 
 def _materialize_view(project: Project, url: str, view: FeatureView, until: datetime, lookback: timedelta,
-                      keep_old_versions: bool) -> Run:
+                      keep_old_versions: bool, full: bool) -> Run:
     from psycopg import sql
 
     started = time.perf_counter()
@@ -132,11 +136,18 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
         with postgres.connect(url) as connection, connection.transaction():
             # A concurrent run of this view waits here, then finds the watermark this one leaves.
             connection.execute("SELECT pg_advisory_xact_lock(%s)", [postgres.lock_key(f"materialize:{view.name}")])
-            previous = connection.execute(f"SELECT watermark, fingerprint FROM {SCHEMA}.watermarks "
+            previous = connection.execute(f"SELECT watermark, fingerprint, state FROM {SCHEMA}.watermarks "
                                           "WHERE view = %s AND version = %s", [view.name, view.version]).fetchone()
-            state = fingerprint(offline, project, view)
-            if previous is not None and previous[0] >= until and previous[1] == state:
+            sources = source_state(offline, project, view)
+            state = state_digest(sources)
+            if previous is not None and previous[0] >= until and previous[1] == state and not full:
                 return Run(view.name, view.version, "unchanged", 0, 0, 0, time.perf_counter() - started, until)
+            if previous is None:
+                mode = "backfill"
+            elif full or files_rewritten(project, json.loads(previous[2] or "{}"), sources):
+                mode, previous = "rebuild", None  # old rows changed: only a run over all of them is right
+            else:
+                mode = "incremental"
             with duck.errors_as_feature_store_errors():
                 register_sources(offline, project, [view], every_source=False, loaded=set())
                 rows = prepared_rows(project, view, names[len(view.entity) + 1:])
@@ -153,18 +164,21 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 path = str(batch_file).replace("'", "''")
                 offline.execute(f"COPY (SELECT {quoted} FROM __fs_batch) TO '{path}' (FORMAT csv, HEADER false)")
             cursor = connection.cursor()
+            if mode == "rebuild":  # the watermark is this run's, whatever an earlier run reached
+                cursor.execute(f"DELETE FROM {SCHEMA}.watermarks WHERE view = %s AND version = %s",
+                               [view.name, view.version])
             if previous is None:
-                mode, late = "backfill", 0
+                late = 0
                 written = _backfill(cursor, view, table, columns, batch_file)
             else:
-                mode = "incremental"
                 written, late = _upsert(cursor, view, target, columns, batch_file, previous[0])
-            cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, "
-                           "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO UPDATE "
-                           "SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
-                           "EXCLUDED.fingerprint, rows_written = EXCLUDED.rows_written, late = EXCLUDED.late, "
-                           "materialized_at = now()", [view.name, view.version, until, state, written, late])
-            if mode == "backfill":
+            cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
+                           "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
+                           "UPDATE SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
+                           "EXCLUDED.fingerprint, state = EXCLUDED.state, rows_written = EXCLUDED.rows_written, "
+                           "late = EXCLUDED.late, materialized_at = now()",
+                           [view.name, view.version, until, state, json.dumps(sources), written, late])
+            if mode != "incremental":
                 _switch(cursor, view, table, keep_old_versions)
     finally:
         offline.close()
@@ -177,7 +191,7 @@ def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[st
     from psycopg import sql
 
     target = sql.Identifier(SCHEMA, table)
-    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(target))  # and the view on it, if rebuilt
     cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
     postgres.copy_csv(cursor, SCHEMA, table, [name for name, _ in columns], batch)
@@ -249,7 +263,7 @@ class OnlineStore:
     def __init__(self, project: Project) -> None:
         self._project = project
         self._pool: Any = None
-        self._plans: dict[Any, tuple[str, list[tuple[str, str]], list[tuple[str, str]], list[FeatureView]]] = {}
+        self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView]]] = {}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -260,22 +274,17 @@ class OnlineStore:
                full_names: bool = False) -> Any:
         """One row per requested entity, in request order: its key columns, then the features as of `at`."""
         import polars as pl
-        import pyarrow as pa
 
         requested = _entity_lists(entities)
         plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
         if plan_key not in self._plans:
             self._plans[plan_key] = self._plan(features, full_names, list(requested))
-        statement, keys, outputs, views = self._plans[plan_key]
+        statement, keys, schema, views = self._plans[plan_key]
         count = _check_entities(requested, keys, views)
-        instant = _utc(at) if at is not None else datetime.now(timezone.utc)
         parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
-        parameters["at"] = instant
+        parameters["at"] = _utc(at) if at is not None else datetime.now(timezone.utc)
         rows = self._fetch(statement, parameters, views) if count else []
-        arrays = {name: pa.array(requested[name], _arrow_type(kind)) for name, kind in keys}
-        for index, (name, kind) in enumerate(outputs):
-            arrays[name] = pa.array([row[index] for row in rows], _arrow_type(kind))
-        return pl.from_arrow(pa.table(arrays))
+        return pl.DataFrame(rows, schema=schema, orient="row")
 
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
         project = self._project
@@ -299,8 +308,8 @@ class OnlineStore:
         items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name])) for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
         statement = lookup(items, pg_keys).sql(dialect="postgres")
-        outputs = [(s.output, s.feature.type) for item in items for s in item.selected]
-        return statement, keys, outputs, views
+        columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
+        return statement, keys, _polars_schema(columns), views
 
     def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         import psycopg
@@ -326,7 +335,7 @@ def _entity_lists(entities: Any) -> dict[str, list[Any]]:
         for name, values in entities.items():
             if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
                 raise FeatureStoreError(f"entities['{name}'] must be a list of values, one per entity")
-            result[str(name)] = list(values)
+            result[str(name)] = values.tolist() if hasattr(values, "tolist") else list(values)  # numpy → Python
         return result
     module = type(entities).__module__.split(".")[0]
     if module in ("polars", "pandas", "pyarrow"):
@@ -357,6 +366,15 @@ def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]]
                 raise FeatureStoreError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
                                         f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
     return len(requested[keys[0][0]]) if keys else 0
+
+
+def _polars_schema(columns: list[tuple[str, str]]) -> Any:
+    """The polars types a training frame gives columns of these DuckDB types."""
+    import polars as pl
+    import pyarrow as pa
+
+    empty = pa.table({name: pa.array([], _arrow_type(kind)) for name, kind in columns})
+    return pl.from_arrow(empty).schema
 
 
 _ARROW: dict[str, Any] = {}

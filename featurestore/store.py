@@ -74,15 +74,16 @@ class FeatureStore:
         return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
 
     def materialize(self, until: datetime | None = None, views: Iterable[str] | None = None, *,
-                    lookback: timedelta | None = None, keep_old_versions: bool = False,
+                    lookback: timedelta | None = None, keep_old_versions: bool = False, full: bool = False,
                     on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
         """Write every snapshot view's latest values, as known by `until` (default now), to PostgreSQL.
 
         Incremental: each view reads only rows known after its watermark (less `lookback`, for rows
-        that arrive late). A changed view is backfilled into a new table and switched to atomically.
+        that arrive late). A changed view is backfilled into a new table and switched to atomically;
+        a view whose files were rewritten, or every view with `full`, is rebuilt from all its rows.
         """
         return materialize(self.project, until, views, lookback=lookback, keep_old_versions=keep_old_versions,
-                           on_view=on_view)
+                           full=full, on_view=on_view)
 
     def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False) -> Any:

@@ -114,13 +114,18 @@ def test_runs_are_incremental_and_a_second_run_does_no_work(store: FeatureStore,
                                 {"user_id": 0, "amount": 3.0, "card_id": 3, "big": True},
                                 {"user_id": 7, "amount": None, "card_id": None, "big": None}]
     assert frame.schema == {"user_id": pl.Int64, "amount": pl.Float64, "card_id": pl.Int64, "big": pl.Boolean}
-    # Beyond the TTL, at the lookup's instant, values are NULL, as in a frame.
+    # A row not yet known at the lookup's instant is not returned (no value from the future)...
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=T0)["amount"].to_list() == [None]
+    # ...nor one older than the TTL then, as in a frame.
     assert store.online({"user_id": [0]}, ["spend.amount"], at=until + timedelta(hours=3))["amount"].to_list() == [None]
     # New rows: one on time, one late (known before the watermark, within the look-back).
-    project.parquet("events", pa.concat_tables([events_table(6), pa.table({
+    pq.write_table(pa.table({
         "user_id": pa.array([1, 0], pa.int64()), "card_id": pa.array([6, 9], pa.int64()),
         "amount": pa.array([6.0, 9.0]), "ts": pa.array([T0 + timedelta(hours=6), T0 + timedelta(hours=4, minutes=30)],
-                                                       pa.timestamp("us", tz="UTC"))})]))
+                                                       pa.timestamp("us", tz="UTC"))}),
+        project.root / "data" / "events_new.parquet")  # a new file: the source only grew
+    project.sources["events"] = '"data/events*.parquet"'
+    project.write_config()
     store = FeatureStore(project.root)
     [run] = store.materialize(until=T0 + timedelta(hours=6))
     assert (run.mode, run.written, run.late) == ("incremental", 2, 1)
@@ -132,6 +137,17 @@ def test_runs_are_incremental_and_a_second_run_does_no_work(store: FeatureStore,
     store.materialize(until=T0 + timedelta(hours=1), lookback=timedelta(days=1))
     assert [(r[0], r[2]) for r in online_table(online_database, store, "spend")] == [(0, 9.0), (1, 6.0), (2, 5.0)]
     store.close()
+
+
+def test_a_rewritten_file_or_full_rebuilds(store: FeatureStore, project: ProjectDir) -> None:
+    until = T0 + timedelta(hours=5)
+    store.materialize(until=until)
+    changed = events_table(6).set_column(2, "amount", pa.array([float(-i) for i in range(6)]))
+    project.parquet("events", changed)  # old rows rewritten, not appended: an incremental run would miss them
+    assert [r.mode for r in store.materialize(until=until)] == ["rebuild"]
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=until)["amount"].to_list() == [-5.0]
+    assert [r.mode for r in store.materialize(until=until)] == ["unchanged"]
+    assert [(r.mode, r.written) for r in store.materialize(until=until, full=True)] == [("rebuild", 3)]
 
 
 def test_a_changed_view_is_backfilled_into_a_new_table_and_switched(store: FeatureStore, project: ProjectDir,
@@ -175,6 +191,10 @@ def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
     with pytest.raises(FeatureStoreError, match="differ in length"):
         FeatureStore(store.root).online({"user_id": [1], "card_id": [1, 2]}, ["spend.amount"])
     assert store.online({"user_id": []}, ["spend.amount"]).shape == (0, 2)
+    import numpy as np
+
+    assert store.online({"user_id": np.array([2, 0])}, ["spend.amount"], at=T0 + timedelta(hours=5)) \
+        ["amount"].to_list() == [5.0, 3.0]
     assert store.online(pl.DataFrame({"user_id": [None, 1]}), ["spend.amount"], at=T0 + timedelta(hours=5)) \
         ["amount"].to_list() == [None, 4.0]
 

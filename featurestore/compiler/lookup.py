@@ -2,19 +2,22 @@
 
     lookup([LookupView(user_daily_stats, ("featurestore_online", "user_daily_stats__ab12"), selected)],
            [("user_id", "bigint")])
-    →  SELECT CASE WHEN %(at)s - v0.__fs_ts <= INTERVAL '…' THEN v0.txn_count END AS txn_count, …
+    →  SELECT r.user_id, v0.txn_count, …
        FROM unnest(%(k0)s::bigint[]) WITH ORDINALITY AS r(user_id, __fs_i)
-       LEFT JOIN featurestore_online.user_daily_stats__ab12 AS v0 ON v0.user_id = r.user_id
+       LEFT JOIN featurestore_online.user_daily_stats__ab12 AS v0
+         ON v0.user_id = r.user_id AND v0.__fs_ts + <lag> <= %(at)s AND v0.__fs_ts >= %(at)s - <ttl>
        ORDER BY r.__fs_i
 
-One row per requested entity, in request order; NULL features for unknown entities, beyond
-the TTL, or before `available_since` (SEMANTICS.md, at the instant `%(at)s`). Keys and the
-instant are parameters; table and column names come from the registry of views.
+One row per requested entity, in request order: its keys, then the features. They are NULL
+for unknown entities, for a row not yet known at `%(at)s` or older than the TTL then, and
+before `available_since` (SEMANTICS.md). Keys and the instant are parameters; table and
+column names come from the registry of views.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlglot
 from sqlglot import exp
@@ -39,33 +42,36 @@ def lookup(views: list[LookupView], keys: list[tuple[str, str]]) -> exp.Select:
     query = sqlglot.parse_one(f'SELECT 1 FROM unnest({arrays}) WITH ORDINALITY AS "r"({names}, "__fs_i") '
                               'ORDER BY "r"."__fs_i"', read="postgres")
     assert isinstance(query, exp.Select)
-    query.set("expressions", [])
+    query.set("expressions", [exp.column(name, "r", quoted=True) for name, _ in keys])
     at = exp.cast(exp.Placeholder(this="at"), "TIMESTAMPTZ")
     for number, item in enumerate(views):
         alias = f"v{number}"
         table = exp.table_(item.table[1], db=item.table[0], quoted=True, alias=exp.to_identifier(alias, quoted=True))
         query = query.join(table, join_type="LEFT", on=exp.and_(*[
             exp.EQ(this=exp.column(k, alias, quoted=True), expression=exp.column(k, "r", quoted=True))
-            for k in item.view.entity]))
-        guard = _guard(item.view, alias, at)
+            for k in item.view.entity], *_known(item.view, alias, at)))
         for selected in item.selected:
-            value: exp.Expr = exp.column(selected.feature.column, alias, quoted=True)
-            if guard is not None:
-                value = exp.case().when(guard.copy(), value)
-            query = query.select(exp.alias_(value, selected.output, quoted=True))
+            query = query.select(exp.alias_(exp.column(selected.feature.column, alias, quoted=True), selected.output,
+                                            quoted=True))
     return query
 
 
-def _guard(view: FeatureView, alias: str, at: exp.Expr) -> exp.Expr | None:
-    conditions: list[exp.Expr] = []
+def _known(view: FeatureView, alias: str, at: exp.Expr) -> list[exp.Expr]:
+    """The stored row counts at `at`: known by then, within the TTL, from `available_since`."""
+    ts = exp.column("__fs_ts", alias, quoted=True)
+    known = ts if not view.available_after else exp.Add(this=ts, expression=_interval(view.available_after))
+    conditions: list[exp.Expr] = [exp.LTE(this=known, expression=at.copy())]
     if view.ttl is not None:
-        micros = int(view.ttl.total_seconds()) * 1_000_000 + view.ttl.microseconds
-        conditions.append(exp.LTE(this=exp.Sub(this=at.copy(), expression=exp.column("__fs_ts", alias, quoted=True)),
-                                  expression=exp.Interval(this=exp.Literal.string(f"{micros} microseconds"))))
+        conditions.append(exp.GTE(this=ts.copy(), expression=exp.Sub(this=at.copy(), expression=_interval(view.ttl))))
     if view.available_since is not None:
         conditions.append(exp.GTE(this=at.copy(), expression=exp.cast(
             exp.Literal.string(view.available_since.isoformat()), "TIMESTAMPTZ")))
-    return exp.and_(*conditions) if conditions else None
+    return conditions
+
+
+def _interval(length: timedelta) -> exp.Interval:
+    micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
+    return exp.Interval(this=exp.Literal.string(f"{micros} microseconds"))
 
 
 def _quoted(name: str) -> str:
