@@ -139,6 +139,21 @@ def test_runs_are_incremental_and_a_second_run_does_no_work(store: FeatureStore,
     store.close()
 
 
+def test_a_tie_with_a_stored_row_is_refused(project: ProjectDir) -> None:
+    project.sources["events"] = '"data/events*.parquet"'
+    project.write_config()
+    project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")
+    store = FeatureStore(project.root)
+    until = T0 + timedelta(hours=6)
+    store.materialize(until=until)
+    pq.write_table(events_table(6).slice(5, 1).set_column(2, "amount", pa.array([50.0])),  # user 2 at 5h, again
+                   project.root / "data" / "events_late.parquet")
+    with pytest.raises(FeatureStoreError, match="several rows with user_id=2 and ts=2026-01-01 05:00:00.*created"):
+        FeatureStore(project.root).materialize(until=until)
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=until)["amount"].to_list() == [5.0]  # untouched
+    store.close()
+
+
 def test_a_rewritten_file_or_full_rebuilds(store: FeatureStore, project: ProjectDir) -> None:
     until = T0 + timedelta(hours=5)
     store.materialize(until=until)
@@ -286,3 +301,19 @@ def test_cli_materializes_and_looks_up(store: FeatureStore, project: ProjectDir,
     assert code == 1 and "--until 'yesterday'" in err and "2026-10-15" in err
     code, _, err = project.run("online", "--entity", "user_id", "--features", "spend.amount", capsys=capsys)
     assert code == 1 and "KEY=V1,V2" in err
+
+
+def test_the_fast_row_constructor_equals_polars_public_one() -> None:
+    import datetime as dt
+    import decimal
+
+    from featurestore.online import rows_frame
+
+    schema = pl.Schema({"a": pl.Int64, "b": pl.Float64, "c": pl.String, "d": pl.Boolean, "e": pl.Datetime("us", "UTC"),
+                        "f": pl.Datetime("us"), "g": pl.Date, "h": pl.Decimal(10, 2), "i": pl.Int32, "j": pl.Time})
+    rows = [(1, 0.5, "x", True, dt.datetime(2024, 1, 1, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+             dt.datetime(2024, 1, 1), dt.date(2024, 1, 2), decimal.Decimal("1.25"), 3, dt.time(1, 2, 3)), (None,) * 10]
+    fast = rows_frame(rows, schema)
+    assert fast.schema == schema
+    assert fast.equals(pl.DataFrame(rows, schema=schema, orient="row"))
+    assert rows_frame([], schema).equals(pl.DataFrame([], schema=schema, orient="row"))
