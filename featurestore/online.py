@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from featurestore.cache import files_rewritten, prepared_rows, source_state, state_digest
 from featurestore.compiler.incremental import latest_rows
-from featurestore.compiler.lookup import LookupView, lookup
+from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
 from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
@@ -266,7 +266,7 @@ class OnlineStore:
     def __init__(self, project: Project) -> None:
         self._project = project
         self._pool: Any = None
-        self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView]]] = {}
+        self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -280,11 +280,15 @@ class OnlineStore:
         plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
         if plan_key not in self._plans:
             self._plans[plan_key] = self._plan(features, full_names, list(requested))
-        statement, keys, schema, views = self._plans[plan_key]
+        statement, keys, schema, views, by_key = self._plans[plan_key]
         count = _check_entities(requested, keys, views)
         parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
         parameters["at"] = _utc(at) if at is not None else datetime.now(timezone.utc)
         rows = self._fetch(statement, parameters, views) if count else []
+        if by_key:  # rows came back by key, in no order: put them in request order, NULLs for the rest
+            found = {row[0]: row for row in rows}
+            missing = (None,) * (len(schema) - 1)
+            rows = [found.get(value) or (value, *missing) for value in parameters["k0"]]
         return rows_frame(rows, schema)
 
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
@@ -308,9 +312,11 @@ class OnlineStore:
                     keys.append((key, types[key]))
         items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name])) for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
-        statement = lookup(items, pg_keys).sql(dialect="postgres")
+        # One view with one integer or text key (the usual serving lookup) has a cheaper statement.
+        by_key = len(items) == 1 and len(keys) == 1 and (keys[0][1].upper() in _INTEGERS or keys[0][1] == "VARCHAR")
+        query = lookup_by_key(items[0], pg_keys[0][1]) if by_key else lookup(items, pg_keys)
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
-        return statement, keys, _polars_schema(columns), views
+        return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
 
     def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         import psycopg

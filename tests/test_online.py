@@ -210,6 +210,8 @@ def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
 
     assert store.online({"user_id": np.array([2, 0])}, ["spend.amount"], at=T0 + timedelta(hours=5)) \
         ["amount"].to_list() == [5.0, 3.0]
+    repeated = store.online({"user_id": [2, 9, 2]}, ["spend.amount", "spend.big"], at=T0 + timedelta(hours=5))
+    assert repeated.rows() == [(2, 5.0, True), (9, None, None), (2, 5.0, True)]
     assert store.online(pl.DataFrame({"user_id": [None, 1]}), ["spend.amount"], at=T0 + timedelta(hours=5)) \
         ["amount"].to_list() == [None, 4.0]
 

@@ -25,7 +25,7 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
-__all__ = ["LookupView", "lookup"]
+__all__ = ["LookupView", "lookup", "lookup_by_key"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,25 @@ def lookup(views: list[LookupView], keys: list[tuple[str, str]]) -> exp.Select:
             query = query.select(exp.alias_(exp.column(selected.feature.column, alias, quoted=True), selected.output,
                                             quoted=True))
     return query
+
+
+def lookup_by_key(item: LookupView, key_type: str) -> exp.Select:
+    """One view with one key column: its rows for the keys in `%(k0)s`, in no order (the caller
+    orders them and fills in unknown keys). About the cost of a bare `WHERE key = ANY(…)`; the
+    general `lookup` costs more than that in PostgreSQL (~70 µs for one entity, measured).
+
+        SELECT user_id, txn_count, … FROM featurestore_online.user_daily_stats__ab12 AS v0
+        WHERE v0.user_id = ANY(%(k0)s::bigint[]) AND v0.__fs_ts + <lag> <= %(at)s AND …
+    """
+    (key,) = item.view.entity
+    alias = "v0"
+    at = exp.cast(exp.Placeholder(this="at"), "TIMESTAMPTZ")
+    table = exp.table_(item.table[1], db=item.table[0], quoted=True, alias=exp.to_identifier(alias, quoted=True))
+    wanted = exp.EQ(this=exp.column(key, alias, quoted=True), expression=exp.Any(this=exp.Paren(
+        this=exp.cast(exp.Placeholder(this="k0"), exp.DataType.build(f"{key_type}[]", dialect="postgres")))))
+    return exp.select(exp.column(key, alias, quoted=True), *[
+        exp.alias_(exp.column(s.feature.column, alias, quoted=True), s.output, quoted=True) for s in item.selected]) \
+        .from_(table).where(exp.and_(wanted, *_known(item.view, alias, at)))
 
 
 def _known(view: FeatureView, alias: str, at: exp.Expr) -> list[exp.Expr]:
