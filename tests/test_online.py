@@ -29,7 +29,7 @@ from featurestore.engines.postgres import lock_key
 from reference import Rules
 from test_point_in_time import UTC_US, cases, definition, has_ties
 
-EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 40)
+EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
 
