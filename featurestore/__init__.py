@@ -10,23 +10,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from featurestore.errors import (
+    BadRequestError,
     ConfigError,
     DefinitionError,
     FeatureStoreError,
     InvalidProjectError,
     Problem,
+    UnavailableError,
+    UnknownNameError,
 )
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
 
 __all__ = [
+    "BadRequestError",
     "ConfigError",
     "DefinitionError",
     "FeatureStore",
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
+    "UnavailableError",
+    "UnknownNameError",
 ]
 __version__ = "0.1.0"
 

@@ -116,6 +116,22 @@ def _parser() -> argparse.ArgumentParser:
     online.add_argument("--format", choices=FORMATS, default="text")
     online.set_defaults(handler=_online)
 
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP lookup service",
+                                description="Serve online features over HTTP (FastAPI on uvicorn) for the project, "
+                                            "on the PostgreSQL the SDK uses. OpenAPI docs at /docs.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(handler=_serve)
+
+    key = commands.add_parser("key", help="create an API key for the lookup service",
+                              description="Print a new random API key for CONSUMER, and the lines to add to "
+                                          "featurestore.toml (which stores only its SHA-256).")
+    key.add_argument("action", choices=("new",))
+    key.add_argument("consumer", help="who will use the key (e.g. fraud_model_v3)")
+    key.add_argument("--tags", help="comma-separated tags of the views the key may read (default: all views)")
+    key.set_defaults(handler=_key)
+
     init = commands.add_parser("init", help="create a starter project in DIR",
                                description="Create a working starter project: config, sample data and two views.")
     init.add_argument("dir", help="folder to create (may exist but must not hold a featurestore.toml)")
@@ -212,12 +228,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _views(args: argparse.Namespace) -> int:
     store = _store(args)
-    rows = [{
-        "view": v.name, "kind": v.kind, "entity": list(v.entity), "timestamp": v.timestamp, "owner": v.owner,
-        "version": v.version, "tags": list(v.tags), "path": str(v.path.relative_to(store.root)),
-        "deprecated": v.deprecated.sunset.isoformat() if v.deprecated else None,
-        "features": [{"name": f.name, "type": f.type} for f in v.features],
-    } for v in store.views.values()]
+    rows = store.catalog()
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -373,6 +384,38 @@ def _instant(text: str, option: str) -> Any:
         return parse_instant(text)
     except ValueError as exc:
         raise FeatureStoreError(f"{option} {text!r}: {exc}; write e.g. 2026-10-15 or 2026-10-15T06:00:00Z") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    store = _store(args)
+    store.project  # a broken project stops here with its problems, before the server starts
+    os.environ["FEATURESTORE_PROJECT"] = str(store.root)
+    uvicorn.run("server.app:from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
+
+
+def _key(args: argparse.Namespace) -> int:
+    import hashlib
+    import re
+    import secrets
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.consumer):
+        raise FeatureStoreError(f"consumer '{args.consumer}': use letters, digits, '_', '.' and '-'")
+    secret = "fs_" + secrets.token_urlsafe(32)
+    tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+    print(f"API key for {args.consumer} (shown once; give it to the consumer, keep it out of the repository):")
+    print(f"    {secret}")
+    print("\nAdd to featurestore.toml:\n")
+    print(f"[server.keys.{args.consumer}]")
+    print(f'sha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"')
+    if tags:
+        print("tags = [" + ", ".join(f'"{t}"' for t in tags) + "]")
+    return 0
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -28,11 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from featurestore.errors import ConfigError, InvalidProjectError, Problem, did_you_mean
 
 __all__ = [
+    "ApiKey",
     "CONFIG_FILE",
     "DURATION_UNITS",
     "DuckDBSource",
     "FileSource",
     "PostgresSource",
+    "ServerSettings",
     "Settings",
     "Source",
     "find_root",
@@ -100,6 +102,22 @@ def parse_duration(text: str) -> timedelta:
 
 
 
+class ApiKey(_Frozen):
+    """An API key of the lookup service, stored as the SHA-256 of the key, never the key itself."""
+
+    consumer: str
+    sha256: str
+    tags: tuple[str, ...] | None = None  # the tags of views it may read; None: every view
+
+
+class ServerSettings(_Frozen):
+    """The HTTP lookup service: limits, keys, and who may still read past a sunset."""
+
+    max_entities: int = 10_000
+    keys: tuple[ApiKey, ...] = ()
+    allow_after_sunset: tuple[str, ...] = ()
+
+
 class Settings(_Frozen):
     """Everything the store needs to know about a project; absolute paths only."""
 
@@ -109,6 +127,7 @@ class Settings(_Frozen):
     offline_database: Path
     postgres_url: str | None
     online_lookback: timedelta = timedelta(days=1)
+    server: ServerSettings = ServerSettings()
     sources: dict[str, Source]
     source_lines: dict[str, int] = {}
 
@@ -165,7 +184,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
         problems.append(Problem(path, line, message, hint, code="config"))
 
-    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback"}, "sources": None}
+    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback"}, "sources": None,
+               "server": {"max_entities", "keys", "allow_after_sunset"}}
     raw = dict(raw)
     for key, value in list(raw.items()):
         if key not in allowed:
@@ -193,6 +213,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         problem("online", "lookback", f"online.lookback: {exc}",
                 "write a duration: an integer and a unit (s, m, h, d, w), e.g. `1d` or `6h`")
 
+    server = _server(raw.get("server", {}), problem)
+
     sources: dict[str, Source] = {}
     source_lines: dict[str, int] = {}
     raw_sources = raw.get("sources", {})
@@ -216,6 +238,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         offline_database=(root / database).resolve(),
         postgres_url=url,
         online_lookback=lookback,
+        server=server,
         sources=sources,
         source_lines=source_lines,
     )
@@ -256,6 +279,36 @@ def _format_of(path: str) -> str | None:
         if lowered.endswith(suffix):
             return fmt
     return None
+
+
+def _server(raw: dict[str, Any], problem: Any) -> ServerSettings:
+    """[server] max_entities = N, allow_after_sunset = [consumers], and [server.keys.<consumer>] tables
+    with `sha256 = "<hex digest of the key>"` and optional `tags = [...]`."""
+    limit = raw.get("max_entities", 10_000)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        problem("server", "max_entities", "server.max_entities must be a positive integer")
+        limit = 10_000
+    allowed = raw.get("allow_after_sunset", [])
+    if not isinstance(allowed, list) or not all(isinstance(c, str) for c in allowed):
+        problem("server", "allow_after_sunset", "server.allow_after_sunset must be a list of consumer names")
+        allowed = []
+    keys = []
+    table = raw.get("keys", {})
+    if not isinstance(table, dict):
+        problem("server", "keys", "server.keys must be a table: [server.keys.<consumer>]")
+        table = {}
+    for consumer, spec in table.items():
+        digest = spec.get("sha256") if isinstance(spec, dict) else None
+        tags = spec.get("tags") if isinstance(spec, dict) else None
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            problem("server.keys", consumer, f"key of consumer '{consumer}' needs sha256 = \"<64 hex digits>\"",
+                    "create a key with `featurestore key new <consumer>`; it prints the lines to paste")
+            continue
+        if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+            problem("server.keys", consumer, f"tags of key '{consumer}' must be a list of strings")
+            continue
+        keys.append(ApiKey(consumer=consumer, sha256=digest, tags=None if tags is None else tuple(tags)))
+    return ServerSettings(max_entities=limit, keys=tuple(keys), allow_after_sunset=tuple(allowed))
 
 
 def _string(value: object, problem: Any, section: str, key: str) -> str:

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 __all__ = [
+    "BadRequestError",
     "ConfigError",
     "DefinitionError",
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
+    "UnavailableError",
+    "UnknownNameError",
     "closest",
 ]
 
@@ -56,6 +59,18 @@ class Problem:
 
 class FeatureStoreError(Exception):
     """Base of every error a user can cause; its message says what to do."""
+
+
+class UnknownNameError(FeatureStoreError):
+    """A view or feature that the project does not define (the message suggests the closest)."""
+
+
+class BadRequestError(FeatureStoreError):
+    """Input of the wrong shape or type: entity keys, feature references, instants."""
+
+
+class UnavailableError(FeatureStoreError):
+    """The online store cannot answer now (PostgreSQL unreachable, a view not yet materialized)."""
 
 
 class ConfigError(FeatureStoreError):

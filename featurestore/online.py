@@ -28,7 +28,7 @@ from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
 from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError, UnknownNameError
 from featurestore.project import Project
 from featurestore.selection import select_features
 from featurestore.sources import register_sources
@@ -38,6 +38,7 @@ __all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame"]
 
 SCHEMA = "featurestore_online"
 _TS = "__fs_ts"
+_WAIT_FOR_CONNECTION = 3.0  # seconds a lookup waits for a pooled connection before reporting it unavailable
 _INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
 
 
@@ -87,7 +88,7 @@ def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:
             from featurestore.errors import did_you_mean
 
             hint = did_you_mean(name, project.views) or f"known views: {', '.join(sorted(project.views))}"
-            raise FeatureStoreError(f"unknown view '{name}'; {hint}")
+            raise UnknownNameError(f"unknown view '{name}'; {hint}")
         if project.views[name].windows:
             raise FeatureStoreError(f"view '{name}' is a window view; window views are not yet materialized online")
         chosen.append(project.views[name])
@@ -300,13 +301,13 @@ class OnlineStore:
         views = [project.views[name] for name in by_view]
         windowed = [v.name for v in views if v.windows]
         if windowed:
-            raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available online")
+            raise BadRequestError(f"window views ({', '.join(windowed)}) are not yet available online")
         keys: list[tuple[str, str]] = []
         for view in views:
             types = {c.name: c.type for c in view.columns}
             for key in view.entity:
                 if key not in given:
-                    raise FeatureStoreError(f"the entities lack '{key}', the entity key of view '{view.name}' "
+                    raise BadRequestError(f"the entities lack '{key}', the entity key of view '{view.name}' "
                                             f"(given: {', '.join(given) or 'none'})")
                 if key not in dict(keys):
                     keys.append((key, types[key]))
@@ -318,21 +319,29 @@ class OnlineStore:
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
 
+    def ping(self) -> None:
+        """Raise UnavailableError unless PostgreSQL answers a trivial query."""
+        self._fetch("SELECT 1", {}, [])
+
     def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         import psycopg
 
         settings = self._project.settings
         if self._pool is None:
             self._pool = postgres.pool(postgres.resolve_url(settings.postgres_url, settings.state_dir))
+        from psycopg_pool import PoolTimeout
+
         try:
-            with self._pool.connection() as connection:
+            with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
                 return connection.execute(statement, parameters).fetchall()
         except psycopg.errors.UndefinedTable:
             missing = ", ".join(f"'{v.name}'" for v in views)
-            raise FeatureStoreError(f"a view of {missing} is not materialized in its current version; run "
+            raise UnavailableError(f"a view of {missing} is not materialized in its current version; run "
                                     "`featurestore materialize`") from None
-        except psycopg.OperationalError as exc:
-            raise FeatureStoreError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
+        except psycopg.DataError as exc:  # e.g. a key beyond its column's range
+            raise BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}") from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:  # the pool reconnects once the server is back
+            raise UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
 
 
 def _entity_lists(entities: Any) -> dict[str, list[Any]]:
@@ -341,7 +350,7 @@ def _entity_lists(entities: Any) -> dict[str, list[Any]]:
         result = {}
         for name, values in entities.items():
             if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-                raise FeatureStoreError(f"entities['{name}'] must be a list of values, one per entity")
+                raise BadRequestError(f"entities['{name}'] must be a list of values, one per entity")
             result[str(name)] = values.tolist() if hasattr(values, "tolist") else list(values)  # numpy → Python
         return result
     module = type(entities).__module__.split(".")[0]
@@ -351,14 +360,14 @@ def _entity_lists(entities: Any) -> dict[str, list[Any]]:
         frame = entities if module == "polars" else pl.from_pandas(entities) if module == "pandas" \
             else pl.from_arrow(entities)
         return {name: frame[name].to_list() for name in frame.columns}
-    raise FeatureStoreError(f"entities are a mapping of key column to a list of values, or a DataFrame; "
+    raise BadRequestError(f"entities are a mapping of key column to a list of values, or a DataFrame; "
                             f"got {type(entities).__name__}")
 
 
 def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]], views: list[FeatureView]) -> int:
     lengths = {name: len(values) for name, values in requested.items()}
     if len(set(lengths.values())) > 1:
-        raise FeatureStoreError("the entity key lists differ in length: " +
+        raise BadRequestError("the entity key lists differ in length: " +
                                 ", ".join(f"{name} has {n}" for name, n in lengths.items()))
     for name, kind in keys:
         if kind.upper() in _INTEGERS:
@@ -370,7 +379,7 @@ def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]]
         for index, value in enumerate(requested[name]):
             if value is not None and not check(value):
                 owner = next(v.name for v in views if name in v.entity)
-                raise FeatureStoreError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
+                raise BadRequestError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
                                         f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
     return len(requested[keys[0][0]]) if keys else 0
 
@@ -421,5 +430,5 @@ def _arrow_type(duckdb_type: str) -> Any:
 
 def _utc(value: datetime) -> datetime:
     if not isinstance(value, datetime):
-        raise FeatureStoreError(f"expected a datetime, got {value!r}")
+        raise BadRequestError(f"expected a datetime, got {value!r}")
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from featurestore.errors import FeatureStoreError, did_you_mean
+from featurestore.errors import BadRequestError, UnknownNameError, did_you_mean
 from featurestore.spec import Feature, FeatureView
 
 __all__ = ["Selected", "select_features"]
@@ -31,12 +31,12 @@ def select_features(views: dict[str, FeatureView], references: Iterable[str] | s
         for feature in _expand(views, reference.strip()):
             chosen.setdefault(feature.qualified, feature)
     if not chosen:
-        raise FeatureStoreError("no features selected; name them as 'view.feature' or 'view.*'")
+        raise BadRequestError("no features selected; name them as 'view.feature' or 'view.*'")
     selected = [Selected(f, f"{f.view}__{f.name}" if full_names else f.name) for f in chosen.values()]
     owners: dict[str, str] = {name: f"the spine's column '{name}'" for name in taken}
     for item in selected:
         if item.output in owners:
-            raise FeatureStoreError(
+            raise BadRequestError(
                 f"two columns would be named '{item.output}': {owners[item.output]} and feature "
                 f"'{item.feature.qualified}'; pass full_names=True to name features view__feature"
                 + ("" if item.output in taken else ", or select only one of them"))
@@ -47,10 +47,10 @@ def select_features(views: dict[str, FeatureView], references: Iterable[str] | s
 def _expand(views: dict[str, FeatureView], reference: str) -> list[Feature]:
     view_name, dot, feature_name = reference.partition(".")
     if not dot or not view_name or not feature_name:
-        raise FeatureStoreError(f"feature reference '{reference}' must be 'view.feature' or 'view.*'")
+        raise BadRequestError(f"feature reference '{reference}' must be 'view.feature' or 'view.*'")
     if view_name not in views:
         hint = did_you_mean(view_name, views) or f"known views: {', '.join(sorted(views)) or 'none'}"
-        raise FeatureStoreError(f"unknown view '{view_name}' in '{reference}'; {hint}")
+        raise UnknownNameError(f"unknown view '{view_name}' in '{reference}'; {hint}")
     features = views[view_name].features
     if feature_name == "*":
         return list(features)
@@ -59,4 +59,4 @@ def _expand(views: dict[str, FeatureView], reference: str) -> list[Feature]:
             return [feature]
     names = [f.name for f in features]
     hint = did_you_mean(feature_name, names) or f"its features: {', '.join(names)}"
-    raise FeatureStoreError(f"view '{view_name}' has no feature '{feature_name}'; {hint}")
+    raise UnknownNameError(f"view '{view_name}' has no feature '{feature_name}'; {hint}")

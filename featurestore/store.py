@@ -15,6 +15,7 @@ from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
 from featurestore.online import OnlineStore, Run, materialize
 from featurestore.project import Project, load_project, validate
+from featurestore.selection import Selected, select_features
 from featurestore.spec import FeatureView
 
 __all__ = ["FeatureStore"]
@@ -92,6 +93,28 @@ class FeatureStore:
         `entities`: a mapping of key column to a list of values (one list per key column), or a DataFrame.
         """
         return self._online.lookup(entities, features, at=at, full_names=full_names)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every view as plain data: kind, entity, owner, version, tags, deprecation and features with types."""
+        return [{
+            "view": v.name, "kind": v.kind, "entity": list(v.entity), "timestamp": v.timestamp, "owner": v.owner,
+            "description": v.description, "version": v.version, "tags": list(v.tags),
+            "path": str(v.path.relative_to(self.root)) if v.path.is_relative_to(self.root) else str(v.path),
+            "deprecated": None if v.deprecated is None else {"sunset": v.deprecated.sunset.isoformat(),
+                                                             "hint": v.deprecated.hint},
+            "features": [{"name": f.name, "type": f.type} for f in v.features],
+        } for v in self.views.values()]
+
+    def select(self, features: Iterable[str] | str, *, full_names: bool = False) -> list[Selected]:
+        """Resolve `view.feature` / `view.*` references to features and their output names.
+
+        Raises UnknownNameError (naming the closest match) or BadRequestError.
+        """
+        return select_features(self.views, features, full_names=full_names)
+
+    def ping(self) -> None:
+        """Check that the online store answers; raises UnavailableError if it does not."""
+        self._online.ping()
 
     def close(self) -> None:
         """Release the online store's connections."""

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import FeatureStoreError, UnavailableError
 from featurestore.spec import Column
 
 __all__ = ["connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
@@ -59,7 +59,7 @@ def connect(url: str, *, retries: tuple[float, ...] = (0.25, 1.0), **kwargs: Any
             if delay is not None:
                 time.sleep(delay)
                 continue
-            raise FeatureStoreError(
+            raise UnavailableError(
                 f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
                 "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml"
             ) from None
@@ -187,11 +187,7 @@ def pool(url: str, max_size: int = 4) -> Any:
     """A connection pool whose connections prepare every statement (lookups run the same few)."""
     from psycopg_pool import ConnectionPool
 
-    try:
-        result = ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10,
-                                kwargs={"autocommit": True, "prepare_threshold": 0})
-        result.wait(timeout=10)
-    except Exception as exc:  # psycopg_pool.PoolTimeout, OperationalError: the server is not there
-        raise FeatureStoreError(f"cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}\n"
-                                "check FEATURESTORE_POSTGRES_URL or [online] postgres_url in featurestore.toml") from None
-    return result
+    # Opened without waiting: while the server is down, callers time out and report it, and the
+    # pool keeps reconnecting in the background, so service resumes by itself when it is back.
+    return ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10,
+                          kwargs={"autocommit": True, "prepare_threshold": 0})

@@ -1,0 +1,284 @@
+"""The HTTP lookup service: FastAPI over the SDK's online lookups, with no logic the SDK does not expose.
+
+    app = create_app(".")            # the project in this folder, on the PostgreSQL the SDK uses
+    POST /v1/features  {"entities": {"user_id": [1, 2]}, "features": ["user_daily_stats.*"]}
+    →    {"entities": {"user_id": [1, 2]}, "features": {"user_daily_stats.txn_count": [3, null], …},
+          "warnings": []}
+
+Every request names its consumer: the consumer of its API key when keys are configured
+([server.keys] in featurestore.toml, stored as SHA-256, compared in constant time, never
+logged), else the `X-Consumer` header, else "unknown". Errors are JSON `{"error": …}`:
+404 unknown view or feature (with the closest name), 422 malformed input (with the field),
+401/403 keys and tags, 410 past a sunset, 413 too many entities, 503 PostgreSQL unavailable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Union
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from featurestore import FeatureStore
+from featurestore.errors import FeatureStoreError, UnavailableError, UnknownNameError, did_you_mean
+from server.metrics import Metrics
+
+__all__ = ["create_app"]
+
+RETRY_AFTER_SECONDS = 5
+Key = Union[StrictInt, StrictStr, None]
+
+
+class FeaturesRequest(BaseModel):
+    """Entities (one list per key column, equal lengths) and the features to look up."""
+
+    model_config = ConfigDict(extra="forbid")
+    entities: dict[str, list[Key]] = Field(min_length=1, examples=[{"user_id": [1, 2]}])
+    features: list[StrictStr] = Field(min_length=1, examples=[["user_daily_stats.*", "user_profile.account_type"]])
+
+
+class FeaturesResponse(BaseModel):
+    """Columnar: one value per requested entity, in request order, per feature (`view.feature`)."""
+
+    entities: dict[str, list[Any]]
+    features: dict[str, list[Any]]
+    warnings: list[str] = []
+
+
+class EntityResponse(BaseModel):
+    view: str
+    entity: dict[str, Any]
+    features: dict[str, Any]
+    warnings: list[str] = []
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class FastJSONResponse(JSONResponse):
+    """orjson: several times faster than json for lookup payloads; times and decimals as text."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Caller:
+    consumer: str
+    tags: tuple[str, ...] | None  # the tags its key may read; None: every view
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+_ERRORS = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+           410: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+           503: {"model": ErrorResponse}}
+
+
+def from_environment() -> FastAPI:
+    """The app for the project named by FEATURESTORE_PROJECT (uvicorn's factory, one per worker)."""
+    import os
+
+    return create_app(os.environ.get("FEATURESTORE_PROJECT", "."))
+
+
+def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) -> FastAPI:
+    """The app for the project at `project` (or an open `store`), on the PostgreSQL its SDK uses."""
+    store = store or FeatureStore(project)
+    store.project  # validate now: a broken project fails at start, not on the first request
+    settings = store.settings.server
+    metrics = Metrics()
+    app = FastAPI(title="featurestore lookup service", version="1", default_response_class=FastJSONResponse,
+                  description="Online feature values for predictions. Every request names its consumer.")
+    app.state.store = store
+    app.add_middleware(_Timing, metrics=metrics)
+
+    @app.exception_handler(HTTPProblem)
+    def _problem(request: Request, exc: HTTPProblem) -> Response:
+        return FastJSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(FeatureStoreError)
+    def _feature_store_error(request: Request, exc: FeatureStoreError) -> Response:
+        if isinstance(exc, UnknownNameError):
+            return FastJSONResponse({"error": str(exc)}, status_code=404)
+        if isinstance(exc, UnavailableError):
+            return FastJSONResponse({"error": str(exc).split("\n")[0]}, status_code=503,
+                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return FastJSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return FastJSONResponse({"error": f"{first['field']}: {first['message']}", "errors": errors}, status_code=422)
+
+    def caller(request: Request) -> Caller:
+        if not settings.keys:
+            return Caller(request.headers.get("x-consumer") or "unknown", None)
+        presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization", ""))
+        if not presented:
+            raise HTTPProblem(401, "this service needs an API key: send it as X-API-Key or Authorization: Bearer",
+                              {"WWW-Authenticate": "Bearer"})
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        found = None
+        for key in settings.keys:  # compare with every key, in constant time each
+            if hmac.compare_digest(digest, key.sha256):
+                found = key
+        if found is None:
+            raise HTTPProblem(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"})
+        return Caller(found.consumer, found.tags)
+
+    def governed(who: Caller, view_names: list[str], headers: dict[str, str]) -> list[str]:
+        """Refuse views the key may not read or past their sunset; warn about deprecated ones."""
+        warnings, sunsets = [], []
+        today = datetime.now(timezone.utc).date()
+        for name in view_names:
+            view = store.views[name]
+            if who.tags is not None and (missing := sorted(set(view.tags) - set(who.tags))):
+                raise HTTPProblem(403, f"the key of consumer '{who.consumer}' may not read view '{name}': it is "
+                                       f"tagged {', '.join(missing)}")
+            if view.deprecated is None:
+                continue
+            hint = f"; {view.deprecated.hint}" if view.deprecated.hint else ""
+            if view.deprecated.sunset < today and who.consumer not in settings.allow_after_sunset:
+                raise HTTPProblem(410, f"view '{name}' was deprecated and its sunset {view.deprecated.sunset} has "
+                                       f"passed{hint}")
+            sunsets.append(view.deprecated.sunset)
+            warnings.append(f"view '{name}' is deprecated and will be removed on {view.deprecated.sunset}{hint}")
+        if sunsets:
+            headers["Deprecation"] = "true"
+            headers["Sunset"] = _http_date(min(sunsets))
+        return warnings
+
+    @app.post("/v1/features", response_model=FeaturesResponse, responses=_ERRORS,
+              summary="Features of many entities, one value per entity in request order")
+    def features(body: FeaturesRequest, request: Request) -> Response:
+        who = caller(request)
+        count = max(len(values) for values in body.entities.values())
+        if count > settings.max_entities:
+            raise HTTPProblem(413, f"{count} entities in one request; the limit is {settings.max_entities} "
+                                   "(server.max_entities): split the request")
+        selected = store.select(body.features, full_names=True)
+        headers: dict[str, str] = {}
+        warnings = governed(who, list(dict.fromkeys(s.feature.view for s in selected)), headers)
+        frame = store.online(body.entities, body.features, full_names=True)
+        metrics.lookups([s.feature.qualified for s in selected], who.consumer, count)
+        return FastJSONResponse({"entities": body.entities,
+                                 "features": {s.feature.qualified: frame[s.output].to_list() for s in selected},
+                                 "warnings": warnings}, headers=headers)
+
+    @app.get("/v1/features/{view}/{key}", response_model=EntityResponse, responses=_ERRORS,
+             summary="All features of one entity of a view with a single key column")
+    def entity(view: str, key: str, request: Request) -> Response:
+        who = caller(request)
+        found = _view(store, view)
+        if len(found.entity) != 1:
+            raise HTTPProblem(422, f"view '{view}' has a composite key ({', '.join(found.entity)}); "
+                                   "use POST /v1/features")
+        (name,) = found.entity
+        kind = {c.name: c.type for c in found.columns}[name].upper()
+        value: Any = key
+        if kind in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+            try:
+                value = int(key)
+            except ValueError:
+                raise HTTPProblem(422, f"key: '{key}' is not an integer, and view '{view}' keys {name} as {kind}")
+        headers: dict[str, str] = {}
+        warnings = governed(who, [view], headers)
+        frame = store.online({name: [value]}, [f"{view}.*"])
+        metrics.lookups([f.qualified for f in found.features], who.consumer, 1)
+        row = frame.row(0, named=True)
+        return FastJSONResponse({"view": view, "entity": {name: value},
+                                 "features": {f.name: row[f.name] for f in found.features}, "warnings": warnings},
+                                headers=headers)
+
+    @app.get("/v1/views", summary="The catalog: every view with its features, types, owner, version, tags")
+    def views(request: Request) -> Response:
+        caller(request)
+        return FastJSONResponse({"views": store.catalog()})
+
+    @app.get("/v1/views/{view}", responses=_ERRORS, summary="One view of the catalog")
+    def one_view(view: str, request: Request) -> Response:
+        caller(request)
+        _view(store, view)
+        return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
+
+    @app.get("/healthz", summary="The process is up")
+    def healthz() -> Response:
+        return FastJSONResponse({"status": "ok"})
+
+    @app.get("/readyz", responses=_ERRORS, summary="PostgreSQL answers")
+    def readyz() -> Response:
+        store.ping()
+        return FastJSONResponse({"status": "ready"})
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    def prometheus() -> Response:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _view(store: FeatureStore, name: str) -> Any:
+    if name not in store.views:
+        hint = did_you_mean(name, store.views) or f"known views: {', '.join(sorted(store.views))}"
+        raise UnknownNameError(f"unknown view '{name}'; {hint}")
+    return store.views[name]
+
+
+def _bearer(header: str) -> str:
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _http_date(day: date) -> str:
+    return format_datetime(datetime(day.year, day.month, day.day, tzinfo=timezone.utc), usegmt=True)
+
+
+class _Timing:
+    """ASGI middleware: each request's latency and status, by route template."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            self.metrics.request(getattr(route, "path", "unmatched"), status, time.perf_counter() - started)
+

@@ -1,0 +1,248 @@
+"""The HTTP lookup service on a real PostgreSQL: values, errors, keys, deprecation, metrics, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import T0, ProjectDir
+from featurestore import FeatureStore
+
+HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
+KEYS = {"fraud": "fs_fraud_secret", "analytics": "fs_analytics_secret"}
+
+
+def write_project(project: ProjectDir, server: str = "") -> None:
+    # events: user_id = i % 3, card_id = i, amount = i, ts = T0 + i hours, for i in 0..5
+    project.view("spend", HEADER + "SELECT user_id, ts, amount, card_id, amount > 2 AS big FROM events\n")
+    project.view("profile", HEADER + "-- tags: pii\nSELECT user_id, ts, 'c' || card_id AS card FROM events\n")
+    project.view("old", HEADER + "-- deprecated: 2099-01-01 use spend.amount\nSELECT user_id, ts, amount AS old_amount "
+                                 "FROM events\n")
+    project.view("gone", HEADER + "-- deprecated: 2020-01-01\nSELECT user_id, ts, amount AS gone_amount FROM events\n")
+    project.write_config(server)
+
+
+@pytest.fixture
+def served(project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FeatureStore]]:
+    from fastapi.testclient import TestClient
+
+    from server import create_app
+
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    write_project(project, "[server]\nmax_entities = 5\nallow_after_sunset = [\"legacy\"]\n")
+    store = FeatureStore(project.root)
+    store.materialize(until=T0 + timedelta(hours=5))
+    with TestClient(create_app(store=store)) as client:
+        yield client, store
+    store.close()
+
+
+def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
+    client, store = served
+    response = client.post("/v1/features", json={"entities": {"user_id": [2, 0, 99]},
+                                                  "features": ["spend.*", "profile.card"]},
+                           headers={"X-Consumer": "fraud_model"})
+    assert response.status_code == 200, response.text
+    sdk = store.online({"user_id": [2, 0, 99]}, ["spend.*", "profile.card"])
+    assert response.json() == {"entities": {"user_id": [2, 0, 99]}, "warnings": [], "features": {
+        "spend.amount": sdk["amount"].to_list(), "spend.card_id": sdk["card_id"].to_list(),
+        "spend.big": sdk["big"].to_list(), "profile.card": sdk["card"].to_list()}}
+    assert response.json()["features"]["spend.amount"] == [5.0, 3.0, None]
+    one = client.get("/v1/features/spend/2")
+    assert one.json() == {"view": "spend", "entity": {"user_id": 2}, "warnings": [],
+                          "features": {"amount": 5.0, "card_id": 5, "big": True}}
+    catalog = client.get("/v1/views").json()["views"]
+    assert [v["view"] for v in catalog] == list(store.views)
+    assert client.get("/v1/views/profile").json()["tags"] == ["pii"]
+    metrics = client.get("/metrics").text
+    assert 'featurestore_lookups_total{feature="spend.amount",consumer="fraud_model"} 3' in metrics
+    assert 'featurestore_requests_total{route="/v1/features",status="200"} 1' in metrics
+    assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
+
+
+def test_client_errors_say_what_and_where(served: tuple[Any, FeatureStore]) -> None:
+    client, _ = served
+
+    def post(body: Any, **kwargs: Any) -> Any:
+        return client.post("/v1/features", json=body, **kwargs)
+
+    response = post({"entities": {"user_id": [1]}, "features": ["spnd.amount"]})
+    assert (response.status_code, response.json()["error"]) == (404, "unknown view 'spnd' in 'spnd.amount'; did you "
+                                                                      "mean 'spend'?")
+    assert "did you mean 'amount'" in post({"entities": {"user_id": [1]}, "features": ["spend.amont"]}).json()["error"]
+    assert client.get("/v1/views/spnd").status_code == 404 and client.get("/v1/features/spnd/1").status_code == 404
+    bad = client.post("/v1/features", content=b'{"entities": ', headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and "body" in bad.json()["error"]
+    wrong = post({"entities": {"user_id": [1.5]}, "features": ["spend.amount"]})
+    assert wrong.status_code == 422 and wrong.json()["error"].startswith("body.entities.user_id.0")
+    text_key = post({"entities": {"user_id": ["x"]}, "features": ["spend.amount"]})
+    assert text_key.status_code == 422 and "keys 'user_id' as BIGINT" in text_key.json()["error"]
+    assert post({"entities": {"user_id": [1]}, "features": []}).status_code == 422
+    assert post({"entities": {"card": [1]}, "features": ["spend.amount"]}).json()["error"].startswith(
+        "the entities lack 'user_id'")
+    assert post({"entities": {"user_id": [1, 2]}, "features": ["spend.amount"], "extra": 1}).status_code == 422
+    assert post({"entities": {"user_id": [2**70]}, "features": ["spend.amount"]}).status_code == 422
+    too_many = post({"entities": {"user_id": list(range(6))}, "features": ["spend.amount"]})
+    assert too_many.status_code == 413 and "limit is 5" in too_many.json()["error"]
+    assert client.get("/v1/features/spend/abc").status_code == 422
+
+
+def test_deprecation_headers_and_sunset(served: tuple[Any, FeatureStore]) -> None:
+    client, _ = served
+    response = client.post("/v1/features", json={"entities": {"user_id": [2]}, "features": ["old.old_amount"]})
+    assert response.status_code == 200
+    assert response.headers["Deprecation"] == "true"
+    assert response.headers["Sunset"] == "Thu, 01 Jan 2099 00:00:00 GMT"
+    assert response.json()["warnings"] == ["view 'old' is deprecated and will be removed on 2099-01-01; use "
+                                           "spend.amount"]
+    gone = client.post("/v1/features", json={"entities": {"user_id": [2]}, "features": ["gone.*"]})
+    assert gone.status_code == 410 and "sunset 2020-01-01 has passed" in gone.json()["error"]
+    allowed = client.post("/v1/features", json={"entities": {"user_id": [2]}, "features": ["gone.*"]},
+                          headers={"X-Consumer": "legacy"})
+    assert allowed.status_code == 200 and "Deprecation" in allowed.headers
+
+
+def test_api_keys_and_tags(project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from server import create_app
+
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    digest = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in KEYS.items()}
+    write_project(project, f'[server.keys.fraud]\nsha256 = "{digest["fraud"]}"\n'
+                           f'[server.keys.analytics]\nsha256 = "{digest["analytics"]}"\ntags = ["spend"]\n')
+    store = FeatureStore(project.root)
+    store.materialize(until=T0 + timedelta(hours=5))
+    body = {"entities": {"user_id": [2]}, "features": ["profile.card"]}
+    with TestClient(create_app(store=store)) as client:
+        assert client.post("/v1/features", json=body).status_code == 401
+        assert client.post("/v1/features", json=body, headers={"X-API-Key": "nope"}).status_code == 401
+        assert client.get("/v1/views").status_code == 401
+        ok = client.post("/v1/features", json=body, headers={"Authorization": f"Bearer {KEYS['fraud']}",
+                                                              "X-Consumer": "someone_else"})
+        assert ok.status_code == 200 and ok.json()["features"]["profile.card"] == ["c5"]
+        denied = client.post("/v1/features", json=body, headers={"X-API-Key": KEYS["analytics"]})
+        assert denied.status_code == 403
+        assert denied.json()["error"] == "the key of consumer 'analytics' may not read view 'profile': it is tagged pii"
+        metrics = client.get("/metrics", headers={"X-API-Key": KEYS["fraud"]}).text
+        assert 'consumer="fraud"' in metrics and "someone_else" not in metrics  # the key names the consumer
+        assert KEYS["fraud"] not in metrics
+    store.close()
+
+
+def test_postgres_down_is_503_and_the_service_recovers(project: ProjectDir, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgserver
+    from fastapi.testclient import TestClient
+
+    from server import create_app
+
+    data = tmp_path / "pg"
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", server.get_uri())
+    write_project(project)
+    store = FeatureStore(project.root)
+    store.materialize(until=T0 + timedelta(hours=5))
+    body = {"entities": {"user_id": [2]}, "features": ["spend.amount"]}
+    with TestClient(create_app(store=store)) as client:
+        assert client.post("/v1/features", json=body).status_code == 200
+        server.cleanup()  # PostgreSQL stops
+        down = client.post("/v1/features", json=body)
+        assert down.status_code == 503 and down.headers["Retry-After"] == "5"
+        assert "unreachable" in down.json()["error"]
+        assert client.get("/readyz").status_code == 503 and client.get("/healthz").status_code == 200
+        server = pgserver.get_server(data, cleanup_mode="stop")  # and comes back
+        deadline = time.monotonic() + 30
+        while (status := client.post("/v1/features", json=body).status_code) != 200 and time.monotonic() < deadline:
+            assert status == 503
+            time.sleep(0.5)
+        assert status == 200
+    store.close()
+    server.cleanup()
+
+
+def test_no_request_causes_a_server_error(served: tuple[Any, FeatureStore]) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    client, _ = served
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    failures, calls = [], 0
+    for operation in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):  # valid requests, and invalid ones
+            @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(case=operation.ok().as_strategy(generation_mode=mode))
+            def check(case: Any) -> None:
+                nonlocal calls
+                calls += 1
+                response = case.call()
+                if response.status_code >= 500 and response.status_code != 503:
+                    failures.append(f"{case.method} {case.formatted_path} {case.body!r}: {response.status_code}")
+
+            try:
+                check()
+            except Unsatisfiable:  # an operation without input has no invalid form
+                assert mode == GenerationMode.NEGATIVE
+    assert failures == [] and calls > 150
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> None:
+    import httpx
+
+    write_project(project)
+    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
+    subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "materialize",
+                    "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "serve",
+                                "--port", str(port)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"entities": {"user_id": [2, 0]}, "features": ["spend.amount", "profile.card"]}
+        response = httpx.post(f"{base}/v1/features", json=body)
+        assert response.json()["features"] == {"spend.amount": [5.0, 3.0], "profile.card": ["c5", "c3"]}
+
+        async def load(seconds: float, concurrency: int) -> tuple[int, list[str]]:
+            done, errors = 0, []
+            stop = time.monotonic() + seconds
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                async def worker() -> None:
+                    nonlocal done
+                    while time.monotonic() < stop:
+                        reply = await client.post("/v1/features", json=body)
+                        if reply.status_code != 200:
+                            errors.append(f"{reply.status_code} {reply.text[:200]}")
+                        done += 1
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return done, errors
+
+        done, errors = asyncio.run(load(20.0, 16))
+        assert errors == [] and done > 100
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
