@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sqlglot import exp
 
@@ -267,6 +268,7 @@ class OnlineStore:
     def __init__(self, project: Project) -> None:
         self._project = project
         self._pool: Any = None
+        self._async_pool: Any = None
         self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
 
     def close(self) -> None:
@@ -274,9 +276,31 @@ class OnlineStore:
             self._pool.close()
             self._pool = None
 
+    async def aclose(self) -> None:
+        self.close()
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+
     def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-               full_names: bool = False) -> Any:
-        """One row per requested entity, in request order: its key columns, then the features as of `at`."""
+               full_names: bool = False, columns: bool = False) -> Any:
+        """One row per requested entity, in request order: its key columns, then the features as of `at`.
+
+        A polars DataFrame, or with `columns` a dict of column name to list (what a JSON answer needs).
+        """
+        request = self._request(entities, features, at, full_names)
+        rows = self._fetch(request.statement, request.parameters, request.views) if request.count else []
+        return request.result(rows, columns)
+
+    async def lookup_async(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
+                           full_names: bool = False, columns: bool = False) -> Any:
+        """`lookup` for asyncio callers (the HTTP service), on an asynchronous connection pool."""
+        request = self._request(entities, features, at, full_names)
+        rows = await self._fetch_async(request.statement, request.parameters, request.views) if request.count else []
+        return request.result(rows, columns)
+
+    def _request(self, entities: Any, features: Iterable[str] | str, at: datetime | None,
+                 full_names: bool) -> "_Request":
         requested = _entity_lists(entities)
         plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
         if plan_key not in self._plans:
@@ -285,12 +309,7 @@ class OnlineStore:
         count = _check_entities(requested, keys, views)
         parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
         parameters["at"] = _utc(at) if at is not None else datetime.now(timezone.utc)
-        rows = self._fetch(statement, parameters, views) if count else []
-        if by_key:  # rows came back by key, in no order: put them in request order, NULLs for the rest
-            found = {row[0]: row for row in rows}
-            missing = (None,) * (len(schema) - 1)
-            rows = [found.get(value) or (value, *missing) for value in parameters["k0"]]
-        return rows_frame(rows, schema)
+        return _Request(statement, parameters, schema, views, by_key, count)
 
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
         project = self._project
@@ -323,25 +342,68 @@ class OnlineStore:
         """Raise UnavailableError unless PostgreSQL answers a trivial query."""
         self._fetch("SELECT 1", {}, [])
 
-    def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
-        import psycopg
+    async def ping_async(self) -> None:
+        await self._fetch_async("SELECT 1", {}, [])
 
+    def _url(self) -> str:
         settings = self._project.settings
-        if self._pool is None:
-            self._pool = postgres.pool(postgres.resolve_url(settings.postgres_url, settings.state_dir))
-        from psycopg_pool import PoolTimeout
+        return postgres.resolve_url(settings.postgres_url, settings.state_dir)
 
-        try:
+    def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
+        if self._pool is None:
+            self._pool = postgres.pool(self._url())
+        with _database_errors(views):
             with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
                 return connection.execute(statement, parameters).fetchall()
-        except psycopg.errors.UndefinedTable:
-            missing = ", ".join(f"'{v.name}'" for v in views)
-            raise UnavailableError(f"a view of {missing} is not materialized in its current version; run "
-                                    "`featurestore materialize`") from None
-        except psycopg.DataError as exc:  # e.g. a key beyond its column's range
-            raise BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}") from None
-        except (psycopg.OperationalError, PoolTimeout) as exc:  # the pool reconnects once the server is back
-            raise UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
+
+    async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
+        if self._async_pool is None:
+            self._async_pool = await postgres.async_pool(self._url())
+        with _database_errors(views):
+            async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
+                cursor = await connection.execute(statement, parameters)
+                return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A lookup ready to run: its statement and parameters, and how to shape the rows it returns."""
+
+    statement: str
+    parameters: dict[str, Any]
+    schema: Any
+    views: list[FeatureView]
+    by_key: bool
+    count: int
+
+    def result(self, rows: list[tuple], columns: bool) -> Any:
+        if self.by_key:  # rows came back by key, in no order: put them in request order, NULLs for the rest
+            found = {row[0]: row for row in rows}
+            missing = (None,) * (len(self.schema) - 1)
+            rows = [found.get(value) or (value, *missing) for value in self.parameters["k0"]]
+        if columns:
+            names = list(self.schema)
+            values = list(zip(*rows)) if rows else [()] * len(names)
+            return {name: list(column) for name, column in zip(names, values)}
+        return rows_frame(rows, self.schema)
+
+
+@contextmanager
+def _database_errors(views: list[FeatureView]) -> Iterator[None]:
+    """psycopg's errors as the store's: what a caller can fix, or that the online store is unavailable."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        yield
+    except psycopg.errors.UndefinedTable:
+        missing = ", ".join(f"'{v.name}'" for v in views)
+        raise UnavailableError(f"a view of {missing} is not materialized in its current version; run "
+                               "`featurestore materialize`") from None
+    except psycopg.DataError as exc:  # e.g. a key beyond its column's range
+        raise BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}") from None
+    except (psycopg.OperationalError, PoolTimeout) as exc:  # the pool reconnects once the server is back
+        raise UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
 
 
 def _entity_lists(entities: Any) -> dict[str, list[Any]]:

@@ -87,12 +87,26 @@ class FeatureStore:
                            full=full, on_view=on_view)
 
     def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-               full_names: bool = False) -> Any:
+               full_names: bool = False, columns: bool = False) -> Any:
         """A polars DataFrame: per requested entity, in order, its keys then the features as of `at` (now).
 
         `entities`: a mapping of key column to a list of values (one list per key column), or a DataFrame.
+        `columns`: a dict of column name to list of values instead of a DataFrame.
         """
-        return self._online.lookup(entities, features, at=at, full_names=full_names)
+        return self._online.lookup(entities, features, at=at, full_names=full_names, columns=columns)
+
+    async def online_async(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
+                           full_names: bool = False, columns: bool = False) -> Any:
+        """`online` for asyncio code: the same answer, on an asynchronous connection pool."""
+        return await self._online.lookup_async(entities, features, at=at, full_names=full_names, columns=columns)
+
+    async def ping_async(self) -> None:
+        await self._online.ping_async()
+
+    async def aclose(self) -> None:
+        """Release the online store's connections, the asynchronous ones too."""
+        if "_online" in self.__dict__:
+            await self._online.aclose()
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every view as plain data: kind, entity, owner, version, tags, deprecation and features with types."""

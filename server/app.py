@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, AsyncIterator, Union
 
 import orjson
 from fastapi import FastAPI, Request
@@ -110,17 +111,24 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
     store.project  # validate now: a broken project fails at start, not on the first request
     settings = store.settings.server
     metrics = Metrics()
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await store.aclose()  # the asynchronous pool belongs to this event loop
+
+    # Endpoints are coroutines on an asynchronous pool: a lookup costs no thread hand-off.
     app = FastAPI(title="featurestore lookup service", version="1", default_response_class=FastJSONResponse,
-                  description="Online feature values for predictions. Every request names its consumer.")
+                  description="Online feature values for predictions. Every request names its consumer.",
+                  lifespan=lifespan)
     app.state.store = store
     app.add_middleware(_Timing, metrics=metrics)
 
     @app.exception_handler(HTTPProblem)
-    def _problem(request: Request, exc: HTTPProblem) -> Response:
+    async def _problem(request: Request, exc: HTTPProblem) -> Response:
         return FastJSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(FeatureStoreError)
-    def _feature_store_error(request: Request, exc: FeatureStoreError) -> Response:
+    async def _feature_store_error(request: Request, exc: FeatureStoreError) -> Response:
         if isinstance(exc, UnknownNameError):
             return FastJSONResponse({"error": str(exc)}, status_code=404)
         if isinstance(exc, UnavailableError):
@@ -129,7 +137,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         return FastJSONResponse({"error": str(exc)}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         return FastJSONResponse({"error": f"{first['field']}: {first['message']}", "errors": errors}, status_code=422)
@@ -174,7 +182,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
 
     @app.post("/v1/features", response_model=FeaturesResponse, responses=_ERRORS,
               summary="Features of many entities, one value per entity in request order")
-    def features(body: FeaturesRequest, request: Request) -> Response:
+    async def features(body: FeaturesRequest, request: Request) -> Response:
         who = caller(request)
         count = max(len(values) for values in body.entities.values())
         if count > settings.max_entities:
@@ -183,15 +191,15 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         selected = store.select(body.features, full_names=True)
         headers: dict[str, str] = {}
         warnings = governed(who, list(dict.fromkeys(s.feature.view for s in selected)), headers)
-        frame = store.online(body.entities, body.features, full_names=True)
+        found = await store.online_async(body.entities, body.features, full_names=True, columns=True)
         metrics.lookups([s.feature.qualified for s in selected], who.consumer, count)
         return FastJSONResponse({"entities": body.entities,
-                                 "features": {s.feature.qualified: frame[s.output].to_list() for s in selected},
+                                 "features": {s.feature.qualified: found[s.output] for s in selected},
                                  "warnings": warnings}, headers=headers)
 
     @app.get("/v1/features/{view}/{key}", response_model=EntityResponse, responses=_ERRORS,
              summary="All features of one entity of a view with a single key column")
-    def entity(view: str, key: str, request: Request) -> Response:
+    async def entity(view: str, key: str, request: Request) -> Response:
         who = caller(request)
         found = _view(store, view)
         if len(found.entity) != 1:
@@ -207,35 +215,34 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
                 raise HTTPProblem(422, f"key: '{key}' is not an integer, and view '{view}' keys {name} as {kind}")
         headers: dict[str, str] = {}
         warnings = governed(who, [view], headers)
-        frame = store.online({name: [value]}, [f"{view}.*"])
+        values = await store.online_async({name: [value]}, [f"{view}.*"], columns=True)
         metrics.lookups([f.qualified for f in found.features], who.consumer, 1)
-        row = frame.row(0, named=True)
         return FastJSONResponse({"view": view, "entity": {name: value},
-                                 "features": {f.name: row[f.name] for f in found.features}, "warnings": warnings},
-                                headers=headers)
+                                 "features": {f.name: values[f.name][0] for f in found.features},
+                                 "warnings": warnings}, headers=headers)
 
     @app.get("/v1/views", summary="The catalog: every view with its features, types, owner, version, tags")
-    def views(request: Request) -> Response:
+    async def views(request: Request) -> Response:
         caller(request)
         return FastJSONResponse({"views": store.catalog()})
 
     @app.get("/v1/views/{view}", responses=_ERRORS, summary="One view of the catalog")
-    def one_view(view: str, request: Request) -> Response:
+    async def one_view(view: str, request: Request) -> Response:
         caller(request)
         _view(store, view)
         return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
 
     @app.get("/healthz", summary="The process is up")
-    def healthz() -> Response:
+    async def healthz() -> Response:
         return FastJSONResponse({"status": "ok"})
 
     @app.get("/readyz", responses=_ERRORS, summary="PostgreSQL answers")
-    def readyz() -> Response:
-        store.ping()
+    async def readyz() -> Response:
+        await store.ping_async()
         return FastJSONResponse({"status": "ready"})
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

@@ -319,3 +319,22 @@ def test_the_fast_row_constructor_equals_polars_public_one() -> None:
     assert fast.schema == schema
     assert fast.equals(pl.DataFrame(rows, schema=schema, orient="row"))
     assert rows_frame([], schema).equals(pl.DataFrame([], schema=schema, orient="row"))
+
+
+def test_async_and_columnar_lookups_equal_the_frame(store: FeatureStore) -> None:
+    import asyncio
+
+    at = T0 + timedelta(hours=5)
+    store.materialize(until=at)
+    frame = store.online({"user_id": [2, 9, 0]}, ["spend.*"], at=at)
+    assert store.online({"user_id": [2, 9, 0]}, ["spend.*"], at=at, columns=True) == frame.to_dict(as_series=False)
+
+    async def both() -> tuple:
+        found = await store.online_async({"user_id": [2, 9, 0]}, ["spend.*"], at=at)
+        columns = await store.online_async({"user_id": [2, 9, 0]}, ["spend.*"], at=at, columns=True)
+        await store.aclose()
+        return found, columns
+
+    found, columns = asyncio.run(both())
+    assert found.equals(frame) and columns == frame.to_dict(as_series=False)
+    assert store.online({"user_id": []}, ["spend.amount"], columns=True) == {"user_id": [], "amount": []}

@@ -15,7 +15,7 @@ from typing import Any
 from featurestore.errors import FeatureStoreError, UnavailableError
 from featurestore.spec import Column
 
-__all__ = ["connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
+__all__ = ["async_pool", "connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
            "resolve_url", "table_checksum"]
 
 _servers: dict[Path, Any] = {}
@@ -191,3 +191,13 @@ def pool(url: str, max_size: int = 4) -> Any:
     # pool keeps reconnecting in the background, so service resumes by itself when it is back.
     return ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10,
                           kwargs={"autocommit": True, "prepare_threshold": 0})
+
+
+async def async_pool(url: str, max_size: int = 8) -> Any:
+    """`pool` for asyncio: opened in the running event loop, without waiting for the server."""
+    from psycopg_pool import AsyncConnectionPool
+
+    result = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10,
+                                 kwargs={"autocommit": True, "prepare_threshold": 0})
+    await result.open(wait=False)
+    return result
