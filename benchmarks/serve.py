@@ -107,6 +107,26 @@ async def lookup(request):
 
 
 app = Starlette(routes=[Route("/lookup", lookup, methods=["POST"])], lifespan=lifespan)
+
+
+if __name__ == "__main__":  # python floor_app.py HOST PORT WORKERS: served as `featurestore serve` serves
+    import socket
+    import sys
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    host, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    config = uvicorn.Config("floor_app:app", host=host, port=port, workers=workers, log_level="warning",
+                            access_log=False)
+    if workers <= 1:
+        uvicorn.Server(config).run()
+    else:  # the same socket as featurestore serve binds: with IPPROTO_TCP, so TCP_NODELAY applies (uvicorn #3149)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.set_inheritable(True)
+        Multiprocess(config, sockets=[listener]).run()
 '''
 
 
@@ -307,9 +327,8 @@ def service_commands(project: Path, folder: Path, workers: int, floor_env: dict[
         "ours": ([sys.executable, "-m", "featurestore.cli", "--project", str(project), "serve", "--host", "127.0.0.1",
                   "--port", str(ours_port), "--workers", str(workers)], env,
                  f"http://127.0.0.1:{ours_port}/v1/features"),
-        "floor": ([sys.executable, "-m", "uvicorn", "floor_app:app", "--app-dir", str(folder), "--host", "127.0.0.1",
-                   "--port", str(floor_port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-                  {**env, **floor_env}, f"http://127.0.0.1:{floor_port}/lookup"),
+        "floor": ([sys.executable, str(folder / "floor_app.py"), "127.0.0.1", str(floor_port), str(workers)],
+                  {**env, **floor_env, "PYTHONPATH": str(folder)}, f"http://127.0.0.1:{floor_port}/lookup"),
     }
 
 

@@ -11,6 +11,7 @@ from featurestore import cache
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
+from featurestore.engines.postgres import release_embedded
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
 from featurestore.online import OnlineStore, Run, materialize
@@ -107,6 +108,11 @@ class FeatureStore:
         """Release the online store's connections, the asynchronous ones too."""
         if "_online" in self.__dict__:
             await self._online.aclose()
+
+    @staticmethod
+    def release_embedded_postgres() -> None:
+        """Let go of the embedded PostgreSQL this process started (it stops when no process holds it)."""
+        release_embedded()
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every view as plain data: kind, entity, owner, version, tags, deprecation and features with types."""

@@ -15,7 +15,7 @@ from typing import Any
 from featurestore.errors import FeatureStoreError, UnavailableError
 from featurestore.spec import Column
 
-__all__ = ["async_pool", "connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
+__all__ = ["async_pool", "connect", "copy_csv", "release_embedded", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
            "resolve_url", "table_checksum"]
 
 _servers: dict[Path, Any] = {}
@@ -40,6 +40,16 @@ def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
                 f"set FEATURESTORE_POSTGRES_URL to use another server, or delete {pgdata} to start afresh"
             ) from None
     return _servers[pgdata].get_uri()
+
+
+def release_embedded() -> None:
+    """Let go of the embedded servers this process started; the last process to let go stops one.
+
+    Runs at exit anyway; a server killed by a signal (uvicorn re-raises SIGTERM) must call it itself.
+    """
+    for server in list(_servers.values()):
+        server.cleanup()
+    _servers.clear()
 
 
 def connect(url: str, *, retries: tuple[float, ...] = (0.25, 1.0), **kwargs: Any) -> Any:
