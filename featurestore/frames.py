@@ -32,11 +32,10 @@ from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
 from featurestore.selection import Selected, select_features
 from featurestore.sources import register_sources
-from featurestore.spec import Column
+from featurestore.spec import INTEGER_TYPES, Column
 
 __all__ = ["TrainingFrame", "data_problems", "load_snapshot", "training_frame"]
 
-_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _STRINGS = {"VARCHAR"}
 MANIFEST = "manifest.json"
 DATA = "frame.parquet"
@@ -345,7 +344,7 @@ def _check_spine(columns: tuple[Column, ...], timestamp: str, views: list[Any]) 
 def _compatible(spine_type: str, view_type: str) -> bool:
     if spine_type == view_type or spine_type == '"NULL"':
         return True
-    return ({spine_type, view_type} <= _INTEGERS) or ({spine_type, view_type} <= _STRINGS)
+    return ({spine_type, view_type} <= INTEGER_TYPES) or ({spine_type, view_type} <= _STRINGS)
 
 
 def _utc(column: Any) -> Any:

@@ -33,14 +33,13 @@ from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableE
 from featurestore.project import Project
 from featurestore.selection import select_features
 from featurestore.sources import register_sources
-from featurestore.spec import FeatureView
+from featurestore.spec import INTEGER_TYPES, FeatureView
 
 __all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame"]
 
 SCHEMA = "featurestore_online"
 _TS = "__fs_ts"
 _WAIT_FOR_CONNECTION = 3.0  # seconds a lookup waits for a pooled connection before reporting it unavailable
-_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "HUGEINT"}
 
 
 @dataclass(frozen=True)
@@ -333,7 +332,7 @@ class OnlineStore:
         items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name])) for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
         # One view with one integer or text key (the usual serving lookup) has a cheaper statement.
-        by_key = len(items) == 1 and len(keys) == 1 and (keys[0][1].upper() in _INTEGERS or keys[0][1] == "VARCHAR")
+        by_key = len(items) == 1 and len(keys) == 1 and (keys[0][1].upper() in INTEGER_TYPES or keys[0][1] == "VARCHAR")
         query = lookup_by_key(items[0], pg_keys[0][1]) if by_key else lookup(items, pg_keys)
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
@@ -432,7 +431,7 @@ def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]]
         raise BadRequestError("the entity key lists differ in length: " +
                                 ", ".join(f"{name} has {n}" for name, n in lengths.items()))
     for name, kind in keys:
-        if kind.upper() in _INTEGERS:
+        if kind.upper() in INTEGER_TYPES:
             wanted, check = "integers", lambda v: isinstance(v, int) and not isinstance(v, bool)
         elif kind.upper() == "VARCHAR":
             wanted, check = "strings", lambda v: isinstance(v, str)

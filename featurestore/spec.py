@@ -20,6 +20,7 @@ from featurestore.loader import Definition
 
 __all__ = [
     "ANNOTATIONS",
+    "INTEGER_TYPES",
     "Column",
     "Deprecation",
     "Feature",
@@ -78,6 +79,10 @@ class Interval(_Frozen):
 class Deprecation(_Frozen):
     sunset: date
     hint: str = ""
+
+
+INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                           "UINTEGER", "UBIGINT"})
 
 
 class Column(_Frozen):

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureStoreError, UnavailableError, UnknownNameError, did_you_mean
+from featurestore.spec import INTEGER_TYPES
 from server.metrics import Metrics
 
 __all__ = ["create_app"]
@@ -234,7 +235,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         (name,) = found.entity
         kind = {c.name: c.type for c in found.columns}[name].upper()
         value: Any = key
-        if kind in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+        if kind in INTEGER_TYPES:
             try:
                 value = int(key)
             except ValueError:
