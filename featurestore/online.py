@@ -29,9 +29,9 @@ from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
 from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError, UnknownNameError
+from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError
 from featurestore.project import Project
-from featurestore.selection import select_features
+from featurestore.selection import select_features, view_named
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, FeatureView
 
@@ -84,14 +84,10 @@ def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:
         return [v for v in project.views.values() if not v.windows]
     chosen = []
     for name in names:
-        if name not in project.views:
-            from featurestore.errors import did_you_mean
-
-            hint = did_you_mean(name, project.views) or f"known views: {', '.join(sorted(project.views))}"
-            raise UnknownNameError(f"unknown view '{name}'; {hint}")
-        if project.views[name].windows:
+        view = view_named(project.views, name)
+        if view.windows:
             raise FeatureStoreError(f"view '{name}' is a window view; window views are not yet materialized online")
-        chosen.append(project.views[name])
+        chosen.append(view)
     return chosen
 
 

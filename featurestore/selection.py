@@ -12,7 +12,7 @@ from typing import Iterable
 from featurestore.errors import BadRequestError, UnknownNameError, did_you_mean
 from featurestore.spec import Feature, FeatureView
 
-__all__ = ["Selected", "select_features"]
+__all__ = ["Selected", "select_features", "view_named"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ def _expand(views: dict[str, FeatureView], reference: str) -> list[Feature]:
     view_name, dot, feature_name = reference.partition(".")
     if not dot or not view_name or not feature_name:
         raise BadRequestError(f"feature reference '{reference}' must be 'view.feature' or 'view.*'")
-    if view_name not in views:
-        hint = did_you_mean(view_name, views) or f"known views: {', '.join(sorted(views)) or 'none'}"
-        raise UnknownNameError(f"unknown view '{view_name}' in '{reference}'; {hint}")
-    features = views[view_name].features
+    features = view_named(views, view_name, f" in '{reference}'").features
     if feature_name == "*":
         return list(features)
     for feature in features:
@@ -60,3 +57,11 @@ def _expand(views: dict[str, FeatureView], reference: str) -> list[Feature]:
     names = [f.name for f in features]
     hint = did_you_mean(feature_name, names) or f"its features: {', '.join(names)}"
     raise UnknownNameError(f"view '{view_name}' has no feature '{feature_name}'; {hint}")
+
+
+def view_named(views: dict[str, FeatureView], name: str, where: str = "") -> FeatureView:
+    """The view called `name`; UnknownNameError naming the closest (or every) view when there is none."""
+    if name not in views:
+        hint = did_you_mean(name, views) or f"known views: {', '.join(sorted(views)) or 'none'}"
+        raise UnknownNameError(f"unknown view '{name}'{where}; {hint}")
+    return views[name]

@@ -12,11 +12,11 @@ from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
 from featurestore.engines.postgres import release_embedded
-from featurestore.errors import FeatureStoreError, Problem, did_you_mean
+from featurestore.errors import FeatureStoreError, Problem
 from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
 from featurestore.online import OnlineStore, Run, materialize
 from featurestore.project import Project, load_project, validate
-from featurestore.selection import Selected, select_features
+from featurestore.selection import Selected, select_features, view_named
 from featurestore.spec import FeatureView
 
 __all__ = ["FeatureStore"]
@@ -59,11 +59,8 @@ class FeatureStore:
         return self.project.views
 
     def view(self, name: str) -> FeatureView:
-        """One view by name, with a suggestion when the name is unknown."""
-        if name not in self.views:
-            hint = did_you_mean(name, self.views) or f"known views: {', '.join(sorted(self.views)) or 'none'}"
-            raise FeatureStoreError(f"unknown view '{name}'; {hint}")
-        return self.views[name]
+        """One view by name; UnknownNameError with a suggestion when the name is unknown."""
+        return view_named(self.views, name)
 
     def training_frame(self, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
                        full_names: bool = False, cache: bool = True) -> TrainingFrame:

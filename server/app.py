@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from featurestore import FeatureStore
-from featurestore.errors import FeatureStoreError, UnavailableError, UnknownNameError, did_you_mean
+from featurestore.errors import FeatureStoreError, UnavailableError, UnknownNameError
 from featurestore.spec import INTEGER_TYPES
 from server.metrics import Metrics
 
@@ -228,7 +228,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
              summary="All features of one entity of a view with a single key column")
     async def entity(view: str, key: str, request: Request) -> Response:
         who = caller(request)
-        found = _view(store, view)
+        found = store.view(view)
         if len(found.entity) != 1:
             raise HTTPProblem(422, f"view '{view}' has a composite key ({', '.join(found.entity)}); "
                                    "use POST /v1/features")
@@ -256,7 +256,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
     @app.get("/v1/views/{view}", responses=_ERRORS, summary="One view of the catalog")
     async def one_view(view: str, request: Request) -> Response:
         caller(request)
-        _view(store, view)
+        store.view(view)
         return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
 
     @app.get("/healthz", summary="The process is up")
@@ -298,13 +298,6 @@ def _features_request(raw: bytes) -> FeaturesRequest:
                   for e in exc.errors(include_url=False)]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         raise HTTPProblem(422, f"{first['field']}: {first['message']}", errors=errors) from None
-
-
-def _view(store: FeatureStore, name: str) -> Any:
-    if name not in store.views:
-        hint = did_you_mean(name, store.views) or f"known views: {', '.join(sorted(store.views))}"
-        raise UnknownNameError(f"unknown view '{name}'; {hint}")
-    return store.views[name]
 
 
 def _bearer(header: str) -> str:
