@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlglot import exp
 
+from featurestore.compiler.point_in_time import instant
 from featurestore.spec import FeatureView
 
 __all__ = ["latest_rows"]
@@ -26,16 +27,12 @@ def latest_rows(view: FeatureView, prepared: exp.Query, known_until: datetime,
                 known_after: datetime | None = None) -> exp.Select:
     """Per entity, its row with the greatest time among those known in (`known_after`, `known_until`]."""
     known = exp.column("__fs_known", quoted=True)
-    condition: exp.Expr = exp.LTE(this=known, expression=_instant(known_until))
+    condition: exp.Expr = exp.LTE(this=known, expression=instant(known_until))
     if known_after is not None:
-        condition = exp.and_(condition, exp.GT(this=known.copy(), expression=_instant(known_after)))
+        condition = exp.and_(condition, exp.GT(this=known.copy(), expression=instant(known_after)))
     keys = [exp.column(k, quoted=True) for k in view.entity]
     latest = exp.Window(this=exp.Rank(), partition_by=keys, order=exp.Order(
         expressions=[exp.Ordered(this=exp.column("__fs_ts", quoted=True), desc=True)]))
     return exp.select(exp.Star(except_=[exp.column("__fs_known", quoted=True)])).from_(
         exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True)))) \
         .where(condition).qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
-
-
-def _instant(value: datetime) -> exp.Expr:
-    return exp.cast(exp.Literal.string(value.isoformat()), "TIMESTAMPTZ")

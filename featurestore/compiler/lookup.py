@@ -5,7 +5,7 @@
     →  SELECT r.user_id, v0.txn_count, …
        FROM unnest(%(k0)s::bigint[]) WITH ORDINALITY AS r(user_id, __fs_i)
        LEFT JOIN featurestore_online.user_daily_stats__ab12 AS v0
-         ON v0.user_id = r.user_id AND v0.__fs_ts + <lag> <= %(at)s AND v0.__fs_ts >= %(at)s - <ttl>
+         ON v0.user_id = r.user_id AND v0.__fs_ts + <lag> <= %(at)s AND %(at)s - <ttl> <= v0.__fs_ts
        ORDER BY r.__fs_i
 
 One row per requested entity, in request order: its keys, then the features. They are NULL
@@ -17,11 +17,11 @@ column names come from the registry of views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 import sqlglot
 from sqlglot import exp
 
+from featurestore.compiler.point_in_time import known_at, value_used
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
@@ -76,21 +76,10 @@ def lookup_by_key(item: LookupView, key_type: str) -> exp.Select:
 
 
 def _known(view: FeatureView, alias: str, at: exp.Expr) -> list[exp.Expr]:
-    """The stored row counts at `at`: known by then, within the TTL, from `available_since`."""
+    """The stored row counts at `at`: known by then, and its values used then (SEMANTICS.md)."""
     ts = exp.column("__fs_ts", alias, quoted=True)
-    known = ts if not view.available_after else exp.Add(this=ts, expression=_interval(view.available_after))
-    conditions: list[exp.Expr] = [exp.LTE(this=known, expression=at.copy())]
-    if view.ttl is not None:
-        conditions.append(exp.GTE(this=ts.copy(), expression=exp.Sub(this=at.copy(), expression=_interval(view.ttl))))
-    if view.available_since is not None:
-        conditions.append(exp.GTE(this=at.copy(), expression=exp.cast(
-            exp.Literal.string(view.available_since.isoformat()), "TIMESTAMPTZ")))
-    return conditions
-
-
-def _interval(length: timedelta) -> exp.Interval:
-    micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
-    return exp.Interval(this=exp.Literal.string(f"{micros} microseconds"))
+    used = value_used(view, ts, at)
+    return [exp.LTE(this=known_at(view, ts), expression=at.copy()), *([used] if used is not None else [])]
 
 
 def _quoted(name: str) -> str:

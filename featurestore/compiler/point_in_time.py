@@ -28,7 +28,8 @@ from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
 __all__ = ["Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
-           "taken_columns", "tie_winner", "ties", "utc_micros", "validity_intervals"]
+           "instant", "interval", "known_at", "taken_columns", "tie_winner", "ties", "utc_micros", "validity_intervals",
+           "value_used"]
 
 ROW = "__fs_row"
 _T = "__fs_t"
@@ -168,14 +169,14 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
     types = {c.name: c.type for c in view.columns}
     ts = utc_micros(exp.column(view.timestamp, "r", quoted=True), types[view.timestamp], "ceil")
     keys = [exp.column(k, "r", quoted=True) for k in view.entity]
-    known = ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=_micros(view.available_after))
+    known = known_at(view, ts)
     rows = exp.select(*keys, exp.alias_(ts, _TS, quoted=True), exp.alias_(known, _KNOWN, quoted=True),
                       *[exp.column(c, "r", quoted=True) for c in columns]) \
         .from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
         .where(exp.Not(this=exp.Is(this=ts.copy(), expression=exp.Null())))
-    for interval in view.invalid:
-        rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=_instant(interval.start),
-                                                   high=_instant(interval.end))))
+    for period in view.invalid:
+        rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=instant(period.start),
+                                                   high=instant(period.end))))
     if view.created:
         rows = rows.qualify(tie_winner(view, keys, ts, exp.column(view.created, "r", quoted=True)))
     return rows
@@ -250,15 +251,26 @@ def duplicate_fix(view: FeatureView) -> str:
             f"unique on ({', '.join(view.entity)}, {view.timestamp})")
 
 
-def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
+def value_used(view: FeatureView, ts: exp.Expr, t: exp.Expr) -> exp.Expr | None:
+    """Whether a row stamped `ts` gives its values at `t`: within the TTL, from `available_since`.
+
+    None when the view has neither. (That the row is known by `t` is the join's own condition.)
+    """
     conditions: list[exp.Expr] = []
-    t = exp.column(_T, "s", quoted=True)
     if view.ttl is not None:
-        conditions.append(exp.LTE(this=exp.Sub(this=t.copy(), expression=_micros(view.ttl)),
-                                  expression=exp.column(_TS, alias, quoted=True)))
+        conditions.append(exp.LTE(this=exp.Sub(this=t.copy(), expression=interval(view.ttl)), expression=ts.copy()))
     if view.available_since is not None:
-        conditions.append(exp.GTE(this=t.copy(), expression=_instant(view.available_since)))
+        conditions.append(exp.GTE(this=t.copy(), expression=instant(view.available_since)))
     return exp.and_(*conditions) if conditions else None
+
+
+def known_at(view: FeatureView, ts: exp.Expr) -> exp.Expr:
+    """When a row stamped `ts` becomes known: `ts` plus the view's `available_after`."""
+    return ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=interval(view.available_after))
+
+
+def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
+    return value_used(view, exp.column(_TS, alias, quoted=True), exp.column(_T, "s", quoted=True))
 
 
 def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
@@ -277,12 +289,14 @@ def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
     return exp.cast(value, "TIMESTAMPTZ")
 
 
-def _micros(length: timedelta) -> exp.Interval:
+def interval(length: timedelta) -> exp.Interval:
+    """`length` as an interval of microseconds (exact; DuckDB and PostgreSQL both read it)."""
     micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
     return exp.Interval(this=exp.Literal.string(str(micros)), unit=exp.var("MICROSECOND"))
 
 
-def _instant(value: datetime) -> exp.Expr:
+def instant(value: datetime) -> exp.Expr:
+    """An instant as a TIMESTAMPTZ literal."""
     return exp.cast(exp.Literal.string(value.isoformat()), "TIMESTAMPTZ")
 
 
