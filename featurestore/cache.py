@@ -38,6 +38,7 @@ from featurestore.project import Project
 from featurestore.spec import FeatureView
 
 __all__ = ["SCHEMA", "clear", "duplicate_error", "files_rewritten", "fill", "fingerprint", "fresh_table", "prepared_rows",
+           "refuse_duplicates",
            "source_state", "sources_of", "state_digest", "status"]
 
 SCHEMA = "featurestore_cache"
@@ -80,7 +81,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
                 connection.execute(exp.Create(this=table, kind="TABLE", expression=validity_intervals(view, prepared),
                                               replace=True).sql(dialect="duckdb", comments=False))
                 if not view.created:
-                    _refuse_duplicates(connection, view, exp.select("*").from_(table.copy()))
+                    refuse_duplicates(connection, view, exp.select("*").from_(table.copy()))
                 read = None
         count = duck.first_row(connection, f"SELECT count(*) FROM {table.sql(dialect='duckdb')}")[0]
         connection.execute(f"DELETE FROM {_ENTRIES} WHERE view = $1 AND version = $2", [view.name, view.version])
@@ -108,7 +109,7 @@ def _append(connection: Any, project: Project, view: FeatureView, table: exp.Tab
                                                          "duckdb", files=added), columns))
     _run(connection, _temp_table("__fs_delta", delta))
     if not view.created:
-        _refuse_duplicates(connection, view, exp.select("*").from_("__fs_delta"))
+        refuse_duplicates(connection, view, exp.select("*").from_("__fs_delta"))
     # Per key the new rows touch: when the first of them becomes known, and whether one comes late.
     firsts = exp.select(*_keys(view), exp.alias_(exp.Min(this=_col("__fs_known")), "first_known", quoted=True),
                         exp.alias_(exp.Min(this=_col("__fs_ts")), "first_ts", quoted=True)) \
@@ -150,7 +151,7 @@ def _recompute(connection: Any, view: FeatureView, table: exp.Table, keys: exp.S
         rows = exp.select("*").from_(_aliased(rows, "u")).qualify(
             tie_winner(view, _keys(view), _col("__fs_ts"), _col(view.created)))
     else:
-        _refuse_duplicates(connection, view, rows)
+        refuse_duplicates(connection, view, rows)
     _run(connection, _temp_table("__fs_merged", validity_intervals(view, rows)))
     _run(connection, exp.Delete(this=table.copy(), using=[_aliased(keys, "l")],
                                 where=exp.Where(this=_same_keys(view, table.name, "l"))))
@@ -189,7 +190,8 @@ def _keyed(view: FeatureView, rows: exp.Select) -> exp.Select:
                                  for k in view.entity]))
 
 
-def _refuse_duplicates(connection: Any, view: FeatureView, rows: exp.Query) -> None:
+def refuse_duplicates(connection: Any, view: FeatureView, rows: exp.Query) -> None:
+    """Raise `duplicate_error` if two of `rows` (prepared: keys, __fs_ts) share keys and time."""
     duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
     if duplicate:
         raise duplicate_error(view, duplicate)

@@ -23,10 +23,16 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sqlglot import exp
 
-from featurestore.cache import files_rewritten, prepared_rows, source_state, state_digest
+from featurestore.cache import (
+    duplicate_error,
+    files_rewritten,
+    prepared_rows,
+    refuse_duplicates,
+    source_state,
+    state_digest,
+)
 from featurestore.compiler.incremental import latest_rows
 from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
-from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError
@@ -151,10 +157,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 after = None if previous is None else previous[0] - lookback
                 offline.execute(f"CREATE TEMP TABLE __fs_batch AS "
                                 f"{latest_rows(view, rows, until, after).sql(dialect='duckdb', comments=False)}")
-                tie = duck.first_row(offline, duplicates(view, exp.select("*").from_("__fs_batch")).sql(
-                    dialect="duckdb"))
-                if tie:
-                    raise FeatureStoreError(f"{duplicate_message(view, tie)}; {duplicate_fix(view)}")
+                refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
                 batch_file.parent.mkdir(parents=True, exist_ok=True)
                 quoted = ", ".join(exp.to_identifier(n, quoted=True).sql(dialect="duckdb") for n in names)
@@ -226,7 +229,7 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
             target, same, differ, ts=sql.Identifier(_TS)), [lag, watermark])
         tie = cursor.fetchone()
         if tie:
-            raise FeatureStoreError(f"{duplicate_message(view, tuple(tie))}; {duplicate_fix(view)}")
+            raise duplicate_error(view, tuple(tie))
     newer = sql.SQL("EXCLUDED.{ts} > t.{ts}").format(ts=sql.Identifier(_TS))
     if view.created:
         newer = sql.SQL("{} OR (EXCLUDED.{ts} = t.{ts} AND EXCLUDED.{c} IS NOT NULL AND (t.{c} IS NULL OR "
