@@ -37,9 +37,8 @@ from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
 
-__all__ = ["SCHEMA", "clear", "duplicate_error", "files_rewritten", "fill", "fingerprint", "fresh_table", "prepared_rows",
-           "refuse_duplicates",
-           "source_state", "sources_of", "state_digest", "status"]
+__all__ = ["SCHEMA", "added_files", "clear", "duplicate_error", "files_rewritten", "fill", "fingerprint", "fresh_table",
+           "prepared_rows", "refuse_duplicates", "source_state", "sources_of", "state_digest", "status"]
 
 SCHEMA = "featurestore_cache"
 _ENTRIES = f"{SCHEMA}.catalog"
@@ -70,7 +69,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
     columns = _cached_columns(view)
     previous = duck.first_row(connection, f"SELECT state FROM {_ENTRIES} WHERE view = $1 AND version = $2",
                               [view.name, view.version])
-    added = _added_files(project, view, json.loads(previous[0]) if previous and previous[0] else None, state)
+    added = added_files(project, view, json.loads(previous[0]) if previous and previous[0] else None, state)
     connection.execute("BEGIN TRANSACTION")
     try:
         with duck.errors_as_feature_store_errors():
@@ -104,9 +103,7 @@ def _append(connection: Any, project: Project, view: FeatureView, table: exp.Tab
     row's interval closed where the first of them becomes known. A key with a row arriving late
     (at or before its newest cached time) is recomputed from its cached and new rows.
     """
-    settings = project.settings
-    delta = _keyed(view, prepare_rows(view, render_query(view, project.views, settings.sources, settings.root,
-                                                         "duckdb", files=added), columns))
+    delta = _keyed(view, prepared_rows(project, view, columns, files=added))
     _run(connection, _temp_table("__fs_delta", delta))
     if not view.created:
         refuse_duplicates(connection, view, exp.select("*").from_("__fs_delta"))
@@ -202,7 +199,7 @@ def _cached_columns(view: FeatureView) -> list[str]:
     return list(dict.fromkeys([*(f.column for f in view.features), *([view.created] if view.created else [])]))
 
 
-def _added_files(project: Project, view: FeatureView, before: dict[str, Any] | None,
+def added_files(project: Project, view: FeatureView, before: dict[str, Any] | None,
                  now: dict[str, Any]) -> dict[str, list[str]] | None:
     """The files a row-wise view's one file source gained since `before`, if it changed only so."""
     settings = project.settings
@@ -229,10 +226,15 @@ def _row_wise(view: FeatureView) -> bool:
         not any(node is not query for node in query.find_all(exp.Select))
 
 
-def prepared_rows(project: Project, view: FeatureView, columns: list[str]) -> exp.Select:
-    """The view's rows read from its sources (DuckDB dialect), prepared to join (`prepare_rows`)."""
+def prepared_rows(project: Project, view: FeatureView, columns: list[str],
+                  files: dict[str, list[str]] | None = None) -> exp.Select:
+    """The view's rows read from its sources (DuckDB dialect), prepared to join (`prepare_rows`).
+
+    `files` reads only these files of the named file sources.
+    """
     settings = project.settings
-    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb"), columns)
+    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb",
+                                           files=files), columns)
 
 
 def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:

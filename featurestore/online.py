@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from sqlglot import exp
 
 from featurestore.cache import (
+    added_files,
     duplicate_error,
     files_rewritten,
     prepared_rows,
@@ -67,10 +68,12 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
                 on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
     """Bring the online tables up to date with all source data known by `until` (default now).
 
-    `lookback` (default [online] lookback, 1d) is how far before the watermark an incremental run
-    looks again, for rows that arrived later than their view's `available_after` promised. A view
-    whose file source lost or changed a file since the last run is rebuilt from all its rows, as is
-    every view with `full` (after old rows of a database table changed).
+    An incremental run reads rows that became known since the last run's watermark, and all rows
+    of files its source gained (row-wise views), so rows that arrived later than their view's
+    `available_after` promised are written and counted as late. Where the sources changed in a way
+    the run cannot pin down (a database table), it looks `lookback` (default [online] lookback, 1d)
+    before the watermark. A view whose file source lost or changed a file since the last run is
+    rebuilt from all its rows, as is every view with `full` (after old rows of a database table changed).
     """
     until = _utc(until) if until is not None else datetime.now(timezone.utc)
     chosen = _views(project, views)
@@ -153,10 +156,9 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 mode = "incremental"
             with duck.errors_as_feature_store_errors():
                 register_sources(offline, project, [view], every_source=False, loaded=set())
-                rows = prepared_rows(project, view, names[len(view.entity) + 1:])
-                after = None if previous is None else previous[0] - lookback
-                offline.execute(f"CREATE TEMP TABLE __fs_batch AS "
-                                f"{latest_rows(view, rows, until, after).sql(dialect='duckdb', comments=False)}")
+                batch = _changed_rows(project, view, names[len(view.entity) + 1:], until, lookback,
+                                      previous and (previous[0], json.loads(previous[2] or "{}")), sources)
+                offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                 refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
                 batch_file.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,30 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
         offline.close()
         batch_file.unlink(missing_ok=True)
     return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until)
+
+
+def _changed_rows(project: Project, view: FeatureView, columns: list[str], until: datetime, lookback: timedelta,
+                  previous: tuple[datetime, dict[str, Any]] | None, sources: dict[str, Any]) -> exp.Select:
+    """Per key, its latest row among those a run must read to reach `until`.
+
+    After a run that reached watermark W over sources in state S:
+    - sources still in state S: only rows becoming known after W;
+    - a row-wise view whose one file source only gained files: the old files' rows known after W
+      and every row of the new files (however late it came);
+    - otherwise (a database table changed): rows known after W - `lookback`.
+    """
+    if previous is None:
+        return latest_rows(view, [(prepared_rows(project, view, columns), None)], until)
+    watermark, before = previous
+    if before == sources:
+        return latest_rows(view, [(prepared_rows(project, view, columns), watermark)], until)
+    added = added_files(project, view, before, sources)
+    if added:
+        ((name, new),) = added.items()
+        old = {name: [entry[0] for entry in before[name]]}
+        return latest_rows(view, [(prepared_rows(project, view, columns, files=old), watermark),
+                                  (prepared_rows(project, view, columns, files=added), None)], until)
+    return latest_rows(view, [(prepared_rows(project, view, columns), watermark - lookback)], until)
 
 
 def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[str, str]], batch: Any) -> int:

@@ -56,13 +56,13 @@ def online_table(url: str, store: FeatureStore, view: str) -> list[tuple]:
         return connection.execute(f'SELECT * FROM featurestore_online."{view}__{version}" ORDER BY 1').fetchall()
 
 
-def write_events(root: Path, rows: list[dict], rules: Rules) -> None:
+def write_events(root: Path, rows: list[dict], rules: Rules, name: str = "events.parquet") -> None:
     pq.write_table(pa.table({
         "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
         "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
         "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string()),
     }, schema=pa.schema([("k", pa.int64()), ("c", pa.string()), ("ts", UTC_US), ("created", pa.int64()),
-                         ("v", pa.int64()), ("s", pa.string())])), root / "data" / "events.parquet")
+                         ("v", pa.int64()), ("s", pa.string())])), root / "data" / name)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -76,16 +76,19 @@ def test_online_equals_the_training_frame_at_each_materialized_instant(online_da
     instants = sorted({r["ts"] + rules.lag + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)}
                       | {r["ts"] + (rules.ttl or timedelta(0)) for r in rows} | {T0})
     chosen = sorted(data.draw(st.lists(st.sampled_from(instants), min_size=1, max_size=3, unique=True)))
+    # Rows land in files, one before each run, whatever their time: a row may come long after it was due.
+    arrival = data.draw(st.lists(st.integers(0, len(chosen) - 1), min_size=len(rows), max_size=len(rows)))
     with tempfile.TemporaryDirectory() as folder:
         project = ProjectDir(Path(folder))
-        write_events(project.root, rows, rules)
-        project.sources["events"] = '"data/events.parquet"'
+        project.sources["events"] = '"data/events-*.parquet"'
         project.write_config()
         project.view("view", definition(rules))
         with FeatureStore(project.root) as store:
             keys = {"k": [r["k"] for r in spine], "c": [r["c"] for r in spine]}
             entity = {name: keys[name] for name in rules.entity}
-            for at in chosen:  # increasing: the first run backfills, the later ones are incremental
+            for number, at in enumerate(chosen):  # increasing: the first run backfills, the later ones are incremental
+                write_events(project.root, [r for r, a in zip(rows, arrival) if a == number], rules,
+                             f"events-{number}.parquet")
                 [run] = store.materialize(until=at)
                 online = store.online(entity, ["view.*"], at=at)
                 frame = store.training_frame(pl.DataFrame({**entity, "t": [at] * len(spine)},
