@@ -91,13 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     materialize = commands.add_parser(
         "materialize", parents=[common], help="write the views' latest values to the online store",
         description="Bring each snapshot view's online table in PostgreSQL up to date with all source data known "
-                    "by --until (default now). Incremental: a view reads only rows known after its watermark (less "
-                    "the [online] lookback, for rows that arrive late). A changed view is backfilled into a new "
+                    "by --until (default now). Incremental: a view reads only rows known after its watermark and the "
+                    "files its source gained since, late rows included. A changed view is backfilled into a new "
                     "table and switched to atomically; a killed run leaves nothing half-written.")
     materialize.add_argument("views", nargs="*", help="only these views (default: every snapshot view)")
     materialize.add_argument("--until", help="an ISO 8601 instant (default now); naive times are UTC")
-    materialize.add_argument("--lookback", help="how far before the watermark to look again for late rows "
-                                                "(default [online] lookback, 1d)")
+    materialize.add_argument("--lookback", help="how far before the watermark to look again for late rows when "
+                                                "a database table changed (default [online] lookback, 1d)")
     materialize.add_argument("--full", action="store_true",
                              help="rebuild from all source rows (after old rows of a database table changed; "
                                   "rewritten files are noticed without it)")

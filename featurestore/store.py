@@ -77,8 +77,9 @@ class FeatureStore:
                     on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
         """Write every snapshot view's latest values, as known by `until` (default now), to PostgreSQL.
 
-        Incremental: each view reads only rows known after its watermark (less `lookback`, for rows
-        that arrive late). A changed view is backfilled into a new table and switched to atomically;
+        Incremental: each view reads only rows known after its watermark, and the whole of files its
+        source gained, so late rows are written and counted (`lookback` before the watermark where a
+        database table changed). A changed view is backfilled into a new table and switched to atomically;
         a view whose files were rewritten, or every view with `full`, is rebuilt from all its rows.
         """
         return materialize(self.project, until, views, lookback=lookback, keep_old_versions=keep_old_versions,
