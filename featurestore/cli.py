@@ -13,6 +13,7 @@ from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
 __all__ = ["main"]
 
 FORMATS = ("text", "json")
+_CONSUMER_HELP = "who reads, recorded with the read (default $FEATURESTORE_CONSUMER, else 'unknown')"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("--out", metavar="FILE", help="write the frame to this Parquet file")
     frame.add_argument("--head", type=int, default=10, help="rows to print when not writing a file (default 10)")
     frame.add_argument("--format", choices=FORMATS, default="text")
+    frame.add_argument("--consumer", help=_CONSUMER_HELP)
     frame.set_defaults(handler=_frame)
 
     cache = commands.add_parser("cache", parents=[common], help="show or clear the cache of view rows",
@@ -114,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     online.add_argument("--features", required=True, help="comma-separated: view.feature or view.*")
     online.add_argument("--at", help="an ISO 8601 instant to apply TTLs at (default now)")
     online.add_argument("--format", choices=FORMATS, default="text")
+    online.add_argument("--consumer", help=_CONSUMER_HELP)
     online.set_defaults(handler=_online)
 
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP lookup service",
@@ -123,6 +126,49 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.set_defaults(handler=_serve)
+
+    apply = commands.add_parser("apply", parents=[common], help="record the definitions in the registry",
+                                description="Record the working tree's definitions (versions, annotations, compiled "
+                                            "SQL, the git commit) in the registry in PostgreSQL, and say which views "
+                                            "need `featurestore materialize` (or run it with --materialize).")
+    apply.add_argument("--materialize", action="store_true", help="then backfill the views that need it")
+    apply.add_argument("--format", choices=FORMATS, default="text")
+    apply.set_defaults(handler=_apply)
+
+    plan = commands.add_parser("plan", parents=[common], help="what the working tree changes, for a pull request",
+                               description="Compare the working tree's definitions with the registry (default) or a "
+                                           "git ref: views added, removed, changed in logic or only in form, features "
+                                           "added and removed, backfills, consumers affected, deprecations and owner "
+                                           "changes. Markdown for a pull-request comment by default.")
+    plan.add_argument("--against", metavar="REF", help="a git ref (e.g. origin/main) instead of the registry; "
+                                                       "needs no database")
+    plan.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    plan.add_argument("--fail-on", choices=("breaking",), help="exit 3 when a removed or changed view has consumers")
+    plan.set_defaults(handler=_plan)
+
+    unused = commands.add_parser("unused", parents=[common], help="features no consumer read lately",
+                                 description="List features no consumer read in the last --days days (never-read "
+                                             "ones included), with owner, version, last read and online storage; "
+                                             "then sources no view reads.")
+    unused.add_argument("--days", type=int, default=30, help="the window, in days (default 30)")
+    unused.add_argument("--format", choices=FORMATS, default="text")
+    unused.set_defaults(handler=_unused)
+
+    lineage = commands.add_parser("lineage", parents=[common], help="the source columns a feature comes from",
+                                  description="Print the source columns (and views in between) feature VIEW.FEATURE "
+                                              "is computed from, or with --source SRC.COL the features computed "
+                                              "from that column.")
+    lineage.add_argument("feature", nargs="?", help="view.feature")
+    lineage.add_argument("--source", metavar="SRC.COL", help="the reverse: features that depend on this column")
+    lineage.add_argument("--format", choices=FORMATS, default="text")
+    lineage.set_defaults(handler=_lineage)
+
+    describe = commands.add_parser("describe", parents=[common], help="a view's annotations, data span, freshness",
+                                   description="Show a view's annotations, the span of time its data covers, invalid "
+                                               "periods, online freshness (watermark and lag) and its consumers.")
+    describe.add_argument("view")
+    describe.add_argument("--format", choices=FORMATS, default="text")
+    describe.set_defaults(handler=_describe)
 
     key = commands.add_parser("key", help="create an API key for the lookup service",
                               description="Print a new random API key for CONSUMER, and the lines to add to "
@@ -160,7 +206,7 @@ def _root(args: argparse.Namespace) -> Path | None:
 def _store(args: argparse.Namespace) -> Any:
     from featurestore.store import FeatureStore
 
-    return FeatureStore(getattr(args, "project", "."))
+    return FeatureStore(getattr(args, "project", "."), consumer=getattr(args, "consumer", None))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -367,6 +413,141 @@ def _online(args: argparse.Namespace) -> int:
             print(frame)
     store.close()
     return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    store = _store(args)
+    summary = store.apply()
+    runs = store.materialize(views=summary["to_materialize"]) if args.materialize and summary["to_materialize"] else []
+    if args.format == "json":
+        print(json.dumps({**summary, "materialized": [run.view for run in runs]}))
+        return 0
+    print(f"applied {len(store.views)} views (commit {summary['commit'] or 'none: not a git checkout'}): "
+          f"{len(summary['added'])} added, {len(summary['removed'])} removed, {len(summary['changed'])} new "
+          f"versions, {len(summary['updated'])} updated in form or annotations")
+    for key, label in (("added", "added"), ("removed", "removed"), ("changed", "new version"),
+                       ("updated", "updated")):
+        for name in summary[key]:
+            print(f"  {label}: {name}")
+    if runs:
+        print(f"materialized: {', '.join(run.view for run in runs)}")
+    elif summary["to_materialize"]:
+        print(f"not yet online: {', '.join(summary['to_materialize'])}; run `featurestore materialize`")
+    store.close()
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from featurestore.governance import render_plan_markdown
+
+    store = _store(args)
+    result = store.plan(against=args.against)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_plan_markdown(result, result["against"]), end="")
+    for problem in result["problems_at_base"]:
+        print(f"warning: at {args.against}, {problem} (left out of the comparison)", file=sys.stderr)
+    if args.fail_on == "breaking" and result["breaking"]:
+        print("error: the plan removes or changes views that have consumers (--fail-on breaking)", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _unused(args: argparse.Namespace) -> int:
+    if args.days < 1:
+        raise FeatureStoreError(f"--days {args.days}: give a number of days, 1 or more")
+    store = _store(args)
+    found = store.unused(days=args.days)
+    store.close()
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    features = [f for f in found if f["kind"] == "feature"]
+    table = Table("feature", "owner", "version", "last read", "online bytes",
+                  title=f"{len(features)} features no consumer read in the last {args.days} days")
+    for item in features:
+        size = item["online_bytes"]
+        table.add_row(item["feature"], item["owner"], item["version"], item["last_read"] or "never",
+                      f"{size:,}" if size is not None else "-")
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    sources = [f["source"] for f in found if f["kind"] == "source"]
+    if sources:
+        console.print(f"sources no view reads: {', '.join(sources)}")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    if bool(args.feature) == bool(args.source):
+        raise FeatureStoreError("give either a feature (view.feature) or --source source.column")
+    store = _store(args)
+    if args.source:
+        found = store.dependents(args.source)
+        if args.format == "json":
+            print(json.dumps({"column": args.source, "features": found}))
+        else:
+            print(f"{args.source} feeds {len(found)} feature(s)" + "".join(f"\n  {f}" for f in found))
+        return 0
+    lineage = store.lineage(args.feature)
+    if args.format == "json":
+        print(json.dumps({"feature": lineage.feature, "sources": lineage.sources, "views": lineage.views,
+                          "graph": [list(edge) for edge in lineage.graph]}))
+        return 0
+    print(lineage.feature)
+    print("  computed from: " + (", ".join(lineage.sources) or "no column (a constant)"))
+    if lineage.views:
+        print("  through views: " + ", ".join(lineage.views))
+    for source, target in lineage.graph:
+        print(f"    {source} -> {target}")
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    store = _store(args)
+    found = store.describe(args.view)
+    store.close()
+    if args.format == "json":
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    lines = [f"{found['view']} ({found['kind']}, version {found['version']})", f"  owner: {found['owner']}"]
+    if found["description"]:
+        lines.append(f"  description: {found['description']}")
+    lines.append(f"  entity: {', '.join(found['entity'])}; timestamp: {found['timestamp']}")
+    for key in ("available_after", "available_since", "ttl", "created", "windows", "tags", "consumers"):
+        if found.get(key):
+            value = found[key]
+            lines.append(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
+    for start, end in found["invalid"]:
+        lines.append(f"  invalid: {start} .. {end}")
+    if found["deprecated"]:
+        lines.append(f"  deprecated: sunset {found['deprecated']['sunset']} {found['deprecated']['hint']}".rstrip())
+    data = found["data"]
+    count = data.get("rows", data.get("events"))
+    lines.append(f"  data: {count:,} {'rows' if 'rows' in data else 'events'}, from {data['first']} to {data['last']}")
+    online = found["online"]
+    if online:
+        lines.append(f"  online: data known by {online['watermark']} (lag {_lag(online['lag_seconds'])}), "
+                     f"materialized at {online['materialized_at']}")
+    else:
+        lines.append("  online: not materialized in this version" + ("" if found["windows"] else
+                                                                      "; run `featurestore materialize`"))
+    consumers = found["recorded_consumers"] or []
+    lines.append("  read in the last 30 days by: " + (", ".join(
+        f"{c['consumer']} ({c['reads']:,} reads, last {c['last_read'][:19]})" for c in consumers) or "nobody"))
+    print("\n".join(lines))
+    return 0
+
+
+def _lag(seconds: float) -> str:
+    from datetime import timedelta
+
+    from featurestore.spec import format_duration
+
+    return format_duration(timedelta(seconds=int(seconds))) if seconds >= 1 else f"{seconds:.3f}s"
 
 
 def _key_value(text: str) -> Any:

@@ -20,6 +20,7 @@ __all__ = [
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
+    "SunsetError",
     "UnavailableError",
     "UnknownNameError",
     "closest",
@@ -71,6 +72,10 @@ class BadRequestError(FeatureStoreError):
 
 class UnavailableError(FeatureStoreError):
     """The online store cannot answer now (PostgreSQL unreachable, a view not yet materialized)."""
+
+
+class SunsetError(FeatureStoreError):
+    """A read of a deprecated view on or after its sunset date, by a consumer that did not opt in."""
 
 
 class ConfigError(FeatureStoreError):

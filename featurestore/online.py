@@ -42,7 +42,7 @@ from featurestore.selection import select_features, view_named
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, FeatureView
 
-__all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame"]
+__all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame", "unmaterialized"]
 
 SCHEMA = "featurestore_online"
 _TS = "__fs_ts"
@@ -86,6 +86,16 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
         runs.append(_materialize_view(project, url, view, until, lookback or project.settings.online_lookback,
                                       keep_old_versions, full))
     return runs
+
+
+def unmaterialized(project: Project, url: str) -> list[str]:
+    """The snapshot views whose current version has no online table yet: `materialize` backfills them."""
+    with postgres.connect(url) as connection:
+        if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{SCHEMA}.watermarks"]).fetchone()[0]:
+            done: set[tuple[str, str]] = set()
+        else:
+            done = {tuple(row) for row in connection.execute(f"SELECT view, version FROM {SCHEMA}.watermarks")}
+    return [v.name for v in project.views.values() if not v.windows and (v.name, v.version) not in done]
 
 
 def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:

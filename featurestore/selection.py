@@ -6,13 +6,20 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from datetime import date
 from typing import Iterable
 
-from featurestore.errors import BadRequestError, UnknownNameError, did_you_mean
+from featurestore.errors import BadRequestError, SunsetError, UnknownNameError, did_you_mean
 from featurestore.spec import Feature, FeatureView
 
-__all__ = ["Selected", "select_features", "view_named"]
+__all__ = ["FeatureDeprecationWarning", "Selected", "deprecation_warnings", "select_features", "view_named",
+           "warn_deprecated"]
+
+
+class FeatureDeprecationWarning(DeprecationWarning):
+    """A read of a deprecated view before its sunset: it still works; move to the replacement."""
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,30 @@ def view_named(views: dict[str, FeatureView], name: str, where: str = "") -> Fea
         hint = did_you_mean(name, views) or f"known views: {', '.join(sorted(views)) or 'none'}"
         raise UnknownNameError(f"unknown view '{name}'{where}; {hint}")
     return views[name]
+
+
+def deprecation_warnings(views: Iterable[FeatureView], today: date, allow: bool) -> list[tuple[FeatureView, str]]:
+    """The deprecated views among `views`, each with its warning; SunsetError for one past its sunset.
+
+    From its sunset date on, a deprecated view is refused unless the consumer opts in (`allow`).
+    """
+    found = []
+    for view in {view.name: view for view in views}.values():
+        deprecation = view.deprecated
+        if deprecation is None:
+            continue
+        hint = f"; {deprecation.hint}" if deprecation.hint else ""
+        if today >= deprecation.sunset and not allow:
+            raise SunsetError(
+                f"view '{view.name}' reached its sunset on {deprecation.sunset} and is no longer served{hint}. "
+                "A consumer that must still read it can opt in: allow_deprecated=True in Python, the header "
+                "X-Allow-Deprecated: true over HTTP")
+        when = "was to be removed on" if today >= deprecation.sunset else "will be removed on"
+        found.append((view, f"view '{view.name}' is deprecated and {when} {deprecation.sunset}{hint}"))
+    return found
+
+
+def warn_deprecated(views: Iterable[FeatureView], today: date, allow: bool, stacklevel: int = 3) -> None:
+    """`deprecation_warnings` as Python warnings (FeatureDeprecationWarning), for SDK callers."""
+    for _, message in deprecation_warnings(views, today, allow):
+        warnings.warn(message, FeatureDeprecationWarning, stacklevel=stacklevel)

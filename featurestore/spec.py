@@ -20,6 +20,7 @@ from featurestore.loader import Definition
 
 __all__ = [
     "ANNOTATIONS",
+    "catalog_entry",
     "INTEGER_TYPES",
     "Column",
     "Deprecation",
@@ -340,6 +341,24 @@ def format_duration(length: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def catalog_entry(view: FeatureView, root: Path) -> dict[str, Any]:
+    """A view as plain JSON data: what the catalog, the registry and the HTTP service show of it."""
+    return {
+        "view": view.name, "kind": view.kind, "entity": list(view.entity), "timestamp": view.timestamp,
+        "owner": view.owner, "description": view.description, "version": view.version, "tags": list(view.tags),
+        "path": (view.path.relative_to(root) if view.path.is_relative_to(root) else view.path).as_posix(),
+        "deprecated": None if view.deprecated is None else {"sunset": view.deprecated.sunset.isoformat(),
+                                                            "hint": view.deprecated.hint},
+        "consumers": list(view.consumers),
+        "available_after": format_duration(view.available_after),
+        "available_since": view.available_since.isoformat() if view.available_since else None,
+        "ttl": format_duration(view.ttl) if view.ttl is not None else None,
+        "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
+        "created": view.created, "windows": [w.label for w in view.windows], "reads": list(view.reads),
+        "features": [{"name": f.name, "type": f.type} for f in view.features],
+    }
 
 
 def parse_instant(text: str) -> datetime:

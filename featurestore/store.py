@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import os
+import warnings
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from featurestore import cache
+from featurestore import cache, governance, registry
+from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
-from featurestore.engines.postgres import release_embedded
+from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
-from featurestore.online import OnlineStore, Run, materialize
+from featurestore.online import OnlineStore, Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
-from featurestore.selection import Selected, select_features, view_named
-from featurestore.spec import FeatureView
+from featurestore.selection import Selected, deprecation_warnings, select_features, view_named, warn_deprecated
+from featurestore.usage import UsageRecorder, readers
+from featurestore.spec import FeatureView, catalog_entry
 
 __all__ = ["FeatureStore"]
+
+_unknown_consumer_warned = False
+
+
+def _warn_unknown_consumer() -> None:
+    global _unknown_consumer_warned
+    if not _unknown_consumer_warned:
+        _unknown_consumer_warned = True
+        warnings.warn("this FeatureStore names no consumer, so its reads are recorded as 'unknown'; "
+                      "pass FeatureStore(..., consumer='your_model') so owners know who reads their features",
+                      UserWarning, stacklevel=4)
+
+
+def _row_count(found: Any) -> int:
+    if isinstance(found, dict):
+        return len(next(iter(found.values()), []))
+    return len(found)
 
 
 class FeatureStore:
@@ -31,8 +52,10 @@ class FeatureStore:
     """
 
     def __init__(self, path: str | Path = ".", *, consumer: str | None = None) -> None:
+        """`consumer`: who reads (a model, a job; default $FEATURESTORE_CONSUMER), recorded with every read."""
         self.settings: Settings = load_settings(path)
-        self.consumer = consumer
+        self.consumer = consumer or os.environ.get("FEATURESTORE_CONSUMER") or None
+        self._reads: dict[Any, tuple[tuple[tuple[str, str, str], ...], tuple[FeatureView, ...], bool]] = {}
 
     @property
     def root(self) -> Path:
@@ -63,14 +86,19 @@ class FeatureStore:
         return view_named(self.views, name)
 
     def training_frame(self, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                       full_names: bool = False, cache: bool = True) -> TrainingFrame:
+                       full_names: bool = False, cache: bool = True, allow_deprecated: bool = False) -> TrainingFrame:
         """The spine's rows, in order, with each feature's value as of the row's `timestamp`.
 
         `spine`: a polars or pandas DataFrame, an Arrow table, a Parquet path, or SQL over the sources.
         `features`: `view.feature` or `view.*` references. Columns clash → error, unless `full_names`.
         `cache`: reuse each view's rows from the offline database while its version and sources are unchanged.
+        `allow_deprecated`: read views past their sunset date (refused otherwise; before it they warn).
+        The read is recorded as this store's consumer's (featurestore.usage).
         """
-        return training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
+        keys = self._governed(features, full_names, allow_deprecated, None)
+        frame = training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
+        self._usage.record(keys, self.consumer, "offline", len(frame))
+        return frame
 
     def materialize(self, until: datetime | None = None, views: Iterable[str] | None = None, *,
                     lookback: timedelta | None = None, keep_old_versions: bool = False, full: bool = False,
@@ -86,24 +114,59 @@ class FeatureStore:
                            full=full, on_view=on_view)
 
     def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-               full_names: bool = False, columns: bool = False) -> Any:
+               full_names: bool = False, columns: bool = False, consumer: str | None = None,
+               allow_deprecated: bool = False) -> Any:
         """A polars DataFrame: per requested entity, in order, its keys then the features as of `at` (now).
 
         `entities`: a mapping of key column to a list of values (one list per key column), or a DataFrame.
         `columns`: a dict of column name to list of values instead of a DataFrame.
+        `consumer`: who reads, for this call (default: the store's consumer); the read is recorded.
+        `allow_deprecated`: read views past their sunset date (refused otherwise; before it they warn).
         """
-        return self._online.lookup(entities, features, at=at, full_names=full_names, columns=columns)
+        keys = self._governed(features, full_names, allow_deprecated, consumer)
+        found = self._online.lookup(entities, features, at=at, full_names=full_names, columns=columns)
+        self._usage.record(keys, consumer or self.consumer, "online", _row_count(found))
+        return found
 
     async def online_async(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-                           full_names: bool = False, columns: bool = False) -> Any:
+                           full_names: bool = False, columns: bool = False, consumer: str | None = None,
+                           allow_deprecated: bool = False) -> Any:
         """`online` for asyncio code: the same answer, on an asynchronous connection pool."""
-        return await self._online.lookup_async(entities, features, at=at, full_names=full_names, columns=columns)
+        keys = self._governed(features, full_names, allow_deprecated, consumer)
+        found = await self._online.lookup_async(entities, features, at=at, full_names=full_names, columns=columns)
+        self._usage.record(keys, consumer or self.consumer, "online", _row_count(found))
+        return found
+
+    def deprecations(self, views: Iterable[str], *, allow_deprecated: bool = False) -> list[str]:
+        """Warnings for the deprecated views among `views`; SunsetError for one past its sunset, unless allowed."""
+        today = datetime.now(timezone.utc).date()
+        return [message for _, message in deprecation_warnings([self.view(v) for v in views], today,
+                                                               allow_deprecated)]
+
+    def _governed(self, features: Iterable[str] | str, full_names: bool, allow_deprecated: bool,
+                  consumer: str | None) -> tuple[tuple[str, str, str], ...]:
+        """Check deprecation of a read's views (warn, or refuse past the sunset); its features for usage."""
+        slot = (features if isinstance(features, str) else tuple(features), full_names)
+        known = self._reads.get(slot)
+        if known is None:
+            selected = select_features(self.views, slot[0], full_names=full_names)
+            views = tuple(self.views[name] for name in dict.fromkeys(s.feature.view for s in selected))
+            keys = tuple((s.feature.view, s.feature.name, self.views[s.feature.view].version) for s in selected)
+            known = self._reads[slot] = (keys, views, any(v.deprecated is not None for v in views))
+        keys, views, deprecated = known
+        if deprecated:
+            warn_deprecated(views, datetime.now(timezone.utc).date(), allow_deprecated, stacklevel=4)
+        if consumer is None and self.consumer is None:
+            _warn_unknown_consumer()
+        return keys
 
     async def ping_async(self) -> None:
         await self._online.ping_async()
 
     async def aclose(self) -> None:
-        """Release the online store's connections, the asynchronous ones too."""
+        """Write the recorded usage; release the online store's connections, the asynchronous ones too."""
+        if "_usage" in self.__dict__:
+            self._usage.close()
         if "_online" in self.__dict__:
             await self._online.aclose()
 
@@ -114,14 +177,7 @@ class FeatureStore:
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every view as plain data: kind, entity, owner, version, tags, deprecation and features with types."""
-        return [{
-            "view": v.name, "kind": v.kind, "entity": list(v.entity), "timestamp": v.timestamp, "owner": v.owner,
-            "description": v.description, "version": v.version, "tags": list(v.tags),
-            "path": str(v.path.relative_to(self.root)) if v.path.is_relative_to(self.root) else str(v.path),
-            "deprecated": None if v.deprecated is None else {"sunset": v.deprecated.sunset.isoformat(),
-                                                             "hint": v.deprecated.hint},
-            "features": [{"name": f.name, "type": f.type} for f in v.features],
-        } for v in self.views.values()]
+        return [catalog_entry(v, self.root) for v in self.views.values()]
 
     def select(self, features: Iterable[str] | str, *, full_names: bool = False) -> list[Selected]:
         """Resolve `view.feature` / `view.*` references to features and their output names.
@@ -135,7 +191,9 @@ class FeatureStore:
         self._online.ping()
 
     def close(self) -> None:
-        """Release the online store's connections."""
+        """Write the recorded usage and release the online store's connections."""
+        if "_usage" in self.__dict__:
+            self._usage.close()
         if "_online" in self.__dict__:
             self._online.close()
 
@@ -148,6 +206,68 @@ class FeatureStore:
     @cached_property
     def _online(self) -> OnlineStore:
         return OnlineStore(self.project)
+
+    @cached_property
+    def _usage(self) -> UsageRecorder:
+        return UsageRecorder(self.settings)
+
+    # --------------------------------------------------------------- governance
+
+    def _registry_url(self) -> str:
+        return resolve_url(self.settings.postgres_url, self.settings.state_dir)
+
+    def apply(self, *, commit: str | None = None) -> dict[str, Any]:
+        """Record the working tree's definitions in the registry; returns what changed and what to materialize.
+
+        `commit` defaults to the git commit checked out at the project root (`-dirty` with local edits).
+        """
+        url = self._registry_url()
+        summary = registry.apply(self.project, url, commit if commit is not None else registry.git_commit(self.root),
+                                 datetime.now(timezone.utc))
+        summary["to_materialize"] = unmaterialized(self.project, url)
+        return summary
+
+    def plan(self, *, against: str | None = None) -> dict[str, Any]:
+        """What the working tree changes against the registry, or against git ref `against` (no database needed).
+
+        Consumers are declared ones and readers of the last 30 days, where usage records are at hand.
+        """
+        head = registry.project_records(self.project)
+        if against is None:
+            url = self._registry_url()
+            base, label, problems = registry.applied_records(url), "the registry", []
+        else:
+            base, commit, problems = governance.records_at_ref(self.project, against)
+            label = f"git {against} ({commit[:12]})"
+            url = running_url(self.settings.postgres_url, self.settings.state_dir)
+        recorded = None
+        if url is not None:
+            try:
+                recorded = readers(self.settings, url, datetime.now(timezone.utc) - timedelta(days=governance.CONSUMER_DAYS))
+            except FeatureStoreError:
+                recorded = None
+        result = governance.plan(base, head, recorded)
+        result["against"] = label
+        result["problems_at_base"] = [p.render(self.root) for p in problems]
+        return result
+
+    def unused(self, *, days: int = 30) -> list[dict[str, Any]]:
+        """Features no consumer read in the last `days` days (never-read ones too), then sources no view reads."""
+        self._usage.flush()
+        return governance.unused_features(self.project, self._registry_url(), days)
+
+    def lineage(self, feature: str) -> Lineage:
+        """The source columns (and views in between) that feature `view.feature` is computed from."""
+        return feature_lineage(self.views, self.project.sources, feature)
+
+    def dependents(self, column: str) -> list[str]:
+        """The features computed from `source.column` (or `view.column`), directly or through other views."""
+        return reverse_lineage(self.views, self.project.sources, column)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """A view's annotations, the span of its data, its online freshness and its recorded consumers."""
+        self._usage.flush()
+        return governance.describe_view(self.project, name, self._registry_url())
 
     def cache_status(self) -> list[dict[str, Any]]:
         """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""

@@ -18,6 +18,7 @@ import gc
 import hashlib
 import hmac
 import time
+import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -34,7 +35,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from featurestore import FeatureStore
-from featurestore.errors import FeatureStoreError, UnavailableError, UnknownNameError
+from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError
+from featurestore.selection import FeatureDeprecationWarning
 from featurestore.spec import INTEGER_TYPES
 from server.metrics import Metrics
 
@@ -114,6 +116,8 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
     release_postgres = store is None  # a store passed in is its owner's to close
     store = store or FeatureStore(project)
     store.project  # validate now: a broken project fails at start, not on the first request
+    # Responses carry deprecations (headers and `warnings`); Python warnings would only fill the log.
+    warnings.filterwarnings("ignore", category=FeatureDeprecationWarning)
     settings = store.settings.server
     metrics = Metrics()
     @asynccontextmanager
@@ -149,6 +153,8 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
     async def _feature_store_error(request: Request, exc: FeatureStoreError) -> Response:
         if isinstance(exc, UnknownNameError):
             return FastJSONResponse({"error": str(exc)}, status_code=404)
+        if isinstance(exc, SunsetError):
+            return FastJSONResponse({"error": str(exc)}, status_code=410)
         if isinstance(exc, UnavailableError):
             return FastJSONResponse({"error": str(exc).split("\n")[0]}, status_code=503,
                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -180,27 +186,24 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             raise HTTPProblem(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"})
         return Caller(found.consumer, found.tags)
 
-    def governed(who: Caller, view_names: list[str], headers: dict[str, str]) -> list[str]:
-        """Refuse views the key may not read or past their sunset; warn about deprecated ones."""
-        warnings, sunsets = [], []
-        today = datetime.now(timezone.utc).date()
+    def governed(who: Caller, view_names: list[str], headers: dict[str, str], request: Request) -> tuple[list[str], bool]:
+        """Refuse views the key may not read or past their sunset; warn about deprecated ones.
+
+        Returns the warnings and whether the caller may read views past their sunset.
+        """
         for name in view_names:
             view = store.views[name]
             if who.tags is not None and (missing := sorted(set(view.tags) - set(who.tags))):
                 raise HTTPProblem(403, f"the key of consumer '{who.consumer}' may not read view '{name}': it is "
                                        f"tagged {', '.join(missing)}")
-            if view.deprecated is None:
-                continue
-            hint = f"; {view.deprecated.hint}" if view.deprecated.hint else ""
-            if view.deprecated.sunset < today and who.consumer not in settings.allow_after_sunset:
-                raise HTTPProblem(410, f"view '{name}' was deprecated and its sunset {view.deprecated.sunset} has "
-                                       f"passed{hint}")
-            sunsets.append(view.deprecated.sunset)
-            warnings.append(f"view '{name}' is deprecated and will be removed on {view.deprecated.sunset}{hint}")
+        allow = who.consumer in settings.allow_after_sunset or \
+            request.headers.get("x-allow-deprecated", "").strip().lower() in ("1", "true", "yes")
+        warnings = store.deprecations(view_names, allow_deprecated=allow)
+        sunsets = [store.views[name].deprecated.sunset for name in view_names if store.views[name].deprecated]
         if sunsets:
             headers["Deprecation"] = "true"
             headers["Sunset"] = _http_date(min(sunsets))
-        return warnings
+        return warnings, allow
 
     @app.post("/v1/features", response_model=FeaturesResponse, responses=_ERRORS,
               summary="Features of many entities, one value per entity in request order",
@@ -217,8 +220,9 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
                                    "(server.max_entities): split the request")
         selected = select(tuple(body.features))
         headers: dict[str, str] = {}
-        warnings = governed(who, list(dict.fromkeys(s.feature.view for s in selected)), headers)
-        found = await store.online_async(body.entities, body.features, full_names=True, columns=True)
+        warnings, allow = governed(who, list(dict.fromkeys(s.feature.view for s in selected)), headers, request)
+        found = await store.online_async(body.entities, body.features, full_names=True, columns=True,
+                                         consumer=who.consumer, allow_deprecated=allow)
         metrics.lookups([s.feature.qualified for s in selected], who.consumer, count)
         return FastJSONResponse({"entities": body.entities,
                                  "features": {s.feature.qualified: found[s.output] for s in selected},
@@ -241,8 +245,9 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             except ValueError:
                 raise HTTPProblem(422, f"key: '{key}' is not an integer, and view '{view}' keys {name} as {kind}")
         headers: dict[str, str] = {}
-        warnings = governed(who, [view], headers)
-        values = await store.online_async({name: [value]}, [f"{view}.*"], columns=True)
+        warnings, allow = governed(who, [view], headers, request)
+        values = await store.online_async({name: [value]}, [f"{view}.*"], columns=True, consumer=who.consumer,
+                                          allow_deprecated=allow)
         metrics.lookups([f.qualified for f in found.features], who.consumer, 1)
         return FastJSONResponse({"view": view, "entity": {name: value},
                                  "features": {f.name: values[f.name][0] for f in found.features},

@@ -19,7 +19,8 @@ LAYERS = [
     {"engines"},
     {"project", "demo", "scaffold", "cache"},
     {"sources"},
-    {"frames", "online"},
+    {"frames", "online", "registry", "usage"},
+    {"governance"},
     {"store"},
     {"cli", "sklearn"},
 ]

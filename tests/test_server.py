@@ -106,10 +106,16 @@ def test_deprecation_headers_and_sunset(served: tuple[Any, FeatureStore]) -> Non
     assert response.json()["warnings"] == ["view 'old' is deprecated and will be removed on 2099-01-01; use "
                                            "spend.amount"]
     gone = client.post("/v1/features", json={"entities": {"user_id": [2]}, "features": ["gone.*"]})
-    assert gone.status_code == 410 and "sunset 2020-01-01 has passed" in gone.json()["error"]
+    assert gone.status_code == 410
+    assert gone.json()["error"].startswith("view 'gone' reached its sunset on 2020-01-01 and is no longer served")
+    assert "X-Allow-Deprecated: true" in gone.json()["error"]  # how to opt in
     allowed = client.post("/v1/features", json={"entities": {"user_id": [2]}, "features": ["gone.*"]},
-                          headers={"X-Consumer": "legacy"})
+                          headers={"X-Consumer": "legacy"})  # server.allow_after_sunset
     assert allowed.status_code == 200 and "Deprecation" in allowed.headers
+    assert allowed.json()["warnings"] == ["view 'gone' is deprecated and was to be removed on 2020-01-01"]
+    opted_in = client.get("/v1/features/gone/2", headers={"X-Consumer": "batch", "X-Allow-Deprecated": "true"})
+    assert opted_in.status_code == 200 and opted_in.headers["Sunset"] == "Wed, 01 Jan 2020 00:00:00 GMT"
+    assert client.get("/v1/features/gone/2", headers={"X-Consumer": "batch"}).status_code == 410
 
 
 def test_api_keys_and_tags(project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

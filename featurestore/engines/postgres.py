@@ -7,6 +7,7 @@ and it stops when the last of them exits.
 
 from __future__ import annotations
 
+import atexit
 import re
 import warnings
 from pathlib import Path
@@ -15,10 +16,25 @@ from typing import Any
 from featurestore.errors import FeatureStoreError, UnavailableError
 from featurestore.spec import Column
 
-__all__ = ["async_pool", "connect", "copy_csv", "release_embedded", "describe_tables", "duckdb_type", "lock_key", "pool", "postgres_type", "redact",
-           "resolve_url", "table_checksum"]
+__all__ = ["async_pool", "before_release", "connect", "copy_csv", "describe_tables", "duckdb_type", "lock_key", "pool",
+           "postgres_type", "redact", "release_embedded", "resolve_url", "running_url", "table_checksum"]
 
 _servers: dict[Path, Any] = {}
+_before_release: list[Any] = []
+
+
+def before_release(callback: Any) -> None:
+    """Run `callback()` before this process lets go of its embedded servers (at exit too): last writes."""
+    if callback not in _before_release:
+        _before_release.append(callback)
+
+
+def _last_writes() -> None:
+    for callback in list(_before_release):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - at exit, never turn a finished program into a failed one
+            pass
 
 
 def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
@@ -34,6 +50,7 @@ def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
                 import pgserver
 
                 _servers[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+            atexit.register(_last_writes)  # after pgserver's own exit hook, so it runs before it
         except Exception as exc:  # pgserver raises bare exceptions with the server log
             raise FeatureStoreError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n"
@@ -42,11 +59,23 @@ def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
     return _servers[pgdata].get_uri()
 
 
+def running_url(postgres_url: str | None, state_dir: Path) -> str | None:
+    """`postgres_url` when configured, the embedded server's when this process runs it, else None.
+
+    For work that should use PostgreSQL if it is at hand but not start a server for itself.
+    """
+    if postgres_url:
+        return postgres_url
+    server = _servers.get((state_dir / "pgdata").resolve())
+    return server.get_uri() if server is not None else None
+
+
 def release_embedded() -> None:
     """Let go of the embedded servers this process started; the last process to let go stops one.
 
     Runs at exit anyway; a server killed by a signal (uvicorn re-raises SIGTERM) must call it itself.
     """
+    _last_writes()
     for server in list(_servers.values()):
         server.cleanup()
     _servers.clear()
