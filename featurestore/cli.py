@@ -518,7 +518,7 @@ def _describe(args: argparse.Namespace) -> int:
         lines.append(f"  description: {found['description']}")
     lines.append(f"  entity: {', '.join(found['entity'])}; timestamp: {found['timestamp']}")
     for key in ("available_after", "available_since", "ttl", "created", "windows", "tags", "consumers"):
-        if found.get(key):
+        if found.get(key) and found[key] != "0s":
             value = found[key]
             lines.append(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
     for start, end in found["invalid"]:
@@ -528,6 +528,8 @@ def _describe(args: argparse.Namespace) -> int:
     data = found["data"]
     count = data.get("rows", data.get("events"))
     lines.append(f"  data: {count:,} {'rows' if 'rows' in data else 'events'}, from {data['first']} to {data['last']}")
+    for source in data["sources"]:
+        lines.append(f"    source {source['column']}: {source['rows']:,} rows, from {source['first']} to {source['last']}")
     online = found["online"]
     if online:
         lines.append(f"  online: data known by {online['watermark']} (lag {_lag(online['lag_seconds'])}), "

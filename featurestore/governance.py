@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from featurestore.compiler.lineage import column_sources
+from featurestore.config import DuckDBSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, Problem
@@ -369,14 +371,30 @@ def _data_span(project: Project, view: Any) -> dict[str, Any]:
             inner.set(clause, None)
         inner.set("expressions", [exp.alias_(exp.column(view.timestamp, quoted=True), view.timestamp, quoted=True)])
         span = span.from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("v", quoted=True))))
+    if view.windows:  # the event-time column of the sources it reads directly
+        columns = [f"{name}.{view.timestamp}" for name in view.reads if name in project.sources
+                   and view.timestamp in {c.name for c in project.sources[name]}]
+    else:
+        columns = column_sources(project.views, project.sources, view.name, view.timestamp)
     database = settings.offline_database if settings.offline_database.exists() else None
     connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    per_source = []
     try:
         with duck.errors_as_feature_store_errors():
-            register_sources(connection, project, [view], every_source=False, loaded=set())
+            register_sources(connection, project, [view], every_source=True, loaded=set())
             rows, first, last = duck.first_row(connection, span.sql(dialect="duckdb"))
+            for reference in columns:
+                name, _, column = reference.partition(".")
+                source = settings.sources[name]
+                table = exp.to_table(source.table, quoted=True) if isinstance(source, DuckDBSource) else \
+                    exp.to_table(name, quoted=True)
+                found = exp.column(column, quoted=True)
+                count, low, high = duck.first_row(connection, exp.select(
+                    exp.Count(this=exp.Star()), exp.cast(exp.Min(this=found), "VARCHAR"),
+                    exp.cast(exp.Max(this=found.copy()), "VARCHAR")).from_(table).sql(dialect="duckdb"))
+                per_source.append({"column": reference, "rows": count, "first": low, "last": high})
     finally:
         connection.close()
-    return {"rows" if not view.windows else "events": rows, "first": first, "last": last,
+    return {"rows" if not view.windows else "events": rows, "first": first, "last": last, "sources": per_source,
             "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
             "available_since": view.available_since.isoformat() if view.available_since else None}

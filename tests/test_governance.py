@@ -250,6 +250,9 @@ def test_describe_shows_annotations_span_freshness_and_consumers(repo: ProjectDi
     assert code == 0 and described["online"] is None and described["recorded_consumers"] == []
     assert described["data"]["rows"] == 6 and described["data"]["first"].startswith("2026-01-01 00:00:00")
     assert described["data"]["last"].startswith("2026-01-01 05:00:00") and described["owner"] == "fraud@example.com"
+    [source] = described["data"]["sources"]  # the source column the view's timestamp comes from
+    assert (source["column"], source["rows"], source["first"][:19], source["last"][:19]) == (
+        "events.ts", 6, "2026-01-01 00:00:00", "2026-01-01 05:00:00")
     FeatureStore(repo.root).materialize(until=T0 + timedelta(hours=6))
     read_spend(repo, "fraud_model")
     code, out, _ = repo.run("describe", "spend", "--format", "json", capsys=capsys)

@@ -37,7 +37,7 @@ from featurestore.errors import BadRequestError, FeatureStoreError, UnknownNameE
 from featurestore.selection import view_named
 from featurestore.spec import Column, Feature, FeatureView
 
-__all__ = ["Lineage", "feature_lineage", "reverse_lineage"]
+__all__ = ["Lineage", "column_sources", "feature_lineage", "reverse_lineage"]
 
 _Ref = tuple[str, str]  # (source or view, column or "*"); columns lower-cased, as DuckDB compares them
 
@@ -98,6 +98,13 @@ def reverse_lineage(project_views: dict[str, FeatureView],
     target = walker.column(column)
     return sorted(f.qualified for view in project_views.values() for f in view.features
                   if view.name != target[0] and target in walker.upstream(view.name, f.column))
+
+
+def column_sources(project_views: dict[str, FeatureView],
+                   source_names: Mapping[str, Iterable[Column]] | Iterable[str], view: str, column: str) -> list[str]:
+    """The source columns ("source.column", sorted) output column `column` of `view` is computed from."""
+    walker = _Walker(project_views, source_names)
+    return sorted(walker.name(ref) for ref in walker.upstream(view, column) if ref[0] not in project_views)
 
 
 class _Walker:
