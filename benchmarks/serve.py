@@ -552,6 +552,7 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
     with psycopg.connect(url, autocommit=True) as connection:
         server_version = connection.execute("SHOW server_version").fetchone()[0]
         user_ids = [row[0] for row in connection.execute(f"SELECT user_id FROM {table} ORDER BY user_id")]
+        connection.execute("DROP SCHEMA IF EXISTS featurestore_registry CASCADE")  # count this run's reads only
     if len(user_ids) < max(SIZES):
         raise SystemExit(f"only {len(user_ids)} users online; use more --rows")
     postgres_pid = postgres_root(store)
@@ -626,8 +627,31 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
         finally:
             for service in services.values():
                 release_handles(store, stop(service))
+    result["usage"] = usage_cost(store, url, version)
+    result["checks"].append(f"usage: the services recorded {result['usage']['recorded_reads']:,} reads of snap "
+                            "features in featurestore_registry.usage (written in the background and at shutdown)")
     store.close()
     return result
+
+
+def usage_cost(store: Any, url: str, version: str) -> dict[str, Any]:
+    """What recording a lookup's usage costs the request path (in process), and that the services recorded it."""
+    import psycopg
+
+    from featurestore.usage import UsageRecorder
+
+    recorder = UsageRecorder(store.settings, interval=3600.0)
+    keys = tuple(("snap", f"f{i}", version) for i in range(FEATURES))
+    calls = 200_000
+    started = time.perf_counter()
+    for _ in range(calls):
+        recorder.record(keys, "unknown", "online", 1)
+    per_call = (time.perf_counter() - started) / calls * 1e6
+    recorder.close()
+    with psycopg.connect(url, autocommit=True) as connection:
+        recorded = connection.execute("SELECT coalesce(sum(reads), 0) FROM featurestore_registry.usage WHERE view = "
+                                      "'snap' AND feature = 'f0'").fetchone()[0]
+    return {"record_us_per_request": per_call, "calls_timed": calls, "recorded_reads": int(recorded) - calls}
 
 
 def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
@@ -734,6 +758,14 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"  load: {client} in this process, one keep-alive connection per request in flight, "
                   f"{BODIES:,} bodies of random known users per size cycled in the same order for both; "
                   "req/s = responses completed in the measured window / its length.")
+    usage = s["usage"]
+    service = next((c["ours"]["cpu_us_per_request"]["service"] for c in s["cells"]
+                    if c["entities"] == 1 and c["ours"]["cpu_us_per_request"]["service"]), None)
+    share = f", {usage['record_us_per_request'] / service:.2%} of ours' service CPU per 1-entity request" \
+        if service else ""
+    console.print(f"  usage tracking: recording a request's reads costs {usage['record_us_per_request']:.2f} µs in "
+                  f"process ({usage['calls_timed']:,} calls timed){share}; the write is batched in a background "
+                  "thread every 5 s.")
     for check in s["checks"]:
         console.print(f"  check: {check}")
     slow = [c["workers"] for c in s["cells"] if c["workers"] > 1 and c["concurrency"] == 1

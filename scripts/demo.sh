@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install featurestore into .venv and run the fraud example end to end on the embedded defaults:
 # generate the sources, validate every definition, list the catalog, show compiled SQL, build a
-# training frame, materialize the online store and look users up.
+# training frame, materialize the online store, look users up, and record the definitions in the
+# registry with the features nobody has read yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 fs() { "$VENV/bin/featurestore" "$@"; }
+export FEATURESTORE_CONSUMER="${FEATURESTORE_CONSUMER:-demo}"   # who reads: recorded with every read
 
 echo "== 1. generate the example's sources (Parquet files, a PostgreSQL table, a DuckDB table)"
 fs demo-data
@@ -26,3 +28,6 @@ fs materialize --until 2026-11-01
 echo "== 7. look two users up as of the last run, as a serving service would"
 fs online --entity user_id=1,2 --features "user_daily_stats.*,user_profile.account_type,user_spend_trend.*" \
    --at 2026-11-01
+echo "== 8. record the definitions in the registry, and list the features nobody read in 30 days"
+fs apply
+fs unused
