@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     compile_.set_defaults(handler=_compile)
 
     views = commands.add_parser("views", parents=[common], help="list the views and their features",
-                                description="List every view with its kind, entity, owner, version and features.")
+                                description="List every view with its kind, entity, owner, version and features: "
+                                            "the working tree's, or with --applied the registry's.")
+    views.add_argument("--applied", action="store_true",
+                       help="the views as last applied to the registry (with when and at which commit)")
     views.add_argument("--format", choices=FORMATS, default="text")
     views.set_defaults(handler=_views)
 
@@ -274,7 +277,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _views(args: argparse.Namespace) -> int:
     store = _store(args)
-    rows = store.catalog()
+    rows = store.applied() if args.applied else store.catalog()
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0

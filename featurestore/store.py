@@ -227,6 +227,11 @@ class FeatureStore:
         summary["to_materialize"] = unmaterialized(self.project, url)
         return summary
 
+    def applied(self) -> list[dict[str, Any]]:
+        """The registry's catalog: each view as last applied, with `applied_at` and `commit`."""
+        return [{**record["entry"], "applied_at": record["applied_at"], "commit": record["commit"]}
+                for record in registry.applied_records(self._registry_url()).values()]
+
     def plan(self, *, against: str | None = None) -> dict[str, Any]:
         """What the working tree changes against the registry, or against git ref `against` (no database needed).
 

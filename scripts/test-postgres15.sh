@@ -22,4 +22,4 @@ as_owner "$BIN/pg_ctl" -D "$DATA/db" -l "$DATA/log" -w start \
 trap 'as_owner "$BIN/pg_ctl" -D "$DATA/db" -m fast stop >/dev/null; rm -rf "$DATA"' EXIT
 echo "PostgreSQL $("$BIN/postgres" --version | awk '{print $3}') on port $PORT"
 FEATURESTORE_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PORT/postgres" \
-    "$VENV/bin/python" -m pytest tests/test_online.py tests/test_sources.py tests/test_server.py -p no:cacheprovider "$@"
+    "$VENV/bin/python" -m pytest tests/test_online.py tests/test_sources.py tests/test_server.py tests/test_governance.py -p no:cacheprovider "$@"

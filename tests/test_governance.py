@@ -72,6 +72,8 @@ def test_apply_records_views_versions_and_commit(repo: ProjectDir, database: str
                          f"FROM {SCHEMA}.views ORDER BY view")
     assert rows == [(name, store.views[name].version, owner, head, True) for name, owner in
                     (("profile", "identity@example.com"), ("risk", "risk@example.com"), ("spend", "fraud@example.com"))]
+    applied = {v["view"]: v for v in FeatureStore(repo.root).applied()}
+    assert (applied["spend"]["version"], applied["spend"]["commit"]) == (store.views["spend"].version, head)
     store.materialize(until=T0 + timedelta(hours=6))
     again = FeatureStore(repo.root).apply()
     assert (again["unchanged"], again["to_materialize"]) == (["profile", "risk", "spend"], [])
