@@ -46,6 +46,7 @@ __all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame", "unmater
 
 SCHEMA = "featurestore_online"
 _TS = "__fs_ts"
+_COPY_ROWS = 65_536  # rows per Arrow batch encoded for a binary COPY
 _WAIT_FOR_CONNECTION = 3.0  # seconds a lookup waits for a pooled connection before reporting it unavailable
 
 
@@ -171,19 +172,16 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                 refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
-                batch_file.parent.mkdir(parents=True, exist_ok=True)
-                quoted = ", ".join(exp.to_identifier(n, quoted=True).sql(dialect="duckdb") for n in names)
-                path = str(batch_file).replace("'", "''")
-                offline.execute(f"COPY (SELECT {quoted} FROM __fs_batch) TO '{path}' (FORMAT csv, HEADER false)")
+                load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
             if mode == "rebuild":  # the watermark is this run's, whatever an earlier run reached
                 cursor.execute(f"DELETE FROM {SCHEMA}.watermarks WHERE view = %s AND version = %s",
                                [view.name, view.version])
             if previous is None:
                 late = 0
-                written = _backfill(cursor, view, table, columns, batch_file)
+                written = _backfill(cursor, view, table, columns, load)
             else:
-                written, late = _upsert(cursor, view, target, columns, batch_file, previous[0])
+                written, late = _upsert(cursor, view, target, columns, load, previous[0])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
                            "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
                            "UPDATE SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
@@ -222,7 +220,31 @@ def _changed_rows(project: Project, view: FeatureView, columns: list[str], until
     return latest_rows(view, [(prepared_rows(project, view, columns), watermark - lookback)], until)
 
 
-def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[str, str]], batch: Any) -> int:
+def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any) -> Callable[[Any, str, str], None]:
+    """How the run's batch (DuckDB table __fs_batch) goes into a PostgreSQL table: `load(cursor, schema, table)`.
+
+    Binary COPY of Arrow batches when every column has a binary form (no text for PostgreSQL to
+    parse: 3x faster for floats); otherwise (numeric, uuid, interval, time) a CSV file and COPY.
+    """
+    names = [name for name, _ in columns]
+    if all(kind in postgres.BINARY_COPY_TYPES for _, kind in columns):
+        select = exp.select(*[exp.cast(exp.column(name, quoted=True), postgres.BINARY_COPY_TYPES[kind][0])
+                              for name, kind in columns]).from_("__fs_batch").sql(dialect="duckdb")
+
+        def load_binary(cursor: Any, schema: str, table: str) -> None:
+            with duck.errors_as_feature_store_errors():
+                postgres.copy_binary(cursor, schema, table, columns, offline.sql(select).to_arrow_reader(_COPY_ROWS))
+
+        return load_binary
+    batch_file.parent.mkdir(parents=True, exist_ok=True)
+    quoted = ", ".join(exp.to_identifier(n, quoted=True).sql(dialect="duckdb") for n in names)
+    path = str(batch_file).replace("'", "''")
+    offline.execute(f"COPY (SELECT {quoted} FROM __fs_batch) TO '{path}' (FORMAT csv, HEADER false)")
+    return lambda cursor, schema, table: postgres.copy_csv(cursor, schema, table, names, batch_file)
+
+
+def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[str, str]],
+              load: Callable[[Any, str, str], None]) -> int:
     """A new version's table, filled by COPY and then keyed (faster than keeping an index while loading)."""
     from psycopg import sql
 
@@ -232,15 +254,15 @@ def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[st
     # (HOT, no index writes), which made a 30k-row upsert 2.4x faster here.
     cursor.execute(sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = 70)").format(target, sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
-    postgres.copy_csv(cursor, SCHEMA, table, [name for name, _ in columns], batch)
+    load(cursor, SCHEMA, table)
     cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
         target, sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)))
     cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
     return int(cursor.fetchone()[0])
 
 
-def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str, str]], batch: Any,
-            watermark: datetime) -> tuple[int, int]:
+def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str, str]],
+            load: Callable[[Any, str, str], None], watermark: datetime) -> tuple[int, int]:
     """Stage the batch, refuse ties with stored rows, and write rows newer than the stored ones.
 
     Returns (rows written, of which late: known before `watermark`).
@@ -249,7 +271,7 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
 
     names = [name for name, _ in columns]
     cursor.execute(sql.SQL("CREATE TEMP TABLE __fs_staging (LIKE {}) ON COMMIT DROP").format(target))
-    postgres.copy_csv(cursor, "pg_temp", "__fs_staging", names, batch)
+    load(cursor, "pg_temp", "__fs_staging")
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
     same = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k)) for k in view.entity)
     values = [n for n in names if n not in view.entity and n != _TS]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +30,7 @@ from reference import Rules
 from test_point_in_time import UTC_US, cases, definition, has_ties
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
+UTC = timezone.utc
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
 
@@ -341,3 +342,53 @@ def test_async_and_columnar_lookups_equal_the_frame(store: FeatureStore) -> None
     found, columns = asyncio.run(both())
     assert found.equals(frame) and columns == frame.to_dict(as_series=False)
     assert store.online({"user_id": []}, ["spend.amount"], columns=True) == {"user_id": [], "amount": []}
+
+
+_COPY_COLUMNS = [  # (PostgreSQL type, Arrow type, values)
+    ("boolean", pa.bool_(), st.booleans()),
+    ("smallint", pa.int16(), st.integers(-2**15, 2**15 - 1)),
+    ("integer", pa.int32(), st.integers(-2**31, 2**31 - 1)),
+    ("bigint", pa.int64(), st.integers(-2**63, 2**63 - 1)),
+    ("real", pa.float32(), st.floats(width=32, allow_nan=False)),
+    ("double precision", pa.float64(), st.floats(allow_nan=False)),
+    ("text", pa.string(), st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                                  max_size=6)),
+    ("date", pa.date32(), st.dates()),
+    ("timestamp", pa.timestamp("us"), st.datetimes()),
+    ("timestamptz", pa.timestamp("us", tz="UTC"), st.datetimes(timezones=st.just(UTC))),
+]
+
+
+@settings(max_examples=max(20, EXAMPLES // 2), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_binary_copy_loads_every_value_of_every_type(online_database: str, data: st.DataObject) -> None:
+    """The binary COPY that materialization uses: NULLs, extremes, unicode, sliced batches, with or without text."""
+    import psycopg
+
+    from featurestore.engines.postgres import copy_binary
+
+    chosen = data.draw(st.lists(st.sampled_from(range(len(_COPY_COLUMNS))), min_size=1, max_size=6, unique=True))
+    columns = [_COPY_COLUMNS[i] for i in chosen]
+    rows = data.draw(st.integers(0, 40))
+    values = [data.draw(st.lists(st.one_of(st.none(), strategy), min_size=rows, max_size=rows))
+              for _, _, strategy in columns]
+    table = pa.table({f"c{i}": pa.array(v, kind) for i, ((_, kind, _), v) in enumerate(zip(columns, values))})
+    skip = data.draw(st.integers(0, rows))  # a batch that starts inside its buffers
+    batches = table.slice(skip).to_batches(max_chunksize=data.draw(st.integers(1, 50)))
+    names = [(f"c{i}", kind) for i, (kind, _, _) in enumerate(columns)]
+    with psycopg.connect(online_database) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        cursor = connection.cursor()
+        cursor.execute("CREATE TEMP TABLE copied (n serial, " + ", ".join(f"{n} {k}" for n, k in names) + ")")
+        copy_binary(cursor, "pg_temp", "copied", names, batches)
+        found = cursor.execute(f"SELECT {', '.join(n for n, _ in names)} FROM copied").fetchall()
+
+    def same(row: tuple) -> tuple:  # PostgreSQL prints a real in its shortest form: compare as float32
+        import numpy as np
+
+        return tuple(float(np.float32(v)) if kind == "real" and v is not None else v
+                     for (_, kind), v in zip(names, row))
+
+    expected = list(zip(*[v[skip:] for v in values])) if rows > skip else []
+    assert sorted(map(same, found), key=repr) == sorted(map(same, expected), key=repr)
