@@ -482,23 +482,30 @@ def _entity_lists(entities: Any) -> dict[str, list[Any]]:
                             f"got {type(entities).__name__}")
 
 
+_KEY_TYPES = {"integers": (int, type(None)), "strings": (str, type(None))}  # exact types: a bool is no integer
+
+
 def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]], views: list[FeatureView]) -> int:
     lengths = {name: len(values) for name, values in requested.items()}
     if len(set(lengths.values())) > 1:
         raise BadRequestError("the entity key lists differ in length: " +
                                 ", ".join(f"{name} has {n}" for name, n in lengths.items()))
     for name, kind in keys:
-        if kind.upper() in INTEGER_TYPES:
-            wanted, check = "integers", lambda v: isinstance(v, int) and not isinstance(v, bool)
-        elif kind.upper() == "VARCHAR":
-            wanted, check = "strings", lambda v: isinstance(v, str)
-        else:
+        wanted = "integers" if kind.upper() in INTEGER_TYPES else "strings" if kind.upper() == "VARCHAR" else None
+        if wanted is None:
             continue
-        for index, value in enumerate(requested[name]):
-            if value is not None and not check(value):
-                owner = next(v.name for v in views if name in v.entity)
-                raise BadRequestError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
-                                        f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
+        allowed = _KEY_TYPES[wanted]
+        values = requested[name]
+        if all(type(value) in allowed for value in values):  # the usual case, fast
+            continue
+        wrong = [(i, v) for i, v in enumerate(values) if v is not None and
+                 (not isinstance(v, allowed[0]) or isinstance(v, bool))]  # subclasses pass, but a bool is no key
+        if not wrong:
+            continue
+        index, value = wrong[0]
+        owner = next(v.name for v in views if name in v.entity)
+        raise BadRequestError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
+                                f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
     return len(requested[keys[0][0]]) if keys else 0
 
 
