@@ -45,7 +45,8 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_frame import ROW_GROUP, TTL_DAYS, Case, ensure_data, machine, make_case, versions  # noqa: E402
+from training_frame import (  # noqa: E402
+    ROW_GROUP, TTL_DAYS, Case, ensure_data, machine, make_case, report_header, versions)
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -545,20 +546,11 @@ def summary(result: Result) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 130)
-    m, v, s = report["machine"], report["versions"], report["result"]
-    console.print(f"[bold]Online store benchmark[/bold]  {report['command']}")
-    console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
-                  f"{m['platform']}, Python {m['python']}")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-                  + f", PostgreSQL {s['postgres_server_version']}")
-    if "warning" in report:
-        console.print(f"[bold red]warning:[/bold red] {report['warning']}")
+    s = report["result"]
+    console = report_header(report, "Online store benchmark", 130,
+                            versions_note=f", PostgreSQL {s['postgres_server_version']}")
     full, inc = s["full_materialization"], s["incremental"]
     table = Table(title=f"{s['rows']:,} events, {full['online_rows']:,} users, {s['features']} features, "
                         f"TTL {TTL_DAYS}d; medians of {report['repeat']} rounds, latency percentiles of "

@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from online import last_event, server_url  # noqa: E402
-from training_frame import Case, ensure_data, machine, make_case, versions  # noqa: E402
+from training_frame import Case, ensure_data, machine, make_case, report_header, versions  # noqa: E402
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request
@@ -685,20 +685,12 @@ def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 150)
-    m, v, s = report["machine"], report["versions"], report["result"]
-    console.print(f"[bold]HTTP lookup service benchmark[/bold]  {report['command']}")
-    console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
-                  f"{m['platform']}, Python {m['python']}; {s['machine_busy_before']:.0%} busy just before the run")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val)
-                  + f", PostgreSQL {s['postgres_server_version']}")
-    if "warning" in report:
-        console.print(f"[bold red]warning:[/bold red] {report['warning']}")
+    s = report["result"]
+    console = report_header(report, "HTTP lookup service benchmark", 150,
+                            machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
+                            versions_note=f", PostgreSQL {s['postgres_server_version']}")
     settings = report["settings"]
     table = Table(title=f"{report['rows']:,} events, {s['users']:,} users, {FEATURES} features; loopback, "
                         f"{settings['warmup']:g}s warm-up + {settings['duration']:g}s per cell and contender; "

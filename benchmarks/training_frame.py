@@ -527,20 +527,28 @@ def versions() -> dict[str, Any]:
     return found
 
 
-def print_report(report: dict[str, Any]) -> None:
+def report_header(report: dict[str, Any], title: str, width: int, machine_note: str = "",
+                  versions_note: str = "") -> Any:
+    """A rich console (at least `width` wide when piped) with the report's title, machine, versions, warning."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 120)
+        console.width = max(console.width, width)
     m, v = report["machine"], report["versions"]
-    console.print(f"[bold]Training frame benchmark[/bold]  {report['command']}")
+    console.print(f"[bold]{title}[/bold]  {report['command']}")
     console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
-                  f"{m['platform']}, Python {m['python']}")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+                  f"{m['platform']}, Python {m['python']}{machine_note}")
+    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + versions_note)
     if "warning" in report:
         console.print(f"[bold red]warning:[/bold red] {report['warning']}")
+    return console
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = report_header(report, "Training frame benchmark", 120)
     for scale in report["scales"]:
         table = Table(title=f"{scale['rows']:,} events x {scale['spine']:,} spine rows, {scale['features']} features, "
                             f"TTL {TTL_DAYS}d, {report['repeat']} rounds")
