@@ -67,6 +67,10 @@ def cached_rows(store: FeatureStore) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def one_spine_row(user_id: int, at: Any) -> pa.Table:
+    return pa.table({"user_id": [user_id], "ts": pa.array([at], pa.timestamp("us", tz="UTC"))})
+
+
 def frames_agree(store: FeatureStore, spine: pa.Table) -> list[dict[str, Any]]:
     """The frame from the cache (or computed inline) equals the frame computed without any cache."""
     cached = store.training_frame(spine, ["snap.*"]).to_arrow().to_pylist()
@@ -110,7 +114,7 @@ def test_views_that_combine_rows_are_rebuilt(tmp_path: Path) -> None:
     rows = [{"user_id": 1, "ts": T0 + timedelta(hours=h), "created": None, "amount": float(h)} for h in (0, 2)]
     write_part(project.root, 0, rows[:1])
     store = FeatureStore(project.root)
-    spine = pa.table({"user_id": [1], "ts": pa.array([T0 + timedelta(hours=3)], pa.timestamp("us", tz="UTC"))})
+    spine = one_spine_row(1, T0 + timedelta(hours=3))
     assert [r["change"] for r in frames_agree(store, spine)] == [None]
     store.wait_for_cache()
     write_part(project.root, 1, rows[1:])
@@ -125,7 +129,7 @@ def test_a_changed_file_means_a_rebuild(tmp_path: Path) -> None:
     row = {"user_id": 1, "ts": T0, "created": None, "amount": 1.0}
     write_part(project.root, 0, [row])
     store = FeatureStore(project.root)
-    spine = pa.table({"user_id": [1], "ts": pa.array([T0 + timedelta(hours=1)], pa.timestamp("us", tz="UTC"))})
+    spine = one_spine_row(1, T0 + timedelta(hours=1))
     frames_agree(store, spine)
     store.wait_for_cache()
     write_part(project.root, 0, [row | {"amount": 7.0}])  # rewritten in place
@@ -141,7 +145,7 @@ def test_a_tie_across_files_without_created_is_refused(tmp_path: Path) -> None:
     row = {"user_id": 1, "ts": T0, "created": None, "amount": 1.0}
     write_part(project.root, 0, [row])
     store = FeatureStore(project.root)
-    spine = pa.table({"user_id": [2], "ts": pa.array([T0 + timedelta(hours=1)], pa.timestamp("us", tz="UTC"))})
+    spine = one_spine_row(2, T0 + timedelta(hours=1))
     frames_agree(store, spine)
     store.wait_for_cache()
     write_part(project.root, 1, [row | {"amount": 2.0}])  # the same (user_id, ts) again
