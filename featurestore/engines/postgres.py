@@ -222,14 +222,14 @@ def copy_csv(cursor: Any, schema: str, table: str, columns: list[str], path: Pat
             copy.write(chunk)
 
 
-# PostgreSQL types COPY can take in binary form from Arrow columns: (DuckDB cast, fixed width or 0 for text).
+# PostgreSQL types COPY can take in binary form from Arrow columns: the DuckDB type to cast to, and the
+# NumPy type of the values (bytes of the field, big-endian on the wire; None: text, variable width).
 BINARY_COPY_TYPES = {
-    "boolean": ("BOOLEAN", 1), "smallint": ("SMALLINT", 2), "integer": ("INTEGER", 4), "bigint": ("BIGINT", 8),
-    "real": ("FLOAT", 4), "double precision": ("DOUBLE", 8), "text": ("VARCHAR", 0), "date": ("DATE", 4),
-    "timestamp": ("TIMESTAMP", 8), "timestamptz": ("TIMESTAMPTZ", 8),
+    "boolean": ("BOOLEAN", "u1"), "smallint": ("SMALLINT", "i2"), "integer": ("INTEGER", "i4"),
+    "bigint": ("BIGINT", "i8"), "real": ("FLOAT", "f4"), "double precision": ("DOUBLE", "f8"),
+    "text": ("VARCHAR", None), "date": ("DATE", "i4"), "timestamp": ("TIMESTAMP", "i8"),
+    "timestamptz": ("TIMESTAMPTZ", "i8"),
 }
-_BIG_ENDIAN = {"boolean": "u1", "smallint": ">i2", "integer": ">i4", "bigint": ">i8", "real": ">f4",
-               "double precision": ">f8", "date": ">i4", "timestamp": ">i8", "timestamptz": ">i8"}
 _PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 
@@ -281,7 +281,7 @@ def encode_binary(batch: Any, kinds: list[str]) -> bytes:
         for i, kind in enumerate(kinds):
             fields.append((f"l{i}", ">i4"))
             if i not in nulls:
-                fields.append((f"v{i}", _BIG_ENDIAN[kind]))
+                fields.append((f"v{i}", ">" + BINARY_COPY_TYPES[kind][1]))
         layout = np.empty(len(chosen), dtype=np.dtype(fields))
         layout["n"] = len(kinds)
         for i, kind in enumerate(kinds):
@@ -312,9 +312,7 @@ def _fixed_values(column: Any, kind: str, rows: int) -> Any:
     if kind == "boolean":
         bits = np.frombuffer(buffer, dtype=np.uint8)
         return np.unpackbits(bits, bitorder="little")[column.offset:column.offset + rows]
-    dtype = {"smallint": np.int16, "integer": np.int32, "bigint": np.int64, "real": np.float32,
-             "double precision": np.float64, "date": np.int32, "timestamp": np.int64, "timestamptz": np.int64}[kind]
-    values = np.frombuffer(buffer, dtype=dtype)[column.offset:column.offset + rows]
+    values = np.frombuffer(buffer, dtype="<" + BINARY_COPY_TYPES[kind][1])[column.offset:column.offset + rows]
     if kind == "date":
         return values - _PG_EPOCH_DAYS
     if kind in ("timestamp", "timestamptz"):
@@ -342,7 +340,7 @@ def _encode_scattered(batch: Any, kinds: list[str], valid: list[Any]) -> bytes:
                 np.empty(0, dtype=np.uint8)
             fields.append((4 + lengths, (offsets[:-1], lengths, data)))
             continue
-        encoded = np.ascontiguousarray(_fixed_values(column, kind, rows).astype(_BIG_ENDIAN[kind]))
+        encoded = np.ascontiguousarray(_fixed_values(column, kind, rows).astype(">" + BINARY_COPY_TYPES[kind][1]))
         encoded = encoded.view(np.uint8).reshape(rows, -1)
         fields.append((np.where(present, 4 + encoded.shape[1], 4), encoded))
     sizes = 2 + sum(size for size, _ in fields)
