@@ -12,21 +12,26 @@ the applied registry, the working tree, or the definitions at a git ref (`record
 from __future__ import annotations
 
 import io
-import subprocess
 import tarfile
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from featurestore.compiler.lineage import column_sources
+from featurestore.compiler.render import render_query
 from featurestore.config import DuckDBSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.online import SCHEMA as ONLINE_SCHEMA
 from featurestore.project import Project, validate
-from featurestore.registry import project_records, require_git_ref
+from featurestore.registry import git, project_records, require_git_ref
+from featurestore.selection import view_named
+from featurestore.sources import register_sources
+from featurestore.spec import catalog_entry
 from featurestore.usage import readers
 
 __all__ = ["CONSUMER_DAYS", "describe_view", "plan", "records_at_ref", "render_plan_markdown", "unused_features"]
@@ -46,12 +51,14 @@ def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]
     """
     settings = project.settings
     commit = require_git_ref(settings.root, ref)
-    prefix = _git(settings.root, "rev-parse", "--show-prefix").strip()
+    shown = git(settings.root, "rev-parse", "--show-prefix")
+    if shown.returncode != 0:
+        raise FeatureStoreError(f"{settings.root} is not in a git repository: {shown.stderr.decode().strip()}")
+    prefix = shown.stdout.decode().strip()
     relative = settings.definitions.relative_to(settings.root).as_posix()
     with tempfile.TemporaryDirectory(prefix="featurestore-plan-") as folder:
         base = Path(folder)
-        archive = subprocess.run(["git", "-C", str(settings.root), "archive", "--format=tar", commit, "--",
-                                  f"{prefix}{relative}"], capture_output=True, timeout=60)
+        archive = git(settings.root, "archive", "--format=tar", commit, "--", f"{prefix}{relative}")
         if archive.returncode == 0:
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
                 tar.extractall(base, filter="data")
@@ -63,13 +70,6 @@ def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]
             entry["entry"]["path"] = Path(entry["entry"]["path"]).relative_to(base / prefix).as_posix()
         problems = [p for p in at_ref.problems if p.severity == "error"]
     return records, commit, problems
-
-
-def _git(root: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise FeatureStoreError(f"git {' '.join(args)} failed in {root}: {result.stderr.strip()}")
-    return result.stdout
 
 
 def plan(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], recorded: Readers | None,
@@ -318,9 +318,6 @@ def _online_bytes(url: str, project: Project) -> dict[tuple[str, str], int]:
 
 def describe_view(project: Project, name: str, url: str | None, now: datetime | None = None) -> dict[str, Any]:
     """A view's annotations, the span of its data, its online freshness and its consumers."""
-    from featurestore.selection import view_named
-    from featurestore.spec import catalog_entry
-
     now = now or datetime.now(timezone.utc)
     view = view_named(project.views, name)
     result: dict[str, Any] = {**catalog_entry(view, project.settings.root), "data": _data_span(project, view)}
@@ -354,11 +351,6 @@ def _has_table(connection: Any, schema: str, table: str) -> bool:
 
 def _data_span(project: Project, view: Any) -> dict[str, Any]:
     """The rows the view yields now and the span of their time column (read with DuckDB)."""
-    from sqlglot import exp
-
-    from featurestore.compiler.render import render_query
-    from featurestore.sources import register_sources
-
     settings = project.settings
     query = render_query(view, project.views, settings.sources, settings.root, "duckdb")
     ts = exp.column(view.timestamp, quoted=True)

@@ -28,7 +28,8 @@ from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView, catalog_entry
 
-__all__ = ["SCHEMA", "applied_records", "apply", "ensure_schema", "git_commit", "project_records", "record"]
+__all__ = ["SCHEMA", "applied_records", "apply", "ensure_schema", "git", "git_commit", "project_records", "record",
+           "require_git_ref"]
 
 SCHEMA = "featurestore_registry"
 
@@ -126,28 +127,30 @@ def apply(project: Project, url: str, commit: str | None, now: datetime) -> dict
     return summary
 
 
+def git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`git -C root ARGS…` with its output as bytes; FeatureStoreError when git cannot run at all."""
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FeatureStoreError(f"cannot run git in {root}: {exc}") from None
+
+
 def git_commit(root: Path) -> str | None:
     """The commit checked out at `root` (with `-dirty` when tracked files changed), or None outside git."""
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
+        head = git(root, "rev-parse", "HEAD")
         if head.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        status = git(root, "status", "--porcelain", "--untracked-files=no")
+    except FeatureStoreError:
         return None
-    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+    return head.stdout.decode().strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def require_git_ref(root: Path, ref: str) -> str:
     """The commit `ref` names in the repository at `root`; a clear error when it names none."""
-    try:
-        found = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FeatureStoreError(f"cannot run git to read '{ref}': {exc}") from None
+    found = git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if found.returncode != 0:
         raise FeatureStoreError(f"'{ref}' names no commit in the git repository at {root}; fetch it first "
                                 "(in CI: `git fetch origin main` and use --against origin/main)")
-    return found.stdout.strip()
+    return found.stdout.decode().strip()
