@@ -29,6 +29,7 @@ from featurestore.compiler.point_in_time import (
     validity_intervals,
 )
 from featurestore.compiler.render import render_query
+from featurestore.compiler.windows import event_rows
 from featurestore.config import DuckDBSource, FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
@@ -235,6 +236,12 @@ def prepared_rows(project: Project, view: FeatureView, columns: list[str],
     settings = project.settings
     return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb",
                                            files=files), columns)
+
+
+def window_events(project: Project, view: FeatureView, files: dict[str, list[str]] | None = None) -> exp.Select:
+    """A window view's events read from its sources (DuckDB dialect): `event_rows`."""
+    settings = project.settings
+    return event_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb", files=files))
 
 
 def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows
+from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, window_events
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -27,6 +27,7 @@ from featurestore.compiler.point_in_time import (
     taken_columns,
     ties,
 )
+from featurestore.compiler.windows import WindowRows, pair_counts
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
@@ -125,15 +126,11 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
-    computed inline, and cached in the background for the next frame. `plan` (auto, asof, ranked)
-    chooses how uncached views are joined; it exists for benchmarks and tests.
+    computed inline, and cached in the background for the next frame. `plan` chooses how uncached
+    views are joined (auto; asof or ranked for snapshot views, join or frames for window views); it
+    exists for benchmarks and tests.
     """
     settings = project.settings
-    wanted = {s.feature.view for s in select_features(project.views, features, full_names=full_names)}
-    windowed = sorted(name for name in wanted if project.views[name].windows)
-    if windowed:
-        raise FeatureStoreError(f"window views ({', '.join(windowed)}) are not yet available in training frames; "
-                                "select features of snapshot views")
     # Frames only read the offline database, so several processes can build frames at once.
     database = settings.offline_database if settings.offline_database.exists() else None
     connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
@@ -151,8 +148,16 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 by_view.setdefault(item.feature.view, []).append(item)
             views = [project.views[name] for name in by_view]
             _check_spine(spine_columns, timestamp, views)
-            joins = []
+            numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
+            duck.load_arrow(connection, "__fs_spine", numbered)
+            joins: list[Any] = []
             for view in views:
+                if view.windows:
+                    register_sources(connection, project, [view], every_source=False, loaded=loaded)
+                    events = window_events(project, view)
+                    joins.append(WindowRows(view, events, tuple(by_view[view.name]),
+                                            _choose_plans(connection, view, events, plan)))
+                    continue
                 table = fresh_table(connection, project, view) if cache and database is not None else None
                 if table is not None:
                     joins.append(ViewRows(view, exp.select("*").from_(table), tuple(by_view[view.name]),
@@ -163,8 +168,6 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
                 joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True,
                                       join=_choose_join(connection, view, rows, plan)))
-            numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
-            duck.load_arrow(connection, "__fs_spine", numbered)
             query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
                                   joins, passthrough=False)
             sql = query.sql(dialect="duckdb", pretty=True, comments=False)
@@ -203,6 +206,22 @@ def _choose_join(connection: Any, view: Any, rows: exp.Query, plan: str) -> str:
     per_key = count / max(keys or 1, 1)
     per_ttl = per_key * min(1.0, view.ttl.total_seconds() * 1e6 / span) if span else per_key
     return "ranked" if per_ttl <= _RANKED_ROWS_PER_TTL else "asof"
+
+
+# A range join of spine rows and events wins while it pairs at most this many (spine row, event) per
+# row of either; past that, window functions over their union (O(n log n) whatever the keys) win.
+_JOIN_PAIRS_PER_ROW = 8
+
+
+def _choose_plans(connection: Any, view: Any, events: exp.Query, plan: str) -> dict[str, str]:
+    """Per window of a window view, "join" or "frames", from the shape of its events (one cheap pass)."""
+    if plan in ("join", "frames"):
+        return {w.label: plan for w in view.windows}
+    *pairs, events_count, spine_count = duck.first_row(connection, pair_counts(view, events, "__fs_spine")
+                                                       .sql(dialect="duckdb"))
+    rows = (events_count or 0) + (spine_count or 0)
+    return {w.label: "join" if (count or 0) <= _JOIN_PAIRS_PER_ROW * rows else "frames"
+            for w, count in zip(view.windows, pairs)}
 
 
 def _refuse_ties(connection: Any, joins: list[ViewRows], result: Any, *, repeated: bool) -> None:

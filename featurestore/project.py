@@ -105,8 +105,10 @@ def _resolve(view: FeatureView, binder: duck.Binder,
         if key not in output:
             problems.append(Problem(path, view.line("entity"), f"entity key '{key}' is not an output column of the SQL",
                                     f"select it, or fix the annotation (output columns: {listing})", code="missing-column"))
+    event_time_type = ""
     if view.windows:
-        problems += _check_event_time(view, binder)
+        found, event_time_type = _check_event_time(view, binder)
+        problems += found
     else:
         for role in ("timestamp", "created"):
             column = getattr(view, role)
@@ -134,11 +136,12 @@ def _resolve(view: FeatureView, binder: duck.Binder,
     except (OptimizeError, ValueError) as exc:
         return None, [Problem(path, sql_line, f"cannot resolve the columns: {exc}", "", code="sql")]
     version = view_version(view, {name: resolved[name].version for name in view.reads if name in resolved})
-    return view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version}), []
+    return view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version,
+                                   "event_time_type": event_time_type}), []
 
 
-def _check_event_time(view: FeatureView, binder: duck.Binder) -> list[Problem]:
-    """A window view's timestamp names a time column of the rows it aggregates."""
+def _check_event_time(view: FeatureView, binder: duck.Binder) -> tuple[list[Problem], str]:
+    """A window view's timestamp names a time column of the rows it aggregates; and its type."""
     probe = view.query.copy()
     assert isinstance(probe, exp.Select)
     for clause in ("group", "having", "qualify", "order", "limit", "distinct"):
@@ -150,11 +153,11 @@ def _check_event_time(view: FeatureView, binder: duck.Binder) -> list[Problem]:
         return [Problem(view.path, view.line("timestamp"),
                         f"timestamp '{view.timestamp}' is not a column of the table this window view aggregates",
                         "name the event-time column of the source rows (a window view's timestamp is not an output column)",
-                        code="missing-column")]
+                        code="missing-column")], ""
     if not duck.is_time_type(columns[0].type):
         return [Problem(view.path, view.line("timestamp"), f"timestamp column '{view.timestamp}' has type {columns[0].type}",
-                        "name a TIMESTAMP, TIMESTAMPTZ or DATE column", code="timestamp-type")]
-    return []
+                        "name a TIMESTAMP, TIMESTAMPTZ or DATE column", code="timestamp-type")], ""
+    return [], columns[0].type
 
 
 def _projection_line(view: FeatureView, name: str, default: int) -> int:

@@ -108,7 +108,7 @@ class Feature(_Frozen):
 
 
 class FeatureView(_Frozen):
-    """A validated definition. `columns` and `version` are filled by the resolver."""
+    """A validated definition. `columns`, `event_time_type` and `version` are filled by the resolver."""
 
     name: str
     path: Path
@@ -129,6 +129,7 @@ class FeatureView(_Frozen):
     text: str = Field(default="", repr=False)
     lines: dict[str, int] = {}
     columns: tuple[Column, ...] = ()
+    event_time_type: str = ""  # a window view: the DuckDB type of its source rows' `timestamp`
     reads: tuple[str, ...] = ()
     qualified: exp.Query | None = Field(default=None, repr=False)
     version: str = ""

@@ -29,8 +29,8 @@ _CLOCK_NAMES = {"now", "get_current_timestamp", "get_current_time", "transaction
                 "current_localtime", "statement_timestamp", "clock_timestamp", "epoch_ms_now"}
 _RANDOM_NAMES = {"random", "setseed", "uuidv4", "uuidv7", "gen_random_uuid", "uuid"}
 _TABLE_FUNCTIONS_ALLOWED = (exp.GenerateSeries, exp.Unnest)
-SUPPORTED_AGGREGATES = "count(*), count(x), count(DISTINCT x), sum, avg, min, max, arg_max(x, ts)"
-_AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.ArgMax)
+SUPPORTED_AGGREGATES = "count(*), count(x), count(DISTINCT x), sum, avg, min, max, arg_max(x, ts), last(x)"
+_AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.ArgMax, exp.Last)
 
 
 def check_query(view: FeatureView | Definition) -> list[Problem]:
@@ -171,7 +171,7 @@ def _window_shape(view: FeatureView) -> list[Problem]:
         if isinstance(inner, exp.Column) and inner.name in view.entity:
             continue
         aggregate = inner.this if isinstance(inner, exp.Filter) else inner
-        if not isinstance(aggregate, _AGGREGATES) or any(
+        if not isinstance(aggregate, _AGGREGATES) or _unsupported_form(aggregate) or any(
                 isinstance(n, exp.AggFunc) for n in aggregate.iter_expressions() for n in n.walk()):
             problems.append(_problem(view, projection,
                                      f"'{projection.sql(dialect='duckdb')}' is not a supported window aggregate",
@@ -185,6 +185,18 @@ def _window_shape(view: FeatureView) -> list[Problem]:
         problems.append(_problem(view, node, "window functions (OVER) are not supported in a window view",
                                  "compute them in a snapshot view and aggregate its source here", "window-shape"))
     return problems
+
+
+def _unsupported_form(aggregate: exp.Expr) -> bool:
+    """arg_max with a count (a list), count(DISTINCT a, b), last(x ORDER BY …) other than by one expression ascending."""
+    argument = aggregate.this
+    if isinstance(aggregate, exp.ArgMax):
+        return aggregate.args.get("count") is not None
+    if isinstance(aggregate, exp.Count) and isinstance(argument, exp.Distinct):
+        return len(argument.expressions) != 1
+    if isinstance(aggregate, exp.Last) and isinstance(argument, exp.Order):
+        return len(argument.expressions) != 1 or bool(argument.expressions[0].args.get("desc"))
+    return False
 
 
 def _snapshot_shape(view: FeatureView) -> list[Problem]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlglot import exp
 
@@ -64,9 +64,10 @@ class ViewRows:
     join: Literal["asof", "intervals", "ranked"] = "asof"
 
 
-def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = True) -> exp.Select:
+def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True) -> exp.Select:
     """One SELECT: every spine row, in spine order, with the selected features as of its time.
 
+    `views` are snapshot views' `ViewRows` and window views' `WindowRows` (compiler.windows).
     With `passthrough=False` only the features are selected (the caller holds the spine's columns).
     Views that may hold ties also yield `taken_columns` (see `ties`).
     """
@@ -78,6 +79,13 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
     query = exp.select(*[exp.column(c.name, "s", quoted=True) for c in kept]) \
         .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
     for number, item in enumerate(views):
+        if not isinstance(item, ViewRows):  # a window view: joined on the spine row
+            parts, joins, columns = item.join_parts(number, "__fs_spine_t")
+            ctes += parts
+            for table, on in joins:
+                query = query.join(table, on=on, join_type="LEFT")
+            query = query.select(*columns)
+            continue
         alias = f"v{number}"
         rows = item.rows if item.prepared else prepare_rows(
             item.view, item.rows, list(dict.fromkeys(s.feature.column for s in item.selected)))
@@ -114,15 +122,15 @@ def point_in_time(spine: Spine, views: list[ViewRows], *, passthrough: bool = Tr
     return query
 
 
-def taken_columns(item: ViewRows, number: int) -> list[str]:
+def taken_columns(item: Any, number: int) -> list[str]:
     """The hidden columns holding the keys and time of the row taken from view `number` (NULL where none
     or where its value is not used), when the view's rows may hold ties; else none."""
-    if item.view.created or item.join == "intervals":  # a tie-break, or cached rows, which are free of ties
+    if not isinstance(item, ViewRows) or item.view.created or item.join == "intervals":  # a tie-break, or cached rows, which are free of ties
         return []
     return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, _TS)]
 
 
-def ties(item: ViewRows, number: int, result: str, *, repeated: bool) -> exp.Select | None:
+def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select | None:
     """One (keys…, time) that a frame took from view `number` although several rows have it, if any.
 
     `result` names the relation that `point_in_time` returned, `repeated` says whether it has

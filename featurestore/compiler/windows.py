@@ -1,0 +1,291 @@
+"""Window aggregate views: each spine row's aggregates over the events in its windows, exactly.
+
+SEMANTICS.md: for a spine row (k, t) and a window W, an aggregate runs over the events e with
+e.keys = k and t - W <= e.ts + lag < t. A view's events come first (`event_rows`):
+
+    SELECT user_id, count(*) AS cards_added, max(amount) FILTER (WHERE ok) AS top FROM card_events GROUP BY user_id
+    →  SELECT user_id, <ts as UTC µs> AS __fs_ts, <ts + lag> AS __fs_known, 1 AS __fs_a0,
+              CASE WHEN ok THEN amount END AS __fs_a1
+       FROM card_events WHERE <ts> IS NOT NULL AND NOT <invalid>
+
+then each window is answered by one of two plans (`WindowRows.plans`), chosen per window:
+
+- "join": a range join of the spine with the events, grouped by spine row. Cheap while few
+  events fall in one window of one key; quadratic on a hot key with a long window.
+      SELECT s.__fs_row, count(e.__fs_a0) FILTER (WHERE e.__fs_known >= s.__fs_t - W) …
+      FROM spine s JOIN events e ON keys AND s.__fs_t - W_max <= e.__fs_known AND e.__fs_known < s.__fs_t
+      GROUP BY s.__fs_row
+- "frames": window functions over the union of spine and events, per key in time order, with
+  the frame RANGE BETWEEN W PRECEDING AND 1 MICROSECOND PRECEDING (the strict upper bound).
+  O((spine + events) · log) whatever the keys' shape.
+
+Aggregates: count(*), count(x), count(DISTINCT x), sum, avg, min, max, and the latest value
+(`arg_max(x, o)`, `last(x ORDER BY o)`, and `last(x)`: x of the latest event): x of the event with the greatest
+non-NULL o among those whose x is not NULL, the greatest x among tied events. FILTER clauses and
+expressions inside aggregates are evaluated per event, in `event_rows`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from sqlglot import exp
+
+from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, utc_micros
+from featurestore.selection import Selected
+from featurestore.spec import FeatureView
+
+__all__ = ["Aggregate", "WindowRows", "aggregates", "duckdb_aggregate", "event_rows", "output_column", "pair_counts"]
+
+_T = "__fs_t"
+_TS = "__fs_ts"
+_KNOWN = "__fs_known"
+_TIME = "__fs_time"
+Kind = Literal["count", "count_distinct", "sum", "avg", "min", "max", "latest"]
+Plan = Literal["join", "frames"]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate output column of a window view, over the event rows' columns `value` (and `order`)."""
+
+    column: str
+    kind: Kind
+    value: str
+    order: str | None = None
+
+
+def aggregates(view: FeatureView) -> list[Aggregate]:
+    """The view's aggregates, in output order, named after the event rows' input columns."""
+    return [aggregate for aggregate, _, _ in _parse(view, view.qualified or view.query, exp.column(_TS))]
+
+
+def event_rows(view: FeatureView, rendered: exp.Query) -> exp.Select:
+    """The view's events: keys, UTC time, known-at time and each aggregate's inputs (see module doc).
+
+    `rendered` is the view's query with its sources resolved (`render_query`).
+    """
+    assert isinstance(rendered, exp.Select)
+    ts = utc_micros(exp.column(view.timestamp, quoted=True), view.event_time_type or "TIMESTAMPTZ", "ceil")
+    keys = {p.alias_or_name: p.unalias() for p in rendered.expressions}
+    columns: list[exp.Expr] = [exp.alias_(keys[k].copy(), k, quoted=True) for k in view.entity]
+    columns += [exp.alias_(ts, _TS, quoted=True), exp.alias_(known_at(view, ts), _KNOWN, quoted=True)]
+    for aggregate, value, order in _parse(view, rendered, ts):
+        columns.append(exp.alias_(value, aggregate.value, quoted=True))
+        if order is not None and aggregate.order != _TS:
+            columns.append(exp.alias_(order, aggregate.order, quoted=True))
+    events = rendered.copy()
+    events.set("group", None)
+    events.set("expressions", columns)
+    condition: exp.Expr = exp.Not(this=exp.Is(this=ts.copy(), expression=exp.Null()))
+    for period in view.invalid:
+        condition = exp.and_(condition, exp.Not(this=exp.Between(this=ts.copy(), low=instant(period.start),
+                                                                 high=instant(period.end))))
+    return events.where(condition)
+
+
+def _parse(view: FeatureView, query: exp.Query, ts: exp.Expr) -> list[tuple[Aggregate, exp.Expr, exp.Expr | None]]:
+    """Each aggregate with the per-event expressions of its input and ordering (FILTER applied);
+    `ts` is the event time, which `last(x)` orders by."""
+    assert isinstance(query, exp.Select)
+    found = []
+    for projection in query.expressions:
+        name = projection.alias_or_name
+        if name in view.entity:
+            continue
+        inner = projection.unalias()
+        condition = None
+        if isinstance(inner, exp.Filter):
+            condition = inner.expression.this if isinstance(inner.expression, exp.Where) else inner.expression
+            inner = inner.this
+        number = len(found)
+        order: exp.Expr | None = None
+        kind: Kind
+        if isinstance(inner, exp.Count):
+            argument = inner.this
+            if isinstance(argument, exp.Distinct):
+                kind, value = "count_distinct", argument.expressions[0]
+            elif argument is None or isinstance(argument, exp.Star):
+                kind, value = "count", exp.Literal.number(1)
+            else:
+                kind, value = "count", argument
+        elif isinstance(inner, exp.ArgMax):
+            kind, value, order = "latest", inner.this, inner.expression
+        elif isinstance(inner, exp.Last):  # last(x) is x of the latest event; last(x ORDER BY o), of the greatest o
+            kind, value = "latest", inner.this
+            if isinstance(value, exp.Order):
+                value, order = value.this, value.expressions[0].this
+        else:
+            kind = {exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}[type(inner)]  # type: ignore[assignment]
+            value = inner.this
+        value = _when(condition, value)
+        if kind == "latest":
+            order_name = f"__fs_o{number}" if order is not None or condition is not None else _TS
+            order = _when(condition, order if order is not None else ts)
+            found.append((Aggregate(name, kind, f"__fs_a{number}", order_name), value, order))
+        else:
+            found.append((Aggregate(name, kind, f"__fs_a{number}"), value, None))
+    return found
+
+
+def _when(condition: exp.Expr | None, value: exp.Expr) -> exp.Expr:
+    if condition is None:
+        return value.copy()
+    return exp.case().when(condition.copy(), value.copy())
+
+
+def output_column(aggregate: Aggregate, window_label: str) -> str:
+    return f"{aggregate.column}_{window_label}"
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """A window view's events (`event_rows`) and the features taken from it, each window by its plan."""
+
+    view: FeatureView
+    rows: exp.Query
+    selected: tuple[Selected, ...]
+    plans: dict[str, Plan] = field(default_factory=dict)  # window label → plan; "frames" where absent
+
+    def join_parts(self, number: int, spine: str) -> tuple[list[exp.CTE], list[tuple[exp.Expr, exp.Expr]],
+                                                               list[exp.Expr]]:
+        """What `point_in_time` adds for this view: CTEs, (table, condition) to LEFT JOIN on the spine
+        row, and the feature columns to select (NULL where SEMANTICS.md says so, counts 0 in empty windows)."""
+        view = self.view
+        by_column = {a.column: a for a in aggregates(view)}
+        events = f"__fs_v{number}_events"
+        ctes = [_cte(events, self.rows)]
+        joins: list[tuple[exp.Expr, exp.Expr]] = []
+        selects: list[exp.Expr] = []
+        wanted = list(dict.fromkeys((s.feature.column, s.feature.window) for s in self.selected))
+        groups: dict[Plan, list[tuple[Aggregate, timedelta, str]]] = {}
+        for column, window in wanted:
+            assert window is not None
+            groups.setdefault(self.plans.get(window.label, "frames"), []).append(
+                (by_column[column], window.length, output_column(by_column[column], window.label)))
+        for plan, items in groups.items():
+            alias = f"v{number}{plan[0]}"
+            name = f"__fs_{alias}"
+            body = _joined(view, spine, events, items) if plan == "join" else _framed(view, spine, events, items)
+            ctes.append(_cte(name, body))
+            joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
+                          exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
+        where = {output: f"v{number}{plan[0]}" for plan, items in groups.items() for _, _, output in items}
+        types = {c.name: c.type for c in view.columns}
+        valid = exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "s", quoted=True), expression=exp.Null()))
+                           for k in view.entity],
+                         exp.Not(this=exp.Is(this=exp.column(_T, "s", quoted=True), expression=exp.Null())))
+        if view.available_since is not None:
+            valid = exp.and_(valid, exp.GTE(this=exp.column(_T, "s", quoted=True),
+                                            expression=instant(view.available_since)))
+        for selected in self.selected:
+            aggregate = by_column[selected.feature.column]
+            assert selected.feature.window is not None
+            output = output_column(aggregate, selected.feature.window.label)
+            value: exp.Expr = exp.column(output, where[output], quoted=True)
+            if aggregate.kind in ("count", "count_distinct"):
+                value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+            value = exp.cast(value, exp.DataType.build(types[aggregate.column], dialect="duckdb"))
+            selects.append(exp.alias_(exp.case().when(valid.copy(), value), selected.output, quoted=True))
+        return ctes, joins, selects
+
+
+def duckdb_aggregate(aggregate: Aggregate, alias: str | None = None) -> exp.Expr:
+    """The aggregate over the event rows' columns (qualified by `alias`), as DuckDB computes it."""
+    value = exp.column(aggregate.value, alias, quoted=True)
+    if aggregate.kind == "count":
+        return exp.Count(this=value)
+    if aggregate.kind == "count_distinct":
+        return exp.Count(this=exp.Distinct(expressions=[value]))
+    if aggregate.kind == "latest":
+        assert aggregate.order is not None
+        order = exp.column(aggregate.order, alias, quoted=True)
+        # Ties on the order resolve to the greatest value; a NULL order never wins.
+        ranked = exp.case().when(exp.Not(this=exp.Is(this=order, expression=exp.Null())), exp.Struct(expressions=[
+            exp.PropertyEQ(this=exp.to_identifier("o"), expression=order.copy()),
+            exp.PropertyEQ(this=exp.to_identifier("v"), expression=value.copy())]))
+        return exp.ArgMax(this=value, expression=ranked)
+    return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[aggregate.kind](this=value)
+
+
+def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+    longest = max(length for _, length, _ in items)
+    t = exp.column(_T, "s", quoted=True)
+    known = exp.column(_KNOWN, "e", quoted=True)
+    on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, "e", quoted=True))
+                    for k in view.entity],
+                  exp.GTE(this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(longest))),
+                  exp.LT(this=known.copy(), expression=t.copy()))
+    columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
+    for aggregate, length, output in items:
+        value = duckdb_aggregate(aggregate, "e")
+        if length != longest:
+            value = exp.Filter(this=value, expression=exp.Where(this=exp.GTE(
+                this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(length)))))
+        columns.append(exp.alias_(value, output, quoted=True))
+    return exp.select(*columns).from_(exp.to_table(spine, quoted=True).as_("s", quoted=True)) \
+        .join(exp.to_table(events, quoted=True).as_("e", quoted=True), on=on, join_type="INNER") \
+        .group_by(exp.column(ROW, "s", quoted=True))
+
+
+def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    inputs = list(dict.fromkeys(c for a, _, _ in items for c in (a.value, a.order) if c is not None))
+    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_KNOWN, quoted=True), _TIME, quoted=True),
+                          *[exp.column(c, quoted=True) for c in inputs]).from_(exp.to_table(events, quoted=True))
+    asked = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_T, quoted=True), _TIME, quoted=True),
+                       exp.column(ROW, quoted=True)).from_(exp.to_table(spine, quoted=True)).where(
+        exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
+                 exp.Not(this=exp.Is(this=exp.column(_T, quoted=True), expression=exp.Null()))))
+    union = exp.union(happened, asked, distinct=False, by_name=True)
+    columns: list[exp.Expr] = [exp.column(ROW, quoted=True)]
+    for aggregate, length, output in items:
+        spec = exp.WindowSpec(kind="RANGE", start=interval(length), start_side="PRECEDING",
+                              end=interval(timedelta(microseconds=1)), end_side="PRECEDING")
+        over = exp.Window(this=duckdb_aggregate(aggregate), partition_by=[k.copy() for k in keys],
+                          order=exp.Order(expressions=[exp.Ordered(this=exp.column(_TIME, quoted=True))]), spec=spec)
+        columns.append(exp.alias_(over, output, quoted=True))
+    return exp.select(*columns).from_(exp.Subquery(this=union, alias=exp.TableAlias(
+        this=exp.to_identifier("u", quoted=True)))).qualify(
+        exp.Not(this=exp.Is(this=exp.column(ROW, quoted=True), expression=exp.Null())))
+
+
+def _cte(name: str, query: exp.Query) -> exp.CTE:
+    return exp.CTE(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
+
+
+def pair_counts(view: FeatureView, events: exp.Query, spine: str) -> exp.Select:
+    """One cheap pass that sizes the plans: per window, about how many (spine row, event) pairs a
+    range join would produce (events spread evenly over each key's span), then the events and the
+    spine rows that have keys.
+
+        WITH e AS (SELECT keys, count(*) AS n, <span µs> AS span FROM (<events>) GROUP BY keys),
+             s AS (SELECT keys, count(*) AS n FROM spine GROUP BY keys)
+        SELECT sum(s.n * e.n * least(1, W / greatest(e.span, 1))) …, (SELECT sum(n) FROM e), (SELECT sum(n) FROM s)
+        FROM e JOIN s ON keys
+    """
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    known = exp.column(_KNOWN, quoted=True)
+    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=known)), expression=exp.func("epoch_us", exp.Min(this=known.copy())))
+    per_key = exp.select(*keys, exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True),
+                         exp.alias_(span, "span", quoted=True)).from_(exp.Subquery(
+        this=events, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True)))).group_by(*[k.copy() for k in keys])
+    asked = exp.select(*[k.copy() for k in keys], exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)) \
+        .from_(exp.to_table(spine, quoted=True)).where(
+        exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys])).group_by(*[k.copy() for k in keys])
+    pairs = []
+    for window in view.windows:
+        share = exp.func("least", exp.Literal.number(1), exp.Div(
+            this=exp.Literal.number(window.length // timedelta(microseconds=1)),
+            expression=exp.func("greatest", exp.column("span", "e", quoted=True), exp.Literal.number(1))))
+        pairs.append(exp.Sum(this=exp.Mul(this=exp.Mul(this=exp.column("n", "s", quoted=True),
+                                                       expression=exp.column("n", "e", quoted=True)), expression=share)))
+    total = [exp.Subquery(this=exp.select(exp.Sum(this=exp.column("n", quoted=True))).from_(name))
+             for name in ("__fs_e", "__fs_s")]
+    query = exp.select(*pairs, *total).from_(exp.to_table("__fs_e").as_("e", quoted=True)).join(
+        exp.to_table("__fs_s").as_("s", quoted=True), on=exp.and_(*[
+            exp.EQ(this=exp.column(k, "e", quoted=True), expression=exp.column(k, "s", quoted=True)) for k in view.entity]))
+    query.set("with_", exp.With(expressions=[_cte("__fs_e", per_key), _cte("__fs_s", asked)]))
+    return query
