@@ -217,10 +217,15 @@ def added_files(project: Project, view: FeatureView, before: dict[str, Any] | No
 
 
 def _row_wise(view: FeatureView) -> bool:
-    """Whether each output row comes from one source row alone, so new rows never change old ones."""
+    """Whether each output row (a window view: each event) comes from one source row alone, so new
+    rows never change old ones."""
     query = view.qualified
     if not isinstance(query, exp.Select) or len(table_references(query)) != 1:
         return False
+    if view.windows:  # its events are the rows of FROM and WHERE; the aggregates run at lookup
+        query = query.copy()
+        query.set("group", None)
+        query.set("expressions", [exp.Star()])
     combining = (exp.Join, exp.Group, exp.Having, exp.Window, exp.AggFunc, exp.Distinct, exp.Limit, exp.Offset,
                  exp.Qualify, exp.With, exp.SetOperation)
     return not any(query.find(kind) for kind in combining) and \

@@ -95,11 +95,12 @@ def _parser() -> argparse.ArgumentParser:
 
     materialize = commands.add_parser(
         "materialize", parents=[common], help="write the views' latest values to the online store",
-        description="Bring each snapshot view's online table in PostgreSQL up to date with all source data known "
-                    "by --until (default now). Incremental: a view reads only rows known after its watermark and the "
+        description="Bring each view's online table in PostgreSQL up to date with all source data known "
+                    "by --until (default now): a snapshot view's latest row per entity, a window view's events "
+                    "within its longest window. Incremental: a view reads only rows known after its watermark and the "
                     "files its source gained since, late rows included. A changed view is backfilled into a new "
                     "table and switched to atomically; a killed run leaves nothing half-written.")
-    materialize.add_argument("views", nargs="*", help="only these views (default: every snapshot view)")
+    materialize.add_argument("views", nargs="*", help="only these views (default: every view)")
     materialize.add_argument("--until", help="an ISO 8601 instant (default now); naive times are UTC")
     materialize.add_argument("--lookback", help="how far before the watermark to look again for late rows when "
                                                 "a database table changed (default [online] lookback, 1d)")
@@ -373,7 +374,7 @@ def _materialize(args: argparse.Namespace) -> int:
         raise FeatureStoreError(f"--lookback: {exc}; write e.g. 6h or 1d") from None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    views = args.views or [v.name for v in store.views.values() if not v.windows]
+    views = args.views or list(store.views)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("materializing", total=len(views))
@@ -538,8 +539,7 @@ def _describe(args: argparse.Namespace) -> int:
         lines.append(f"  online: data known by {online['watermark']} (lag {_lag(online['lag_seconds'])}), "
                      f"materialized at {online['materialized_at']}")
     else:
-        lines.append("  online: not materialized in this version" + ("" if found["windows"] else
-                                                                      "; run `featurestore materialize`"))
+        lines.append("  online: not materialized in this version; run `featurestore materialize`")
     consumers = found["recorded_consumers"] or []
     lines.append("  read in the last 30 days by: " + (", ".join(
         f"{c['consumer']} ({c['reads']:,} reads, last {c['last_read'][:19]})" for c in consumers) or "nobody"))

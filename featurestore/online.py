@@ -1,11 +1,14 @@
-"""The online store: each snapshot view's latest row per entity in PostgreSQL, and lookups of them.
+"""The online store: each snapshot view's latest row per entity in PostgreSQL, each window view's
+recent events, and lookups of them.
 
     runs = materialize(project, until=T)      # → [Run(view="user_daily_stats", mode="incremental", …)]
     OnlineStore(project).lookup({"user_id": [1, 2]}, ["user_daily_stats.*"], at=T)   # → polars
 
 Schema `featurestore_online` holds one typed table per view version, `"<view>__<version>"`:
 the entity keys (primary key), `__fs_ts` (the row's time), the tie-break and the features,
-readable with plain SQL; the view `"<view>"` names the current version's table. The table
+readable with plain SQL; the view `"<view>"` names the current version's table. A window view's
+table holds its events (`compiler.windows.event_rows`) known within its longest window of the
+watermark, indexed on (keys, known-at time), from which a lookup aggregates exactly. The table
 `watermarks` records per view version the instant materialization reached and a fingerprint
 of the sources it read. A view's rows and its watermark move in one transaction, under an
 advisory lock per view, so a killed run leaves nothing behind and concurrent runs queue.
@@ -31,8 +34,10 @@ from featurestore.cache import (
     refuse_duplicates,
     source_state,
     state_digest,
+    window_events,
 )
 from featurestore.compiler.incremental import latest_rows
+from featurestore.compiler.point_in_time import instant
 from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
@@ -90,25 +95,19 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
 
 
 def unmaterialized(project: Project, url: str) -> list[str]:
-    """The snapshot views whose current version has no online table yet: `materialize` backfills them."""
+    """The views whose current version has no online table yet: `materialize` backfills them."""
     with postgres.connect(url) as connection:
         if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{SCHEMA}.watermarks"]).fetchone()[0]:
             done: set[tuple[str, str]] = set()
         else:
             done = {tuple(row) for row in connection.execute(f"SELECT view, version FROM {SCHEMA}.watermarks")}
-    return [v.name for v in project.views.values() if not v.windows and (v.name, v.version) not in done]
+    return [v.name for v in project.views.values() if (v.name, v.version) not in done]
 
 
 def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:
     if names is None:
-        return [v for v in project.views.values() if not v.windows]
-    chosen = []
-    for name in names:
-        view = view_named(project.views, name)
-        if view.windows:
-            raise FeatureStoreError(f"view '{name}' is a window view; window views are not yet materialized online")
-        chosen.append(view)
-    return chosen
+        return list(project.views.values())
+    return [view_named(project.views, name) for name in names]
 
 
 def _ensure_schema(url: str) -> None:
@@ -143,8 +142,6 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
     settings = project.settings
     table = f"{view.name}__{view.version}"
     target = sql.Identifier(SCHEMA, table)
-    columns = _columns(view)
-    names = [name for name, _ in columns]
     duck.wait_for_background(settings.offline_database)
     database = settings.offline_database if settings.offline_database.exists() else None
     offline = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
@@ -165,12 +162,18 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 mode, previous = "rebuild", None  # old rows changed: only a run over all of them is right
             else:
                 mode = "incremental"
+            before = previous and (previous[0], json.loads(previous[2] or "{}"))
             with duck.errors_as_feature_store_errors():
                 register_sources(offline, project, [view], every_source=False, loaded=set())
-                batch = _changed_rows(project, view, names[len(view.entity) + 1:], until, lookback,
-                                      previous and (previous[0], json.loads(previous[2] or "{}")), sources)
+                if view.windows:
+                    batch, replaced_after = _changed_events(project, view, until, lookback, before, sources)
+                else:
+                    batch = _changed_rows(project, view, [name for name, _ in _columns(view)][len(view.entity) + 1:],
+                                          until, lookback, before, sources)
                 offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
-                refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
+                if not view.windows:
+                    refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
+                columns = _event_columns(view, offline) if view.windows else _columns(view)
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
                 load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
@@ -180,6 +183,11 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
             if previous is None:
                 late = 0
                 written = _backfill(cursor, view, table, columns, load)
+            elif view.windows:
+                old = duck.first_row(offline, "SELECT count(*) FROM __fs_batch WHERE __fs_known <= $1",
+                                     [previous[0]])[0]
+                written, late = _append_events(cursor, view, table, load, events=read, known_by_watermark=old,
+                                               watermark=previous[0], replaced_after=replaced_after, until=until)
             else:
                 written, late = _upsert(cursor, view, target, columns, load, previous[0])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
@@ -220,6 +228,74 @@ def _changed_rows(project: Project, view: FeatureView, columns: list[str], until
     return latest_rows(view, [(prepared_rows(project, view, columns), watermark - lookback)], until)
 
 
+def _changed_events(project: Project, view: FeatureView, until: datetime, lookback: timedelta,
+                    previous: tuple[datetime, dict[str, Any]] | None, sources: dict[str, Any]
+                    ) -> tuple[exp.Select, datetime | None]:
+    """A window view's events a run writes, and after which known-at instant the stored ones are
+    replaced by them (None: none are).
+
+    Only events known within the longest window of `until` are kept: a lookup at `until` or later
+    reads no older ones. After a run that reached watermark W over sources in state S, as for
+    snapshot views (`_changed_rows`): events known after W; a row-wise view's new files whole; or,
+    when a database table changed, every event known after W - `lookback`, replacing those stored.
+    """
+    horizon = until - max(w.length for w in view.windows)
+
+    def known(files: dict[str, list[str]] | None, after: datetime | None) -> exp.Select:
+        bounds: list[exp.Expr] = [exp.LTE(this=exp.column("__fs_known", quoted=True), expression=instant(until)),
+                                  exp.GTE(this=exp.column("__fs_known", quoted=True), expression=instant(horizon))]
+        if after is not None:
+            bounds.append(exp.GT(this=exp.column("__fs_known", quoted=True), expression=instant(after)))
+        return exp.select("*").from_(exp.Subquery(this=window_events(project, view, files=files), alias=exp.TableAlias(
+            this=exp.to_identifier("e", quoted=True)))).where(exp.and_(*bounds))
+
+    if previous is None:
+        return known(None, None), None
+    watermark, before = previous
+    if before == sources:
+        return known(None, watermark), None
+    added = added_files(project, view, before, sources)
+    if added:
+        ((name, _),) = added.items()
+        old = {name: [entry[0] for entry in before[name]]}
+        return exp.union(known(old, watermark), known(added, None), distinct=False), None
+    return known(None, watermark - lookback), watermark - lookback
+
+
+def _event_columns(view: FeatureView, offline: Any) -> list[tuple[str, str]]:
+    """A window view's online columns (name, PostgreSQL type): those of its events (`__fs_batch`)."""
+    columns = []
+    for column in duck.describe_relation(offline, "__fs_batch"):
+        try:
+            columns.append((column.name, "timestamptz" if column.name.startswith("__fs_") and column.name in (
+                _TS, "__fs_known") else postgres.postgres_type(column.type)))
+        except ValueError as exc:
+            raise FeatureStoreError(f"view '{view.name}': an aggregate's input ({column.name}): {exc}") from None
+    return columns
+
+
+def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[Any, str, str], None], *,
+                   events: int, known_by_watermark: int, watermark: datetime, replaced_after: datetime | None,
+                   until: datetime) -> tuple[int, int]:
+    """Replace the stored events known after `replaced_after` (if any) by the batch, and drop the events
+    no lookup from `until` on reads. Returns (events written, of which late: known by the previous
+    `watermark` yet not stored before; the batch holds `known_by_watermark` such events)."""
+    from psycopg import sql
+
+    target = sql.Identifier(SCHEMA, table)
+    known = sql.Identifier("__fs_known")
+    horizon = until - max(w.length for w in view.windows)
+    replaced = 0
+    if replaced_after is not None:
+        cursor.execute(sql.SQL("WITH gone AS (DELETE FROM {} WHERE {} > %s RETURNING {}) "
+                               "SELECT count(*) FROM gone WHERE {} <= %s AND {} >= %s").format(
+            target, known, known, known, known), [replaced_after, watermark, horizon])
+        replaced = int(cursor.fetchone()[0])
+    load(cursor, SCHEMA, table)
+    cursor.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(target, known), [horizon])
+    return events, max(known_by_watermark - replaced, 0)
+
+
 def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any) -> Callable[[Any, str, str], None]:
     """How the run's batch (DuckDB table __fs_batch) goes into a PostgreSQL table: `load(cursor, schema, table)`.
 
@@ -245,18 +321,23 @@ def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any)
 
 def _backfill(cursor: Any, view: FeatureView, table: str, columns: list[tuple[str, str]],
               load: Callable[[Any, str, str], None]) -> int:
-    """A new version's table, filled by COPY and then keyed (faster than keeping an index while loading)."""
+    """A new version's table, filled by COPY and then keyed (faster than keeping an index while loading):
+    a snapshot view's on its keys, a window view's events indexed on (keys, known-at time)."""
     from psycopg import sql
 
     target = sql.Identifier(SCHEMA, table)
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(target))  # and the view on it, if rebuilt
     # Room in each page for the next version of its rows: incremental runs then update in place
-    # (HOT, no index writes), which made a 30k-row upsert 2.4x faster here.
-    cursor.execute(sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = 70)").format(target, sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns)))
+    # (HOT, no index writes), which made a 30k-row upsert 2.4x faster here. Events are only appended.
+    cursor.execute(sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = {})").format(target, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns),
+        sql.Literal(100 if view.windows else 70)))
     load(cursor, SCHEMA, table)
-    cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
-        target, sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)))
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    if view.windows:
+        cursor.execute(sql.SQL("CREATE INDEX ON {} ({}, {})").format(target, keys, sql.Identifier("__fs_known")))
+    else:
+        cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(target, keys))
     cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
     return int(cursor.fetchone()[0])
 
@@ -374,9 +455,6 @@ class OnlineStore:
         for item in selected:
             by_view.setdefault(item.feature.view, []).append(item)
         views = [project.views[name] for name in by_view]
-        windowed = [v.name for v in views if v.windows]
-        if windowed:
-            raise BadRequestError(f"window views ({', '.join(windowed)}) are not yet available online")
         keys: list[tuple[str, str]] = []
         for view in views:
             types = {c.name: c.type for c in view.columns}
@@ -386,10 +464,13 @@ class OnlineStore:
                                             f"(given: {', '.join(given) or 'none'})")
                 if key not in dict(keys):
                     keys.append((key, types[key]))
-        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name])) for v in views]
+        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name]), tuple(
+            (c.name, postgres.postgres_type(c.type)) for c in v.columns if v.windows and c.name not in v.entity))
+            for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
         # One view with one integer or text key (the usual serving lookup) has a cheaper statement.
-        by_key = len(items) == 1 and len(keys) == 1 and (keys[0][1].upper() in INTEGER_TYPES or keys[0][1] == "VARCHAR")
+        by_key = len(items) == 1 and len(keys) == 1 and not views[0].windows and (
+            keys[0][1].upper() in INTEGER_TYPES or keys[0][1] == "VARCHAR")
         query = lookup_by_key(items[0], pg_keys[0][1]) if by_key else lookup(items, pg_keys)
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key

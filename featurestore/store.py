@@ -103,7 +103,8 @@ class FeatureStore:
     def materialize(self, until: datetime | None = None, views: Iterable[str] | None = None, *,
                     lookback: timedelta | None = None, keep_old_versions: bool = False, full: bool = False,
                     on_view: Callable[[FeatureView], None] | None = None) -> list[Run]:
-        """Write every snapshot view's latest values, as known by `until` (default now), to PostgreSQL.
+        """Write every view's latest values (a window view: its events within its longest window), as
+        known by `until` (default now), to PostgreSQL.
 
         Incremental: each view reads only rows known after its watermark, and the whole of files its
         source gained, so late rows are written and counted (`lookback` before the watermark where a

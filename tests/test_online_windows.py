@@ -1,0 +1,154 @@
+"""Window views online, on a real PostgreSQL: the events kept, and the skew guarantee.
+
+After `materialize(until=T)`, `online(entities, at=T)` equals a training frame of the same
+entities at T (SEMANTICS.md), for instants drawn from the edges windows have: an event's
+known-at time, and that time plus each window, each to the microsecond either side.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import T0, ProjectDir
+from featurestore import FeatureStore
+from test_online import reset
+
+EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 25)
+UTC_US = pa.timestamp("us", tz="UTC")
+STEP = timedelta(minutes=30)
+WINDOWS = {"30m": timedelta(minutes=30), "1h": timedelta(hours=1), "2h": timedelta(hours=2)}
+AGGREGATES = ("count(*) AS n, count(v) AS nv, count(DISTINCT v) AS dv, sum(v) AS total, avg(v) AS mean, "
+              "min(s) AS lo, max(v) AS hi, arg_max(s, o) AS latest_s, last(v) AS last_v, "
+              "count(*) FILTER (WHERE v > 0) AS positive")
+
+
+@pytest.fixture(autouse=True)
+def online_database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    reset(postgres_url)
+    yield postgres_url
+
+
+def instant(index: int, nudge: int = 0) -> datetime:
+    return T0 + index * STEP + timedelta(microseconds=nudge)
+
+
+def definition(windows: list[str], lag: timedelta, since: datetime | None) -> str:
+    header = ["-- entity: k", "-- timestamp: ts", "-- owner: test@example.com", f"-- windows: {', '.join(windows)}",
+              f"-- available_after: {int(lag.total_seconds())}s"]
+    if since is not None:
+        header.append(f"-- available_since: {since.isoformat()}")
+    return "\n".join(header) + f"\nSELECT k, {AGGREGATES}\nFROM events\nGROUP BY k\n"
+
+
+def write_events(root: Path, rows: list[dict], name: str) -> None:
+    pq.write_table(pa.table({
+        "k": pa.array([r["k"] for r in rows], pa.int64()), "ts": pa.array([r["ts"] for r in rows], UTC_US),
+        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string()),
+        "o": pa.array([r["o"] for r in rows], pa.int64())}), root / "data" / name)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict:
+    hot = draw(st.booleans())  # one key holding most events
+    events = draw(st.lists(st.fixed_dictionaries({
+        "k": st.sampled_from([1, 1, 1, 2]) if hot else st.integers(1, 3),
+        "ts": st.builds(instant, st.integers(0, 8), st.sampled_from([0, 0, 0, 1, -1])),
+        "v": st.one_of(st.none(), st.integers(-3, 3)), "s": st.one_of(st.none(), st.sampled_from(["a", "b", "B", "é"])),
+        "o": st.one_of(st.none(), st.integers(0, 2))}), max_size=14))
+    if events and draw(st.booleans()):  # exact copies: two events, both counted
+        events += [dict(events[i]) for i in draw(st.lists(st.integers(0, len(events) - 1), max_size=2))]
+    windows = draw(st.lists(st.sampled_from(list(WINDOWS)), min_size=1, max_size=3, unique=True))
+    lag = draw(st.sampled_from([timedelta(0), timedelta(minutes=30)]))
+    since = draw(st.one_of(st.none(), st.builds(instant, st.integers(0, 10))))
+    edges = {e["ts"] + lag + w + timedelta(microseconds=d) for e in events for w in (timedelta(0), *(
+        WINDOWS[n] for n in windows)) for d in (-1, 0, 1)} | {instant(4)}
+    chosen = sorted(draw(st.lists(st.sampled_from(sorted(edges)), min_size=1, max_size=3, unique=True)))
+    # Events land in files, one before each run, whatever their time: some come long after they were due.
+    arrival = draw(st.lists(st.integers(0, len(chosen) - 1), min_size=len(events), max_size=len(events)))
+    return {"events": events, "windows": windows, "lag": lag, "since": since, "instants": chosen, "arrival": arrival}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+@given(cases())
+def test_online_window_values_equal_the_training_frame_at_each_materialized_instant(online_database: str,
+                                                                                    case: dict) -> None:
+    reset(online_database)
+    with tempfile.TemporaryDirectory() as folder:
+        project = ProjectDir(Path(folder))
+        project.sources["events"] = '"data/events-*.parquet"'
+        project.write_config()
+        project.view("view", definition(case["windows"], case["lag"], case["since"]))
+        keys = [1, 2, 3, None, 4]  # 4: no events; None: no key
+        with FeatureStore(project.root) as store:
+            for number, at in enumerate(case["instants"]):  # the first run backfills, the later ones are incremental
+                write_events(project.root, [e for e, a in zip(case["events"], case["arrival"]) if a == number],
+                             f"events-{number}.parquet")
+                [run] = store.materialize(until=at)
+                online = store.online({"k": keys}, ["view.*"], at=at)
+                frame = store.training_frame(pl.DataFrame({"k": keys, "t": [at] * len(keys)},
+                                                          schema={"k": pl.Int64, "t": pl.Datetime("us", "UTC")}),
+                                             ["view.*"], timestamp="t").to_polars().drop("t")
+                assert online.to_dicts() == frame.to_dicts(), (run, at)
+                assert online.schema == frame.schema
+
+
+def test_events_are_kept_for_the_longest_window_and_runs_are_incremental(project: ProjectDir,
+                                                                         online_database: str) -> None:
+    import psycopg
+
+    project.sources["events"] = '"data/events-*.parquet"'
+    project.write_config()
+    project.view("view", definition(["30m", "2h"], timedelta(0), None))
+    first = [{"k": 1, "ts": instant(i), "v": i, "s": "a", "o": i} for i in range(6)]  # every 30 minutes
+    write_events(project.root, first, "events-0.parquet")
+    with FeatureStore(project.root) as store:
+        table = f'featurestore_online."view__{store.views["view"].version}"'
+
+        def stored() -> list[datetime]:
+            with psycopg.connect(online_database) as connection:
+                return [row[0] for row in connection.execute(f"SELECT __fs_known FROM {table} ORDER BY 1")]
+
+        [run] = store.materialize(until=instant(5))
+        assert (run.mode, run.written) == ("backfill", 5)  # instant(0) is older than the 2h window of instant(5)
+        assert stored() == [instant(i) for i in range(1, 6)]
+        [run] = store.materialize(until=instant(5))
+        assert (run.mode, run.read, run.written) == ("unchanged", 0, 0)
+        # Later: the watermark moves, old events are trimmed, a new file with a late event is read whole.
+        write_events(project.root, [{"k": 1, "ts": instant(6), "v": 6, "s": "b", "o": 6},
+                                    {"k": 1, "ts": instant(5, -1), "v": 9, "s": "c", "o": 9}], "events-1.parquet")
+        [run] = store.materialize(until=instant(7))
+        assert (run.mode, run.written, run.late) == ("incremental", 2, 1)
+        assert stored() == [instant(3), instant(4), instant(5, -1), instant(5), instant(6)]
+        online = store.online({"k": [1]}, ["view.n_30m", "view.n_2h", "view.latest_s_2h"], at=instant(7))
+        assert online.to_dicts() == [{"k": 1, "n_30m": 1, "n_2h": 5, "latest_s_2h": "c"}]
+
+
+def test_window_and_snapshot_views_in_one_lookup(project: ProjectDir) -> None:
+    project.view("counts", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n-- windows: 3h\n"
+                           "SELECT user_id, count(*) AS cards, sum(amount) AS spent FROM events GROUP BY user_id\n")
+    project.view("latest", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n"
+                           "SELECT user_id, ts, amount FROM events\n")
+    at = T0 + timedelta(hours=5, minutes=30)
+    with FeatureStore(project.root) as store:
+        store.materialize(until=at)
+        online = store.online({"user_id": [2, 0, 7]}, ["counts.*", "latest.amount"], at=at)
+        frame = store.training_frame(pl.DataFrame({"user_id": [2, 0, 7], "ts": [at] * 3}),
+                                     ["counts.*", "latest.amount"]).to_polars().drop("ts")
+    assert online.to_dicts() == frame.to_dicts()
+    # events: user_id = i % 3, amount = i, ts = T0 + i hours: user 2 has i = 2 and 5, user 0 has 3 (and 0)
+    assert online.to_dicts() == [{"user_id": 2, "cards_3h": 1, "spent_3h": 5.0, "amount": 5.0},
+                                 {"user_id": 0, "cards_3h": 1, "spent_3h": 3.0, "amount": 3.0},
+                                 {"user_id": 7, "cards_3h": 0, "spent_3h": None, "amount": None}]
