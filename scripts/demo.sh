@@ -15,18 +15,18 @@ echo "== 2. validate every definition"
 fs validate
 echo "== 3. the catalog"
 fs views
-echo "== 4. the SQL a window view compiles to"
+echo "== 4. the SQL a window view compiles to: the events its windows aggregate"
 fs compile cards_added
 echo "== 5. a point-in-time training frame: October's transactions, each with features as of its own time"
 fs frame --spine "SELECT transaction_id, user_id, merchant_id, country, ts, is_fraud FROM transactions
                   WHERE ts >= TIMESTAMPTZ '2026-10-01 00:00:00+00' ORDER BY ts" \
-   --features "user_daily_stats.*,user_profile.account_type,merchant_risk.fraud_rate,user_spend_trend.*" \
+   --features "user_daily_stats.*,user_profile.account_type,merchant_risk.fraud_rate,user_spend_trend.*,cards_added.cards_added_1d" \
    --head 8
 echo "== 6. materialize the latest values into PostgreSQL (a first run backfills; the next one is incremental)"
 fs materialize --until 2026-10-30
 fs materialize --until 2026-11-01
-echo "== 7. look two users up as of the last run, as a serving service would"
-fs online --entity user_id=1,2 --features "user_daily_stats.*,user_profile.account_type,user_spend_trend.*" \
+echo "== 7. look two users up as of the last run, as a serving service would (user 1626 added 15 cards that week)"
+fs online --entity user_id=1,1626 --features "user_daily_stats.*,user_profile.account_type,cards_added.*" \
    --at 2026-11-01
 echo "== 8. record the definitions in the registry, and list the features nobody read in 30 days"
 fs apply

@@ -29,6 +29,8 @@ def write_project(project: ProjectDir, server: str = "") -> None:
     project.view("old", HEADER + "-- deprecated: 2099-01-01 use spend.amount\nSELECT user_id, ts, amount AS old_amount "
                                  "FROM events\n")
     project.view("gone", HEADER + "-- deprecated: 2020-01-01\nSELECT user_id, ts, amount AS gone_amount FROM events\n")
+    project.view("cards", HEADER + "-- windows: 3h, 30000d\nSELECT user_id, count(*) AS cards, max(amount) AS top "
+                                   "FROM events GROUP BY user_id\n")
     project.write_config(server)
 
 
@@ -58,6 +60,15 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
         "spend.amount": sdk["amount"].to_list(), "spend.card_id": sdk["card_id"].to_list(),
         "spend.big": sdk["big"].to_list(), "profile.card": sdk["card"].to_list()}}
     assert response.json()["features"]["spend.amount"] == [5.0, 3.0, None]
+    windows = client.post("/v1/features", json={"entities": {"user_id": [2, 99]}, "features": ["cards.*", "spend.amount"]})
+    sdk = store.online({"user_id": [2, 99]}, ["cards.*", "spend.amount"])
+    assert windows.json()["features"] == {name: sdk[name.split(".")[1]].to_list() for name in (
+        "cards.cards_3h", "cards.cards_30000d", "cards.top_3h", "cards.top_30000d", "spend.amount")}
+    # Asked now, long after the events: none in the last 3 hours, both of user 2's in the last 30,000 days.
+    assert windows.json()["features"]["cards.cards_3h"] == [0, 0]
+    assert windows.json()["features"]["cards.cards_30000d"] == [2, 0]
+    assert client.get("/v1/features/cards/2").json()["features"] == {"cards_3h": 0, "cards_30000d": 2, "top_3h": None,
+                                                                      "top_30000d": 5.0}
     one = client.get("/v1/features/spend/2")
     assert one.json() == {"view": "spend", "entity": {"user_id": 2}, "warnings": [],
                           "features": {"amount": 5.0, "card_id": 5, "big": True}}
@@ -66,7 +77,7 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
     assert client.get("/v1/views/profile").json()["tags"] == ["pii"]
     metrics = client.get("/metrics").text
     assert 'featurestore_lookups_total{feature="spend.amount",consumer="fraud_model"} 3' in metrics
-    assert 'featurestore_requests_total{route="/v1/features",status="200"} 1' in metrics
+    assert 'featurestore_requests_total{route="/v1/features",status="200"} 2' in metrics
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
 
 

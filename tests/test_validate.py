@@ -79,6 +79,10 @@ CASES = [
      "window-shape", 4, "GROUP BY over exactly the entity keys", "GROUP BY user_id"),
     ("window_unsupported_aggregate", HEADER + "-- windows: 1d\nSELECT user_id,\n  median(amount) AS m\n"
      "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "arg_max"),
+    ("window_top_n", HEADER + "-- windows: 1d\nSELECT user_id,\n  arg_max(card_id, ts, 3) AS last3\n"
+     "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "last(x)"),
+    ("window_last_descending", HEADER + "-- windows: 1d\nSELECT user_id,\n  last(card_id ORDER BY ts DESC) AS first\n"
+     "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "count(DISTINCT x)"),
     ("following", HEADER + "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts\n"
      "    ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS s\nFROM events\n", "reads-future", 5, "FOLLOWING", "CURRENT ROW"),
     ("lead", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\nFROM events\n",

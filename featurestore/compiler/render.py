@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
+from featurestore.compiler.windows import aggregates, event_rows
 from featurestore.graph import table_references
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
 from featurestore.spec import FeatureView
@@ -23,10 +24,20 @@ _READERS = {"parquet": "read_parquet", "csv": "read_csv"}
 
 def render_view(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
                 root: Path, dialect: str) -> str:
-    """The SQL that yields the view's rows in `dialect` (a view must be resolved: `qualified` set)."""
+    """The SQL that yields the view's rows in `dialect` (a view must be resolved: `qualified` set);
+    a window view's events (`event_rows`), which its windows aggregate, after a comment saying so."""
     query = render_query(view, views, sources, root, dialect)
+    header = ""
+    if view.windows:
+        query = event_rows(view, query)
+        labels = ", ".join(w.label for w in view.windows)
+        inputs = ", ".join(f"{a.column} = {a.kind}({a.value}{', ' + a.order if a.order else ''})"
+                           for a in aggregates(view))
+        header = (f"-- {view.name} aggregates these events over windows {labels}: for an entity at t, the events\n"
+                  "-- with t - window <= __fs_known < t (a training row's time, or an online lookup's).\n"
+                  f"-- {inputs}\n")
     # A wide limit keeps long file paths on one line, so the layout does not depend on them.
-    return query.sql(dialect=dialect, pretty=True, comments=False, max_text_width=10_000)
+    return header + query.sql(dialect=dialect, pretty=True, comments=False, max_text_width=10_000)
 
 
 def render_query(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],
