@@ -152,3 +152,28 @@ def test_window_and_snapshot_views_in_one_lookup(project: ProjectDir) -> None:
     assert online.to_dicts() == [{"user_id": 2, "cards_3h": 1, "spent_3h": 5.0, "amount": 5.0},
                                  {"user_id": 0, "cards_3h": 1, "spent_3h": 3.0, "amount": 3.0},
                                  {"user_id": 7, "cards_3h": 0, "spent_3h": None, "amount": None}]
+
+
+def test_a_changed_database_table_replaces_the_events_after_the_lookback(project: ProjectDir) -> None:
+    import duckdb
+
+    database = project.root / ".featurestore" / "offline.duckdb"
+    database.parent.mkdir()
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute("CREATE TABLE cards (user_id BIGINT, ts TIMESTAMPTZ)")
+        connection.execute("INSERT INTO cards VALUES (1, $1), (1, $2)", [instant(0), instant(2)])
+    project.sources["cards"] = '{ duckdb = "cards" }'
+    project.write_config()
+    project.view("added", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n-- windows: 2h\n"
+                          "SELECT user_id, count(*) AS n FROM cards GROUP BY user_id\n")
+    with FeatureStore(project.root) as store:
+        assert [(r.mode, r.written) for r in store.materialize(until=instant(3))] == [("backfill", 2)]
+        with duckdb.connect(str(database)) as connection:  # one event late (before the watermark), one on time
+            connection.execute("INSERT INTO cards VALUES (1, $1), (1, $2)", [instant(3, -1), instant(4)])
+        [run] = store.materialize(until=instant(4, 1), lookback=timedelta(hours=1))
+        # Events known after watermark - lookback (instant(1)) are replaced: instant(2), the late one and the new one.
+        assert (run.mode, run.written, run.late) == ("incremental", 3, 1)
+        online = store.online({"user_id": [1]}, ["added.n_2h"], at=instant(4, 1))
+        frame = store.training_frame(pl.DataFrame({"user_id": [1], "ts": [instant(4, 1)]}), ["added.n_2h"])
+        assert online.to_dicts() == frame.to_polars().drop("ts").to_dicts() == [{"user_id": 1, "n_2h": 3}]
