@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from featurestore.compiler.lineage import column_sources
 from featurestore.compiler.render import render_query
+from featurestore.compiler.windows import aggregates
 from featurestore.config import DuckDBSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
@@ -295,7 +296,8 @@ def unused_features(project: Project, url: str, days: int, now: datetime | None 
 
 
 def _online_bytes(url: str, project: Project) -> dict[tuple[str, str], int]:
-    """Per (view, column) of each current online table: its share of the table's bytes, by average width."""
+    """Per (view, column) of each current online table: its share of the table's bytes, by average width
+    (a window view's aggregate: that of its inputs, which all its windows share)."""
     tables = {f"{v.name}__{v.version}": v.name for v in project.views.values()}
     with postgres.connect(url) as connection:
         found = connection.execute(
@@ -311,8 +313,12 @@ def _online_bytes(url: str, project: Project) -> dict[tuple[str, str], int]:
                 widths = dict(connection.execute("SELECT attname, avg_width FROM pg_stats WHERE schemaname = %s AND "
                                                  "tablename = %s", [ONLINE_SCHEMA, table]).fetchall())
             whole = sum(widths.values()) or 1
+            view = project.views[tables[table]]
             for column, width in widths.items():
-                sizes[(tables[table], column)] = int(total * width / whole)
+                sizes[(view.name, column)] = int(total * width / whole)
+            for aggregate in aggregates(view) if view.windows else []:  # a window view stores each one's inputs
+                sizes[(view.name, aggregate.column)] = sum(sizes.get((view.name, c), 0) for c in (
+                    aggregate.value, aggregate.order) if c and c != "__fs_ts")
     return sizes
 
 

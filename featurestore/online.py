@@ -267,8 +267,8 @@ def _event_columns(view: FeatureView, offline: Any) -> list[tuple[str, str]]:
     columns = []
     for column in duck.describe_relation(offline, "__fs_batch"):
         try:
-            columns.append((column.name, "timestamptz" if column.name.startswith("__fs_") and column.name in (
-                _TS, "__fs_known") else postgres.postgres_type(column.type)))
+            columns.append((column.name, "timestamptz" if column.name in (_TS, "__fs_known")
+                            else postgres.postgres_type(column.type)))
         except ValueError as exc:
             raise FeatureStoreError(f"view '{view.name}': an aggregate's input ({column.name}): {exc}") from None
     return columns
