@@ -74,7 +74,8 @@ def event_rows(view: FeatureView, rendered: exp.Query) -> exp.Select:
     columns: list[exp.Expr] = [exp.alias_(keys[k].copy(), k, quoted=True) for k in view.entity]
     columns += [exp.alias_(ts, _TS, quoted=True), exp.alias_(known_at(view, ts), _KNOWN, quoted=True)]
     for aggregate, value, order in _parse(view, rendered, ts):
-        columns.append(exp.alias_(value, aggregate.value, quoted=True))
+        if aggregate.value != _KNOWN:
+            columns.append(exp.alias_(value, aggregate.value, quoted=True))
         if order is not None and aggregate.order != _TS:
             columns.append(exp.alias_(order, aggregate.order, quoted=True))
     events = rendered.copy()
@@ -122,7 +123,9 @@ def _parse(view: FeatureView, query: exp.Query, ts: exp.Expr) -> list[tuple[Aggr
             kind = {exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}[type(inner)]  # type: ignore[assignment]
             value = inner.this
         value = _when(condition, value)
-        if kind == "latest":
+        if kind == "count" and isinstance(value, exp.Literal):  # count(*): every event has a known-at time
+            found.append((Aggregate(name, kind, _KNOWN), value, None))
+        elif kind == "latest":
             order_name = f"__fs_o{number}" if order is not None or condition is not None else _TS
             order = _when(condition, order if order is not None else ts)
             found.append((Aggregate(name, kind, f"__fs_a{number}", order_name), value, order))
