@@ -188,8 +188,12 @@ def _window_shape(view: FeatureView) -> list[Problem]:
 
 
 def _unsupported_form(aggregate: exp.Expr) -> bool:
-    """arg_max with a count (a list), count(DISTINCT a, b), last(x ORDER BY …) other than by one expression ascending."""
+    """arg_max with a count (a list), DISTINCT other than count(DISTINCT x), ORDER BY other than
+    last(x ORDER BY o) by one expression ascending."""
     argument = aggregate.this
+    if isinstance(argument, exp.Distinct) and not isinstance(aggregate, exp.Count) or \
+            isinstance(argument, exp.Order) and not isinstance(aggregate, exp.Last):
+        return True
     if isinstance(aggregate, exp.ArgMax):
         return aggregate.args.get("count") is not None
     if isinstance(aggregate, exp.Count) and isinstance(argument, exp.Distinct):
