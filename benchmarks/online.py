@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training_frame import (  # noqa: E402
-    ROW_GROUP, TTL_DAYS, Case, ensure_data, machine, make_case, report_header, versions)
+    ROW_GROUP, TTL_DAYS, Case, changed_during_run, ensure_data, machine, make_case, report_header, versions)
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -630,14 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log(f"FEATURESTORE_POSTGRES_URL is set: schemas {ONLINE_SCHEMA} and {FLOOR_SCHEMA} of that database are "
             "dropped and rewritten")
-    found_versions = versions()
-    for name in ("psycopg", "polars"):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            found_versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
+    found_versions = versions("psycopg", "polars")
     workdir = Path(args.workdir).resolve()
     case = make_case(workdir, args.rows, max(args.rows // 8, 1), FEATURES)
     log(f"case: {args.rows:,} events, {FEATURES} features, {args.repeat} rounds, {args.lookups:,} lookups")
@@ -650,10 +643,8 @@ def main(argv: list[str] | None = None) -> None:
                     "lookup_p99": f"ours p99 <= {LOOKUP_P99_TARGET}x floor"},
         "result": summary(result),
     }
-    commit_now = versions().get("featurestore_commit")
-    if commit_now != found_versions.get("featurestore_commit"):
-        report["warning"] = (f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> "
-                             f"{commit_now})")
+    if warning := changed_during_run(found_versions):
+        report["warning"] = warning
     if args.format == "json":
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -49,7 +49,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from online import last_event, server_url  # noqa: E402
-from training_frame import Case, ensure_data, machine, make_case, report_header, versions  # noqa: E402
+from training_frame import (  # noqa: E402
+    Case,
+    changed_during_run,
+    ensure_data,
+    machine,
+    make_case,
+    report_header,
+    versions,
+)
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request
@@ -828,14 +836,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log("FEATURESTORE_POSTGRES_URL is set: the view is materialized into schema featurestore_online of that "
             "database; PostgreSQL's CPU is not measured")
-    found_versions = versions()
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("fastapi", "starlette", "uvicorn", "httpx", "orjson", "psycopg", "psycopg-pool", "pydantic"):
-        try:
-            found_versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
+    found_versions = versions("fastapi", "starlette", "uvicorn", "httpx", "orjson", "psycopg", "psycopg-pool", "pydantic")
     workdir = Path(args.workdir).resolve()
     case = make_case(workdir, args.rows, max(args.rows // 8, 1), FEATURES)
     cells = len(SIZES) * len(args.concurrency) * len(args.workers) * 2
@@ -850,10 +851,8 @@ def main(argv: list[str] | None = None) -> None:
                      "concurrency": args.concurrency, "entities": list(SIZES), "features": FEATURES},
         "result": result, "judgement": judge(result, args.workers), "errors_total": errors,
     }
-    commit_now = versions().get("featurestore_commit")
-    if commit_now != found_versions.get("featurestore_commit"):
-        report["warning"] = (f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> "
-                             f"{commit_now})")
+    if warning := changed_during_run(found_versions):
+        report["warning"] = warning
     if args.format == "json":
         print(json.dumps(report, indent=2, default=str))
     else:

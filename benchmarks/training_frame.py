@@ -502,15 +502,18 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "python": platform.python_version()}
 
 
-def versions() -> dict[str, Any]:
+def versions(*extra: str) -> dict[str, Any]:
+    """The versions of featurestore's core packages (None when missing), of the `extra` packages a
+    benchmark also uses (left out when missing), and the featurestore commit."""
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, Any] = {}
-    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot"):
+    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot", *extra):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
-            found[name] = None
+            if name not in extra:
+                found[name] = None
     import featurestore
 
     # The package is often installed editable: name the commit it was run from, and whether it had local edits.
@@ -525,6 +528,12 @@ def versions() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return found
+
+
+def changed_during_run(found_versions: dict[str, Any]) -> str | None:
+    """A warning when the featurestore commit differs now from `found_versions`' (taken at the start)."""
+    before, now = found_versions.get("featurestore_commit"), versions().get("featurestore_commit")
+    return None if now == before else f"featurestore changed during the run ({before} -> {now})"
 
 
 def report_header(report: dict[str, Any], title: str, width: int, machine_note: str = "",
@@ -664,10 +673,8 @@ def main(argv: list[str] | None = None) -> None:
         "scales": [r.summary() for r in results],
         "our_sql": results[0].sql,
     }
-    commit_now = versions().get("featurestore_commit")
-    if commit_now != found_versions.get("featurestore_commit"):
-        report["warning"] = (f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> "
-                             f"{commit_now}); the memory children may have run newer code than the timings")
+    if warning := changed_during_run(found_versions):
+        report["warning"] = f"{warning}; the memory children may have run newer code than the timings"
     if len(results) == 2:
         small, large = report["scales"]
         report["scale_change"] = {

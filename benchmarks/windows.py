@@ -55,7 +55,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
-from training_frame import machine, report_header, versions  # noqa: E402
+from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
 SEED = 20240901         # salts every hash the generator draws from: same bytes on every machine
@@ -885,14 +885,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if os.environ.get("FEATURESTORE_POSTGRES_URL") and not args.no_online:
         log("FEATURESTORE_POSTGRES_URL is set: the views are materialized into schema featurestore_online there")
-    found_versions = versions()
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("polars", "psycopg", "httpx", "uvicorn", "fastapi"):
-        try:
-            found_versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
+    found_versions = versions("polars", "psycopg", "httpx", "uvicorn", "fastapi")
     workdir = Path(args.workdir).resolve()
     regular = make_shape(workdir, "regular", args.events, args.spine, args.users, 0.0, tuple(WINDOWS))
     shapes = [regular]
@@ -924,10 +917,8 @@ def main(argv: list[str] | None = None) -> None:
             keys = [rng.choice(setup.users) for _ in range(CHECKED_HTTP + WARMUP_LOOKUPS + args.http_requests)]
             online["http"] = run_http(setup, keys, log)
         report["online"] = online
-    commit_now = versions().get("featurestore_commit")
-    if commit_now != found_versions.get("featurestore_commit"):
-        report["warning"] = (f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> "
-                             f"{commit_now})")
+    if warning := changed_during_run(found_versions):
+        report["warning"] = warning
     if args.format == "json":
         print(json.dumps(report, indent=2, default=str))
     else:
