@@ -167,13 +167,14 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                 register_sources(offline, project, [view], every_source=False, loaded=set())
                 if view.windows:
                     batch, replaced_after = _changed_events(project, view, until, lookback, before, sources)
+                    offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
+                    columns = _event_columns(view, offline)
                 else:
-                    batch = _changed_rows(project, view, [name for name, _ in _columns(view)][len(view.entity) + 1:],
+                    columns = _columns(view)
+                    batch = _changed_rows(project, view, [name for name, _ in columns][len(view.entity) + 1:],
                                           until, lookback, before, sources)
-                offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
-                if not view.windows:
+                    offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                     refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
-                columns = _event_columns(view, offline) if view.windows else _columns(view)
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
                 load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
@@ -186,8 +187,9 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
             elif view.windows:
                 old = duck.first_row(offline, "SELECT count(*) FROM __fs_batch WHERE __fs_known <= $1",
                                      [previous[0]])[0]
-                written, late = _append_events(cursor, view, table, load, events=read, known_by_watermark=old,
-                                               watermark=previous[0], replaced_after=replaced_after, until=until)
+                written = read
+                late = _append_events(cursor, view, table, load, known_by_watermark=old, watermark=previous[0],
+                                      replaced_after=replaced_after, until=until)
             else:
                 written, late = _upsert(cursor, view, target, columns, load, previous[0])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
@@ -239,7 +241,7 @@ def _changed_events(project: Project, view: FeatureView, until: datetime, lookba
     snapshot views (`_changed_rows`): events known after W; a row-wise view's new files whole; or,
     when a database table changed, every event known after W - `lookback`, replacing those stored.
     """
-    horizon = until - max(w.length for w in view.windows)
+    horizon = _horizon(view, until)
 
     def known(files: dict[str, list[str]] | None, after: datetime | None) -> exp.Select:
         bounds: list[exp.Expr] = [exp.LTE(this=exp.column("__fs_known", quoted=True), expression=instant(until)),
@@ -274,17 +276,22 @@ def _event_columns(view: FeatureView, offline: Any) -> list[tuple[str, str]]:
     return columns
 
 
+def _horizon(view: FeatureView, until: datetime) -> datetime:
+    """The oldest known-at time of a window view's events that a lookup from `until` on reads."""
+    return until - max(w.length for w in view.windows)
+
+
 def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[Any, str, str], None], *,
-                   events: int, known_by_watermark: int, watermark: datetime, replaced_after: datetime | None,
-                   until: datetime) -> tuple[int, int]:
+                   known_by_watermark: int, watermark: datetime, replaced_after: datetime | None,
+                   until: datetime) -> int:
     """Replace the stored events known after `replaced_after` (if any) by the batch, and drop the events
-    no lookup from `until` on reads. Returns (events written, of which late: known by the previous
-    `watermark` yet not stored before; the batch holds `known_by_watermark` such events)."""
+    no lookup from `until` on reads. Returns how many of the batch's events are late: known by the
+    previous `watermark` yet not stored before (the batch holds `known_by_watermark` known by then)."""
     from psycopg import sql
 
     target = sql.Identifier(SCHEMA, table)
     known = sql.Identifier("__fs_known")
-    horizon = until - max(w.length for w in view.windows)
+    horizon = _horizon(view, until)
     replaced = 0
     if replaced_after is not None:
         cursor.execute(sql.SQL("WITH gone AS (DELETE FROM {} WHERE {} > %s RETURNING {}) "
@@ -293,7 +300,7 @@ def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[A
         replaced = int(cursor.fetchone()[0])
     load(cursor, SCHEMA, table)
     cursor.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(target, known), [horizon])
-    return events, max(known_by_watermark - replaced, 0)
+    return max(known_by_watermark - replaced, 0)
 
 
 def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any) -> Callable[[Any, str, str], None]:
