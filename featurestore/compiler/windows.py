@@ -169,6 +169,7 @@ class WindowRows:
             assert window is not None
             groups.setdefault(self.plans.get(window.label, "frames"), []).append(
                 (by_column[column], window.length, output_column(by_column[column], window.label)))
+        where: dict[str, str] = {}  # output column → alias of the CTE that computes it
         for plan, items in groups.items():
             alias = f"v{number}{plan[0]}"
             name = f"__fs_{alias}"
@@ -176,7 +177,7 @@ class WindowRows:
             ctes.append(_cte(name, body))
             joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
                           exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
-        where = {output: f"v{number}{plan[0]}" for plan, items in groups.items() for _, _, output in items}
+            where.update((output, alias) for _, _, output in items)
         types = {c.name: c.type for c in view.columns}
         valid = exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "s", quoted=True), expression=exp.Null()))
                            for k in view.entity],
