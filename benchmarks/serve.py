@@ -118,23 +118,16 @@ app = Starlette(routes=[Route("/lookup", lookup, methods=["POST"])], lifespan=li
 
 
 if __name__ == "__main__":  # python floor_app.py HOST PORT WORKERS: served as `featurestore serve` serves
-    import socket
     import sys
 
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+
+    from server.workers import run_workers
 
     host, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     config = uvicorn.Config("floor_app:app", host=host, port=port, workers=workers, log_level="warning",
                             access_log=False)
-    if workers <= 1:
-        uvicorn.Server(config).run()
-    else:  # the same socket as featurestore serve binds: with IPPROTO_TCP, so TCP_NODELAY applies (uvicorn #3149)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.set_inheritable(True)
-        Multiprocess(config, sockets=[listener]).run()
+    run_workers(config)  # listening as featurestore serve does: a socket per worker (SO_REUSEPORT), TCP_NODELAY
 '''
 
 

@@ -582,25 +582,13 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["FEATURESTORE_PROJECT"] = str(store.root)
     config = uvicorn.Config("server.app:from_environment", factory=True, host=args.host, port=args.port,
                             workers=args.workers, log_level="warning", access_log=False)
-    if args.workers <= 1:
-        uvicorn.Server(config).run()
-        return 0
-    import socket
+    from server.workers import run_workers
 
-    from uvicorn.supervisors import Multiprocess
-
-    # uvicorn's own socket for workers lacks IPPROTO_TCP, so its connections miss TCP_NODELAY and
-    # each response waits ~40 ms for a delayed ACK (uvicorn issue 3149): bind it here instead.
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind((args.host, args.port))
+        run_workers(config)
     except OSError as exc:
         raise FeatureStoreError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another "
                                 "--port") from None
-    listener.set_inheritable(True)
-    Multiprocess(config, sockets=[listener]).run()
     return 0
 
 

@@ -230,7 +230,8 @@ def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> N
                     "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "serve",
-                                "--port", str(port)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -263,3 +264,75 @@ def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> N
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+PID_APP = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_workers_share_connections_opened_at_once(tmp_path: Path) -> None:
+    """Long-lived connections opened together (a client's pool) spread over the workers, rather
+    than all landing on whichever worker woke first, as with one shared listening socket."""
+    import http.client
+
+    (tmp_path / "pid_app.py").write_text(PID_APP)
+    port = free_port()
+    script = ("import sys, uvicorn\nfrom server.workers import run_workers\n"
+              "run_workers(uvicorn.Config('pid_app:app', host='127.0.0.1', port=int(sys.argv[1]), workers=2, "
+              "log_level='warning', lifespan='off'))\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    process = subprocess.Popen([sys.executable, "-c", script, str(port)], env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+
+    def pid(connection: http.client.HTTPConnection) -> int:
+        connection.request("GET", "/")
+        return int(connection.getresponse().read())
+
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:  # until both workers listen
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                seen.add(pid(connection))
+                connection.close()
+            except OSError:
+                time.sleep(0.1)
+        assert len(seen) == 2, f"two workers should answer within 30 s; saw {seen}"
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(64)]
+        for connection in connections:
+            connection.connect()
+        served: dict[int, int] = {}  # worker → connections
+        for connection in connections:
+            (worker,) = {pid(connection) for _ in range(3)}  # a connection stays with its worker
+            served[worker] = served.get(worker, 0) + 1
+            connection.close()
+        # An even split is 32 each; with the kernel's hash, fewer than 16 on one has odds ~1e-5.
+        assert len(served) == 2 and min(served.values()) >= 16, served
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_serve_on_a_taken_port_says_so(project: ProjectDir) -> None:
+    write_project(project)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            result = subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root),
+                                     "serve", "--port", str(port), "--workers", workers],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode != 0
+            assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr, \
+                result.stderr
