@@ -16,6 +16,7 @@ advisory lock per view, so a killed run leaves nothing behind and concurrent run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -413,6 +414,7 @@ class OnlineStore:
         self._project = project
         self._pool: Any = None
         self._async_pool: Any = None
+        self._async_loop: Any = None  # the event loop the asynchronous pool belongs to
         self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
 
     def close(self) -> None:
@@ -422,9 +424,9 @@ class OnlineStore:
 
     async def aclose(self) -> None:
         self.close()
-        if self._async_pool is not None:
+        if self._async_pool is not None and self._async_loop is asyncio.get_running_loop():
             await self._async_pool.close()
-            self._async_pool = None
+        self._async_pool = self._async_loop = None
 
     def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False, columns: bool = False) -> Any:
@@ -482,6 +484,11 @@ class OnlineStore:
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
 
+    def warm_up(self) -> None:
+        """Find the result type of every column of every view now rather than in a first lookup."""
+        _polars_schema([(f"c{i}", kind) for i, kind in enumerate(
+            {c.type for view in self._project.views.values() for c in view.columns})])
+
     def ping(self) -> None:
         """Raise UnavailableError unless PostgreSQL answers a trivial query."""
         self._fetch("SELECT 1", {}, [])
@@ -501,8 +508,9 @@ class OnlineStore:
                 return connection.execute(statement, parameters).fetchall()
 
     async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
-        if self._async_pool is None:
-            self._async_pool = await postgres.async_pool(self._url())
+        loop = asyncio.get_running_loop()
+        if self._async_loop is not loop:  # a pool works in the event loop it was opened in
+            self._async_pool, self._async_loop = await postgres.async_pool(self._url()), loop
         with _database_errors(views):
             async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
                 cursor = await connection.execute(statement, parameters)

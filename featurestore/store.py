@@ -191,6 +191,11 @@ class FeatureStore:
         """Check that the online store answers; raises UnavailableError if it does not."""
         self._online.ping()
 
+    def warm_up(self) -> None:
+        """Load what a first online lookup would (libraries, the result types of every column), so
+        that it answers as fast as later ones: ~0.5 s otherwise. Servers call it before serving."""
+        self._online.warm_up()
+
     def close(self) -> None:
         """Write the recorded usage and release the online store's connections."""
         if "_usage" in self.__dict__:

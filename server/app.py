@@ -26,7 +26,7 @@ from decimal import Decimal
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, AsyncIterator, Union
+from typing import Any, AsyncIterator, Callable, Union
 
 import orjson
 from fastapi import FastAPI, Request
@@ -45,6 +45,7 @@ __all__ = ["create_app"]
 
 RETRY_AFTER_SECONDS = 5
 Key = Union[StrictInt, StrictStr, None]
+Header = Callable[[str], Union[str, None]]  # a request header by its lower-case name, or None
 
 
 class FeaturesRequest(BaseModel):
@@ -78,6 +79,10 @@ class FastJSONResponse(JSONResponse):
     """orjson: several times faster than json for lookup payloads; times and decimals as text."""
 
     def render(self, content: Any) -> bytes:
+        return self.dumps(content)
+
+    @staticmethod
+    def dumps(content: Any) -> bytes:
         return orjson.dumps(content, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
@@ -98,6 +103,59 @@ class HTTPProblem(Exception):
                  errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers, self.errors = status, message, headers or {}, errors
+
+
+def _error(exc: HTTPProblem | FeatureStoreError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """An error's answer: status, JSON content, headers."""
+    if isinstance(exc, HTTPProblem):
+        content: dict[str, Any] = {"error": exc.message}
+        if exc.errors is not None:
+            content["errors"] = exc.errors
+        return exc.status, content, exc.headers
+    if isinstance(exc, UnavailableError):
+        return 503, {"error": str(exc).split("\n")[0]}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    status = 404 if isinstance(exc, UnknownNameError) else 410 if isinstance(exc, SunsetError) else 422
+    return status, {"error": str(exc)}, {}
+
+
+class _Service(FastAPI):
+    """FastAPI, but POST /v1/features goes straight to `answer_features`, a bare ASGI app."""
+
+    answer_features: Callable[[dict, Any, Any], Any]
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == "/v1/features":
+            await self.answer_features(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: dict) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+async def _body(receive: Any) -> bytes | None:
+    """The request's body, or None if the client disconnected first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _header(scope: dict) -> Header:
+    def header(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in scope["headers"]:  # lower-case names (ASGI)
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    return header
 
 
 _ERRORS = {404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
@@ -126,9 +184,11 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         # Load what the first lookup would, then exempt it all from garbage collection: the SDK's
         # libraries are ~150k objects, and a full collection of them stalled every request in
         # flight for ~45 ms about once a second under load.
-        import polars  # noqa: F401
-        import pyarrow  # noqa: F401
-
+        store.warm_up()
+        try:
+            await store.ping_async()  # opens the connection pool, so the first request need not
+        except UnavailableError:
+            pass  # /readyz says so until PostgreSQL answers; the pool keeps trying
         gc.collect()
         gc.freeze()
         yield
@@ -137,29 +197,17 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             store.release_embedded_postgres()
 
     # Endpoints are coroutines on an asynchronous pool: a lookup costs no thread hand-off.
-    app = FastAPI(title="featurestore lookup service", version="1", default_response_class=FastJSONResponse,
+    app = _Service(title="featurestore lookup service", version="1", default_response_class=FastJSONResponse,
                   description="Online feature values for predictions. Every request names its consumer.",
                   lifespan=lifespan, telemetry=_telemetry())
     app.state.store = store
     app.add_middleware(_Timing, metrics=metrics)
 
     @app.exception_handler(HTTPProblem)
-    async def _problem(request: Request, exc: HTTPProblem) -> Response:
-        content: dict[str, Any] = {"error": exc.message}
-        if exc.errors is not None:
-            content["errors"] = exc.errors
-        return FastJSONResponse(content, status_code=exc.status, headers=exc.headers)
-
     @app.exception_handler(FeatureStoreError)
-    async def _feature_store_error(request: Request, exc: FeatureStoreError) -> Response:
-        if isinstance(exc, UnknownNameError):
-            return FastJSONResponse({"error": str(exc)}, status_code=404)
-        if isinstance(exc, SunsetError):
-            return FastJSONResponse({"error": str(exc)}, status_code=410)
-        if isinstance(exc, UnavailableError):
-            return FastJSONResponse({"error": str(exc).split("\n")[0]}, status_code=503,
-                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        return FastJSONResponse({"error": str(exc)}, status_code=422)
+    async def _problem(request: Request, exc: HTTPProblem | FeatureStoreError) -> Response:
+        status, content, headers = _error(exc)
+        return FastJSONResponse(content, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -174,10 +222,10 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         return _Selection(selected, tuple(s.feature.qualified for s in selected), views,
                           any(store.views[v].deprecated is not None for v in views))
 
-    def caller(request: Request) -> Caller:
+    def caller(header: Header) -> Caller:
         if not settings.keys:
-            return Caller(request.headers.get("x-consumer") or "unknown", None)
-        presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization", ""))
+            return Caller(header("x-consumer") or "unknown", None)
+        presented = header("x-api-key") or _bearer(header("authorization") or "")
         if not presented:
             raise HTTPProblem(401, "this service needs an API key: send it as X-API-Key or Authorization: Bearer",
                               {"WWW-Authenticate": "Bearer"})
@@ -190,7 +238,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             raise HTTPProblem(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"})
         return Caller(found.consumer, found.tags)
 
-    def governed(who: Caller, view_names: list[str], headers: dict[str, str], request: Request,
+    def governed(who: Caller, view_names: list[str], headers: dict[str, str], header: Header,
                  deprecated: bool = True) -> tuple[list[str], bool]:
         """Refuse views the key may not read or past their sunset; warn about deprecated ones.
 
@@ -204,7 +252,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         if not deprecated:
             return [], False
         allow = who.consumer in settings.allow_after_sunset or \
-            request.headers.get("x-allow-deprecated", "").strip().lower() in ("1", "true", "yes")
+            (header("x-allow-deprecated") or "").strip().lower() in ("1", "true", "yes")
         warnings = store.deprecations(view_names, allow_deprecated=allow)
         sunsets = [store.views[name].deprecated.sunset for name in view_names if store.views[name].deprecated]
         if sunsets:
@@ -212,40 +260,64 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             headers["Sunset"] = _http_date(min(sunsets))
         return warnings, allow
 
-    @app.post("/v1/features", response_model=FeaturesResponse, responses=_ERRORS,
-              summary="Features of many entities, one value per entity in request order",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/FeaturesRequest"}}}}})
-    async def features(request: Request) -> Response:
-        # The body is parsed and checked here rather than by FastAPI's body machinery: the same
-        # model and messages, for less CPU on the hottest path.
-        request.scope["route"] = hot  # for the latency metric's route label, as FastAPI would set it
-        body = _features_request(await request.body())
-        who = caller(request)
+    async def lookup_features(raw: bytes, header: Header) -> tuple[bytes, dict[str, str]]:
+        """POST /v1/features: the JSON answer to a request body, and its headers."""
+        body = _features_request(raw)
+        who = caller(header)
         count = max(len(values) for values in body.entities.values())
         if count > settings.max_entities:
             raise HTTPProblem(413, f"{count} entities in one request; the limit is {settings.max_entities} "
                                    "(server.max_entities): split the request")
         selection = select(tuple(body.features))
         headers: dict[str, str] = {}
-        warnings, allow = governed(who, selection.views, headers, request, selection.deprecated)
+        warnings, allow = governed(who, selection.views, headers, header, selection.deprecated)
         found = await store.online_async(body.entities, body.features, full_names=True, columns=True,
                                          consumer=who.consumer, allow_deprecated=allow)
         metrics.lookups(selection.qualified, who.consumer, count)
-        return FastJSONResponse({"entities": body.entities,
-                                 "features": {name: found[s.output] for name, s in zip(selection.qualified,
-                                                                                       selection.selected)},
-                                 "warnings": warnings}, headers=headers)
+        return FastJSONResponse.dumps({"entities": body.entities,
+                                       "features": {name: found[s.output] for name, s in zip(selection.qualified,
+                                                                                             selection.selected)},
+                                       "warnings": warnings}), headers
 
-    # The hottest path, routed by Starlette directly: FastAPI's per-request machinery (dependency
-    # solving, its request wrapper) cost ~60 us of a lookup's CPU; the route above keeps the schema.
-    hot = Route("/v1/features", features, methods=["POST"])
-    app.router.routes.insert(0, hot)
+    # Described here for the schema; requests are answered by `answer_features`, ahead of FastAPI.
+    @app.post("/v1/features", response_model=FeaturesResponse, responses=_ERRORS,
+              summary="Features of many entities, one value per entity in request order",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/FeaturesRequest"}}}}})
+    async def features(request: Request) -> Response:
+        content, headers = await lookup_features(await request.body(), request.headers.get)
+        return Response(content, media_type="application/json", headers=headers)
+
+    async def answer_features(scope: dict, receive: Any, send: Any) -> None:
+        """POST /v1/features as a bare ASGI app: FastAPI's middleware and routing (exception
+        handlers, body limit, telemetry, exit stack, request and response objects) cost ~30% of a
+        one-entity lookup's CPU in this process, and the hottest path needs none of it."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            raw = await _body(receive)
+            if raw is None:  # the client left
+                status = 499
+                return
+            try:
+                content, headers = await lookup_features(raw, _header(scope))
+                status = 200
+            except (HTTPProblem, FeatureStoreError) as exc:
+                status, problem, headers = _error(exc)
+                content = FastJSONResponse.dumps(problem)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+                *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())]})
+            await send({"type": "http.response.body", "body": content})
+        finally:
+            metrics.request("/v1/features", status, time.perf_counter() - started)
+
+    app.answer_features = answer_features
 
     @app.get("/v1/features/{view}/{key}", response_model=EntityResponse, responses=_ERRORS,
              summary="All features of one entity of a view with a single key column")
     async def entity(view: str, key: str, request: Request) -> Response:
-        who = caller(request)
+        who = caller(request.headers.get)
         found = store.view(view)
         if len(found.entity) != 1:
             raise HTTPProblem(422, f"view '{view}' has a composite key ({', '.join(found.entity)}); "
@@ -259,7 +331,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
             except ValueError:
                 raise HTTPProblem(422, f"key: '{key}' is not an integer, and view '{view}' keys {name} as {kind}")
         headers: dict[str, str] = {}
-        warnings, allow = governed(who, [view], headers, request)
+        warnings, allow = governed(who, [view], headers, request.headers.get)
         values = await store.online_async({name: [value]}, [f"{view}.*"], columns=True, consumer=who.consumer,
                                           allow_deprecated=allow)
         metrics.lookups(tuple(f.qualified for f in found.features), who.consumer, 1)
@@ -269,12 +341,12 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
 
     @app.get("/v1/views", summary="The catalog: every view with its features, types, owner, version, tags")
     async def views(request: Request) -> Response:
-        caller(request)
+        caller(request.headers.get)
         return FastJSONResponse({"views": store.catalog()})
 
     @app.get("/v1/views/{view}", responses=_ERRORS, summary="One view of the catalog")
     async def one_view(view: str, request: Request) -> Response:
-        caller(request)
+        caller(request.headers.get)
         store.view(view)
         return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
 
