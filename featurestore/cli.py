@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from featurestore.compiler import DIALECTS
 from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
 
 __all__ = ["main"]
@@ -58,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     compile_ = commands.add_parser("compile", parents=[common], help="print the SQL a view compiles to",
                                    description="Print the runnable SQL that yields a view's rows.")
     compile_.add_argument("view", help="the view's name (its file name without .sql)")
-    compile_.add_argument("--dialect", choices=("duckdb", "postgres"), default="duckdb", help="SQL dialect (default duckdb)")
+    compile_.add_argument("--dialect", choices=DIALECTS, default="duckdb",
+                          help="SQL dialect (default duckdb); see README, \"Other engines\"")
     compile_.add_argument("--format", choices=("sql", "json"), default="sql",
                           help="sql (default), or json with the view's version and kind")
     compile_.set_defaults(handler=_compile)
