@@ -142,9 +142,9 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     rows = sqlglot.parse_one("SELECT * FROM events", read="duckdb")
     if plan == "asof" or (plan == "ranked" and view.ttl is None):
         join = ViewRows(view, rows, tuple(selected))
-    elif plan == "ranked":
+    elif plan in ("ranked", "last"):
         columns = list(dict.fromkeys(s.feature.column for s in selected))
-        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, join="ranked")
+        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, join=plan)
     else:  # what the cache holds: prepared rows with validity intervals, joined by hash
         columns = list(dict.fromkeys(s.feature.column for s in selected))
         join = ViewRows(view, validity_intervals(view, prepare_rows(view, rows, columns)), tuple(selected),
@@ -169,7 +169,7 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases(), st.sampled_from(["asof", "intervals", "ranked"]))
+@given(cases(), st.sampled_from(["asof", "intervals", "ranked", "last"]))
 def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
     rules, rows, spine = case["rules"], case["rows"], case["spine"]
     expected = []
@@ -196,7 +196,7 @@ def has_ties(rows: list[dict], rules: Rules) -> bool:
     return len(seen) != len(set(seen))
 
 
-@pytest.mark.parametrize("plan", ["asof", "ranked"])
+@pytest.mark.parametrize("plan", ["asof", "ranked", "last"])
 def test_duplicates_without_a_tie_break_are_refused_where_a_frame_would_use_them(plan: str) -> None:
     rows = [{"k": 1, "c": "x", "ts": BASE, "created": 1, "v": 1, "s": "a"},
             {"k": 1, "c": "x", "ts": BASE, "created": 2, "v": 2, "s": "b"},
@@ -220,7 +220,7 @@ def test_duplicates_without_a_tie_break_are_refused_where_a_frame_would_use_them
         run(rows, rules, spine, "utc", [0] * 3, "intervals")
 
 
-@pytest.mark.parametrize("plan", ["asof", "intervals", "ranked"])
+@pytest.mark.parametrize("plan", ["asof", "intervals", "ranked", "last"])
 def test_edges_exactly(plan: str) -> None:
     rows = [{"k": 1, "c": "x", "ts": BASE, "created": 0, "v": 1, "s": "a"}]
     rules = Rules(entity=("k",), timestamp="ts", lag=timedelta(minutes=30), ttl=timedelta(hours=1),

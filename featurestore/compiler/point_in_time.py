@@ -1,4 +1,4 @@
-"""The point-in-time join of a spine with snapshot views: one statement, DuckDB ASOF joins.
+"""The point-in-time join of a spine with snapshot views: one statement, DuckDB ASOF joins (or portable joins).
 
     point_in_time(Spine("__fs_spine", cols, "ts", "__fs_row"), [ViewRows(user_daily_stats, rows, selected)])
     →  WITH "__fs_spine" AS (SELECT s.*, <ts as UTC µs> AS "__fs_t" FROM "__fs_spine" AS s),
@@ -9,7 +9,9 @@
        ORDER BY s.__fs_row
 
 Exactly SEMANTICS.md: the row with the greatest `ts` such that `ts + lag <= t`,
-ties broken by `created`, NULL beyond TTL or before `available_since`. Without `created`, a tie
+ties broken by `created`, NULL beyond TTL or before `available_since`. Engines without ASOF
+joins (Spark, warehouses) get the "last" join: the spine and the rows in one stream per key in
+known-at order, where a running max finds each spine row's latest row, which an equi-join fetches. Without `created`, a tie
 is a data error: the query also returns the keys and time of each row it took (`taken_columns`),
 and `ties` finds a taken row that is not alone. Times are compared as UTC microseconds; a finer
 spine time is floored and a finer row time is ceiled, so rounding never lets
@@ -36,6 +38,8 @@ _T = "__fs_t"
 _TS = "__fs_ts"
 _KNOWN = "__fs_known"
 _UNTIL = "__fs_until"
+_SIDE = "__fs_side"
+_HIT = "__fs_hit"
 
 
 @dataclass(frozen=True)
@@ -53,23 +57,25 @@ class ViewRows:
 
     `rows` yields the view's own columns, or, when `prepared`, the output of `prepare_rows`
     (of `validity_intervals` for the "intervals" join). `join` is how a spine row finds its row:
-    "asof" (ASOF join), "intervals" (hash join on validity intervals) or "ranked" (hash join on
-    the spine, latest within the TTL; only for a view with a TTL).
+    "asof" (ASOF join), "intervals" (hash join on validity intervals), "ranked" (hash join on
+    the spine, latest within the TTL; only for a view with a TTL) or "last" (a running max over
+    spine and rows in time order, then an equi-join: portable, O(n log n) whatever the keys).
     """
 
     view: FeatureView
     rows: exp.Query
     selected: tuple[Selected, ...]
     prepared: bool = False
-    join: Literal["asof", "intervals", "ranked"] = "asof"
+    join: Literal["asof", "intervals", "ranked", "last"] = "asof"
 
 
-def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True) -> exp.Select:
+def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, dialect: str = "duckdb") -> exp.Select:
     """One SELECT: every spine row, in spine order, with the selected features as of its time.
 
     `views` are snapshot views' `ViewRows` and window views' `WindowRows` (compiler.windows).
     With `passthrough=False` only the features are selected (the caller holds the spine's columns).
-    Views that may hold ties also yield `taken_columns` (see `ties`).
+    Views that may hold ties also yield `taken_columns` (see `ties`). `dialect` is the engine that
+    will run it, for the few aggregates engines spell differently (see `windows.aggregate_call`).
     """
     spine_type = {c.name: c.type for c in spine.columns}[spine.timestamp]
     ctes = [_cte("__fs_spine_t", exp.select(exp.Star(), exp.alias_(
@@ -80,7 +86,7 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True) -
         .from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True))
     for number, item in enumerate(views):
         if not isinstance(item, ViewRows):  # a window view: joined on the spine row
-            parts, joins, columns = item.join_parts(number, "__fs_spine_t")
+            parts, joins, columns = item.join_parts(number, "__fs_spine_t", dialect)
             ctes += parts
             for table, on in joins:
                 query = query.join(table, on=on, join_type="LEFT")
@@ -93,9 +99,13 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True) -
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
                              exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
-        if item.join == "ranked":
+        if item.join in ("ranked", "last"):
             ctes.append(_cte(f"__fs_{alias}_rows", rows))
-            ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition)))
+            if item.join == "ranked":
+                ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition)))
+            else:
+                ctes.append(_cte(f"__fs_{alias}_hit", _latest_known(item.view, f"__fs_{alias}_rows")))
+                ctes.append(_cte(f"__fs_{alias}", _fetch_latest(item.view, f"__fs_{alias}_hit", f"__fs_{alias}_rows", alias)))
             query = query.join(table, on=exp.EQ(this=exp.column(ROW, "s", quoted=True),
                                                 expression=exp.column(ROW, alias, quoted=True)), join_type="LEFT")
         elif item.join == "intervals":
@@ -135,11 +145,11 @@ def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select |
 
     `result` names the relation that `point_in_time` returned, `repeated` says whether it has
     more rows than the spine: a "ranked" join keeps every tied row, so without repeats it has
-    no ties and needs no check. Only ties whose value a frame uses are errors there;
+    no ties and needs no check, and so does "last". Only ties whose value a frame uses are errors there;
     `validate --data` and the cache report all of them.
     """
     names = taken_columns(item, number)
-    if not names or (item.join == "ranked" and not repeated):
+    if not names or (item.join in ("ranked", "last") and not repeated):
         return None
     rows = item.rows if item.prepared else prepare_rows(item.view, item.rows, [])
     taken = exp.select(*[exp.alias_(exp.column(name, quoted=True), column, quoted=True)
@@ -166,6 +176,53 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
         alias, quoted=True))).from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True)) \
         .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True), on=exp.and_(condition.copy(), used),
               join_type="INNER").qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
+
+
+def _latest_known(view: FeatureView, rows: str) -> exp.Select:
+    """Per spine row with keys and a time, the time of the latest row of its keys known by then (or NULL).
+
+        SELECT __fs_row, keys, __fs_t, __fs_hit FROM (
+          SELECT *, max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_time, __fs_side ROWS UNBOUNDED PRECEDING) AS __fs_hit
+          FROM (SELECT keys, __fs_known AS __fs_time, 0 AS __fs_side, NULL AS __fs_row, __fs_ts FROM rows
+                UNION ALL SELECT keys, __fs_t, 1, __fs_row, NULL FROM spine WHERE keys AND __fs_t NOT NULL))
+        WHERE __fs_side = 1
+
+    A row known exactly at t sorts before the spine row (side 0 < 1), so it is seen. Known-at
+    order is time order (the lag is constant), so the running max is the latest row known.
+    """
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    null = exp.Null()
+    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_KNOWN, quoted=True), _T, quoted=True),
+                          exp.alias_(exp.Literal.number(0), _SIDE, quoted=True), exp.alias_(null, ROW, quoted=True),
+                          exp.column(_TS, quoted=True)).from_(exp.to_table(rows, quoted=True))
+    asked = exp.select(*[k.copy() for k in keys], exp.column(_T, quoted=True), exp.Literal.number(1),
+                       exp.column(ROW, quoted=True), exp.Null()).from_(exp.to_table("__fs_spine_t", quoted=True)).where(
+        exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
+                 exp.Not(this=exp.Is(this=exp.column(_T, quoted=True), expression=exp.Null()))))
+    stream = exp.union(happened, asked, distinct=False)
+    latest = exp.Window(this=exp.Max(this=exp.column(_TS, quoted=True)), partition_by=[k.copy() for k in keys],
+                        order=exp.Order(expressions=[exp.Ordered(this=exp.column(_T, quoted=True)),
+                                                     exp.Ordered(this=exp.column(_SIDE, quoted=True))]),
+                        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
+    ranked = exp.select(exp.Star(), exp.alias_(latest, _HIT, quoted=True)).from_(
+        exp.Subquery(this=stream, alias=exp.TableAlias(this=exp.to_identifier("u", quoted=True))))
+    return exp.select(exp.column(ROW, quoted=True), *[k.copy() for k in keys], exp.column(_T, quoted=True),
+                      exp.column(_HIT, quoted=True)).from_(exp.Subquery(
+        this=ranked, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))).where(
+        exp.EQ(this=exp.column(_SIDE, quoted=True), expression=exp.Literal.number(1)))
+
+
+def _fetch_latest(view: FeatureView, hits: str, rows: str, alias: str) -> exp.Select:
+    """The row each spine row found (`_latest_known`), where its value is used: an equi-join on keys
+    and time. Rows tied on (keys, time) all join, so a tie shows as a spine row repeated (`ties`)."""
+    on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, alias, quoted=True))
+                    for k in view.entity],
+                  exp.EQ(this=exp.column(_TS, alias, quoted=True), expression=exp.column(_HIT, "s", quoted=True)))
+    used = _guard(view, alias)
+    return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
+        alias, quoted=True))).from_(exp.to_table(hits, quoted=True).as_("s", quoted=True)) \
+        .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True),
+              on=on if used is None else exp.and_(on, used), join_type="INNER")
 
 
 def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> exp.Select:

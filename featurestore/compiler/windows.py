@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Callable, Literal
 
 from sqlglot import exp
 
@@ -37,7 +37,7 @@ from featurestore.compiler.point_in_time import ROW, instant, interval, known_at
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
-__all__ = ["Aggregate", "WindowRows", "aggregates", "duckdb_aggregate", "event_rows", "output_column", "pair_counts"]
+__all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "event_rows", "output_column", "pair_counts"]
 
 _T = "__fs_t"
 _TS = "__fs_ts"
@@ -153,10 +153,11 @@ class WindowRows:
     selected: tuple[Selected, ...]
     plans: dict[str, Plan] = field(default_factory=dict)  # window label → plan; "frames" where absent
 
-    def join_parts(self, number: int, spine: str) -> tuple[list[exp.CTE], list[tuple[exp.Expr, exp.Expr]],
-                                                               list[exp.Expr]]:
+    def join_parts(self, number: int, spine: str, dialect: str = "duckdb") -> tuple[
+            list[exp.CTE], list[tuple[exp.Expr, exp.Expr]], list[exp.Expr]]:
         """What `point_in_time` adds for this view: CTEs, (table, condition) to LEFT JOIN on the spine
-        row, and the feature columns to select (NULL where SEMANTICS.md says so, counts 0 in empty windows)."""
+        row, and the feature columns to select (NULL where SEMANTICS.md says so, counts 0 in empty windows).
+        On DuckDB each feature has its view column's type; other engines give their own types."""
         view = self.view
         by_column = {a.column: a for a in aggregates(view)}
         events = f"__fs_v{number}_events"
@@ -173,7 +174,7 @@ class WindowRows:
         for plan, items in groups.items():
             alias = f"v{number}{plan[0]}"
             name = f"__fs_{alias}"
-            body = _joined(view, spine, events, items) if plan == "join" else _framed(view, spine, events, items)
+            body = (_joined if plan == "join" else _framed)(view, spine, events, items, dialect)
             ctes.append(_cte(name, body))
             joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
                           exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
@@ -192,30 +193,58 @@ class WindowRows:
             value: exp.Expr = exp.column(output, where[output], quoted=True)
             if aggregate.kind in ("count", "count_distinct"):
                 value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
-            value = exp.cast(value, exp.DataType.build(types[aggregate.column], dialect="duckdb"))
+            if dialect == "duckdb":
+                value = exp.cast(value, exp.DataType.build(types[aggregate.column], dialect="duckdb"))
             selects.append(exp.alias_(exp.case().when(valid.copy(), value), selected.output, quoted=True))
         return ctes, joins, selects
 
 
-def duckdb_aggregate(aggregate: Aggregate, alias: str | None = None) -> exp.Expr:
-    """The aggregate over the event rows' columns (qualified by `alias`), as DuckDB computes it."""
+def aggregate_call(aggregate: Aggregate, alias: str | None = None, *, dialect: str = "duckdb",
+                   where: exp.Expr | None = None, over: exp.Window | None = None) -> exp.Expr:
+    """The aggregate over the event rows' columns (qualified by `alias`), for events where `where`
+    holds, over the window `over` (a Window without `this`) if given, as `dialect` computes it.
+
+    The latest value is x of the greatest (o, x) with neither NULL: DuckDB's arg_max over a struct,
+    elsewhere the max of the struct itself. Spark has no DISTINCT in a window: the size of the set.
+    """
     value = exp.column(aggregate.value, alias, quoted=True)
+    finish: Callable[[exp.Expr], exp.Expr] | None = None
+    call: exp.Expr
     if aggregate.kind == "count":
-        return exp.Count(this=value)
-    if aggregate.kind == "count_distinct":
-        return exp.Count(this=exp.Distinct(expressions=[value]))
-    if aggregate.kind == "latest":
+        call = exp.Count(this=value)
+    elif aggregate.kind == "count_distinct" and over is not None and dialect == "spark":
+        call = exp.ArrayUniqueAgg(this=value)
+        finish = lambda inner: exp.ArraySize(this=inner)  # noqa: E731
+    elif aggregate.kind == "count_distinct":
+        call = exp.Count(this=exp.Distinct(expressions=[value]))
+    elif aggregate.kind == "latest":
         assert aggregate.order is not None
         order = exp.column(aggregate.order, alias, quoted=True)
         # Ties on the order resolve to the greatest value; a NULL order never wins.
-        ranked = exp.case().when(exp.Not(this=exp.Is(this=order, expression=exp.Null())), exp.Struct(expressions=[
-            exp.PropertyEQ(this=exp.to_identifier("o"), expression=order.copy()),
-            exp.PropertyEQ(this=exp.to_identifier("v"), expression=value.copy())]))
-        return exp.ArgMax(this=value, expression=ranked)
-    return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[aggregate.kind](this=value)
+        known = exp.Not(this=exp.Is(this=order, expression=exp.Null()))
+        if dialect != "duckdb":  # DuckDB's arg_max skips a NULL value itself
+            known = exp.and_(known, exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
+        ranked = exp.case().when(known, exp.Struct(expressions=[
+                                     exp.PropertyEQ(this=exp.to_identifier("o"), expression=order.copy()),
+                                     exp.PropertyEQ(this=exp.to_identifier("v"), expression=value.copy())]))
+        if dialect == "duckdb":
+            call = exp.ArgMax(this=value, expression=ranked)
+        else:
+            call = exp.Max(this=ranked)
+            finish = lambda inner: exp.Dot(this=inner, expression=exp.to_identifier("v"))  # noqa: E731
+    else:
+        call = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[aggregate.kind](this=value)
+    if where is not None:
+        call = exp.Filter(this=call, expression=exp.Where(this=where))
+    if over is not None:
+        over = over.copy()
+        over.set("this", call)
+        call = exp.Paren(this=over) if finish is not None else over
+    return finish(call) if finish is not None else call
 
 
-def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
+            dialect: str) -> exp.Select:
     longest = max(length for _, length, _ in items)
     t = exp.column(_T, "s", quoted=True)
     known = exp.column(_KNOWN, "e", quoted=True)
@@ -225,36 +254,36 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
                   exp.LT(this=known.copy(), expression=t.copy()))
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
-        value = duckdb_aggregate(aggregate, "e")
-        if length != longest:
-            value = exp.Filter(this=value, expression=exp.Where(this=exp.GTE(
-                this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(length)))))
-        columns.append(exp.alias_(value, output, quoted=True))
+        where = None if length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
+            this=t.copy(), expression=interval(length)))
+        columns.append(exp.alias_(aggregate_call(aggregate, "e", dialect=dialect, where=where), output, quoted=True))
     return exp.select(*columns).from_(exp.to_table(spine, quoted=True).as_("s", quoted=True)) \
         .join(exp.to_table(events, quoted=True).as_("e", quoted=True), on=on, join_type="INNER") \
         .group_by(exp.column(ROW, "s", quoted=True))
 
 
-def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
+            dialect: str) -> exp.Select:
     keys = [exp.column(k, quoted=True) for k in view.entity]
     inputs = list(dict.fromkeys(c for a, _, _ in items for c in (a.value, a.order) if c is not None))
     happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_KNOWN, quoted=True), _TIME, quoted=True),
-                          *[exp.column(c, quoted=True) for c in inputs]).from_(exp.to_table(events, quoted=True))
+                          *[exp.column(c, quoted=True) for c in inputs], exp.alias_(exp.Null(), ROW, quoted=True)) \
+        .from_(exp.to_table(events, quoted=True))
     # A spine row at t sits at t - 1 µs, and its frame ends at the current row: [t - W, t) exactly,
     # at half the cost of a frame ending 1 µs before the current row.
     just_before = exp.Sub(this=exp.column(_T, quoted=True), expression=interval(_MICROSECOND))
     asked = exp.select(*[k.copy() for k in keys], exp.alias_(just_before, _TIME, quoted=True),
-                       exp.column(ROW, quoted=True)).from_(exp.to_table(spine, quoted=True)).where(
+                       *[exp.Null() for _ in inputs], exp.column(ROW, quoted=True)).from_(exp.to_table(spine, quoted=True)).where(
         exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
                  exp.Not(this=exp.Is(this=exp.column(_T, quoted=True), expression=exp.Null()))))
-    union = exp.union(happened, asked, distinct=False, by_name=True)
+    union = exp.union(happened, asked, distinct=False)
     columns: list[exp.Expr] = [exp.column(ROW, quoted=True)]
     for aggregate, length, output in items:
         spec = exp.WindowSpec(kind="RANGE", start=interval(length - _MICROSECOND), start_side="PRECEDING",
                               end="CURRENT ROW")
-        over = exp.Window(this=duckdb_aggregate(aggregate), partition_by=[k.copy() for k in keys],
+        over = exp.Window(partition_by=[k.copy() for k in keys],
                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(_TIME, quoted=True))]), spec=spec)
-        columns.append(exp.alias_(over, output, quoted=True))
+        columns.append(exp.alias_(aggregate_call(aggregate, dialect=dialect, over=over), output, quoted=True))
     return exp.select(*columns).from_(exp.Subquery(this=union, alias=exp.TableAlias(
         this=exp.to_identifier("u", quoted=True)))).qualify(
         exp.Not(this=exp.Is(this=exp.column(ROW, quoted=True), expression=exp.Null())))
