@@ -233,20 +233,21 @@ def _row_wise(view: FeatureView) -> bool:
 
 
 def prepared_rows(project: Project, view: FeatureView, columns: list[str],
-                  files: dict[str, list[str]] | None = None) -> exp.Select:
-    """The view's rows read from its sources (DuckDB dialect), prepared to join (`prepare_rows`).
+                  files: dict[str, list[str]] | None = None, dialect: str = "duckdb") -> exp.Select:
+    """The view's rows read from its sources (for `dialect`), prepared to join (`prepare_rows`).
 
     `files` reads only these files of the named file sources.
     """
     settings = project.settings
-    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb",
+    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, dialect,
                                            files=files), columns)
 
 
-def window_events(project: Project, view: FeatureView, files: dict[str, list[str]] | None = None) -> exp.Select:
-    """A window view's events read from its sources (DuckDB dialect): `event_rows`."""
+def window_events(project: Project, view: FeatureView, files: dict[str, list[str]] | None = None,
+                  dialect: str = "duckdb") -> exp.Select:
+    """A window view's events read from its sources (for `dialect`): `event_rows`."""
     settings = project.settings
-    return event_rows(view, render_query(view, project.views, settings.sources, settings.root, "duckdb", files=files))
+    return event_rows(view, render_query(view, project.views, settings.sources, settings.root, dialect, files=files))
 
 
 def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from featurestore.compiler import DIALECTS
+from featurestore.engines import ENGINES
 from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
 
 __all__ = ["main"]
@@ -56,9 +57,17 @@ def _parser() -> argparse.ArgumentParser:
                           help="also run the views over the sources to find data errors (duplicate rows)")
     validate.set_defaults(handler=_validate)
 
-    compile_ = commands.add_parser("compile", parents=[common], help="print the SQL a view compiles to",
-                                   description="Print the runnable SQL that yields a view's rows.")
-    compile_.add_argument("view", help="the view's name (its file name without .sql)")
+    compile_ = commands.add_parser("compile", parents=[common], help="print the SQL a view or a frame compiles to",
+                                   description="Print the runnable SQL that yields a view's rows, or with --frame "
+                                               "a training frame's features for every row of a spine table.")
+    compile_.add_argument("view", nargs="?", help="the view's name (its file name without .sql)")
+    compile_.add_argument("--frame", metavar="FEATURES",
+                          help="instead of a view: a frame of these features (comma-separated view.feature or view.*) "
+                               "over the spine table --spine; prints its keys, time, then the features")
+    compile_.add_argument("--spine", default="spine", metavar="TABLE",
+                          help="with --frame: the table holding the spine's entity keys and UTC time (default spine)")
+    compile_.add_argument("--timestamp", default="ts", help="with --frame: the spine's time column (default ts)")
+    compile_.add_argument("--full-names", action="store_true", help="with --frame: name features view__feature")
     compile_.add_argument("--dialect", choices=DIALECTS, default="duckdb",
                           help="SQL dialect (default duckdb); see README, \"Other engines\"")
     compile_.add_argument("--format", choices=("sql", "json"), default="sql",
@@ -85,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("--head", type=int, default=10, help="rows to print when not writing a file (default 10)")
     frame.add_argument("--format", choices=FORMATS, default="text")
     frame.add_argument("--consumer", help=_CONSUMER_HELP)
+    frame.add_argument("--engine", choices=ENGINES, default="duckdb",
+                       help="where the join runs: duckdb (default), or spark, a local Apache Spark session "
+                            "(pip install 'featurestore[spark]'; Java 17+); same values and types")
+    frame.add_argument("--spark-master", metavar="URL",
+                       help="with --engine spark: the Spark master (default local[*], every core of this machine)")
     frame.set_defaults(handler=_frame)
 
     cache = commands.add_parser("cache", parents=[common], help="show or clear the cache of view rows",
@@ -267,7 +281,20 @@ def _escape(text: str, prop: bool = False) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    if (args.view is None) == (args.frame is None):
+        raise FeatureStoreError("compile takes a view's name, or --frame FEATURES, and not both "
+                                "(e.g. `featurestore compile user_daily_stats` or `--frame 'user_daily_stats.*'`)")
     store = _store(args)
+    if args.frame is not None:
+        features = [f for f in args.frame.split(",") if f.strip()]
+        sql = store.compile_frame(features, dialect=args.dialect, spine=args.spine, timestamp=args.timestamp,
+                                  full_names=args.full_names)
+        if args.format == "json":
+            print(json.dumps({"frame": features, "spine": args.spine, "timestamp": args.timestamp,
+                              "dialect": args.dialect, "sql": sql}, indent=2))
+        else:
+            print(sql)
+        return 0
     sql = store.compile(args.view, dialect=args.dialect)
     if args.format == "json":
         view = store.view(args.view)
@@ -303,12 +330,21 @@ def _frame(args: argparse.Namespace) -> int:
 
     store = _store(args)
     features = [f for f in args.features.split(",") if f.strip()]
+    if args.spark_master and args.engine != "spark":
+        raise FeatureStoreError("--spark-master applies only with --engine spark")
     started = time.perf_counter()
-    with Console(stderr=True).status("building the training frame…"):
-        frame = store.training_frame(args.spine, features, timestamp=args.timestamp, full_names=args.full_names)
+    spark = None
+    with Console(stderr=True).status("building the training frame…" if args.engine == "duckdb" else
+                                     "building the training frame on Spark (starting it takes a few seconds)…"):
+        if args.engine == "spark" and args.spark_master:
+            from featurestore.engines.spark import local_session
+
+            spark = local_session(args.spark_master)
+        frame = store.training_frame(args.spine, features, timestamp=args.timestamp, full_names=args.full_names,
+                                     engine=args.engine, spark=spark)
     elapsed = time.perf_counter() - started
     summary = {"rows": len(frame), "columns": frame.columns, "seconds": round(elapsed, 3),
-               "view_versions": frame.info["view_versions"]}
+               "view_versions": frame.info["view_versions"], "engine": args.engine}
     if args.out:
         import pyarrow.parquet as pq
 

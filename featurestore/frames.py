@@ -10,11 +10,11 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, window_events
+from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, sources_of, window_events
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -27,7 +27,9 @@ from featurestore.compiler.point_in_time import (
     taken_columns,
     ties,
 )
-from featurestore.compiler.windows import WindowRows, pair_counts
+from featurestore.compiler.render import nulls_first_by_default, write
+from featurestore.compiler.windows import WindowRows, aggregates, pair_counts
+from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
@@ -35,7 +37,7 @@ from featurestore.selection import Selected, select_features
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, Column
 
-__all__ = ["TrainingFrame", "data_problems", "load_snapshot", "training_frame"]
+__all__ = ["TrainingFrame", "data_problems", "frame_sql", "load_snapshot", "training_frame"]
 
 _STRINGS = {"VARCHAR"}
 MANIFEST = "manifest.json"
@@ -122,14 +124,19 @@ def load_snapshot(path: str | Path) -> TrainingFrame:
 
 
 def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                   full_names: bool = False, cache: bool = True, plan: str = "auto") -> TrainingFrame:
+                   full_names: bool = False, cache: bool = True, plan: str = "auto", engine: str = "duckdb",
+                   spark: Any = None) -> TrainingFrame:
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
     computed inline, and cached in the background for the next frame. `plan` chooses how uncached
-    views are joined (auto; asof or ranked for snapshot views, join or frames for window views); it
-    exists for benchmarks and tests.
+    views are joined (auto; asof, ranked or last for snapshot views, join or frames for window
+    views); it exists for benchmarks and tests. `engine="spark"` runs the join on Apache Spark
+    (`spark`, a SparkSession, or a local one) from the same definitions, with the same answer and
+    types; the spine is read here as for DuckDB, and the cache is DuckDB's, so it is not used.
     """
+    if engine not in ENGINES:
+        raise FeatureStoreError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
     settings = project.settings
     # Frames only read the offline database, so several processes can build frames at once.
     database = settings.offline_database if settings.offline_database.exists() else None
@@ -148,31 +155,12 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                 by_view.setdefault(item.feature.view, []).append(item)
             views = [project.views[name] for name in by_view]
             _check_spine(spine_columns, timestamp, views)
-            numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
-            duck.load_arrow(connection, "__fs_spine", numbered)
-            joins: list[Any] = []
-            for view in views:
-                if view.windows:
-                    register_sources(connection, project, [view], every_source=False, loaded=loaded)
-                    events = window_events(project, view)
-                    joins.append(WindowRows(view, events, tuple(by_view[view.name]),
-                                            _choose_plans(connection, view, events, plan)))
-                    continue
-                table = fresh_table(connection, project, view) if cache and database is not None else None
-                if table is not None:
-                    joins.append(ViewRows(view, exp.select("*").from_(table), tuple(by_view[view.name]),
-                                          prepared=True, join="intervals"))
-                    continue
-                stale.append(view)
-                register_sources(connection, project, [view], every_source=False, loaded=loaded)
-                rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
-                joins.append(ViewRows(view, rows, tuple(by_view[view.name]), prepared=True,
-                                      join=_choose_join(connection, view, rows, plan)))
-            query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
-                                  joins, passthrough=False)
-            sql = query.sql(dialect="duckdb", pretty=True, comments=False)
-            result = duck.arrow(connection, sql)
-            _refuse_ties(connection, joins, result, repeated=result.num_rows != spine_table.num_rows)
+            if engine == "spark":
+                result, sql, joins = _spark_frame(project, spine_table, spine_columns, timestamp, by_view, plan, spark)
+                result = result.cast(_feature_schema(connection, result.column_names, joins))
+            else:
+                result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
+                                                          by_view, plan, cache=cache and database is not None)
     finally:
         connection.close()
     if cache and stale:
@@ -187,8 +175,214 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         "view_versions": {v.name: v.version for v in views},
         "timestamp": timestamp,
         "spine_hash": _content_hash(spine_table),
+        "engine": engine,
     }
     return TrainingFrame(table, sql, info)
+
+
+def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
+                  timestamp: str, by_view: dict[str, list[Selected]], plan: str, *,
+                  cache: bool) -> tuple[Any, str, list[Any], list[Any]]:
+    """The features of every spine row, computed by DuckDB (one statement): the result, its SQL,
+    the joins, and the views computed from their sources (to cache for the next frame)."""
+    numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
+    duck.load_arrow(connection, "__fs_spine", numbered)
+    joins: list[Any] = []
+    stale: list[Any] = []
+    loaded: set[str] = set()
+    for name, items in by_view.items():
+        view = project.views[name]
+        if view.windows:
+            register_sources(connection, project, [view], every_source=False, loaded=loaded)
+            events = window_events(project, view)
+            joins.append(WindowRows(view, events, tuple(items), _choose_plans(connection, view, events, plan)))
+            continue
+        table = fresh_table(connection, project, view) if cache else None
+        if table is not None:
+            joins.append(ViewRows(view, exp.select("*").from_(table), tuple(items), prepared=True, join="intervals"))
+            continue
+        stale.append(view)
+        register_sources(connection, project, [view], every_source=False, loaded=loaded)
+        rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
+        joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=_choose_join(connection, view, rows, plan)))
+    query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
+                          joins, passthrough=False)
+    sql = query.sql(dialect="duckdb", pretty=True, comments=False)
+    result = duck.arrow(connection, sql)
+    _refuse_ties(lambda name, table: duck.load_arrow(connection, name, table),
+                 lambda query: duck.first_row(connection, query.sql(dialect="duckdb")), joins, result,
+                 repeated=result.num_rows != spine_table.num_rows)
+    return result, sql, joins, stale
+
+
+_SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}
+_SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
+
+
+def _spark_frame(project: Project, spine_table: Any, spine_columns: tuple[Column, ...], timestamp: str,
+                 by_view: dict[str, list[Selected]], plan: str, spark: Any) -> tuple[Any, str, list[Any]]:
+    """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
+
+    Spark has no ASOF join: snapshot views take the "last" join (or "ranked"), window views the
+    "frames" plan (or "join"). Only the spine's keys and time go to Spark, the time as UTC
+    microseconds (floored, as DuckDB reads a finer time).
+    """
+    import uuid
+
+    from featurestore.engines import spark as sparks
+
+    if plan not in _SPARK_SNAPSHOT_PLANS and plan not in _SPARK_WINDOW_PLANS:
+        raise FeatureStoreError(f"plan '{plan}' runs only on DuckDB; on Spark choose auto, last, ranked, join or frames")
+    views = [project.views[name] for name in by_view]
+    keys = list(dict.fromkeys(k for view in views for k in view.entity))
+    types = {c.name: c.type for c in spine_columns}
+    sent = _spine_for_spark(spine_table, keys, timestamp)
+    spine_name = f"__fs_spine_{uuid.uuid4().hex[:12]}"
+    columns = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
+               Column(name=ROW, type="BIGINT"))
+    with sparks.session(spark) as session:
+        _check_spark_sources(project, views, session)
+        joins: list[Any] = []
+        for view in views:
+            items = tuple(by_view[view.name])
+            if view.windows:
+                events = window_events(project, view, dialect="spark")
+                write(events, "spark", view)  # what Spark cannot run is an error naming the view
+                chosen = _SPARK_WINDOW_PLANS.get(plan, "frames")
+                joins.append(WindowRows(view, events, items, {w.label: chosen for w in view.windows}))
+                continue
+            rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)), dialect="spark")
+            write(rows, "spark", view)
+            chosen = _SPARK_SNAPSHOT_PLANS.get(plan, "last")
+            joins.append(ViewRows(view, rows, items, prepared=True,
+                                  join="ranked" if chosen == "ranked" and view.ttl is not None else "last"))
+        query = point_in_time(Spine(spine_name, columns, timestamp), joins, passthrough=False, dialect="spark")
+        sql = write(query, "spark")
+        sparks.load_arrow(session, spine_name, sent)
+        try:
+            result = sparks.arrow(session, sql)
+            _refuse_ties(lambda name, table: sparks.load_arrow(session, name, table),
+                         lambda query: _first(sparks.arrow(session, write(query, "spark"))), joins, result,
+                         repeated=result.num_rows != spine_table.num_rows, name=f"{spine_name}_result")
+        finally:
+            session.catalog.dropTempView(spine_name)
+            session.catalog.dropTempView(f"{spine_name}_result")
+    return result, sql, joins
+
+
+def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str = "duckdb", spine: str = "spine",
+              timestamp: str = "ts", full_names: bool = False) -> str:
+    """The SQL of a training frame in `dialect`, over a spine in the table `spine` holding the views'
+    entity keys and a time column `timestamp` (UTC; a timestamp with time zone, or naive UTC).
+
+    It yields the spine's keys and time, then the features, one row per spine row, ordered by time
+    and keys. Snapshot views are joined by ASOF on DuckDB and by the portable "last" join elsewhere;
+    window views by window frames on DuckDB and Spark, and by a range join elsewhere. Feature
+    types are the engine's own outside DuckDB. The latest value of a window (arg_max, last) is
+    written for DuckDB and Spark only; elsewhere it is an error naming the view.
+    """
+    selected = select_features(project.views, features, full_names=full_names)
+    by_view: dict[str, list[Selected]] = {}
+    for item in selected:
+        by_view.setdefault(item.feature.view, []).append(item)
+    views = [project.views[name] for name in by_view]
+    keys = list(dict.fromkeys(k for view in views for k in view.entity))
+    clash = [s.output for s in selected if s.output in (*keys, timestamp)]
+    if clash:
+        raise FeatureStoreError(f"feature '{clash[0]}' has the name of a spine column; pass --full-names")
+    joins: list[Any] = []
+    for view in views:
+        items = tuple(by_view[view.name])
+        if view.windows:
+            if dialect not in ("duckdb", "spark") and any(a.kind == "latest" for a in aggregates(view)):
+                raise FeatureStoreError(f"{view.path}: view '{view.name}' takes a latest value (arg_max or last), "
+                                        f"which featurestore writes for duckdb and spark only; compile the frame for "
+                                        f"one of those, or select other features of the view")
+            events = window_events(project, view, dialect=dialect)
+            write(events, dialect, view)
+            plan = "frames" if dialect in ("duckdb", "spark") else "join"
+            joins.append(WindowRows(view, events, items, {w.label: plan for w in view.windows}))
+            continue
+        rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)), dialect=dialect)
+        write(rows, dialect, view)
+        joins.append(ViewRows(view, rows, items, prepared=True, join="asof" if dialect == "duckdb" else "last"))
+    columns = (*[Column(name=k, type="") for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
+               Column(name=ROW, type="BIGINT"))
+    query = point_in_time(Spine("__fs_spine", columns, timestamp), joins, dialect=dialect)
+    hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
+    query.set("expressions", [e for e in query.expressions if e.alias_or_name not in hidden])
+    # Rows in time order, NULLs wherever the engine puts them (they get no features).
+    numbered = exp.select(*[exp.column(c, quoted=True) for c in (*keys, timestamp)], exp.alias_(
+        exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
+            exp.Ordered(this=exp.column(c, quoted=True), nulls_first=nulls_first_by_default(dialect, False))
+            for c in (timestamp, *keys)])), ROW, quoted=True)) \
+        .from_(exp.to_table(spine))
+    query.args["with_"].expressions.insert(0, exp.CTE(this=numbered, alias=exp.TableAlias(
+        this=exp.to_identifier("__fs_spine", quoted=True))))
+    header = "-- Run with the session time zone UTC (spark.sql.session.timeZone=UTC).\n" if dialect == "spark" else ""
+    return header + write(query, dialect)
+
+
+def _first(table: Any) -> tuple | None:
+    rows = table.slice(0, 1).to_pylist()
+    return tuple(rows[0].values()) if rows else None
+
+
+def _spine_for_spark(spine: Any, keys: list[str], timestamp: str) -> Any:
+    """The spine's keys, its time as UTC microseconds (a naive time is UTC; a finer one floored;
+    a date is its midnight UTC) and the row number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    time = spine.column(timestamp)
+    if pa.types.is_null(time.type):
+        time = time.cast(pa.timestamp("us", tz="UTC"))
+    if pa.types.is_date(time.type):
+        time = time.cast(pa.timestamp("us"))
+    if time.type.unit == "ns":
+        time = pc.floor_temporal(time, unit="microsecond")
+    time = time.cast(pa.timestamp("us", tz=time.type.tz)).cast(pa.timestamp("us", tz="UTC")) \
+        if time.type.tz is not None else pc.assume_timezone(time.cast(pa.timestamp("us")), "UTC")
+    return pa.table([*(spine.column(k) for k in keys), time, _row_numbers(spine.num_rows)],
+                    names=[*keys, timestamp, ROW])
+
+
+def _check_spark_sources(project: Project, views: list[Any], spark: Any) -> None:
+    """Each source the views read must be a Parquet file source or a table in the session's catalog,
+    and times must be in microseconds (Spark has no nanoseconds and refuses them in Parquet)."""
+    from featurestore.config import FileSource
+    from featurestore.engines import spark as sparks
+
+    for view in views:
+        if "_NS" in (view.event_time_type or "").upper() or any(
+                c.name == view.timestamp and "_NS" in c.type.upper() for c in view.columns):
+            raise FeatureStoreError(f"{view.path}: view '{view.name}' has nanosecond times in '{view.timestamp}', "
+                                    "which Spark cannot read; store them in microseconds, or use engine 'duckdb'")
+        for name in sorted(sources_of(project, view)):
+            source = project.settings.sources.get(name)
+            if source is None or (isinstance(source, FileSource) and source.format == "parquet"):
+                continue
+            if not sparks.has_table(spark, name):
+                kind = f"a {source.format} file" if isinstance(source, FileSource) else f"a {source.kind} table"
+                raise FeatureStoreError(
+                    f"view '{view.name}' reads source '{name}', {kind}, which Spark does not read in place (it reads "
+                    f"Parquet sources); register a table or temporary view named '{name}' in the Spark session "
+                    f"(e.g. spark.read.csv(...).createOrReplaceTempView('{name}')), or use engine 'duckdb'")
+
+
+def _feature_schema(connection: Any, names: list[str], joins: list[Any]) -> Any:
+    """The Arrow types DuckDB gives each result column: a feature has its view column's type."""
+    import pyarrow as pa
+
+    types: dict[str, str] = {}
+    for number, item in enumerate(joins):
+        view_types = {c.name: c.type for c in item.view.columns}
+        for selected in item.selected:
+            types[selected.output] = view_types[selected.feature.column]
+        for column, name in zip((*item.view.entity, "__fs_ts"), taken_columns(item, number)):
+            types[name] = view_types.get(column, "TIMESTAMPTZ")
+    arrow_types = duck.arrow_types(connection, [types[name] for name in names])
+    return pa.schema([pa.field(name, kind) for name, kind in zip(names, arrow_types)])
 
 
 # A hash join from the spine to the rows within the TTL wins (in time and memory) while few rows per key
@@ -224,18 +418,20 @@ def _choose_plans(connection: Any, view: Any, events: exp.Query, plan: str) -> d
             for w, count in zip(view.windows, pairs)}
 
 
-def _refuse_ties(connection: Any, joins: list[ViewRows], result: Any, *, repeated: bool) -> None:
+def _refuse_ties(load: Callable[[str, Any], None], first: Callable[[exp.Query], tuple | None], joins: list[Any],
+                 result: Any, *, repeated: bool, name: str = "__fs_result") -> None:
     """Raise if a feature value came from one of several rows with the same keys and time (no `created`).
 
     Checking only the rows a frame took costs at most a semi-join instead of grouping all of a
-    view's rows; `validate --data` and the cache fill report every tie.
+    view's rows; `validate --data` and the cache fill report every tie. `load` makes an Arrow
+    table readable by the engine, `first` runs a query there and returns its first row.
     """
     checks = [(item, query) for number, item in enumerate(joins)
-              if (query := ties(item, number, "__fs_result", repeated=repeated))]
+              if (query := ties(item, number, name, repeated=repeated))]
     if checks:
-        duck.load_arrow(connection, "__fs_result", result)
+        load(name, result.select([c for c in result.column_names if c.startswith("__fs_taken")]))
     for item, query in checks:
-        tie = duck.first_row(connection, query.sql(dialect="duckdb"))
+        tie = first(query)
         if tie:
             raise duplicate_error(item.view, tie)
     if repeated:  # a repeat that no tie explains would be our bug: never return a misaligned frame

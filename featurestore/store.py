@@ -16,7 +16,7 @@ from featurestore.config import Settings, load_settings
 from featurestore.engines.duckdb import wait_for_background
 from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
-from featurestore.frames import TrainingFrame, data_problems, load_snapshot, training_frame
+from featurestore.frames import TrainingFrame, data_problems, frame_sql, load_snapshot, training_frame
 from featurestore.online import OnlineStore, Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
 from featurestore.selection import Selected, deprecation_warnings, select_features, view_named, warn_deprecated
@@ -86,17 +86,21 @@ class FeatureStore:
         return view_named(self.views, name)
 
     def training_frame(self, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                       full_names: bool = False, cache: bool = True, allow_deprecated: bool = False) -> TrainingFrame:
+                       full_names: bool = False, cache: bool = True, allow_deprecated: bool = False,
+                       engine: str = "duckdb", spark: Any = None) -> TrainingFrame:
         """The spine's rows, in order, with each feature's value as of the row's `timestamp`.
 
         `spine`: a polars or pandas DataFrame, an Arrow table, a Parquet path, or SQL over the sources.
         `features`: `view.feature` or `view.*` references. Columns clash → error, unless `full_names`.
         `cache`: reuse each view's rows from the offline database while its version and sources are unchanged.
         `allow_deprecated`: read views past their sunset date (refused otherwise; before it they warn).
+        `engine`: "duckdb", or "spark" to compute the join on Apache Spark (`pip install 'featurestore[spark]'`)
+        in `spark`, a SparkSession, or a local one. Same values, same types.
         The read is recorded as this store's consumer's (featurestore.usage).
         """
         keys = self._governed(features, full_names, allow_deprecated, None)
-        frame = training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache)
+        frame = training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache,
+                               engine=engine, spark=spark)
         self._usage.record(keys, self.consumer, "offline", len(frame))
         return frame
 
@@ -302,3 +306,12 @@ class FeatureStore:
         if dialect not in DIALECTS:
             raise FeatureStoreError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
         return render_view(self.view(name), self.views, self.settings.sources, self.root, dialect)
+
+    def compile_frame(self, features: Iterable[str] | str, *, dialect: str = "duckdb", spine: str = "spine",
+                      timestamp: str = "ts", full_names: bool = False) -> str:
+        """The SQL of a training frame of `features` in `dialect`, over the spine table `spine` (its
+        entity keys and UTC time `timestamp`): the keys, the time, then the features (frames.frame_sql)."""
+        if dialect not in DIALECTS:
+            raise FeatureStoreError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
+        return frame_sql(self.project, features, dialect=dialect, spine=spine, timestamp=timestamp,
+                         full_names=full_names)

@@ -26,7 +26,7 @@ from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
 from featurestore.errors import FeatureStoreError
 from featurestore.spec import FeatureView
 
-__all__ = ["DIALECTS", "render_query", "render_view"]
+__all__ = ["DIALECTS", "nulls_first_by_default", "render_query", "render_view", "write"]
 
 _READERS = {"parquet": "read_parquet", "csv": "read_csv"}
 
@@ -45,18 +45,46 @@ def render_view(view: FeatureView, views: dict[str, FeatureView], sources: dict[
         header = (f"-- {view.name} aggregates these events over windows {labels}: for an entity at t, the events\n"
                   "-- with t - window <= __fs_known < t (a training row's time, or an online lookup's).\n"
                   f"-- {inputs}\n")
-    where = f"{view.path}: view '{view.name}' cannot be written in {dialect} SQL"
+    return header + write(query, dialect, view)
+
+
+def write(query: exp.Expr, dialect: str, view: FeatureView | None = None) -> str:
+    """`query` as `dialect` SQL, or an error naming `view` (if given) and what has no faithful form there."""
+    where = f"{view.path}: view '{view.name}' cannot be written in {dialect} SQL" if view else \
+        f"the query cannot be written in {dialect} SQL"
     # sqlglot passes functions it does not know through by name: DuckDB's own would not run elsewhere.
     unknown = sorted({f.name.lower() for f in query.find_all(exp.Anonymous)}) if dialect != "duckdb" else []
     if unknown:
         raise FeatureStoreError(f"{where}: it calls {', '.join(f + '()' for f in unknown)}, which sqlglot cannot "
                                 f"translate from DuckDB; write it with functions {dialect} also has")
+    if dialect != "duckdb":
+        query = query.transform(lambda node: _in_seconds(node) if dialect == "trino" else node)
+        for ordered in query.find_all(exp.Ordered):  # our own columns hold no NULLs where they are sorted
+            if isinstance(ordered.this, exp.Column) and ordered.this.name.startswith("__fs_"):
+                ordered.set("nulls_first", nulls_first_by_default(dialect, bool(ordered.args.get("desc"))))
     try:  # a wide limit keeps long file paths on one line, so the layout does not depend on them
-        return header + query.sql(dialect=dialect, pretty=True, comments=False, max_text_width=10_000,
-                                  unsupported_level=sqlglot.ErrorLevel.RAISE)
+        return query.sql(dialect=dialect, pretty=True, comments=False, max_text_width=10_000,
+                         unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.UnsupportedError as exc:
         reasons = "; ".join(dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip()))
         raise FeatureStoreError(f"{where}: {reasons}; rewrite that part, or compile for another dialect") from None
+
+
+def nulls_first_by_default(dialect: str, desc: bool) -> bool:
+    """Where `dialect` sorts NULLs when not told: an order whose NULLs do not matter is written without
+    NULLS FIRST/LAST (which some engines cannot write, e.g. BigQuery in a window)."""
+    ordering = sqlglot.Dialect.get_or_raise(dialect).NULL_ORDERING
+    return (ordering == "nulls_are_small" and not desc) or (ordering == "nulls_are_large" and desc)
+
+
+def _in_seconds(node: exp.Expr) -> exp.Expr:
+    """Trino's intervals stop at seconds (with a fraction): INTERVAL '1500000' MICROSECOND → '1.500000' SECOND."""
+    if isinstance(node, exp.Interval) and node.unit and node.unit.name.upper() == "MICROSECOND" and node.this.is_string:
+        micros = int(node.this.name)
+        sign, micros = ("-" if micros < 0 else ""), abs(micros)
+        return exp.Interval(this=exp.Literal.string(f"{sign}{micros // 1_000_000}.{micros % 1_000_000:06d}"),
+                            unit=exp.var("SECOND"))
+    return node
 
 
 def render_query(view: FeatureView, views: dict[str, FeatureView], sources: dict[str, Source],

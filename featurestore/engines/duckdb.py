@@ -20,7 +20,7 @@ from featurestore.spec import Column
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["BindError", "Binder", "arrow", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
+__all__ = ["BindError", "Binder", "arrow", "arrow_types", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
            "errors_as_feature_store_errors", "first_row", "abandon", "in_background", "set_memory_limit", "table_checksum",
            "wait_for_background"]
@@ -205,6 +205,17 @@ def arrow(connection: duckdb.DuckDBPyConnection, sql: str) -> Any:
     """Run one statement and return its result as an Arrow table."""
     with errors_as_feature_store_errors():
         return connection.sql(sql).to_arrow_table()
+
+
+def arrow_types(connection: duckdb.DuckDBPyConnection, types: list[str]) -> list[Any]:
+    """The Arrow type DuckDB gives a column of each DuckDB type (as `arrow` would return it)."""
+    from sqlglot import exp
+
+    if not types:
+        return []
+    columns = [exp.alias_(exp.cast(exp.Null(), exp.DataType.build(kind, dialect="duckdb", udt=True)), f"c{number}")
+               for number, kind in enumerate(types)]
+    return list(arrow(connection, exp.select(*columns).limit(0).sql(dialect="duckdb")).schema.types)
 
 
 def add_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[Column], rows: Any = None) -> None:
