@@ -156,7 +156,8 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             views = [project.views[name] for name in by_view]
             _check_spine(spine_columns, timestamp, views)
             if engine == "spark":
-                result, sql, joins = _spark_frame(project, spine_table, spine_columns, timestamp, by_view, plan, spark)
+                result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, by_view,
+                                                  plan, spark)
                 result = result.cast(_feature_schema(connection, result.column_names, joins))
             else:
                 result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
@@ -215,17 +216,20 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
     return result, sql, joins, stale
 
 
-_SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}
+_SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
 _SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
 
 
-def _spark_frame(project: Project, spine_table: Any, spine_columns: tuple[Column, ...], timestamp: str,
-                 by_view: dict[str, list[Selected]], plan: str, spark: Any) -> tuple[Any, str, list[Any]]:
+def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
+                 timestamp: str, by_view: dict[str, list[Selected]], plan: str,
+                 spark: Any) -> tuple[Any, str, list[Any]]:
     """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
 
-    Spark has no ASOF join: snapshot views take the "last" join (or "ranked"), window views the
-    "frames" plan (or "join"). Only the spine's keys and time go to Spark, the time as UTC
-    microseconds (floored, as DuckDB reads a finer time).
+    Spark has no ASOF join: snapshot views take the "last" join or "ranked", window views the
+    "frames" or "join" plan. With plan "auto", the choice is DuckDB's, from the same cheap pass
+    over the data, when DuckDB can read all of a view's sources (Parquet files); else the plans
+    whose cost does not depend on the data's shape ("last", "frames"). Only the spine's keys and
+    time go to Spark, the time as UTC microseconds (floored, as DuckDB reads a finer time).
     """
     import uuid
 
@@ -238,25 +242,34 @@ def _spark_frame(project: Project, spine_table: Any, spine_columns: tuple[Column
     types = {c.name: c.type for c in spine_columns}
     sent = _spine_for_spark(spine_table, keys, timestamp)
     spine_name = f"__fs_spine_{uuid.uuid4().hex[:12]}"
-    columns = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
+    spine_of_keys = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
                Column(name=ROW, type="BIGINT"))
+    loaded: set[str] = set()
+    if plan == "auto":
+        duck.load_arrow(connection, "__fs_spine", spine_table.append_column(ROW, _row_numbers(spine_table.num_rows)))
     with sparks.session(spark) as session:
         _check_spark_sources(project, views, session)
         joins: list[Any] = []
         for view in views:
             items = tuple(by_view[view.name])
+            measured = plan == "auto" and _parquet_only(project, view)
+            if measured:
+                register_sources(connection, project, [view], every_source=False, loaded=loaded)
             if view.windows:
                 events = window_events(project, view, dialect="spark")
                 write(events, "spark", view)  # what Spark cannot run is an error naming the view
-                chosen = _SPARK_WINDOW_PLANS.get(plan, "frames")
-                joins.append(WindowRows(view, events, items, {w.label: chosen for w in view.windows}))
+                plans = _choose_plans(connection, view, window_events(project, view), plan) if measured else \
+                    {w.label: _SPARK_WINDOW_PLANS.get(plan, "frames") for w in view.windows}
+                joins.append(WindowRows(view, events, items, plans))
                 continue
-            rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)), dialect="spark")
+            columns_read = list(dict.fromkeys(f.column for f in view.features))
+            rows = prepared_rows(project, view, columns_read, dialect="spark")
             write(rows, "spark", view)
-            chosen = _SPARK_SNAPSHOT_PLANS.get(plan, "last")
+            chosen = _choose_join(connection, view, prepared_rows(project, view, columns_read), plan) if measured \
+                else _SPARK_SNAPSHOT_PLANS.get(plan, "last")
             joins.append(ViewRows(view, rows, items, prepared=True,
                                   join="ranked" if chosen == "ranked" and view.ttl is not None else "last"))
-        query = point_in_time(Spine(spine_name, columns, timestamp), joins, passthrough=False, dialect="spark")
+        query = point_in_time(Spine(spine_name, spine_of_keys, timestamp), joins, passthrough=False, dialect="spark")
         sql = write(query, "spark")
         sparks.load_arrow(session, spine_name, sent)
         try:
@@ -321,6 +334,15 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
         this=exp.to_identifier("__fs_spine", quoted=True))))
     header = "-- Run with the session time zone UTC (spark.sql.session.timeZone=UTC).\n" if dialect == "spark" else ""
     return header + write(query, dialect)
+
+
+def _parquet_only(project: Project, view: Any) -> bool:
+    """Whether every source the view reads is a Parquet file source (DuckDB and Spark read the same files)."""
+    from featurestore.config import FileSource
+
+    sources = project.settings.sources
+    return all(isinstance(sources.get(name), FileSource) and sources[name].format == "parquet"
+               for name in sources_of(project, view))
 
 
 def _first(table: Any) -> tuple | None:

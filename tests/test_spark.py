@@ -85,7 +85,7 @@ def snapshot_spine(case: dict) -> pa.Table:
 
 
 @SLOW
-@given(snapshots.cases(), st.sampled_from(["auto", "ranked"]))
+@given(snapshots.cases(), st.sampled_from(["auto", "last", "ranked"]))
 def test_snapshot_frames_equal_duckdb_and_the_reference(spark: Any, case: dict, plan: str) -> None:
     rules, rows = case["rules"], case["rows"]
     try:
@@ -114,7 +114,7 @@ def spark_readable(case: windows.Case) -> bool:
 
 
 @SLOW
-@given(windows.cases().filter(spark_readable), st.sampled_from(["auto", "join"]))
+@given(windows.cases().filter(spark_readable), st.sampled_from(["auto", "frames", "join"]))
 def test_window_frames_equal_duckdb_and_the_reference(spark: Any, case: windows.Case, plan: str) -> None:
     events = case.events
     with tempfile.TemporaryDirectory() as folder:
