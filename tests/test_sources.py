@@ -85,3 +85,45 @@ def test_duckdb_and_csv_sources(project: ProjectDir, capsys: pytest.CaptureFixtu
         (4, "source 'merchants'"), (5, "source 'rates'")]
     assert "no table 'merchant'" in problems[0]["message"]
     assert "No files found" in problems[1]["message"]
+
+
+def test_a_compiled_postgres_frame_runs_there_and_equals_the_training_frame(
+        project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    from conftest import SNAPSHOT, T0, WINDOW
+    from featurestore import FeatureStore
+
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    labels = [(0, T0 + timedelta(hours=3)), (1, T0 + timedelta(hours=4, microseconds=1)), (2, T0),
+              (0, T0 + timedelta(hours=40)), (None, T0), (1, None), (7, T0 + timedelta(hours=2))]
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA IF NOT EXISTS shop")
+        connection.execute("DROP TABLE IF EXISTS shop.events, shop.labels")
+        connection.execute("CREATE TABLE shop.events (user_id bigint, ts timestamptz, amount double precision)")
+        connection.execute("CREATE TABLE shop.labels (user_id bigint, at timestamptz)")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO shop.events VALUES (%s, %s, %s)",
+                               [(i % 3, T0 + timedelta(hours=i), float(i)) for i in range(8)])
+            cursor.executemany("INSERT INTO shop.labels VALUES (%s, %s)", labels)
+    project.sources["events"] = '{ postgres = "shop.events" }'
+    project.write_config()
+    project.view("spend", SNAPSHOT.replace("-- owner:", "-- ttl: 2h\n    -- owner:"))
+    project.view("activity", WINDOW)
+    store = FeatureStore(project.root, consumer="test")
+    sql = store.compile_frame(["spend.*", "activity.*"], dialect="postgres", spine="shop.labels", timestamp="at")
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        cursor = connection.execute(sql)
+        columns = [c.name for c in cursor.description]
+        compiled = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    spine = pa.table({"user_id": pa.array([k for k, _ in labels], pa.int64()),
+                      "at": pa.array([t for _, t in labels], pa.timestamp("us", tz="UTC"))})
+    frame = store.training_frame(spine, ["spend.*", "activity.*"], timestamp="at", cache=False).to_arrow().to_pylist()
+    assert columns == ["user_id", "at", "amount", "n_3h", "n_1d", "total_3h", "total_1d"]
+    order = lambda row: (row["at"] is None, row["at"] or T0, row["user_id"] is None, row["user_id"] or 0)  # noqa: E731
+    assert compiled == sorted(frame, key=order)
+    assert compiled[3] == {"user_id": 0, "at": T0 + timedelta(hours=3), "amount": 3.0, "n_3h": 1, "n_1d": 1,
+                           "total_3h": 0.0, "total_1d": 0.0}
