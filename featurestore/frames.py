@@ -243,7 +243,7 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
     sent = _spine_for_spark(spine_table, keys, timestamp)
     spine_name = f"__fs_spine_{uuid.uuid4().hex[:12]}"
     spine_of_keys = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
-               Column(name=ROW, type="BIGINT"))
+                     Column(name=ROW, type="BIGINT"))
     loaded: set[str] = set()
     if plan == "auto":
         duck.load_arrow(connection, "__fs_spine", spine_table.append_column(ROW, _row_numbers(spine_table.num_rows)))

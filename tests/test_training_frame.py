@@ -284,3 +284,18 @@ def test_cache_fills_under_a_tiny_memory_limit(store: FeatureStore, monkeypatch:
     store.training_frame(spine, ["spend.amount"])
     assert [(e["view"], e["fresh"]) for e in store.cache_status()] == [("spend", True)]
     assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [3.0]
+
+
+def test_unknown_engine_and_missing_pyspark_say_what_to_do(store: FeatureStore, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    with pytest.raises(FeatureStoreError, match="unknown engine 'sprak'; choose one of duckdb, spark"):
+        store.training_frame(pa.table(spine_rows()), ["spend.amount"], engine="sprak")
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if the extra were not installed
+    with pytest.raises(FeatureStoreError, match=r"engine 'spark' needs PySpark, which is not installed; "
+                                                r"pip install 'featurestore\[spark\]'"):
+        store.training_frame(pa.table(spine_rows()), ["spend.amount"], engine="spark")
+    code = main(["frame", "--project", str(store.settings.root), "--spine", "SELECT user_id, ts FROM events",
+                 "--features", "spend.amount", "--spark-master", "local[1]", "--consumer", "test"])
+    assert code == 1 and "--spark-master applies only with --engine spark" in capsys.readouterr().err

@@ -225,8 +225,8 @@ def aggregate_call(aggregate: Aggregate, alias: str | None = None, *, dialect: s
         if dialect != "duckdb":  # DuckDB's arg_max skips a NULL value itself
             known = exp.and_(known, exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())))
         ranked = exp.case().when(known, exp.Struct(expressions=[
-                                     exp.PropertyEQ(this=exp.to_identifier("o"), expression=order.copy()),
-                                     exp.PropertyEQ(this=exp.to_identifier("v"), expression=value.copy())]))
+            exp.PropertyEQ(this=exp.to_identifier("o"), expression=order.copy()),
+            exp.PropertyEQ(this=exp.to_identifier("v"), expression=value.copy())]))
         if dialect == "duckdb":
             call = exp.ArgMax(this=value, expression=ranked)
         else:
