@@ -62,7 +62,7 @@ def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]
         archive = git(settings.root, "archive", "--format=tar", commit, "--", f"{prefix}{relative}")
         if archive.returncode == 0:
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-                tar.extractall(base, filter="data")
+                _extract(tar, base)
         definitions = base / prefix / relative
         definitions.mkdir(parents=True, exist_ok=True)  # no definitions at `ref`: every view is new
         at_ref = validate(settings.model_copy(update={"definitions": definitions}))
@@ -396,3 +396,14 @@ def _data_span(project: Project, view: Any) -> dict[str, Any]:
     return {"rows" if not view.windows else "events": rows, "first": first, "last": last, "sources": per_source,
             "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
             "available_since": view.available_since.isoformat() if view.available_since else None}
+
+
+def _extract(tar: tarfile.TarFile, folder: Path) -> None:
+    """Extract plain files and folders into `folder`, nothing outside it (Python 3.11.0–3.11.3 lack
+    extraction filters, so the members are checked here)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(folder, filter="data")
+        return
+    members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
+               and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts]
+    tar.extractall(folder, members=members)  # noqa: S202 (members checked above)
