@@ -12,8 +12,9 @@ fi
 source scripts/_venv.sh
 DATA="$(mktemp -d)"
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+RUNUSER="$(PATH="$PATH:/usr/sbin:/sbin" command -v runuser || true)"  # sbin may be off a CI's PATH
 as_owner() {  # PostgreSQL refuses to run as root
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then "${RUNUSER:?runuser is needed to run PostgreSQL as root}" -u postgres -- "$@"; else "$@"; fi
 }
 [ "$(id -u)" = 0 ] && chown postgres "$DATA"
 as_owner "$BIN/initdb" -D "$DATA/db" -U postgres --auth=trust >/dev/null

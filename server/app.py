@@ -32,7 +32,17 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError
@@ -53,6 +63,17 @@ class FeaturesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entities: dict[str, list[Key]] = Field(min_length=1, examples=[{"user_id": [1, 2]}])
     features: list[StrictStr] = Field(min_length=1, examples=[["user_daily_stats.*", "user_profile.account_type"]])
+    at: Union[AwareDatetime, None] = Field(default=None, examples=["2026-11-01T00:00:00Z"], description=(
+        "the values as of this instant (with a time zone; default now), from what the online store holds: "
+        "each entity's latest materialized row (shown only if known by then) and the window views' events"))
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc(cls, value: Union[datetime, None]) -> Union[datetime, None]:
+        try:
+            return None if value is None else value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
 
 
 class FeaturesResponse(BaseModel):
@@ -271,7 +292,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         selection = select(tuple(body.features))
         headers: dict[str, str] = {}
         warnings, allow = governed(who, selection.views, headers, header, selection.deprecated)
-        found = await store.online_async(body.entities, body.features, full_names=True, columns=True,
+        found = await store.online_async(body.entities, body.features, at=body.at, full_names=True, columns=True,
                                          consumer=who.consumer, allow_deprecated=allow)
         metrics.lookups(selection.qualified, who.consumer, count)
         return FastJSONResponse.dumps({"entities": body.entities,

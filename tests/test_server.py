@@ -81,6 +81,26 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
 
 
+def test_values_as_of_a_past_instant(served: tuple[Any, FeatureStore]) -> None:
+    client, store = served
+    at = T0 + timedelta(hours=3, minutes=30)
+    body = {"entities": {"user_id": [2, 0]}, "features": ["spend.amount", "cards.cards_3h"]}
+    replay = client.post("/v1/features", json={**body, "at": at.isoformat()})
+    assert replay.status_code == 200, replay.text
+    sdk = store.online({"user_id": [2, 0]}, ["spend.amount", "cards.cards_3h"], at=at)
+    assert replay.json()["features"] == {"spend.amount": sdk["amount"].to_list(),
+                                         "cards.cards_3h": sdk["cards_3h"].to_list()}
+    # At 3h30, from what the online store holds (materialized until 5h: each user's latest row, and the
+    # events): user 2's latest row is from 5h, not known yet; user 0's from 3h. One event each in 3 hours.
+    assert replay.json()["features"] == {"spend.amount": [None, 3.0], "cards.cards_3h": [1, 1]}
+    offset = client.post("/v1/features", json={**body, "at": "2026-01-01T05:30:00+02:00"})  # the same instant
+    assert offset.json()["features"] == replay.json()["features"]
+    naive = client.post("/v1/features", json={**body, "at": "2026-01-01T03:30:00"})
+    assert naive.status_code == 422 and naive.json()["error"].startswith("body.at: Input should have timezone info")
+    edge = client.post("/v1/features", json={**body, "at": "0001-01-01T00:00:00+14:00"})
+    assert edge.status_code == 422 and "body.at: Value error, is out of range" in edge.json()["error"]
+
+
 def test_client_errors_say_what_and_where(served: tuple[Any, FeatureStore]) -> None:
     client, _ = served
 
