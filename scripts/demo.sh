@@ -31,3 +31,6 @@ fs online --entity user_id=1,1626 --features "user_daily_stats.*,user_profile.ac
 echo "== 8. record the definitions in the registry, and list the features nobody read in 30 days"
 fs apply
 fs unused
+echo "== 9. the model: train a scikit-learn Pipeline on point-in-time features (and a leaky one, to compare),"
+echo "      save the frame as a snapshot, serve the features over HTTP, score new transactions, check no skew"
+"$VENV/bin/python" examples/fraud/run.py
