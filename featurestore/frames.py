@@ -157,11 +157,11 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             _check_spine(spine_columns, timestamp, views)
             if engine == "spark":
                 result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, by_view,
-                                                  plan, spark)
+                                                  plan, spark, loaded)
                 result = result.cast(_feature_schema(connection, result.column_names, joins))
             else:
                 result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
-                                                          by_view, plan, cache=cache and database is not None)
+                                                          by_view, plan, loaded, cache=cache and database is not None)
     finally:
         connection.close()
     if cache and stale:
@@ -182,15 +182,15 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 
 
 def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                  timestamp: str, by_view: dict[str, list[Selected]], plan: str, *,
+                  timestamp: str, by_view: dict[str, list[Selected]], plan: str, loaded: set[str], *,
                   cache: bool) -> tuple[Any, str, list[Any], list[Any]]:
     """The features of every spine row, computed by DuckDB (one statement): the result, its SQL,
-    the joins, and the views computed from their sources (to cache for the next frame)."""
+    the joins, and the views computed from their sources (to cache for the next frame).
+    `loaded` names the sources already registered in `connection` (a SQL spine reads them)."""
     numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
     duck.load_arrow(connection, "__fs_spine", numbered)
     joins: list[Any] = []
     stale: list[Any] = []
-    loaded: set[str] = set()
     for name, items in by_view.items():
         view = project.views[name]
         if view.windows:
@@ -221,8 +221,8 @@ _SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
 
 
 def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                 timestamp: str, by_view: dict[str, list[Selected]], plan: str,
-                 spark: Any) -> tuple[Any, str, list[Any]]:
+                 timestamp: str, by_view: dict[str, list[Selected]], plan: str, spark: Any,
+                 loaded: set[str]) -> tuple[Any, str, list[Any]]:
     """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
 
     Spark has no ASOF join: snapshot views take the "last" join or "ranked", window views the
@@ -244,7 +244,6 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
     spine_name = f"__fs_spine_{uuid.uuid4().hex[:12]}"
     spine_of_keys = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
                      Column(name=ROW, type="BIGINT"))
-    loaded: set[str] = set()
     if plan == "auto":
         duck.load_arrow(connection, "__fs_spine", spine_table.append_column(ROW, _row_numbers(spine_table.num_rows)))
     with sparks.session(spark) as session:

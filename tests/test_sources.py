@@ -125,5 +125,9 @@ def test_a_compiled_postgres_frame_runs_there_and_equals_the_training_frame(
     assert columns == ["user_id", "at", "amount", "n_3h", "n_1d", "total_3h", "total_1d"]
     order = lambda row: (row["at"] is None, row["at"] or T0, row["user_id"] is None, row["user_id"] or 0)  # noqa: E731
     assert compiled == sorted(frame, key=order)
+    # A SQL spine reads the sources: the PostgreSQL table is copied in once, though the views read it too.
+    from_sql = store.training_frame("SELECT user_id, ts AS at FROM events WHERE user_id = 0 ORDER BY ts",
+                                    ["spend.amount", "activity.n_3h"], timestamp="at", cache=False).to_arrow()
+    assert from_sql.column("amount").to_pylist() == [0.0, 3.0, 6.0] and from_sql.column("n_3h").to_pylist() == [0, 1, 1]
     assert compiled[3] == {"user_id": 0, "at": T0 + timedelta(hours=3), "amount": 3.0, "n_3h": 1, "n_1d": 1,
                            "total_3h": 0.0, "total_1d": 0.0}
