@@ -190,6 +190,19 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--format", choices=FORMATS, default="text")
     describe.set_defaults(handler=_describe)
 
+    stats = commands.add_parser("stats", parents=[common], help="a view's feature statistics, and drift",
+                                description="Per feature of VIEW over the offline data: rows, NULLs, distinct values, "
+                                            "range, mean, quantiles and a histogram (top values for text). With "
+                                            "--snapshot, also drift: the population stability index (PSI) of the "
+                                            "online store's values against the snapshot's (< 0.1 stable, 0.1-0.25 "
+                                            "moderate, >= 0.25 shifted).")
+    stats.add_argument("view")
+    stats.add_argument("--since", help="only rows (a window view: entities with events) from this instant, e.g. "
+                                       "2026-10-01")
+    stats.add_argument("--snapshot", metavar="DIR", help="a training snapshot to compare the online values with")
+    stats.add_argument("--format", choices=FORMATS, default="text")
+    stats.set_defaults(handler=_stats)
+
     key = commands.add_parser("key", help="create an API key for the lookup service",
                               description="Print a new random API key for CONSUMER, and the lines to add to "
                                           "featurestore.toml (which stores only its SHA-256).")
@@ -545,6 +558,43 @@ def _lineage(args: argparse.Namespace) -> int:
         print("  through views: " + ", ".join(lineage.views))
     for source, target in lineage.graph:
         print(f"    {source} -> {target}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _store(args)
+    with Console(stderr=True).status(f"computing statistics of {args.view}…"):
+        found = store.stats(args.view, since=_instant(args.since, "--since") if args.since else None)
+        shifted = store.drift(args.view, args.snapshot) if args.snapshot else None
+    store.close()
+    if args.format == "json":
+        print(json.dumps({"view": args.view, "features": found, **({"drift": shifted} if shifted else {})},
+                         indent=2, default=str))
+        return 0
+
+    def number(value: Any) -> str:
+        return "" if value is None else f"{value:,.4g}" if isinstance(value, float) else str(value)
+
+    table = Table("feature", "type", "rows", "NULL", "distinct", "min", "p25", "median", "p75", "max", "mean / top")
+    for item in found:
+        quantiles = item.get("quantiles", {})
+        top = ", ".join(f"{t['value']} ({t['count']:,})" for t in item.get("top", [])[:3])
+        table.add_row(item["feature"], item["type"], f"{item['rows']:,}",
+                      "" if item["null_fraction"] is None else f"{item['null_fraction']:.1%}", f"{item['distinct']:,}",
+                      number(item.get("min")), number(quantiles.get("0.25")), number(quantiles.get("0.5")),
+                      number(quantiles.get("0.75")), number(item.get("max")), number(item.get("mean")) or top)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    if shifted:
+        drift_table = Table("feature", "PSI", "verdict", "snapshot rows", "online entities",
+                            title=f"drift: online values against {args.snapshot}")
+        for item in shifted:
+            drift_table.add_row(item["feature"], f"{item['psi']:.4f}", item["verdict"], f"{item['snapshot_rows']:,}",
+                                f"{item['online_entities']:,}")
+        console.print(drift_table)
     return 0
 
 

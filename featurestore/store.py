@@ -307,6 +307,19 @@ class FeatureStore:
             raise FeatureStoreError(f"unknown dialect '{dialect}'; choose one of {', '.join(DIALECTS)}")
         return render_view(self.view(name), self.views, self.settings.sources, self.root, dialect)
 
+    def stats(self, view: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Per feature of `view` over the offline data: rows, NULLs, distinct values, range, quantiles,
+        histogram (top values for text) (featurestore.stats)."""
+        from featurestore.stats import feature_stats
+
+        return feature_stats(self.project, view, since=since)
+
+    def drift(self, view: str, snapshot: str | Path) -> list[dict[str, Any]]:
+        """Per feature of `view` in the training snapshot: PSI of the online store's values against it."""
+        from featurestore.stats import drift
+
+        return drift(self.project, view, snapshot)
+
     def compile_frame(self, features: Iterable[str] | str, *, dialect: str = "duckdb", spine: str = "spine",
                       timestamp: str = "ts", full_names: bool = False) -> str:
         """The SQL of a training frame of `features` in `dialect`, over the spine table `spine` (its

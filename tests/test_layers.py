@@ -20,7 +20,7 @@ LAYERS = [
     {"project", "demo", "scaffold", "cache"},
     {"sources"},
     {"frames", "online", "registry", "usage"},
-    {"governance"},
+    {"governance", "stats"},
     {"store"},
     {"cli", "sklearn"},
 ]

@@ -1,0 +1,222 @@
+"""Feature statistics over the offline data, and drift between a training snapshot and the online store.
+
+    feature_stats(project, "user_daily_stats", since=…)   → [{"feature": "txn_count", "rows": …, "nulls": …,
+                                                             "distinct": …, "quantiles": {…}, "histogram": […]}, …]
+    drift(project, "user_daily_stats", "snapshots/fraud_v3")  → [{"feature": …, "psi": 0.02, "verdict": "stable"}, …]
+
+A snapshot view's statistics are over its rows (from `since`, by the view's time); a window view's
+over its features as of the end of its data for every entity with events (since `since`). Drift
+compares the values a model was trained on (a snapshot's column) with the values the online store
+serves now for every entity it holds (as of the view's last materialization): the population
+stability index, PSI = sum over bins of (actual - expected) * ln(actual / expected), with
+deciles of the snapshot's values as bins (categories for text and booleans) and NULL as a bin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlglot import exp
+
+from featurestore.cache import prepared_rows, window_events
+from featurestore.engines import duckdb as duck
+from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError
+from featurestore.frames import load_snapshot, training_frame
+from featurestore.online import SCHEMA as ONLINE_SCHEMA
+from featurestore.online import OnlineStore
+from featurestore.project import Project
+from featurestore.selection import view_named
+from featurestore.sources import register_sources
+from featurestore.spec import FeatureView
+
+__all__ = ["PSI_MODERATE", "PSI_SIGNIFICANT", "drift", "feature_stats", "psi"]
+
+QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
+BINS = 10
+TOP = 10  # most frequent values shown for text and booleans
+PSI_MODERATE = 0.1     # below: stable
+PSI_SIGNIFICANT = 0.25  # from here: the population has shifted
+_FLOOR = 1e-4  # a bin's share is at least this, so an empty bin does not make the index infinite
+
+
+def feature_stats(project: Project, name: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Per feature of view `name`: rows, NULLs, distinct values, and for numbers the range, mean,
+    quantiles and a histogram of `BINS` equal-width bins; for text and booleans the top values."""
+    view = view_named(project.views, name)
+    values = _offline_values(project, view, since)
+    return [_column_stats(values, feature.name if view.windows else feature.column, feature.name, feature.type)
+            for feature in view.features]
+
+
+def _offline_values(project: Project, view: FeatureView, since: datetime | None) -> Any:
+    """An Arrow table with a column per feature of the view (window features named as the frame names them)."""
+    settings = project.settings
+    database = settings.offline_database if settings.offline_database.exists() else None
+    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    try:
+        with duck.errors_as_feature_store_errors():
+            register_sources(connection, project, [view], every_source=False, loaded=set())
+            if not view.windows:
+                columns = list(dict.fromkeys(f.column for f in view.features))
+                rows = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
+                    exp.Subquery(this=prepared_rows(project, view, columns), alias=exp.TableAlias(
+                        this=exp.to_identifier("p", quoted=True))))
+                if since is not None:
+                    rows = rows.where(exp.GTE(this=exp.column("__fs_ts", quoted=True),
+                                              expression=exp.cast(exp.Literal.string(since.isoformat()), "TIMESTAMPTZ")))
+                return duck.arrow(connection, rows.sql(dialect="duckdb"))
+            # A window view's features for every entity with events, as of just after its last event is known.
+            events = window_events(project, view)
+            spine_table = duck.arrow(connection, _distinct_keys_at_end(view, events, since))
+    finally:
+        connection.close()
+    frame = training_frame(project, spine_table, [f"{view.name}.*"], timestamp="_stats_at", cache=False)
+    return frame.to_arrow()
+
+
+def _distinct_keys_at_end(view: FeatureView, events: exp.Select, since: datetime | None) -> str:
+    """SELECT DISTINCT keys, <last known-at + 1 µs> AS _stats_at FROM events [WHERE __fs_ts >= since]."""
+    keys = ", ".join(exp.column(k, quoted=True).sql(dialect="duckdb") for k in view.entity)
+    where = "" if since is None else \
+        f" AND __fs_ts >= {exp.cast(exp.Literal.string(since.isoformat()), 'TIMESTAMPTZ').sql(dialect='duckdb')}"
+    not_null = " AND ".join(f"{exp.column(k, quoted=True).sql(dialect='duckdb')} IS NOT NULL" for k in view.entity)
+    return (f"WITH e AS ({events.sql(dialect='duckdb')}) SELECT DISTINCT {keys}, "
+            f"(SELECT max(__fs_known) FROM e) + INTERVAL 1 MICROSECOND AS _stats_at FROM e WHERE {not_null}{where}")
+
+
+def _column_stats(table: Any, source: str, name: str, kind: str) -> dict[str, Any]:
+    import duckdb
+
+    values = table.select([source])
+    result: dict[str, Any] = {"feature": name, "type": kind}
+    with duckdb.connect() as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.register("v", values)
+        quoted = exp.column(source, quoted=True).sql(dialect="duckdb")
+        rows, nulls, distinct = connection.execute(
+            f"SELECT count(*), count(*) - count({quoted}), approx_count_distinct({quoted}) FROM v").fetchone()
+        result.update(rows=rows, nulls=nulls, null_fraction=round(nulls / rows, 6) if rows else None,
+                      distinct=distinct)
+        if _numeric(kind):
+            number = f"CAST({quoted} AS DOUBLE)"
+            low, high, mean, stddev, *quantiles = connection.execute(
+                f"SELECT min({number}), max({number}), avg({number}), stddev_samp({number}), "
+                + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES) + " FROM v").fetchone()
+            result.update(min=low, max=high, mean=mean, stddev=stddev,
+                          quantiles={str(q): value for q, value in zip(QUANTILES, quantiles)},
+                          histogram=_histogram(connection, number, low, high))
+        elif _orderable_time(kind):
+            low, high = connection.execute(f"SELECT min({quoted})::VARCHAR, max({quoted})::VARCHAR FROM v").fetchone()
+            result.update(min=low, max=high)
+        else:
+            top = connection.execute(f"SELECT {quoted}::VARCHAR, count(*) FROM v WHERE {quoted} IS NOT NULL "
+                                     f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}").fetchall()
+            result["top"] = [{"value": value, "count": count} for value, count in top]
+    return result
+
+
+def _histogram(connection: Any, number: str, low: float | None, high: float | None) -> list[dict[str, Any]]:
+    """`BINS` equal-width bins over [low, high], the last one closed; counts of non-NULL values."""
+    if low is None or high is None:
+        return []
+    if low == high:
+        count = connection.execute(f"SELECT count({number}) FROM v").fetchone()[0]
+        return [{"low": low, "high": high, "count": count}]
+    width = (high - low) / BINS
+    counts = dict(connection.execute(
+        f"SELECT least(CAST(floor(({number} - ?) / ?) AS BIGINT), {BINS - 1}) AS b, count(*) FROM v "
+        f"WHERE {number} IS NOT NULL GROUP BY b", [low, width]).fetchall())
+    return [{"low": low + i * width, "high": high if i == BINS - 1 else low + (i + 1) * width,
+             "count": counts.get(i, 0)} for i in range(BINS)]
+
+
+def _numeric(kind: str) -> bool:
+    upper = kind.upper()
+    return upper in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                     "UBIGINT", "FLOAT", "DOUBLE", "REAL") or upper.startswith("DECIMAL")
+
+
+def _orderable_time(kind: str) -> bool:
+    return duck.is_time_type(kind) or kind.upper() in ("TIME", "INTERVAL")
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def psi(expected: list[Any], actual: list[Any], *, numeric: bool) -> float:
+    """The population stability index of `actual` against `expected` (plain Python lists; None is NULL).
+
+    Numbers fall into bins cut at the deciles of `expected` (fewer where values repeat); other values
+    are their own categories. NULL is a bin of its own. Each share is floored at 1e-4.
+    """
+    import numpy as np
+
+    if not expected or not actual:
+        raise FeatureStoreError("drift needs values on both sides: the snapshot or the online store has none")
+    if numeric:
+        known = np.array([v for v in expected if v is not None], dtype=float)
+        edges = np.unique(np.quantile(known, np.linspace(0, 1, BINS + 1)[1:-1])) if known.size else np.array([])
+
+        def binned(values: list[Any]) -> list[Any]:
+            return [None if v is None else int(np.searchsorted(edges, float(v), side="right")) for v in values]
+
+        expected, actual = binned(expected), binned(actual)
+    counted, seen = Counter(expected), Counter(actual)
+    total = 0.0
+    for category in counted.keys() | seen.keys():
+        e = max(counted[category] / len(expected), _FLOOR)
+        a = max(seen[category] / len(actual), _FLOOR)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def drift(project: Project, name: str, snapshot: str | Path) -> list[dict[str, Any]]:
+    """Per feature of view `name` found in the snapshot: PSI of the online store's values (every entity
+    it holds, as of the view's last materialization) against the snapshot's, and a verdict."""
+    view = view_named(project.views, name)
+    frame = load_snapshot(snapshot)
+    table = frame.to_arrow()
+    url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
+    with postgres.connect(url) as connection:
+        known = connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{ONLINE_SCHEMA}.watermarks"]).fetchone()[0]
+        mark = connection.execute(f"SELECT watermark FROM {ONLINE_SCHEMA}.watermarks WHERE view = %s AND version = %s",
+                                  [view.name, view.version]).fetchone() if known else None
+        if mark is None:
+            raise FeatureStoreError(f"view '{view.name}' (version {view.version}) is not in the online store; "
+                                    f"run `featurestore materialize --view {view.name}` first")
+        keys = connection.execute(_entities_sql(view)).fetchall()
+    online = OnlineStore(project)
+    try:
+        current = online.lookup({k: [row[i] for row in keys] for i, k in enumerate(view.entity)}, [f"{view.name}.*"],
+                                at=mark[0]) if keys else None
+    finally:
+        online.close()
+    results = []
+    for feature in view.features:
+        output = next((c for c in (feature.name, f"{view.name}__{feature.name}") if c in table.column_names), None)
+        if output is None or current is None:
+            continue
+        expected = table.column(output).to_pylist()
+        actual = current[feature.name].to_list()
+        index = psi(expected, actual, numeric=_numeric(feature.type))
+        verdict = "stable" if index < PSI_MODERATE else "moderate shift" if index < PSI_SIGNIFICANT else "shifted"
+        results.append({"feature": feature.name, "psi": round(index, 4), "verdict": verdict,
+                        "snapshot_rows": len(expected), "online_entities": len(actual)})
+    if not results:
+        raise FeatureStoreError(f"snapshot {snapshot} holds none of view '{view.name}''s features "
+                                f"({', '.join(f.name for f in view.features)})")
+    return results
+
+
+def _entities_sql(view: FeatureView) -> str:
+    """Every entity the view's online table holds (a window view's: every entity with events kept)."""
+    from psycopg import sql
+
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
+    table = sql.Identifier(ONLINE_SCHEMA, f"{view.name}__{view.version}")
+    return sql.SQL("SELECT DISTINCT {} FROM {} ORDER BY {}").format(keys, table, keys).as_string(None)
