@@ -444,6 +444,10 @@ def _materialize(args: argparse.Namespace) -> int:
         table.add_row(run.view, run.version, run.mode, f"{run.read:,}", f"{run.written:,}",
                       f"[yellow]{run.late:,}[/yellow]" if run.late else "0", f"{run.seconds:.2f}", rate)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for run in runs:
+        if run.quarantined:
+            print(f"{run.view}: {run.quarantined:,} failed its expectations and was set aside in "
+                  "featurestore_online.quarantine")
     if runs:
         print(f"online store up to date with data known by {runs[0].until.isoformat()}")
     return 0

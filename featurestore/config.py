@@ -127,6 +127,7 @@ class Settings(_Frozen):
     offline_database: Path
     postgres_url: str | None
     online_lookback: timedelta = timedelta(days=1)
+    on_failed_expectation: Literal["fail", "quarantine"] = "fail"
     server: ServerSettings = ServerSettings()
     sources: dict[str, Source]
     source_lines: dict[str, int] = {}
@@ -184,7 +185,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
         problems.append(Problem(path, line, message, hint, code="config"))
 
-    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback"}, "sources": None,
+    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback", "on_failed_expectation"}, "sources": None,
                "server": {"max_entities", "keys", "allow_after_sunset"}}
     raw = dict(raw)
     for key, value in list(raw.items()):
@@ -213,6 +214,13 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         problem("online", "lookback", f"online.lookback: {exc}",
                 "write a duration: an integer and a unit (s, m, h, d, w), e.g. `1d` or `6h`")
 
+    on_failed = _string(raw.get("online", {}).get("on_failed_expectation", "fail"), problem, "online",
+                        "on_failed_expectation")
+    if on_failed not in ("fail", "quarantine"):
+        problem("online", "on_failed_expectation", f"online.on_failed_expectation: '{on_failed}' is not a choice",
+                "write \"fail\" (the run stops, nothing is written) or \"quarantine\" (failing rows are set aside)")
+        on_failed = "fail"
+
     server = _server(raw.get("server", {}), problem)
 
     sources: dict[str, Source] = {}
@@ -238,6 +246,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         offline_database=(root / database).resolve(),
         postgres_url=url,
         online_lookback=lookback,
+        on_failed_expectation=on_failed,
         server=server,
         sources=sources,
         source_lines=source_lines,

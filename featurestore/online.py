@@ -68,6 +68,7 @@ class Run:
     late: int  # rows written that became known before the previous watermark: later than promised
     seconds: float
     until: datetime
+    quarantined: int = 0  # rows (a window view: entities' new events) set aside by failed expectations
 
 
 def materialize(project: Project, until: datetime | None = None, views: Iterable[str] | None = None, *,
@@ -119,6 +120,8 @@ def _ensure_schema(url: str) -> None:
                            "watermark timestamptz NOT NULL, fingerprint text, rows_written bigint, late bigint, "
                            "materialized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (view, version))")
         connection.execute(f"ALTER TABLE {SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS state text")
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (view text, version text, expectation text, "
+                           "row jsonb, until timestamptz, quarantined_at timestamptz NOT NULL DEFAULT now())")
 
 
 def _columns(view: FeatureView) -> list[tuple[str, str]]:
@@ -177,6 +180,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                     offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                     refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
+                quarantine = _check_expectations(project, offline, view, until) if view.expect else []
                 load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
             if mode == "rebuild":  # the watermark is this run's, whatever an earlier run reached
@@ -193,6 +197,10 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                                       replaced_after=replaced_after, until=until)
             else:
                 written, late = _upsert(cursor, view, target, columns, load, previous[0])
+            if quarantine:
+                cursor.executemany(f"INSERT INTO {SCHEMA}.quarantine (view, version, expectation, row, until) "
+                                   "VALUES (%s, %s, %s, %s::jsonb, %s)",
+                                   [(view.name, view.version, condition, row, until) for condition, row in quarantine])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
                            "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
                            "UPDATE SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
@@ -204,7 +212,75 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
     finally:
         offline.close()
         batch_file.unlink(missing_ok=True)
-    return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until)
+    return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until,
+               len(quarantine))
+
+
+def _check_expectations(project: Project, offline: Any, view: FeatureView, until: datetime) -> list[tuple[str, str]]:
+    """Check the view's `expect` conditions on what the run would write, in `__fs_batch`.
+
+    A snapshot view's conditions hold for each row written; a window view's for the features, as
+    of `until`, of each entity with events in the batch. A condition that is NULL passes. On a
+    failure, with [online] on_failed_expectation = "fail" (the default) the run stops before
+    writing anything; with "quarantine" the failing rows (a window view: the entity's new events)
+    are left out and returned as (condition, row as JSON) to be recorded.
+    """
+    checked = "__fs_batch"
+    keys = ", ".join(exp.column(k, quoted=True).sql(dialect="duckdb") for k in view.entity)
+    if view.windows:  # the features the online store would serve at `until`, per entity in the batch
+        from featurestore.compiler.point_in_time import ROW, Spine, point_in_time
+        from featurestore.compiler.windows import WindowRows
+        from featurestore.spec import Column
+
+        at = exp.cast(exp.Literal.string(until.isoformat()), "TIMESTAMPTZ").sql(dialect="duckdb")
+        spine = duck.arrow(offline, f"SELECT {keys}, {at} AS __fs_until, CAST(row_number() OVER () AS BIGINT) AS {ROW} "
+                                    f"FROM (SELECT DISTINCT {keys} FROM __fs_batch)")
+        duck.load_arrow(offline, "__fs_expect_spine", spine)
+        types = {c.name: c.type for c in view.columns}
+        columns = (*[Column(name=k, type=types[k]) for k in view.entity], Column(name="__fs_until", type="TIMESTAMPTZ"),
+                   Column(name=ROW, type="BIGINT"))
+        selected = select_features(project.views, [f"{view.name}.*"])
+        query = point_in_time(Spine("__fs_expect_spine", columns, "__fs_until"),
+                              [WindowRows(view, window_events(project, view), tuple(selected))])
+        offline.execute(f"CREATE TEMP TABLE __fs_expected AS {query.sql(dialect='duckdb')}")
+        checked = "__fs_expected"
+    failing = [(condition, duck.first_row(offline, f"SELECT count(*) FROM {checked} WHERE ({condition}) IS FALSE")[0])
+               for condition in view.expect]
+    failing = [(condition, count) for condition, count in failing if count]
+    if not failing:
+        return []
+    condition, count = failing[0]
+    shown = f"(SELECT {_shown(offline, checked)} FROM {checked}) AS c"
+    example = duck.first_row(offline, f"SELECT to_json(c)::VARCHAR FROM {shown} WHERE ({condition}) IS FALSE LIMIT 1")[0]
+    what = ("row" if count == 1 else "rows") if not view.windows else \
+        ("entity's features" if count == 1 else "entities' features")
+    if project.settings.on_failed_expectation == "fail":
+        others = "".join(f"; {n:,} fail `{c}`" for c, n in failing[1:])
+        raise FeatureStoreError(
+            f"{view.path}:{view.line('expect')}: view '{view.name}': {count:,} {what} {'fails' if count == 1 else 'fail'} "
+            f"`expect: {condition}` "
+            f"(e.g. {example}){others}; nothing was written. Fix the data or the expectation, or set [online] "
+            "on_failed_expectation = \"quarantine\" to set failing rows aside")
+    any_fails = " OR ".join(f"({c}) IS FALSE" for c, _ in failing)
+    first = "CASE " + " ".join(f"WHEN ({c}) IS FALSE THEN {exp.Literal.string(c).sql(dialect='duckdb')}"
+                               for c, _ in failing) + " END"
+    set_aside = offline.execute(f"SELECT {first}, to_json(c)::VARCHAR FROM {shown} WHERE {any_fails}").fetchall()
+    if view.windows:
+        offline.execute(f"DELETE FROM __fs_batch WHERE ({keys}) IN (SELECT ({keys}) FROM __fs_expected WHERE {any_fails})")
+    else:
+        offline.execute(f"DELETE FROM __fs_batch WHERE {any_fails}")
+    return [(condition, row) for condition, row in set_aside]
+
+
+def _shown(offline: Any, table: str) -> str:
+    """The columns of `table` a person reads (keys, time as text, features), as a projection."""
+    columns = []
+    for name, *_ in offline.execute(f"DESCRIBE {table}").fetchall():
+        if name == _TS:
+            columns.append(f"CAST({_TS} AS VARCHAR) AS {exp.to_identifier('ts', quoted=True).sql(dialect='duckdb')}")
+        elif not name.startswith("__fs_"):
+            columns.append(exp.to_identifier(name, quoted=True).sql(dialect="duckdb"))
+    return ", ".join(columns)
 
 
 def _changed_rows(project: Project, view: FeatureView, columns: list[str], until: datetime, lookback: timedelta,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError
 
@@ -17,7 +18,7 @@ from featurestore.compiler.version import view_version
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Settings
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem
+from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem, did_you_mean
 from featurestore.graph import build_graph
 from featurestore.loader import line_of, load_definitions
 from featurestore.spec import Column, FeatureView, build_view
@@ -136,8 +137,23 @@ def _resolve(view: FeatureView, binder: duck.Binder,
     except (OptimizeError, ValueError) as exc:
         return None, [Problem(path, sql_line, f"cannot resolve the columns: {exc}", "", code="sql")]
     version = view_version(view, {name: resolved[name].version for name in view.reads if name in resolved})
-    return view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version,
-                                   "event_time_type": event_time_type}), []
+    view = view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version,
+                                   "event_time_type": event_time_type})
+    problems = _expectation_problems(view)
+    return (None, problems) if problems else (view, [])
+
+
+def _expectation_problems(view: FeatureView) -> list[Problem]:
+    """Each `expect` condition may name only the view's features and entity keys (what materialize checks)."""
+    known = [*view.entity, *(f.name for f in view.features)]
+    problems = []
+    for condition in view.expect:
+        for column in sqlglot.parse_one(condition, read="duckdb").find_all(exp.Column):
+            if column.name not in known:
+                hint = did_you_mean(column.name, known) or f"name one of the view's features: {', '.join(known)}"
+                problems.append(Problem(view.path, view.line("expect"), f"expect: '{column.name}' in '{condition}' is "
+                                        f"not a feature of the view", hint, code="missing-column"))
+    return problems
 
 
 def _check_event_time(view: FeatureView, binder: duck.Binder) -> tuple[list[Problem], str]:

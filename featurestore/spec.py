@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import sqlglot
 from sqlglot import exp
 
 from featurestore.config import DURATION_UNITS, parse_duration
@@ -48,6 +49,8 @@ ANNOTATIONS: dict[str, str] = {
     "tags": "comma-separated tags, e.g. `pii`",
     "deprecated": "`YYYY-MM-DD` sunset date, optionally followed by a hint such as `use cards_added_v2`",
     "consumers": "declared consumers, comma-separated",
+    "expect": "checks on the values materialize writes, comma-separated conditions such as "
+              "`amount_7d >= 0, txn_count not null`",
 }
 REQUIRED = ("entity", "timestamp", "owner")
 _EXAMPLES = {
@@ -125,6 +128,7 @@ class FeatureView(_Frozen):
     tags: tuple[str, ...] = ()
     deprecated: Deprecation | None = None
     consumers: tuple[str, ...] = ()
+    expect: tuple[str, ...] = ()  # conditions in DuckDB SQL over the view's features (see `_expectations`)
     query: exp.Query = Field(repr=False)
     text: str = Field(default="", repr=False)
     lines: dict[str, int] = {}
@@ -244,6 +248,29 @@ class FeatureView(_Frozen):
                 raise ValueError(f"'{name}' may hold only letters, digits and _ . : @ / + -")
         return tuple(dict.fromkeys(names))
 
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _expectations(cls, value: Any) -> Any:
+        """Conditions a row's features must meet: SQL, with `x not null` short for `x IS NOT NULL`.
+        A condition that is NULL (a NULL value compared) passes, as in a CHECK constraint."""
+        if not isinstance(value, str):
+            return value
+        found = []
+        for part in _split_outside_parentheses(value):
+            text = re.sub(r"^([A-Za-z_][A-Za-z0-9_]*)\s+not\s+null$", r"\1 IS NOT NULL", part.strip(), flags=re.I)
+            try:
+                condition = sqlglot.parse_one(text, read="duckdb")
+            except sqlglot.errors.ParseError:
+                raise ValueError(f"'{part.strip()}' is not an SQL condition") from None
+            if isinstance(condition, (exp.Query, exp.Column, exp.Literal)) or condition.find(
+                    exp.Subquery, exp.Select, exp.AggFunc, exp.Window):
+                raise ValueError(f"'{part.strip()}' must be a condition on one row's features (no queries, "
+                                 "aggregates or window functions)")
+            found.append(text)  # as written (DuckDB SQL, like the definition), so messages quote the author
+        if not found:
+            raise ValueError("expect names no condition")
+        return tuple(found)
+
     @field_validator("deprecated", mode="before")
     @classmethod
     def _deprecated(cls, value: Any) -> Any:
@@ -326,6 +353,7 @@ _HINTS = {
     "available_since": "write an ISO 8601 date or instant: `2024-01-01` or `2024-01-01T06:00:00Z`",
     "invalid": "write START..END intervals separated by commas: `2024-03-01..2024-03-02T12:00:00Z`",
     "deprecated": "write `YYYY-MM-DD` then an optional hint: `2026-12-31 use cards_added_v2`",
+    "expect": "write SQL conditions on the view's features separated by commas: `amount >= 0, txn_count not null`",
 }
 
 
@@ -372,6 +400,27 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def _split_outside_parentheses(value: str) -> list[str]:
+    """Parts between commas that are not inside parentheses or quotes."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in value:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _split(value: str) -> list[str]:
