@@ -203,6 +203,15 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--format", choices=FORMATS, default="text")
     stats.set_defaults(handler=_stats)
 
+    docs = commands.add_parser("docs", parents=[common], help="write the feature catalog as a static HTML page",
+                               description="Write the browsable feature catalog (views, features, owners, tags, "
+                                           "versions, annotations, deprecation, lineage from sources to features, "
+                                           "consumers and last reads, unused features, freshness, search) to "
+                                           "OUT/index.html; `featurestore serve` serves the same page at /.")
+    docs.add_argument("--out", default="site", help="the folder to write (default site/)")
+    docs.add_argument("--snapshot", metavar="DIR", help="a training snapshot: show each feature's drift (PSI) against it")
+    docs.set_defaults(handler=_docs)
+
     key = commands.add_parser("key", help="create an API key for the lookup service",
                               description="Print a new random API key for CONSUMER, and the lines to add to "
                                           "featurestore.toml (which stores only its SHA-256).")
@@ -562,6 +571,19 @@ def _lineage(args: argparse.Namespace) -> int:
         print("  through views: " + ", ".join(lineage.views))
     for source, target in lineage.graph:
         print(f"    {source} -> {target}")
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from featurestore.docs import build_site
+
+    store = _store(args)
+    with Console(stderr=True).status("writing the catalog…"):
+        page = build_site(store, args.out, snapshot=args.snapshot)
+    store.close()
+    print(f"wrote {page} (open it in a browser; `featurestore serve` serves it at /)")
     return 0
 
 

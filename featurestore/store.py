@@ -271,6 +271,11 @@ class FeatureStore:
         self._usage.flush()
         return governance.unused_features(self.project, self._registry_url(), days)
 
+    def readers(self) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+        """Per (view, feature): each consumer that ever read it, with reads, rows and last read."""
+        self._usage.flush()
+        return readers(self.settings, self._registry_url())
+
     def lineage(self, feature: str) -> Lineage:
         """The source columns (and views in between) that feature `view.feature` is computed from."""
         return feature_lineage(self.views, self.project.sources, feature)

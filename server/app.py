@@ -14,6 +14,7 @@ logged), else the `X-Consumer` header, else "unknown". Errors are JSON `{"error"
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import hmac
@@ -31,7 +32,7 @@ from typing import Any, AsyncIterator, Callable, Union
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -45,6 +46,7 @@ from pydantic import (
 )
 
 from featurestore import FeatureStore
+from featurestore.docs import render_catalog
 from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError
 from featurestore.selection import FeatureDeprecationWarning
 from featurestore.spec import INTEGER_TYPES
@@ -53,6 +55,7 @@ from server.metrics import Metrics
 __all__ = ["create_app"]
 
 RETRY_AFTER_SECONDS = 5
+CATALOG_SECONDS = 60  # the catalog page at / is rendered again after this long
 Key = Union[StrictInt, StrictStr, None]
 Header = Callable[[str], Union[str, None]]  # a request header by its lower-case name, or None
 
@@ -370,6 +373,18 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         caller(request.headers.get)
         store.view(view)
         return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
+
+    catalog_page: dict[str, Any] = {"html": None, "at": 0.0}
+    catalog_lock = asyncio.Lock()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def catalog() -> HTMLResponse:
+        """The feature catalog (`featurestore docs`), rendered at most once a minute."""
+        async with catalog_lock:
+            if catalog_page["html"] is None or time.monotonic() - catalog_page["at"] > CATALOG_SECONDS:
+                catalog_page["html"] = await asyncio.to_thread(render_catalog, store)
+                catalog_page["at"] = time.monotonic()
+        return HTMLResponse(catalog_page["html"])
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:

@@ -22,7 +22,7 @@ LAYERS = [
     {"frames", "online", "registry", "usage"},
     {"governance", "stats"},
     {"store"},
-    {"cli", "sklearn"},
+    {"cli", "sklearn", "docs"},
 ]
 
 

@@ -81,6 +81,14 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
 
 
+def test_the_catalog_page_is_served_at_the_root(served: tuple[Any, FeatureStore]) -> None:
+    client, store = served
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("<section class=view") == len(store.views)
+    assert 'data-node="spend.amount"' in page.text and "/" not in client.get("/openapi.json").json()["paths"]
+
+
 def test_values_as_of_a_past_instant(served: tuple[Any, FeatureStore]) -> None:
     client, store = served
     at = T0 + timedelta(hours=3, minutes=30)
