@@ -48,6 +48,7 @@ def test_the_fraud_example_end_to_end(tmp_path: Path, postgres_url: str, capsys:
     assert example.main(["--project", str(tmp_path), "--out", "out"]) == 0
     out = capsys.readouterr().out
     assert "== scored over HTTP" in out and "== online = offline: the 300 entities' 10 features" in out
+    assert "svg class=\"psi\"" in (tmp_path / "out" / "site" / "index.html").read_text()  # the catalog, with drift
     card = json.loads((tmp_path / "out" / "model.json").read_text())
     honest = card["test_metrics"]["average_precision"]
     leaky = card["leaky_metrics"]["offline (leaky test features)"]["average_precision"]

@@ -14,6 +14,7 @@
 5. The online store materialized, the HTTP service started, new transactions scored from features
    fetched over HTTP, and the served feature vectors compared with a training frame's at the
    same instant: they must be equal.
+6. The feature catalog written (`featurestore docs`), with each feature's drift since the snapshot.
 """
 
 from __future__ import annotations
@@ -202,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    from featurestore.docs import build_site
+
+    page = build_site(store, out / "site", snapshot=snapshot)
+    print(f"== the feature catalog, with each feature's drift since this training snapshot: {page.relative_to(root)}")
     return 0
 
 
