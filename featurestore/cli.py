@@ -455,7 +455,8 @@ def _materialize(args: argparse.Namespace) -> int:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for run in runs:
         if run.quarantined:
-            print(f"{run.view}: {run.quarantined:,} failed its expectations and was set aside in "
+            what = "entities" if store.views[run.view].windows else "rows"
+            print(f"{run.view}: {run.quarantined:,} {what} failed its expectations and were set aside in "
                   "featurestore_online.quarantine")
     if runs:
         print(f"online store up to date with data known by {runs[0].until.isoformat()}")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from featurestore.errors import FeatureStoreError
+from featurestore.frames import load_snapshot
 from featurestore.stats import PSI_MODERATE, PSI_SIGNIFICANT
 from featurestore.store import FeatureStore
 
@@ -32,11 +33,13 @@ def build_site(store: FeatureStore, out: str | Path = "site", *, snapshot: str |
     return page
 
 
-def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None) -> str:
-    """The catalog page as HTML text."""
+def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
+                   views: Iterable[str] | None = None) -> str:
+    """The catalog page as HTML text, of `views` (default: all)."""
+    names = sorted(store.views if views is None else views)
     notes: list[str] = []
     described: dict[str, dict[str, Any]] = {}
-    for name in store.views:
+    for name in names:
         try:
             described[name] = store.describe(name)
         except FeatureStoreError as exc:  # PostgreSQL unreachable: the rest of the page still helps
@@ -51,22 +54,23 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None) -
         notes.append(f"consumers and unused features: {exc}")
     drift: dict[str, dict[str, dict[str, Any]]] = {}
     if snapshot is not None:
-        for name in store.views:
+        trained = load_snapshot(snapshot)  # once, verified; a modified snapshot is an error, not a silent gap
+        for name in names:
             try:
-                drift[name] = {item["feature"]: item for item in store.drift(name, snapshot)}
-            except FeatureStoreError:
-                continue  # the snapshot holds none of the view's features, or the view is not online
-    lineage = {f"{view.name}.{feature.name}": store.lineage(f"{view.name}.{feature.name}")
-               for view in store.views.values() for feature in view.features}
-    cards = "\n".join(_view_card(described[name], lineage, unused, read, drift.get(name)) for name in sorted(store.views))
-    feature_count = sum(len(v.features) for v in store.views.values())
+                drift[name] = {item["feature"]: item for item in store.drift(name, trained)}
+            except FeatureStoreError as exc:
+                notes.append(f"drift of {name}: {exc}")
+    lineage = {f"{name}.{feature.name}": store.lineage(f"{name}.{feature.name}")
+               for name in names for feature in store.views[name].features}
+    cards = "\n".join(_view_card(described[name], lineage, unused, read, drift.get(name)) for name in names)
+    feature_count = sum(len(store.views[name].features) for name in names)
     unused_note = "" if unused is None else f" · <span class=unused-count>{len(unused)} unused</span>"
     problems = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes))
     return _PAGE.format(
         title=_e(f"Feature catalog · {store.root.name}"),
         generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         summary=f"{len(store.views)} views · {feature_count} features{unused_note}",
-        graph=_lineage_svg(store),
+        graph=_lineage_svg(store, names),
         cards=cards,
         notes=f"<details class=notes><summary>Not shown</summary><ul>{problems}</ul></details>" if problems else "",
         snapshot=f" · drift against <code>{_e(str(snapshot))}</code>" if snapshot else "",
@@ -139,9 +143,9 @@ def _psi_bar(item: dict[str, Any]) -> str:
             f'<rect width="{width}" height="12" y="1" fill="{colour}"></rect></svg> {value:.3f} {_e(item["verdict"])}')
 
 
-def _lineage_svg(store: FeatureStore) -> str:
+def _lineage_svg(store: FeatureStore, names: list[str]) -> str:
     """Sources → views → features, as one SVG: three columns of boxes joined by lines."""
-    views = sorted(store.views.values(), key=lambda v: (len(v.reads), v.name))
+    views = sorted((store.views[name] for name in names), key=lambda v: (len(v.reads), v.name))
     sources = sorted({r for v in views for r in v.reads if r not in store.views})
     features = [(v.name, f.name) for v in views for f in v.features]
     row, width = 24, 220

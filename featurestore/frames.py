@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -137,6 +138,10 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     """
     if engine not in ENGINES:
         raise FeatureStoreError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    plans = _SPARK_PLANS if engine == "spark" else _DUCKDB_PLANS
+    if plan not in plans:
+        only = " runs only on DuckDB" if plan in _DUCKDB_PLANS else " is not a plan"
+        raise FeatureStoreError(f"plan '{plan}'{only}; with engine '{engine}' choose one of {', '.join(plans)}")
     settings = project.settings
     # Frames only read the offline database, so several processes can build frames at once.
     database = settings.offline_database if settings.offline_database.exists() else None
@@ -158,7 +163,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             if engine == "spark":
                 result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, by_view,
                                                   plan, spark, loaded)
-                result = result.cast(_feature_schema(connection, result.column_names, joins))
+                result = _as_duckdb_types(result, _feature_schema(connection, result.column_names, joins))
             else:
                 result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
                                                           by_view, plan, loaded, cache=cache and database is not None)
@@ -218,6 +223,8 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
 
 _SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
 _SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
+_SPARK_PLANS = ("auto", "last", "ranked", "join", "frames")
+_DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames")
 
 
 def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
@@ -235,8 +242,6 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
 
     from featurestore.engines import spark as sparks
 
-    if plan not in _SPARK_SNAPSHOT_PLANS and plan not in _SPARK_WINDOW_PLANS:
-        raise FeatureStoreError(f"plan '{plan}' runs only on DuckDB; on Spark choose auto, last, ranked, join or frames")
     views = [project.views[name] for name in by_view]
     keys = list(dict.fromkeys(k for view in views for k in view.entity))
     types = {c.name: c.type for c in spine_columns}
@@ -277,9 +282,24 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
                          lambda query: _first(sparks.arrow(session, write(query, "spark"))), joins, result,
                          repeated=result.num_rows != spine_table.num_rows, name=f"{spine_name}_result")
         finally:
-            session.catalog.dropTempView(spine_name)
-            session.catalog.dropTempView(f"{spine_name}_result")
+            with contextlib.suppress(Exception):  # a session that died keeps nothing, and the error above matters
+                session.catalog.dropTempView(spine_name)
+                session.catalog.dropTempView(f"{spine_name}_result")
     return result, sql, joins
+
+
+def _as_duckdb_types(result: Any, schema: Any) -> Any:
+    """Spark's result in the types DuckDB gives the same frame; a value that does not fit is an error."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        try:
+            columns.append(result.column(field.name).cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FeatureStoreError(f"Spark's value of '{field.name}' does not fit its type {field.type} "
+                                    f"({exc}); build this frame with engine 'duckdb'") from None
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str = "duckdb", spine: str = "spine",
@@ -301,7 +321,8 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
     keys = list(dict.fromkeys(k for view in views for k in view.entity))
     clash = [s.output for s in selected if s.output in (*keys, timestamp)]
     if clash:
-        raise FeatureStoreError(f"feature '{clash[0]}' has the name of a spine column; pass --full-names")
+        raise FeatureStoreError(f"feature '{clash[0]}' has the name of a spine column; name features view__feature "
+                                "(full_names=True, or --full-names)")
     joins: list[Any] = []
     for view in views:
         items = tuple(by_view[view.name])
@@ -331,8 +352,18 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
         .from_(exp.to_table(spine))
     query.args["with_"].expressions.insert(0, exp.CTE(this=numbered, alias=exp.TableAlias(
         this=exp.to_identifier("__fs_spine", quoted=True))))
-    header = "-- Run with the session time zone UTC (spark.sql.session.timeZone=UTC).\n" if dialect == "spark" else ""
-    return header + write(query, dialect)
+    return _UTC_HEADERS[dialect] + write(query, dialect)
+
+
+# Times without a zone are UTC here: the frame's casts read them in the session's time zone.
+_UTC_HEADERS = {
+    "duckdb": "-- Run with the session time zone UTC: SET TimeZone = 'UTC';\n",
+    "postgres": "-- Run with the session time zone UTC: SET TIME ZONE 'UTC';\n",
+    "spark": "-- Run with the session time zone UTC (spark.sql.session.timeZone=UTC).\n",
+    "trino": "-- Run with the session time zone UTC: SET TIME ZONE 'UTC';\n",
+    "snowflake": "-- Run with the session time zone UTC: ALTER SESSION SET TIMEZONE = 'UTC';\n",
+    "bigquery": "-- BigQuery's TIMESTAMP is UTC; naive DATETIME spine times are read as UTC.\n",
+}
 
 
 def _parquet_only(project: Project, view: Any) -> bool:
@@ -413,6 +444,8 @@ _RANKED_ROWS_PER_TTL = 32
 
 def _choose_join(connection: Any, view: Any, rows: exp.Query, plan: str) -> str:
     """Choose the view's join from the shape of its rows (one cheap pass)."""
+    if plan == "last":
+        return "last"
     if view.ttl is None or plan == "asof":
         return "asof"
     if plan == "ranked":

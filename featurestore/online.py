@@ -68,7 +68,7 @@ class Run:
     late: int  # rows written that became known before the previous watermark: later than promised
     seconds: float
     until: datetime
-    quarantined: int = 0  # rows (a window view: entities' new events) set aside by failed expectations
+    quarantined: int = 0  # rows set aside by failed expectations (a window view: entities, whose new events are)
 
 
 def materialize(project: Project, until: datetime | None = None, views: Iterable[str] | None = None, *,
@@ -181,6 +181,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                     refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
                 quarantine = _check_expectations(project, offline, view, until) if view.expect else []
+                kept = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0] if quarantine else read
                 load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
             if mode == "rebuild":  # the watermark is this run's, whatever an earlier run reached
@@ -192,15 +193,16 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
             elif view.windows:
                 old = duck.first_row(offline, "SELECT count(*) FROM __fs_batch WHERE __fs_known <= $1",
                                      [previous[0]])[0]
-                written = read
+                written = kept
                 late = _append_events(cursor, view, table, load, known_by_watermark=old, watermark=previous[0],
                                       replaced_after=replaced_after, until=until)
             else:
                 written, late = _upsert(cursor, view, target, columns, load, previous[0])
-            if quarantine:
+            if quarantine:  # in the run's transaction: set aside exactly when the rest is written
                 cursor.executemany(f"INSERT INTO {SCHEMA}.quarantine (view, version, expectation, row, until) "
                                    "VALUES (%s, %s, %s, %s::jsonb, %s)",
-                                   [(view.name, view.version, condition, row, until) for condition, row in quarantine])
+                                   [(view.name, view.version, condition, _json_for_postgres(row), until)
+                                    for condition, row in quarantine])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
                            "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
                            "UPDATE SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
@@ -265,11 +267,28 @@ def _check_expectations(project: Project, offline: Any, view: FeatureView, until
     first = "CASE " + " ".join(f"WHEN ({c}) IS FALSE THEN {exp.Literal.string(c).sql(dialect='duckdb')}"
                                for c, _ in failing) + " END"
     set_aside = offline.execute(f"SELECT {first}, to_json(c)::VARCHAR FROM {shown} WHERE {any_fails}").fetchall()
-    if view.windows:
-        offline.execute(f"DELETE FROM __fs_batch WHERE ({keys}) IN (SELECT ({keys}) FROM __fs_expected WHERE {any_fails})")
+    if view.windows:  # the failing entities' events; keys compared NULL-safely
+        same = " AND ".join(f"b.{k} IS NOT DISTINCT FROM x.{k}" for k in
+                            (exp.to_identifier(k, quoted=True).sql(dialect="duckdb") for k in view.entity))
+        offline.execute(f"DELETE FROM __fs_batch AS b WHERE EXISTS (SELECT 1 FROM __fs_expected AS x WHERE {same} "
+                        f"AND ({any_fails}))")
     else:
         offline.execute(f"DELETE FROM __fs_batch WHERE {any_fails}")
     return [(condition, row) for condition, row in set_aside]
+
+
+def _json_for_postgres(row: str) -> str:
+    """DuckDB's JSON of a row as jsonb takes it: NaN and ±infinity (not JSON) become null, NUL is dropped."""
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
+    return json.dumps(finite(json.loads(row)))
 
 
 def _shown(offline: Any, table: str) -> str:

@@ -259,14 +259,17 @@ class FeatureView(_Frozen):
         for part in _split_outside_parentheses(value):
             text = re.sub(r"^([A-Za-z_][A-Za-z0-9_]*)\s+not\s+null$", r"\1 IS NOT NULL", part.strip(), flags=re.I)
             try:
-                condition = sqlglot.parse_one(text, read="duckdb")
-            except sqlglot.errors.ParseError:
+                parsed = sqlglot.parse(text, read="duckdb")
+            except sqlglot.errors.SqlglotError:
                 raise ValueError(f"'{part.strip()}' is not an SQL condition") from None
-            if isinstance(condition, (exp.Query, exp.Column, exp.Literal)) or condition.find(
+            condition = parsed[0] if len(parsed) == 1 else None
+            if condition is None or isinstance(condition, (exp.Query, exp.Column, exp.Literal, exp.Block,
+                                                           exp.Command)) or condition.find(
                     exp.Subquery, exp.Select, exp.AggFunc, exp.Window):
-                raise ValueError(f"'{part.strip()}' must be a condition on one row's features (no queries, "
-                                 "aggregates or window functions)")
-            found.append(text)  # as written (DuckDB SQL, like the definition), so messages quote the author
+                raise ValueError(f"'{part.strip()}' must be one condition on one row's features (no queries, "
+                                 "statements, aggregates or window functions)")
+            # Written again from the tree: what runs is exactly what was checked (comments dropped).
+            found.append(condition.sql(dialect="duckdb", comments=False))
         if not found:
             raise ValueError("expect names no condition")
         return tuple(found)

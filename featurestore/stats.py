@@ -26,7 +26,7 @@ from featurestore.cache import prepared_rows, window_events
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
-from featurestore.frames import load_snapshot, training_frame
+from featurestore.frames import TrainingFrame, load_snapshot, training_frame
 from featurestore.online import SCHEMA as ONLINE_SCHEMA
 from featurestore.online import OnlineStore
 from featurestore.project import Project
@@ -103,11 +103,14 @@ def _column_stats(table: Any, source: str, name: str, kind: str) -> dict[str, An
         result.update(rows=rows, nulls=nulls, null_fraction=round(nulls / rows, 6) if rows else None,
                       distinct=distinct)
         if _numeric(kind):
-            number = f"CAST({quoted} AS DOUBLE)"
-            low, high, mean, stddev, *quantiles = connection.execute(
+            # NaN and ±infinity are counted apart: the range, moments and bins are over finite values.
+            raw = f"CAST({quoted} AS DOUBLE)"
+            number = f"CASE WHEN isfinite({raw}) THEN {raw} END"
+            low, high, mean, stddev, *quantiles, not_finite = connection.execute(
                 f"SELECT min({number}), max({number}), avg({number}), stddev_samp({number}), "
-                + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES) + " FROM v").fetchone()
-            result.update(min=low, max=high, mean=mean, stddev=stddev,
+                + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES)
+                + f", count({raw}) - count({number}) FROM v").fetchone()
+            result.update(min=low, max=high, mean=mean, stddev=stddev, not_finite=not_finite,
                           quantiles={str(q): value for q, value in zip(QUANTILES, quantiles)},
                           histogram=_histogram(connection, number, low, high))
         elif _orderable_time(kind):
@@ -152,18 +155,19 @@ def psi(expected: list[Any], actual: list[Any], *, numeric: bool) -> float:
     """The population stability index of `actual` against `expected` (plain Python lists; None is NULL).
 
     Numbers fall into bins cut at the deciles of `expected` (fewer where values repeat); other values
-    are their own categories. NULL is a bin of its own. Each share is floored at 1e-4.
+    are their own categories. NULL (and NaN) is a bin of its own. Each share is floored at 1e-4.
     """
     import numpy as np
 
     if not expected or not actual:
         raise FeatureStoreError("drift needs values on both sides: the snapshot or the online store has none")
     if numeric:
-        known = np.array([v for v in expected if v is not None], dtype=float)
+        known = np.array([v for v in expected if v is not None and not math.isnan(v)], dtype=float)
         edges = np.unique(np.quantile(known, np.linspace(0, 1, BINS + 1)[1:-1])) if known.size else np.array([])
 
         def binned(values: list[Any]) -> list[Any]:
-            return [None if v is None else int(np.searchsorted(edges, float(v), side="right")) for v in values]
+            return [None if v is None or math.isnan(v) else int(np.searchsorted(edges, float(v), side="right"))
+                    for v in values]  # NaN shares NULL's bin
 
         expected, actual = binned(expected), binned(actual)
     counted, seen = Counter(expected), Counter(actual)
@@ -175,12 +179,16 @@ def psi(expected: list[Any], actual: list[Any], *, numeric: bool) -> float:
     return total
 
 
-def drift(project: Project, name: str, snapshot: str | Path) -> list[dict[str, Any]]:
-    """Per feature of view `name` found in the snapshot: PSI of the online store's values (every entity
-    it holds, as of the view's last materialization) against the snapshot's, and a verdict."""
+def drift(project: Project, name: str, snapshot: str | Path | TrainingFrame) -> list[dict[str, Any]]:
+    """Per feature of view `name` found in the snapshot (a path, or a loaded one): PSI of the online
+    store's values (every entity it holds, as of the view's last materialization) against the
+    snapshot's, and a verdict. Features are matched by name (view.feature), not by column name."""
     view = view_named(project.views, name)
-    frame = load_snapshot(snapshot)
+    frame = snapshot if isinstance(snapshot, TrainingFrame) else load_snapshot(snapshot)
     table = frame.to_arrow()
+    qualified = list(frame.info.get("features", []))
+    # The frame's last columns are its features, in the order of `features`.
+    columns = dict(zip(qualified, table.column_names[len(table.column_names) - len(qualified):]))
     url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
     with postgres.connect(url) as connection:
         known = connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{ONLINE_SCHEMA}.watermarks"]).fetchone()[0]
@@ -198,7 +206,7 @@ def drift(project: Project, name: str, snapshot: str | Path) -> list[dict[str, A
         online.close()
     results = []
     for feature in view.features:
-        output = next((c for c in (feature.name, f"{view.name}__{feature.name}") if c in table.column_names), None)
+        output = columns.get(feature.qualified)
         if output is None or current is None:
             continue
         expected = table.column(output).to_pylist()
@@ -208,7 +216,7 @@ def drift(project: Project, name: str, snapshot: str | Path) -> list[dict[str, A
         results.append({"feature": feature.name, "psi": round(index, 4), "verdict": verdict,
                         "snapshot_rows": len(expected), "online_entities": len(actual)})
     if not results:
-        raise FeatureStoreError(f"snapshot {snapshot} holds none of view '{view.name}''s features "
+        raise FeatureStoreError(f"the snapshot holds none of view '{view.name}''s features "
                                 f"({', '.join(f.name for f in view.features)})")
     return results
 

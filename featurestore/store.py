@@ -319,7 +319,7 @@ class FeatureStore:
 
         return feature_stats(self.project, view, since=since)
 
-    def drift(self, view: str, snapshot: str | Path) -> list[dict[str, Any]]:
+    def drift(self, view: str, snapshot: str | Path | TrainingFrame) -> list[dict[str, Any]]:
         """Per feature of `view` in the training snapshot: PSI of the online store's values against it."""
         from featurestore.stats import drift
 

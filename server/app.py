@@ -374,17 +374,27 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         store.view(view)
         return FastJSONResponse(next(v for v in store.catalog() if v["view"] == view))
 
-    catalog_page: dict[str, Any] = {"html": None, "at": 0.0}
+    catalog_pages: dict[Any, tuple[float, str]] = {}  # the key's tags (None: all views) → (rendered at, page)
     catalog_lock = asyncio.Lock()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def catalog() -> HTMLResponse:
-        """The feature catalog (`featurestore docs`), rendered at most once a minute."""
+    async def catalog(request: Request) -> HTMLResponse:
+        """The feature catalog (`featurestore docs`), rendered at most once a minute; with API keys, for a
+        valid key only, showing the views its tags allow."""
+        who = caller(request.headers.get)
+        shown = None if who.tags is None else [name for name, view in store.views.items()
+                                               if set(view.tags) <= set(who.tags)]
+        slot = None if who.tags is None else tuple(sorted(who.tags))
         async with catalog_lock:
-            if catalog_page["html"] is None or time.monotonic() - catalog_page["at"] > CATALOG_SECONDS:
-                catalog_page["html"] = await asyncio.to_thread(render_catalog, store)
-                catalog_page["at"] = time.monotonic()
-        return HTMLResponse(catalog_page["html"])
+            rendered = catalog_pages.get(slot)
+            if rendered is None or time.monotonic() - rendered[0] > CATALOG_SECONDS:
+                try:
+                    page = await asyncio.to_thread(render_catalog, store, views=shown)
+                except Exception as exc:  # the data behind it (sources, PostgreSQL) failed: not the client's doing
+                    raise HTTPProblem(503, f"the catalog could not be rendered: {_first_line(exc)}",
+                                      {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+                rendered = catalog_pages[slot] = (time.monotonic(), page)
+        return HTMLResponse(rendered[1])
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:
@@ -425,6 +435,11 @@ def _features_request(raw: bytes) -> FeaturesRequest:
                   for e in exc.errors(include_url=False)]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         raise HTTPProblem(422, f"{first['field']}: {first['message']}", errors=errors) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bearer(header: str) -> str:

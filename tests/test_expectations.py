@@ -48,7 +48,10 @@ def test_validate_reports_bad_expectations_at_their_line(project_with_events: Pr
     assert "did you mean 'amount'" in problems[0]["hint"]
     project.view("spend", HEADER + "-- expect: sum(amount) > 0\nSELECT user_id, ts, amount, label FROM events\n")
     code, problems = project.validate(capsys)
-    assert code == 1 and "must be a condition on one row's features" in problems[0]["message"]
+    assert code == 1 and "must be one condition on one row's features" in problems[0]["message"]
+    project.view("spend", HEADER + "-- expect: amount > 0; DROP TABLE events\nSELECT user_id, ts, amount, label FROM events\n")
+    code, problems = project.validate(capsys)
+    assert code == 1 and "must be one condition" in problems[0]["message"]  # one condition, never a statement
     project.view("spend", HEADER + "-- expect: amount >= -10, coalesce(label, 'y') IN ('x', 'y'), label not null\n"
                                    "SELECT user_id, ts, amount, label FROM events\n")
     assert project.validate(capsys)[0] == 0
@@ -59,7 +62,7 @@ def test_a_failed_expectation_stops_the_run_and_writes_nothing(project_with_even
     project = project_with_events
     project.view("spend", HEADER + "-- expect: amount >= 0, label not null\nSELECT user_id, ts, amount, label FROM events\n")
     store = FeatureStore(project.root, consumer="test")
-    with pytest.raises(FeatureStoreError, match=r"spend.sql:4: view 'spend': 1 row fails `expect: label IS NOT NULL` "
+    with pytest.raises(FeatureStoreError, match=r"spend.sql:4: view 'spend': 1 row fails `expect: NOT label IS NULL` "
                                                 r"\(e.g. \{\"user_id\":2,.*nothing was written.*quarantine"):
         store.materialize(until=UNTIL)
     with psycopg.connect(postgres_url) as connection:  # the run left nothing behind
@@ -80,8 +83,22 @@ def test_quarantine_sets_failing_rows_aside_and_serves_the_rest(project_with_eve
     online = store.online({"user_id": [0, 1, 2]}, ["spend.*"], at=UNTIL)
     assert online["amount"].to_list() == [2.0, 3.0, None]  # user 2's latest row was set aside: not served
     [(view, expectation, row)] = quarantined(postgres_url)
-    assert (view, expectation) == ("spend", "label IS NOT NULL")
+    assert (view, expectation) == ("spend", "NOT label IS NULL")
     assert row == {"user_id": 2, "ts": "2026-01-01 08:00:00+00", "amount": 4.0, "label": None}
+    store.close()
+
+
+def test_quarantined_rows_keep_nan_as_null(project_with_events: ProjectDir, postgres_url: str) -> None:
+    project = project_with_events
+    project.write_config('[online]\non_failed_expectation = "quarantine"\n')
+    project.view("spend", HEADER + "-- expect: ratio < 1\n"
+                                   "SELECT user_id, ts, CASE WHEN user_id = 0 THEN 'NaN'::DOUBLE ELSE amount END AS ratio "
+                                   "FROM events\n")
+    store = FeatureStore(project.root, consumer="test")
+    [run] = store.materialize(until=UNTIL)
+    assert run.quarantined == 3  # NaN is greater than every number in DuckDB; users 1 and 2 have 3.0 and 4.0
+    rows = {r[2]["user_id"]: r[2]["ratio"] for r in quarantined(postgres_url)}
+    assert rows == {0: None, 1: 3.0, 2: 4.0}  # NaN is not JSON: recorded as null
     store.close()
 
 

@@ -182,6 +182,12 @@ def test_api_keys_and_tags(project: ProjectDir, postgres_url: str, monkeypatch: 
         metrics = client.get("/metrics", headers={"X-API-Key": KEYS["fraud"]}).text
         assert 'consumer="fraud"' in metrics and "someone_else" not in metrics  # the key names the consumer
         assert KEYS["fraud"] not in metrics
+        # The catalog page too needs a key, and shows only the views the key's tags allow.
+        assert client.get("/").status_code == 401
+        everything = client.get("/", headers={"X-API-Key": KEYS["fraud"]}).text
+        limited = client.get("/", headers={"X-API-Key": KEYS["analytics"]}).text
+        assert 'id="view-profile"' in everything and 'id="view-profile"' not in limited
+        assert 'id="view-spend"' in limited  # untagged views are open to every key
     store.close()
 
 

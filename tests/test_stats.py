@@ -78,6 +78,16 @@ def test_statistics_equal_numpy_on_the_same_rows(store: FeatureStore) -> None:
     assert later["amount"]["rows"] == 50 and later["amount"]["nulls"] == 5
 
 
+def test_nan_and_infinity_are_counted_apart(project: ProjectDir, store: FeatureStore) -> None:
+    project.view("odd", HEADER + "SELECT user_id, ts, CASE WHEN user_id = 0 THEN 'NaN'::DOUBLE WHEN user_id = 1 "
+                                 "THEN 'inf'::DOUBLE ELSE amount END AS x FROM events\n")
+    [x] = FeatureStore(project.root, consumer="test").stats("odd")
+    assert x["not_finite"] == 20  # users 0 and 1: 10 rows each
+    finite = [v for i, v in enumerate(AMOUNTS) if i % 20 not in (0, 1) and v is not None]
+    assert (x["min"], x["max"]) == (min(finite), max(finite)) and sum(b["count"] for b in x["histogram"]) == len(finite)
+    assert psi([1.0, float("nan"), 2.0], [float("nan")] * 3, numeric=True) > 0  # NaN shares NULL's bin
+
+
 def test_window_statistics_are_the_features_at_the_end_of_the_data(store: FeatureStore) -> None:
     [n] = store.stats("activity")
     # At just after the last event (199h), each of the 20 users has one or two events in the last day.

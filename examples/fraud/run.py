@@ -114,7 +114,9 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 def serve(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "featurestore.cli", "serve", "--project", str(root), "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(root / ".featurestore" / "example-server.log", "w")  # read only if it fails to start
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    log.close()  # the server holds its own copy
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -123,7 +125,7 @@ def serve(root: Path) -> tuple[subprocess.Popen, str]:
                     return server, base
         except OSError:
             if server.poll() is not None:
-                raise SystemExit("the server did not start: " + server.stderr.read().decode()) from None
+                raise SystemExit("the server did not start: " + Path(log.name).read_text()) from None
             time.sleep(0.1)
     server.kill()
     raise SystemExit("the server did not become ready in 30 s")
@@ -202,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
               f"equal the training frame's at 2026-11-01, value for value")
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
     from featurestore.docs import build_site
 
     page = build_site(store, out / "site", snapshot=snapshot)
+    store.close()
     print(f"== the feature catalog, with each feature's drift since this training snapshot: {page.relative_to(root)}")
     return 0
 

@@ -29,7 +29,10 @@ _LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 @contextlib.contextmanager
 def session(spark: Any = None, master: str | None = None) -> Iterator[Any]:
-    """`spark`, or the process's local session (started on first use: a few seconds), in UTC."""
+    """`spark`, or the process's local session (started on first use: a few seconds), in UTC.
+
+    The time zone is the session's: frames built at once on one session from several threads
+    could put it back under each other. Build them one at a time per session."""
     if spark is None:
         spark = local_session(master)
     previous = spark.conf.get("spark.sql.session.timeZone")

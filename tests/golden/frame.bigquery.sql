@@ -1,3 +1,4 @@
+-- BigQuery's TIMESTAMP is UTC; naive DATETIME spine times are read as UTC.
 WITH `__fs_spine` AS (
   SELECT
     `user_id`,

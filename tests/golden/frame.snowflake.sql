@@ -1,3 +1,4 @@
+-- Run with the session time zone UTC: ALTER SESSION SET TIMEZONE = 'UTC';
 WITH "__fs_spine" AS (
   SELECT
     "user_id",
