@@ -117,6 +117,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"did you mean '{match}'?" if match else ""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message up to its first line break (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _relative(path: Path, root: Path | None) -> Path:
     if root is None:
         return path

@@ -47,7 +47,7 @@ from pydantic import (
 
 from featurestore import FeatureStore
 from featurestore.docs import render_catalog
-from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError
+from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError, first_line
 from featurestore.selection import FeatureDeprecationWarning
 from featurestore.spec import INTEGER_TYPES
 from server.metrics import Metrics
@@ -391,7 +391,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
                 try:
                     page = await asyncio.to_thread(render_catalog, store, views=shown)
                 except Exception as exc:  # the data behind it (sources, PostgreSQL) failed: not the client's doing
-                    raise HTTPProblem(503, f"the catalog could not be rendered: {_first_line(exc)}",
+                    raise HTTPProblem(503, f"the catalog could not be rendered: {first_line(exc)}",
                                       {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
                 rendered = catalog_pages[slot] = (time.monotonic(), page)
         return HTMLResponse(rendered[1])
@@ -435,11 +435,6 @@ def _features_request(raw: bytes) -> FeaturesRequest:
                   for e in exc.errors(include_url=False)]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         raise HTTPProblem(422, f"{first['field']}: {first['message']}", errors=errors) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _bearer(header: str) -> str:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import FeatureStoreError, first_line
 from featurestore.spec import Column
 
 if TYPE_CHECKING:
@@ -119,8 +119,8 @@ def _bind_error(exc: Exception) -> BindError:
 
 
 def _first_line(exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^(Binder|Parser|Catalog|Conversion|IO|Invalid Input|Not implemented) Error: ", "", first)
+    """The first line of DuckDB's message, without its error class."""
+    return re.sub(r"^(Binder|Parser|Catalog|Conversion|IO|Invalid Input|Not implemented) Error: ", "", first_line(exc))
 
 
 def _utc(connection: duckdb.DuckDBPyConnection) -> None:

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import FeatureStoreError, first_line
 
 __all__ = ["arrow", "has_table", "load_arrow", "local_session", "session"]
 
@@ -69,7 +69,7 @@ def local_session(master: str | None = None) -> Any:
         with _quiet():
             spark = builder.getOrCreate()
     except Exception as exc:  # PySpark's start-up errors share no base class
-        raise FeatureStoreError(f"Spark could not start ({_first_line(exc)}); check that Java 17+ works "
+        raise FeatureStoreError(f"Spark could not start ({first_line(exc)}); check that Java 17+ works "
                                 "(`java -version`) and that PySpark is installed") from None
     spark.sparkContext.setLogLevel("FATAL")
     return spark
@@ -101,7 +101,7 @@ def _errors() -> Iterator[None]:
         with _quiet():
             yield
     except PySparkException as exc:
-        raise FeatureStoreError(f"Spark refused the query: {_first_line(exc)}") from None
+        raise FeatureStoreError(f"Spark refused the query: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -110,8 +110,3 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
