@@ -234,7 +234,7 @@ def _check_expectations(project: Project, offline: Any, view: FeatureView, until
         from featurestore.compiler.windows import WindowRows
         from featurestore.spec import Column
 
-        at = exp.cast(exp.Literal.string(until.isoformat()), "TIMESTAMPTZ").sql(dialect="duckdb")
+        at = instant(until).sql(dialect="duckdb")
         spine = duck.arrow(offline, f"SELECT {keys}, {at} AS __fs_until, CAST(row_number() OVER () AS BIGINT) AS {ROW} "
                                     f"FROM (SELECT DISTINCT {keys} FROM __fs_batch)")
         duck.load_arrow(offline, "__fs_expect_spine", spine)

@@ -23,6 +23,7 @@ from typing import Any
 from sqlglot import exp
 
 from featurestore.cache import prepared_rows, window_events
+from featurestore.compiler.point_in_time import instant
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
@@ -32,7 +33,7 @@ from featurestore.online import OnlineStore
 from featurestore.project import Project
 from featurestore.selection import view_named
 from featurestore.sources import register_sources
-from featurestore.spec import FeatureView
+from featurestore.spec import INTEGER_TYPES, FeatureView
 
 __all__ = ["PSI_MODERATE", "PSI_SIGNIFICANT", "drift", "feature_stats", "psi"]
 
@@ -47,10 +48,15 @@ _FLOOR = 1e-4  # a bin's share is at least this, so an empty bin does not make t
 def feature_stats(project: Project, name: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
     """Per feature of view `name`: rows, NULLs, distinct values, and for numbers the range, mean,
     quantiles and a histogram of `BINS` equal-width bins; for text and booleans the top values."""
+    import duckdb
+
     view = view_named(project.views, name)
     values = _offline_values(project, view, since)
-    return [_column_stats(values, feature.name if view.windows else feature.column, feature.name, feature.type)
-            for feature in view.features]
+    with duckdb.connect() as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.register("v", values)
+        return [_column_stats(connection, feature.name if view.windows else feature.column, feature.name, feature.type)
+                for feature in view.features]
 
 
 def _offline_values(project: Project, view: FeatureView, since: datetime | None) -> Any:
@@ -67,8 +73,7 @@ def _offline_values(project: Project, view: FeatureView, since: datetime | None)
                     exp.Subquery(this=prepared_rows(project, view, columns), alias=exp.TableAlias(
                         this=exp.to_identifier("p", quoted=True))))
                 if since is not None:
-                    rows = rows.where(exp.GTE(this=exp.column("__fs_ts", quoted=True),
-                                              expression=exp.cast(exp.Literal.string(since.isoformat()), "TIMESTAMPTZ")))
+                    rows = rows.where(exp.GTE(this=exp.column("__fs_ts", quoted=True), expression=instant(since)))
                 return duck.arrow(connection, rows.sql(dialect="duckdb"))
             # A window view's features for every entity with events, as of just after its last event is known.
             events = window_events(project, view)
@@ -83,43 +88,38 @@ def _distinct_keys_at_end(view: FeatureView, events: exp.Select, since: datetime
     """SELECT DISTINCT keys, <last known-at + 1 µs> AS _stats_at FROM events [WHERE __fs_ts >= since]."""
     keys = ", ".join(exp.column(k, quoted=True).sql(dialect="duckdb") for k in view.entity)
     where = "" if since is None else \
-        f" AND __fs_ts >= {exp.cast(exp.Literal.string(since.isoformat()), 'TIMESTAMPTZ').sql(dialect='duckdb')}"
+        f" AND __fs_ts >= {instant(since).sql(dialect='duckdb')}"
     not_null = " AND ".join(f"{exp.column(k, quoted=True).sql(dialect='duckdb')} IS NOT NULL" for k in view.entity)
     return (f"WITH e AS ({events.sql(dialect='duckdb')}) SELECT DISTINCT {keys}, "
             f"(SELECT max(__fs_known) FROM e) + INTERVAL 1 MICROSECOND AS _stats_at FROM e WHERE {not_null}{where}")
 
 
-def _column_stats(table: Any, source: str, name: str, kind: str) -> dict[str, Any]:
-    import duckdb
-
-    values = table.select([source])
+def _column_stats(connection: Any, source: str, name: str, kind: str) -> dict[str, Any]:
+    """The statistics of column `source` of the table `v` registered in `connection`."""
     result: dict[str, Any] = {"feature": name, "type": kind}
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        connection.register("v", values)
-        quoted = exp.column(source, quoted=True).sql(dialect="duckdb")
-        rows, nulls, distinct = connection.execute(
-            f"SELECT count(*), count(*) - count({quoted}), approx_count_distinct({quoted}) FROM v").fetchone()
-        result.update(rows=rows, nulls=nulls, null_fraction=round(nulls / rows, 6) if rows else None,
-                      distinct=distinct)
-        if _numeric(kind):
-            # NaN and ±infinity are counted apart: the range, moments and bins are over finite values.
-            raw = f"CAST({quoted} AS DOUBLE)"
-            number = f"CASE WHEN isfinite({raw}) THEN {raw} END"
-            low, high, mean, stddev, *quantiles, not_finite = connection.execute(
-                f"SELECT min({number}), max({number}), avg({number}), stddev_samp({number}), "
-                + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES)
-                + f", count({raw}) - count({number}) FROM v").fetchone()
-            result.update(min=low, max=high, mean=mean, stddev=stddev, not_finite=not_finite,
-                          quantiles={str(q): value for q, value in zip(QUANTILES, quantiles)},
-                          histogram=_histogram(connection, number, low, high))
-        elif _orderable_time(kind):
-            low, high = connection.execute(f"SELECT min({quoted})::VARCHAR, max({quoted})::VARCHAR FROM v").fetchone()
-            result.update(min=low, max=high)
-        else:
-            top = connection.execute(f"SELECT {quoted}::VARCHAR, count(*) FROM v WHERE {quoted} IS NOT NULL "
-                                     f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}").fetchall()
-            result["top"] = [{"value": value, "count": count} for value, count in top]
+    quoted = exp.column(source, quoted=True).sql(dialect="duckdb")
+    rows, nulls, distinct = connection.execute(
+        f"SELECT count(*), count(*) - count({quoted}), approx_count_distinct({quoted}) FROM v").fetchone()
+    result.update(rows=rows, nulls=nulls, null_fraction=round(nulls / rows, 6) if rows else None,
+                  distinct=distinct)
+    if _numeric(kind):
+        # NaN and ±infinity are counted apart: the range, moments and bins are over finite values.
+        raw = f"CAST({quoted} AS DOUBLE)"
+        number = f"CASE WHEN isfinite({raw}) THEN {raw} END"
+        low, high, mean, stddev, *quantiles, not_finite = connection.execute(
+            f"SELECT min({number}), max({number}), avg({number}), stddev_samp({number}), "
+            + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES)
+            + f", count({raw}) - count({number}) FROM v").fetchone()
+        result.update(min=low, max=high, mean=mean, stddev=stddev, not_finite=not_finite,
+                      quantiles={str(q): value for q, value in zip(QUANTILES, quantiles)},
+                      histogram=_histogram(connection, number, low, high))
+    elif _orderable_time(kind):
+        low, high = connection.execute(f"SELECT min({quoted})::VARCHAR, max({quoted})::VARCHAR FROM v").fetchone()
+        result.update(min=low, max=high)
+    else:
+        top = connection.execute(f"SELECT {quoted}::VARCHAR, count(*) FROM v WHERE {quoted} IS NOT NULL "
+                                 f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}").fetchall()
+        result["top"] = [{"value": value, "count": count} for value, count in top]
     return result
 
 
@@ -140,8 +140,7 @@ def _histogram(connection: Any, number: str, low: float | None, high: float | No
 
 def _numeric(kind: str) -> bool:
     upper = kind.upper()
-    return upper in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                     "UBIGINT", "FLOAT", "DOUBLE", "REAL") or upper.startswith("DECIMAL")
+    return upper in INTEGER_TYPES or upper in ("FLOAT", "DOUBLE", "REAL") or upper.startswith("DECIMAL")
 
 
 def _orderable_time(kind: str) -> bool:
