@@ -34,7 +34,7 @@ from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.project import Project
-from featurestore.selection import Selected, select_features
+from featurestore.selection import Selected, by_view, select_features
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, Column
 
@@ -155,18 +155,16 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             spine_table = _spine_arrow(spine, connection, project)
             spine_columns = _describe_spine(connection, spine_table)
             selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
-            by_view: dict[str, list[Selected]] = {}
-            for item in selected:
-                by_view.setdefault(item.feature.view, []).append(item)
-            views = [project.views[name] for name in by_view]
+            grouped = by_view(selected)
+            views = [project.views[name] for name in grouped]
             _check_spine(spine_columns, timestamp, views)
             if engine == "spark":
-                result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, by_view,
+                result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, grouped,
                                                   plan, spark, loaded)
                 result = _as_duckdb_types(result, _feature_schema(connection, result.column_names, joins))
             else:
                 result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
-                                                          by_view, plan, loaded, cache=cache and database is not None)
+                                                          grouped, plan, loaded, cache=cache and database is not None)
     finally:
         connection.close()
     if cache and stale:
@@ -187,7 +185,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 
 
 def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                  timestamp: str, by_view: dict[str, list[Selected]], plan: str, loaded: set[str], *,
+                  timestamp: str, grouped: dict[str, list[Selected]], plan: str, loaded: set[str], *,
                   cache: bool) -> tuple[Any, str, list[Any], list[Any]]:
     """The features of every spine row, computed by DuckDB (one statement): the result, its SQL,
     the joins, and the views computed from their sources (to cache for the next frame).
@@ -196,7 +194,7 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
     duck.load_arrow(connection, "__fs_spine", numbered)
     joins: list[Any] = []
     stale: list[Any] = []
-    for name, items in by_view.items():
+    for name, items in grouped.items():
         view = project.views[name]
         if view.windows:
             register_sources(connection, project, [view], every_source=False, loaded=loaded)
@@ -223,12 +221,12 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
 
 _SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
 _SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
-_SPARK_PLANS = ("auto", "last", "ranked", "join", "frames")
+_SPARK_PLANS = tuple(dict.fromkeys([*_SPARK_SNAPSHOT_PLANS, *_SPARK_WINDOW_PLANS]))
 _DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames")
 
 
 def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                 timestamp: str, by_view: dict[str, list[Selected]], plan: str, spark: Any,
+                 timestamp: str, grouped: dict[str, list[Selected]], plan: str, spark: Any,
                  loaded: set[str]) -> tuple[Any, str, list[Any]]:
     """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
 
@@ -242,7 +240,7 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
 
     from featurestore.engines import spark as sparks
 
-    views = [project.views[name] for name in by_view]
+    views = [project.views[name] for name in grouped]
     keys = list(dict.fromkeys(k for view in views for k in view.entity))
     types = {c.name: c.type for c in spine_columns}
     sent = _spine_for_spark(spine_table, keys, timestamp)
@@ -255,7 +253,7 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
         _check_spark_sources(project, views, session)
         joins: list[Any] = []
         for view in views:
-            items = tuple(by_view[view.name])
+            items = tuple(grouped[view.name])
             measured = plan == "auto" and _parquet_only(project, view)
             if measured:
                 register_sources(connection, project, [view], every_source=False, loaded=loaded)
@@ -313,19 +311,13 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
     types are the engine's own outside DuckDB. The latest value of a window (arg_max, last) is
     written for DuckDB and Spark only; elsewhere it is an error naming the view.
     """
-    selected = select_features(project.views, features, full_names=full_names)
-    by_view: dict[str, list[Selected]] = {}
-    for item in selected:
-        by_view.setdefault(item.feature.view, []).append(item)
-    views = [project.views[name] for name in by_view]
+    views = [project.views[name] for name in by_view(select_features(project.views, features))]
     keys = list(dict.fromkeys(k for view in views for k in view.entity))
-    clash = [s.output for s in selected if s.output in (*keys, timestamp)]
-    if clash:
-        raise FeatureStoreError(f"feature '{clash[0]}' has the name of a spine column; name features view__feature "
-                                "(full_names=True, or --full-names)")
+    # Again, now that the spine's columns are known: a feature named like one is the usual error.
+    grouped = by_view(select_features(project.views, features, full_names=full_names, taken=[*keys, timestamp]))
     joins: list[Any] = []
     for view in views:
-        items = tuple(by_view[view.name])
+        items = tuple(grouped[view.name])
         if view.windows:
             if dialect not in ("duckdb", "spark") and any(a.kind == "latest" for a in aggregates(view)):
                 raise FeatureStoreError(f"{view.path}: view '{view.name}' takes a latest value (arg_max or last), "

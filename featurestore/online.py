@@ -44,7 +44,7 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError
 from featurestore.project import Project
-from featurestore.selection import select_features, view_named
+from featurestore.selection import by_view, select_features, view_named
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, FeatureView
 
@@ -555,10 +555,8 @@ class OnlineStore:
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
         project = self._project
         selected = select_features(project.views, features, full_names=full_names, taken=given)
-        by_view: dict[str, list[Any]] = {}
-        for item in selected:
-            by_view.setdefault(item.feature.view, []).append(item)
-        views = [project.views[name] for name in by_view]
+        grouped = by_view(selected)
+        views = [project.views[name] for name in grouped]
         keys: list[tuple[str, str]] = []
         for view in views:
             types = {c.name: c.type for c in view.columns}
@@ -568,7 +566,7 @@ class OnlineStore:
                                             f"(given: {', '.join(given) or 'none'})")
                 if key not in dict(keys):
                     keys.append((key, types[key]))
-        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(by_view[v.name]), tuple(
+        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(grouped[v.name]), tuple(
             (c.name, postgres.postgres_type(c.type)) for c in v.columns if v.windows and c.name not in v.entity))
             for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]

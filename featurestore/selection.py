@@ -14,7 +14,7 @@ from typing import Iterable
 from featurestore.errors import BadRequestError, SunsetError, UnknownNameError, did_you_mean
 from featurestore.spec import Feature, FeatureView
 
-__all__ = ["FeatureDeprecationWarning", "Selected", "deprecation_warnings", "select_features", "view_named",
+__all__ = ["FeatureDeprecationWarning", "Selected", "by_view", "deprecation_warnings", "select_features", "view_named",
            "warn_deprecated"]
 
 
@@ -49,6 +49,14 @@ def select_features(views: dict[str, FeatureView], references: Iterable[str] | s
                 + ("" if item.output in taken else ", or select only one of them"))
         owners[item.output] = f"feature '{item.feature.qualified}'"
     return selected
+
+
+def by_view(selected: list[Selected]) -> dict[str, list[Selected]]:
+    """The selected features grouped by view, views in the order of their first feature."""
+    grouped: dict[str, list[Selected]] = {}
+    for item in selected:
+        grouped.setdefault(item.feature.view, []).append(item)
+    return grouped
 
 
 def _expand(views: dict[str, FeatureView], reference: str) -> list[Feature]:

@@ -58,7 +58,7 @@ def write(query: exp.Expr, dialect: str, view: FeatureView | None = None) -> str
         raise FeatureStoreError(f"{where}: it calls {', '.join(f + '()' for f in unknown)}, which sqlglot cannot "
                                 f"translate from DuckDB; write it with functions {dialect} also has")
     if dialect != "duckdb":
-        query = query.transform(lambda node: _in_seconds(node) if dialect == "trino" else node)
+        query = query.transform(_in_seconds) if dialect == "trino" else query.copy()  # changed below
         for ordered in query.find_all(exp.Ordered):  # our own columns hold no NULLs where they are sorted
             if isinstance(ordered.this, exp.Column) and ordered.this.name.startswith("__fs_"):
                 ordered.set("nulls_first", nulls_first_by_default(dialect, bool(ordered.args.get("desc"))))
