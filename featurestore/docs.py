@@ -12,16 +12,19 @@ not reachable. With a training snapshot, each view shows the drift (PSI) of its 
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from featurestore.errors import FeatureStoreError
 from featurestore.frames import load_snapshot
+from featurestore.governance import unread_features
 from featurestore.stats import PSI_MODERATE, PSI_SIGNIFICANT
 from featurestore.store import FeatureStore
 
 __all__ = ["build_site", "render_catalog"]
+
+UNUSED_DAYS = 30  # as `featurestore unused`: a feature nobody read for this long is unused
 
 
 def build_site(store: FeatureStore, out: str | Path = "site", *, snapshot: str | Path | None = None) -> Path:
@@ -46,9 +49,10 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
             described[name] = {**next(v for v in store.catalog() if v["view"] == name), "data": None, "online": None,
                                "recorded_consumers": None}
             notes.append(f"{name}: {exc}")
-    try:
-        unused: set[str] | None = {item["feature"] for item in store.unused() if item["kind"] == "feature"}
+    try:  # every read ever, once: the unused features (as `featurestore unused` finds them) come from it
         read = store.readers()
+        since = datetime.now(timezone.utc) - timedelta(days=UNUSED_DAYS)
+        unused: set[str] | None = {f.qualified for _, f, _, _ in unread_features(store.project, read, since)}
     except FeatureStoreError as exc:
         unused, read = None, {}
         notes.append(f"consumers and unused features: {exc}")

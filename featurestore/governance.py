@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlglot import exp
 
@@ -35,7 +35,8 @@ from featurestore.sources import register_sources
 from featurestore.spec import catalog_entry
 from featurestore.usage import readers
 
-__all__ = ["CONSUMER_DAYS", "describe_view", "plan", "records_at_ref", "render_plan_markdown", "unused_features"]
+__all__ = ["CONSUMER_DAYS", "describe_view", "plan", "records_at_ref", "render_plan_markdown", "unread_features",
+           "unused_features"]
 
 CONSUMER_DAYS = 30  # a recorded reader counts as a consumer for this long after its last read
 # Annotations that change values: a difference here (or in the SQL) is a logic change.
@@ -277,22 +278,28 @@ def unused_features(project: Project, url: str, days: int, now: datetime | None 
     """
     now = now or datetime.now(timezone.utc)
     ever = readers(project.settings, url)
-    recent_since = now - timedelta(days=days)
     sizes = _online_bytes(url, project)
     found: list[dict[str, Any]] = []
-    for view in project.views.values():
-        for feature in view.features:
-            reads = ever.get((view.name, feature.name), {})
-            last = max((info["last_read"] for info in reads.values()), default=None)
-            if last is not None and last >= recent_since:
-                continue
-            found.append({"kind": "feature", "feature": feature.qualified, "view": view.name, "owner": view.owner,
-                          "version": view.version, "last_read": last.isoformat() if last else None,
-                          "last_consumers": sorted(reads), "online_bytes": sizes.get((view.name, feature.column))})
+    for view, feature, last, reads in unread_features(project, ever, now - timedelta(days=days)):
+        found.append({"kind": "feature", "feature": feature.qualified, "view": view.name, "owner": view.owner,
+                      "version": view.version, "last_read": last.isoformat() if last else None,
+                      "last_consumers": sorted(reads), "online_bytes": sizes.get((view.name, feature.column))})
     read = {r for v in project.views.values() for r in v.reads}
     for source in sorted(set(project.settings.sources) - read):
         found.append({"kind": "source", "feature": None, "source": source, "owner": None, "last_read": None})
     return found
+
+
+def unread_features(project: Project, ever: dict[tuple[str, str], dict[str, dict[str, Any]]],
+                    since: datetime) -> Iterator[tuple[Any, Any, datetime | None, dict[str, dict[str, Any]]]]:
+    """(view, feature, last read or None, its readers) for each feature nobody read since `since`,
+    given every read ever recorded (`usage.readers`)."""
+    for view in project.views.values():
+        for feature in view.features:
+            reads = ever.get((view.name, feature.name), {})
+            last = max((info["last_read"] for info in reads.values()), default=None)
+            if last is None or last < since:
+                yield view, feature, last, reads
 
 
 def _online_bytes(url: str, project: Project) -> dict[tuple[str, str], int]:
