@@ -52,7 +52,8 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
     try:  # every read ever, once: the unused features (as `featurestore unused` finds them) come from it
         read = store.readers()
         since = datetime.now(timezone.utc) - timedelta(days=UNUSED_DAYS)
-        unused: set[str] | None = {f.qualified for _, f, _, _ in unread_features(store.project, read, since)}
+        unused: set[str] | None = {f.qualified for v, f, _, _ in unread_features(store.project, read, since)
+                                   if v.name in names}
     except FeatureStoreError as exc:
         unused, read = None, {}
         notes.append(f"consumers and unused features: {exc}")
@@ -73,7 +74,7 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
     return _PAGE.format(
         title=_e(f"Feature catalog · {store.root.name}"),
         generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        summary=f"{len(store.views)} views · {feature_count} features{unused_note}",
+        summary=f"{len(names)} views · {feature_count} features{unused_note}",
         graph=_lineage_svg(store, names),
         cards=cards,
         notes=f"<details class=notes><summary>Not shown</summary><ul>{problems}</ul></details>" if problems else "",

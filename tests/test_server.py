@@ -187,6 +187,7 @@ def test_api_keys_and_tags(project: ProjectDir, postgres_url: str, monkeypatch: 
         everything = client.get("/", headers={"X-API-Key": KEYS["fraud"]}).text
         limited = client.get("/", headers={"X-API-Key": KEYS["analytics"]}).text
         assert 'id="view-profile"' in everything and 'id="view-profile"' not in limited
+        assert f"{len(store.views)} views" in everything and f"{len(store.views) - 1} views" in limited
         assert 'id="view-spend"' in limited  # untagged views are open to every key
     store.close()
 
