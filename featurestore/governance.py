@@ -28,6 +28,7 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.online import SCHEMA as ONLINE_SCHEMA
+from featurestore.online import last_run
 from featurestore.project import Project, validate
 from featurestore.registry import git, project_records, require_git_ref
 from featurestore.selection import view_named
@@ -338,10 +339,7 @@ def describe_view(project: Project, name: str, url: str | None, now: datetime | 
     result["recorded_consumers"] = None
     if url is not None:
         with postgres.connect(url) as connection:
-            mark = connection.execute(
-                f"SELECT watermark, materialized_at, rows_written, late FROM {ONLINE_SCHEMA}.watermarks WHERE view = %s "
-                "AND version = %s", [view.name, view.version]).fetchone() if _has_table(
-                connection, ONLINE_SCHEMA, "watermarks") else None
+            mark = last_run(connection, view)
         if mark is not None:
             result["online"] = {"watermark": mark[0].isoformat(), "materialized_at": mark[1].isoformat(),
                                 "lag_seconds": round((now - mark[0]).total_seconds(), 3),
@@ -356,10 +354,6 @@ def describe_view(project: Project, name: str, url: str | None, now: datetime | 
         result["recorded_consumers"] = [{**c, "last_read": c["last_read"].isoformat()}
                                         for _, c in sorted(consumers.items())]
     return result
-
-
-def _has_table(connection: Any, schema: str, table: str) -> bool:
-    return connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.{table}"]).fetchone()[0]
 
 
 def _data_span(project: Project, view: Any) -> dict[str, Any]:

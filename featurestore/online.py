@@ -48,7 +48,7 @@ from featurestore.selection import by_view, select_features, view_named
 from featurestore.sources import register_sources
 from featurestore.spec import INTEGER_TYPES, FeatureView
 
-__all__ = ["SCHEMA", "OnlineStore", "Run", "materialize", "rows_frame", "unmaterialized"]
+__all__ = ["SCHEMA", "OnlineStore", "Run", "last_run", "materialize", "rows_frame", "unmaterialized"]
 
 SCHEMA = "featurestore_online"
 _TS = "__fs_ts"
@@ -99,11 +99,22 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
 def unmaterialized(project: Project, url: str) -> list[str]:
     """The views whose current version has no online table yet: `materialize` backfills them."""
     with postgres.connect(url) as connection:
-        if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{SCHEMA}.watermarks"]).fetchone()[0]:
-            done: set[tuple[str, str]] = set()
-        else:
-            done = {tuple(row) for row in connection.execute(f"SELECT view, version FROM {SCHEMA}.watermarks")}
+        done = {tuple(row) for row in connection.execute(f"SELECT view, version FROM {SCHEMA}.watermarks")} \
+            if _has_watermarks(connection) else set()
     return [v.name for v in project.views.values() if (v.name, v.version) not in done]
+
+
+def last_run(connection: Any, view: FeatureView) -> tuple | None:
+    """The last materialization of the view's current version: (watermark, materialized_at,
+    rows_written, late), or None if it has none."""
+    if not _has_watermarks(connection):
+        return None
+    return connection.execute(f"SELECT watermark, materialized_at, rows_written, late FROM {SCHEMA}.watermarks "
+                              "WHERE view = %s AND version = %s", [view.name, view.version]).fetchone()
+
+
+def _has_watermarks(connection: Any) -> bool:
+    return connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{SCHEMA}.watermarks"]).fetchone()[0]
 
 
 def _views(project: Project, names: Iterable[str] | None) -> list[FeatureView]:

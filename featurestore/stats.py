@@ -29,7 +29,7 @@ from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
 from featurestore.frames import TrainingFrame, load_snapshot, training_frame
 from featurestore.online import SCHEMA as ONLINE_SCHEMA
-from featurestore.online import OnlineStore
+from featurestore.online import OnlineStore, last_run
 from featurestore.project import Project
 from featurestore.selection import view_named
 from featurestore.sources import register_sources
@@ -190,9 +190,7 @@ def drift(project: Project, name: str, snapshot: str | Path | TrainingFrame) -> 
     columns = dict(zip(qualified, table.column_names[len(table.column_names) - len(qualified):]))
     url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
     with postgres.connect(url) as connection:
-        known = connection.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{ONLINE_SCHEMA}.watermarks"]).fetchone()[0]
-        mark = connection.execute(f"SELECT watermark FROM {ONLINE_SCHEMA}.watermarks WHERE view = %s AND version = %s",
-                                  [view.name, view.version]).fetchone() if known else None
+        mark = last_run(connection, view)
         if mark is None:
             raise FeatureStoreError(f"view '{view.name}' (version {view.version}) is not in the online store; "
                                     f"run `featurestore materialize --view {view.name}` first")
