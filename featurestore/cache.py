@@ -4,10 +4,11 @@ Data scientists build frames over the same features again and again. A view's ro
 kept in `featurestore_cache` as validity intervals (each row with the instant the next
 row of its keys becomes known), keyed by the view's version and a fingerprint of every
 source it reads: file sizes and modification times, row-hash checksums of DuckDB and
-PostgreSQL tables. Frames only read the cache; a stale or missing entry is computed
-inline for that frame and written afterwards, in the background, so the first frame
-pays nothing for the cache and later ones join by hash instead of sorting. When a
-row-wise view's file source only gained files, the refresh reads just those files.
+PostgreSQL tables. A frame fills a stale or missing entry itself, before it joins, when the
+project's `[offline] cache` setting says so (by default at the second read of the same
+version over the same sources, `read_before`), and otherwise computes the view inline;
+later frames join the intervals by hash instead of sorting. When a row-wise view's file
+source only gained files, the refresh reads just those files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,22 +40,44 @@ from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
 from featurestore.spec import FeatureView
 
-__all__ = ["SCHEMA", "added_files", "clear", "duplicate_error", "files_rewritten", "fill", "fingerprint", "fresh_table",
-           "prepared_rows", "refuse_duplicates", "source_state", "sources_of", "state_digest", "status"]
+__all__ = ["SCHEMA", "added_files", "cache_state", "cached_table", "clear", "duplicate_error", "files_rewritten", "fill",
+           "fingerprint", "prepared_rows", "read_before", "refuse_duplicates", "source_state", "sources_of", "state_digest", "status"]
 
 SCHEMA = "featurestore_cache"
 _ENTRIES = f"{SCHEMA}.catalog"
 
 
-def fresh_table(connection: Any, project: Project, view: FeatureView) -> exp.Table | None:
-    """The view's cached intervals if they match its version and sources now; reads only."""
+def cache_state(connection: Any, project: Project, view: FeatureView) -> tuple[bool, str]:
+    """Whether the view's cached intervals match its version and sources now, and its sources'
+    fingerprint now; reads only."""
+    now = fingerprint(connection, project, view)
     if not _has_schema(connection):
-        return None
+        return False, now
     row = duck.first_row(connection, f"SELECT fingerprint FROM {_ENTRIES} WHERE view = $1 AND version = $2",
                          [view.name, view.version])
-    if row is None or row[0] != fingerprint(connection, project, view):
-        return None
+    return row is not None and row[0] == now, now
+
+
+def cached_table(view: FeatureView) -> exp.Table:
+    """The table holding the view's cached intervals (see `cache_state` for whether they are current)."""
     return _table(view)
+
+
+def read_before(project: Project, view: FeatureView, digest: str) -> bool:
+    """Whether a frame already read this version of the view over sources with fingerprint `digest`;
+    records this read if not (a small file under `.featurestore/cache/reads/`, written atomically)."""
+    folder = project.settings.state_dir / "cache" / "reads"
+    marker = folder / f"{view.name}__{view.version}"
+    try:
+        if marker.read_text() == digest:
+            return True
+    except OSError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{marker.name}.{os.getpid()}.partial"
+    partial.write_text(digest)
+    os.replace(partial, marker)
+    return False
 
 
 def fill(connection: Any, project: Project, view: FeatureView, load_sources: Callable[[], None]) -> str:
@@ -257,7 +281,6 @@ def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:
 def status(project: Project) -> list[dict[str, Any]]:
     """One entry per cached view version: rows, whether it is current (version) and fresh (sources)."""
     settings = project.settings
-    duck.wait_for_background(settings.offline_database)
     if not settings.offline_database.exists():
         return []
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp", read_only=True)
@@ -281,9 +304,12 @@ def status(project: Project) -> list[dict[str, Any]]:
 
 
 def clear(project: Project, views: list[str] | None = None) -> int:
-    """Drop cached rows (of `views`, or all); returns how many entries were dropped."""
+    """Drop cached rows (of `views`, or all), and forget that frames read them; returns how many
+    entries were dropped."""
     settings = project.settings
-    duck.wait_for_background(settings.offline_database)
+    for marker in (settings.state_dir / "cache" / "reads").glob("*__*"):
+        if not views or marker.name.rsplit("__", 1)[0] in views:
+            marker.unlink(missing_ok=True)
     if not settings.offline_database.exists():
         return 0
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")

@@ -376,7 +376,6 @@ def _frame(args: argparse.Namespace) -> int:
             print(json.dumps(summary))
         else:
             print(f"wrote {len(frame):,} rows × {len(frame.columns)} columns to {args.out} in {elapsed:.2f}s")
-        _wait_for_cache(store)
         return 0
     head = frame.to_arrow().slice(0, args.head)
     if args.format == "json":
@@ -387,15 +386,8 @@ def _frame(args: argparse.Namespace) -> int:
         with pl.Config(tbl_cols=-1, tbl_width_chars=200):
             print(pl.from_arrow(head))
         print(f"{len(frame):,} rows in {elapsed:.2f}s")
-    _wait_for_cache(store)
     return 0
 
-
-def _wait_for_cache(store: Any) -> None:
-    from rich.console import Console
-
-    with Console(stderr=True).status("caching view rows for the next frame…"):
-        store.wait_for_cache()
 
 
 def _cache(args: argparse.Namespace) -> int:

@@ -126,6 +126,7 @@ class Settings(_Frozen):
     definitions: Path
     offline_database: Path
     postgres_url: str | None
+    offline_cache: Literal["on_first_read", "on_second_read", "off"] = "on_second_read"
     online_lookback: timedelta = timedelta(days=1)
     on_failed_expectation: Literal["fail", "quarantine"] = "fail"
     server: ServerSettings = ServerSettings()
@@ -185,7 +186,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
         problems.append(Problem(path, line, message, hint, code="config"))
 
-    allowed = {"definitions": None, "offline": {"database"}, "online": {"postgres_url", "lookback", "on_failed_expectation"}, "sources": None,
+    allowed = {"definitions": None, "offline": {"database", "cache"}, "online": {"postgres_url", "lookback", "on_failed_expectation"}, "sources": None,
                "server": {"max_entities", "keys", "allow_after_sunset"}}
     raw = dict(raw)
     for key, value in list(raw.items()):
@@ -205,6 +206,12 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
 
     definitions = _string(raw.get("definitions", "definitions"), problem, "", "definitions")
     database = _string(raw.get("offline", {}).get("database", ".featurestore/offline.duckdb"), problem, "offline", "database")
+    offline_cache = _string(raw.get("offline", {}).get("cache", "on_second_read"), problem, "offline", "cache")
+    if offline_cache not in _CACHE_CHOICES:
+        problem("offline", "cache", f"offline.cache: '{offline_cache}' is not a choice",
+                "write \"on_second_read\" (a frame that reads a view a second time caches its rows), "
+                "\"on_first_read\" (the first frame caches them) or \"off\"")
+        offline_cache = "on_second_read"
     url = _string(raw.get("online", {}).get("postgres_url", ""), problem, "online", "postgres_url")
     url = os.environ.get(POSTGRES_URL_ENV) or url or None
     lookback = timedelta(days=1)
@@ -244,6 +251,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         config_path=path,
         definitions=(root / definitions).resolve(),
         offline_database=(root / database).resolve(),
+        offline_cache=offline_cache,
         postgres_url=url,
         online_lookback=lookback,
         on_failed_expectation=on_failed,
@@ -252,6 +260,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         source_lines=source_lines,
     )
 
+
+_CACHE_CHOICES = ("on_second_read", "on_first_read", "off")
 
 _SOURCE_FORMS = (
     'write `name = "data/file.parquet"` (a Parquet or CSV file or glob), '

@@ -15,7 +15,16 @@ from typing import Any, Callable, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import duplicate_error, fill, fresh_table, prepared_rows, sources_of, window_events
+from featurestore.cache import (
+    cache_state,
+    cached_table,
+    duplicate_error,
+    fill,
+    prepared_rows,
+    read_before,
+    sources_of,
+    window_events,
+)
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -130,7 +139,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
-    computed inline, and cached in the background for the next frame. `plan` chooses how uncached
+    computed inline, or first cached when the project's `[offline] cache` setting says so. `plan` chooses how uncached
     views are joined (auto; asof, ranked or last for snapshot views, join or frames for window
     views); it exists for benchmarks and tests. `engine="spark"` runs the join on Apache Spark
     (`spark`, a SparkSession, or a local one) from the same definitions, with the same answer and
@@ -143,10 +152,10 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         only = " runs only on DuckDB" if plan in _DUCKDB_PLANS else " is not a plan"
         raise FeatureStoreError(f"plan '{plan}'{only}; with engine '{engine}' choose one of {', '.join(plans)}")
     settings = project.settings
+    cached = _cache_views(project, features, full_names) if cache and engine == "duckdb" else set()
     # Frames only read the offline database, so several processes can build frames at once.
     database = settings.offline_database if settings.offline_database.exists() else None
     connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
-    stale: list[Any] = []
     try:
         with duck.errors_as_feature_store_errors():
             loaded: set[str] = set()
@@ -163,12 +172,10 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
                                                   plan, spark, loaded)
                 result = _as_duckdb_types(result, _feature_schema(connection, result.column_names, joins))
             else:
-                result, sql, joins, stale = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
-                                                          grouped, plan, loaded, cache=cache and database is not None)
+                result, sql, joins = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
+                                                   grouped, plan, loaded, cached=cached)
     finally:
         connection.close()
-    if cache and stale:
-        duck.in_background(settings.offline_database, lambda: _fill(project, stale))
     hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
     table = spine_table
     for name in result.column_names:
@@ -186,14 +193,13 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 
 def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
                   timestamp: str, grouped: dict[str, list[Selected]], plan: str, loaded: set[str], *,
-                  cache: bool) -> tuple[Any, str, list[Any], list[Any]]:
-    """The features of every spine row, computed by DuckDB (one statement): the result, its SQL,
-    the joins, and the views computed from their sources (to cache for the next frame).
-    `loaded` names the sources already registered in `connection` (a SQL spine reads them)."""
+                  cached: set[str]) -> tuple[Any, str, list[Any]]:
+    """The features of every spine row, computed by DuckDB (one statement): the result, its SQL and
+    the joins. Views named in `cached` are joined from their cached rows, the others computed from
+    their sources; `loaded` names the sources already registered in `connection` (a SQL spine reads them)."""
     numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
     duck.load_arrow(connection, "__fs_spine", numbered)
     joins: list[Any] = []
-    stale: list[Any] = []
     for name, items in grouped.items():
         view = project.views[name]
         if view.windows:
@@ -201,11 +207,10 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
             events = window_events(project, view)
             joins.append(WindowRows(view, events, tuple(items), _choose_plans(connection, view, events, plan)))
             continue
-        table = fresh_table(connection, project, view) if cache else None
-        if table is not None:
-            joins.append(ViewRows(view, exp.select("*").from_(table), tuple(items), prepared=True, join="intervals"))
+        if name in cached:
+            joins.append(ViewRows(view, exp.select("*").from_(cached_table(view)), tuple(items), prepared=True,
+                                  join="intervals"))
             continue
-        stale.append(view)
         register_sources(connection, project, [view], every_source=False, loaded=loaded)
         rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
         joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=_choose_join(connection, view, rows, plan)))
@@ -216,7 +221,7 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
     _refuse_ties(lambda name, table: duck.load_arrow(connection, name, table),
                  lambda query: duck.first_row(connection, query.sql(dialect="duckdb")), joins, result,
                  repeated=result.num_rows != spine_table.num_rows)
-    return result, sql, joins, stale
+    return result, sql, joins
 
 
 _SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
@@ -485,11 +490,6 @@ def _refuse_ties(load: Callable[[str, Any], None], first: Callable[[exp.Query], 
                                 "length; please report it with the frame's SQL")
 
 
-# The cache is filled in the background, off the frame's critical path: it may spill to disk rather
-# than hold the whole view in memory (at 4M rows: 363 MiB instead of 770, in the same time).
-_FILL_MEMORY_LIMIT = "256MB"
-
-
 def data_problems(project: Project) -> list[Problem]:
     """Problems only the data shows: snapshot views with duplicate (keys, time) rows and no tie-break."""
     settings = project.settings
@@ -514,23 +514,46 @@ def data_problems(project: Project) -> list[Problem]:
     return problems
 
 
-def _fill(project: Project, views: list[Any]) -> None:
-    for view in views:
+def _cache_views(project: Project, features: Iterable[str] | str, full_names: bool) -> set[str]:
+    """The selected snapshot views whose rows the frame joins from the cache, filling it first where
+    the project's `[offline] cache` setting says so: at a view's first read ("on_first_read"), or at
+    the second read of the same version over the same sources ("on_second_read"; a view read once,
+    say while exploring, never pays for a fill). The fill runs here, inside the call: nothing is left
+    running, or writing, after the frame returns."""
+    settings = project.settings
+    if settings.offline_cache == "off":
+        return set()
+    views = [project.views[name] for name in by_view(select_features(project.views, features, full_names=full_names))
+             if not project.views[name].windows]
+    if not views:
+        return set()
+    database = settings.offline_database if settings.offline_database.exists() else None
+    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
+    try:
+        with duck.errors_as_feature_store_errors():
+            states = {view.name: cache_state(connection, project, view) for view in views}
+    finally:
+        connection.close()
+    fresh = {name for name, (current, _) in states.items() if current}
+    stale = [view for view in views if view.name not in fresh]
+    if settings.offline_cache == "on_second_read":
+        stale = [view for view in stale if read_before(project, view, states[view.name][1])]
+    for view in stale:
         try:
-            _fill_one(project, view, _FILL_MEMORY_LIMIT)
-        except FeatureStoreError as exc:
-            if "out of memory" not in str(exc).lower():
-                raise
-            _fill_one(project, view, None)  # an operator that cannot spill: use memory after all
+            _fill_one(project, view)
+            fresh.add(view.name)
+        except FeatureStoreError as exc:  # e.g. ties the frame may not touch: it computes the view inline
+            import warnings
+
+            warnings.warn(f"featurestore: could not update the cache: {exc}", RuntimeWarning, stacklevel=4)
+    return fresh
 
 
-def _fill_one(project: Project, view: Any, limit: str | None) -> None:
+def _fill_one(project: Project, view: Any) -> None:
     settings = project.settings
     connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
     try:
         with duck.errors_as_feature_store_errors():
-            if limit:
-                duck.set_memory_limit(connection, limit)
             loaded: set[str] = set()
             fill(connection, project, view,
                  lambda: register_sources(connection, project, [view], every_source=False, loaded=loaded))

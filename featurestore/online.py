@@ -157,7 +157,6 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
     settings = project.settings
     table = f"{view.name}__{view.version}"
     target = sql.Identifier(SCHEMA, table)
-    duck.wait_for_background(settings.offline_database)
     database = settings.offline_database if settings.offline_database.exists() else None
     offline = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
     batch_file = settings.state_dir / "tmp" / f"{table}.{os.getpid()}.csv"

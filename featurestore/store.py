@@ -13,7 +13,6 @@ from featurestore import cache, governance, registry
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
-from featurestore.engines.duckdb import wait_for_background
 from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.frames import TrainingFrame, data_problems, frame_sql, load_snapshot, training_frame
@@ -292,10 +291,6 @@ class FeatureStore:
     def cache_status(self) -> list[dict[str, Any]]:
         """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""
         return cache.status(self.project)
-
-    def wait_for_cache(self) -> None:
-        """Wait until view rows that frames cache in the background are written."""
-        wait_for_background(self.settings.offline_database)
 
     def clear_cache(self, views: list[str] | None = None) -> int:
         """Drop cached view rows (of `views`, or all); returns how many entries went."""

@@ -22,6 +22,7 @@ from conftest import T0, ProjectDir
 from featurestore import FeatureStore
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 50)
+FIRST_READ = '[offline]\ncache = "on_first_read"\n'  # every frame brings the cache up to date first
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 ROWS = st.fixed_dictionaries({
     "user_id": st.integers(0, 3),
@@ -52,7 +53,7 @@ def partitioned_project(root: Path, view: str) -> ProjectDir:
     project = ProjectDir(root)
     (root / "data" / "events").mkdir(parents=True)
     project.sources["events"] = '"data/events/*.parquet"'
-    project.write_config()
+    project.write_config(FIRST_READ)
     project.view("snap", HEADER + view)
     return project
 
@@ -90,11 +91,9 @@ def test_appended_files_refresh_the_cache_as_a_rebuild_would(batches: list[list[
         write_part(project.root, 0, batches[0])
         store = FeatureStore(project.root)
         frames_agree(store, spine)
-        store.wait_for_cache()
         for number, batch in enumerate(batches[1:], start=1):  # new files; late rows and ties with old ones too
             write_part(project.root, number, batch)
-            frames_agree(store, spine)  # stale: computed inline, then refreshed in the background
-            store.wait_for_cache()
+            frames_agree(store, spine)  # stale: refreshed, then joined from the cache
             [entry] = store.cache_status()
             assert (entry["fresh"], entry["refresh"]) == (True, "incremental")
             assert entry["read_rows"] <= len(batch)  # the new file's rows, not the history
@@ -102,7 +101,6 @@ def test_appended_files_refresh_the_cache_as_a_rebuild_would(batches: list[list[
         incremental = cached_rows(store)
         store.clear_cache()
         frames_agree(store, spine)
-        store.wait_for_cache()
         assert store.cache_status()[0]["refresh"] == "full"
         assert cached_rows(store) == incremental
 
@@ -116,10 +114,8 @@ def test_views_that_combine_rows_are_rebuilt(tmp_path: Path) -> None:
     store = FeatureStore(project.root)
     spine = one_spine_row(1, T0 + timedelta(hours=3))
     assert [r["change"] for r in frames_agree(store, spine)] == [None]
-    store.wait_for_cache()
     write_part(project.root, 1, rows[1:])
     frames_agree(store, spine)
-    store.wait_for_cache()
     assert store.cache_status()[0]["refresh"] == "full"
     assert [r["change"] for r in frames_agree(store, spine)] == [2.0]
 
@@ -131,11 +127,9 @@ def test_a_changed_file_means_a_rebuild(tmp_path: Path) -> None:
     store = FeatureStore(project.root)
     spine = one_spine_row(1, T0 + timedelta(hours=1))
     frames_agree(store, spine)
-    store.wait_for_cache()
     write_part(project.root, 0, [row | {"amount": 7.0}])  # rewritten in place
     write_part(project.root, 1, [row | {"user_id": 2}])
     assert [r["amount"] for r in frames_agree(store, spine)] == [7.0]
-    store.wait_for_cache()
     assert store.cache_status()[0]["refresh"] == "full"
     assert [r["amount"] for r in frames_agree(store, spine)] == [7.0]
 
@@ -147,10 +141,8 @@ def test_a_tie_across_files_without_created_is_refused(tmp_path: Path) -> None:
     store = FeatureStore(project.root)
     spine = one_spine_row(2, T0 + timedelta(hours=1))
     frames_agree(store, spine)
-    store.wait_for_cache()
     write_part(project.root, 1, [row | {"amount": 2.0}])  # the same (user_id, ts) again
     with pytest.warns(RuntimeWarning, match="could not update the cache: view 'snap' has several rows with "
                                             "user_id=1"):
         frames_agree(store, spine)
-        store.wait_for_cache()
     assert store.cache_status()[0]["fresh"] is False  # the old entry stays, marked stale

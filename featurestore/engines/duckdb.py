@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from featurestore.errors import FeatureStoreError, first_line
 from featurestore.spec import Column
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BindError", "Binder", "arrow", "arrow_types", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors", "first_row", "abandon", "in_background", "set_memory_limit", "table_checksum",
-           "wait_for_background"]
+           "errors_as_feature_store_errors", "first_row", "abandon", "set_memory_limit", "table_checksum"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ(_NS)?)$")
 
@@ -60,7 +58,6 @@ def describe_duckdb_table(database: Path, table: str) -> list[Column]:
 
     if not database.is_file():
         raise BindError(f"the offline database {database} does not exist", "create the table there first", None)
-    wait_for_background(database)
     try:
         with duckdb.connect(str(database), read_only=True) as connection:
             rows = connection.execute(
@@ -127,37 +124,6 @@ def _utc(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET TimeZone = 'UTC'")
 
 
-_background: dict[Path, threading.Thread] = {}
-
-
-def in_background(database: Path, work: Callable[[], None]) -> None:
-    """Run `work` (which writes `database`) in a thread; connections to `database` wait for it.
-
-    The interpreter waits for it at exit, so what it writes is not lost.
-    """
-    wait_for_background(database)
-    thread = threading.Thread(target=_quietly, args=(work,), name=f"featurestore {database.name}", daemon=False)
-    _background[database.resolve()] = thread
-    thread.start()
-
-
-def wait_for_background(database: Path) -> None:
-    key = database.resolve()
-    thread = _background.get(key)
-    if thread is not None and thread is not threading.current_thread():
-        thread.join()
-        _background.pop(key, None)
-
-
-def _quietly(work: Callable[[], None]) -> None:
-    try:
-        work()
-    except Exception as exc:  # a failed cache fill only means the next frame computes inline again
-        import warnings
-
-        warnings.warn(f"featurestore: could not update the cache: {exc}", RuntimeWarning, stacklevel=1)
-
-
 def connect_offline(database: Path | None, temp_directory: Path, *, read_only: bool = False,
                     lock_timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
     """The offline database (in memory when `database` is None), in UTC, spilling to `temp_directory`."""
@@ -169,8 +135,6 @@ def connect_offline(database: Path | None, temp_directory: Path, *, read_only: b
         temp_directory.mkdir(parents=True, exist_ok=True)
         _temp(connection, temp_directory)
         return connection
-    wait_for_background(database)
-
     database.parent.mkdir(parents=True, exist_ok=True)
     temp_directory.mkdir(parents=True, exist_ok=True)
     # DuckDB lets one process write a database file; another frame may hold it for a moment.
