@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,15 +34,17 @@ from featurestore.compiler.point_in_time import (
     duplicate_message,
     duplicates,
     point_in_time,
-    profile,
     taken_columns,
     ties,
 )
 from featurestore.compiler.render import nulls_first_by_default, write
-from featurestore.compiler.windows import WindowRows, aggregates, pair_counts
+from featurestore.compiler.shape import key_shape
+from featurestore.compiler.windows import WindowRows, aggregates
 from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
+from featurestore import planner
+from featurestore.planner import Choice, Shape, forced
 from featurestore.project import Project
 from featurestore.selection import Selected, by_view, select_features
 from featurestore.sources import register_sources
@@ -57,10 +60,11 @@ DATA = "frame.parquet"
 class TrainingFrame:
     """The spine's rows and columns, in its order, then the features; and how it was made."""
 
-    def __init__(self, table: Any, sql: str, info: dict[str, Any]) -> None:
+    def __init__(self, table: Any, sql: str, info: dict[str, Any], spine_columns: int = 0) -> None:
         self._table = table
         self.sql = sql
         self.info = info
+        self._spine_columns = spine_columns  # the spine's hash is taken when a snapshot needs it
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -103,6 +107,8 @@ class TrainingFrame:
             raise FeatureStoreError(f"a snapshot already exists in {folder}; snapshots are immutable, choose a new path")
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(self._table, folder / DATA)
+        if "spine_hash" not in self.info:
+            self.info["spine_hash"] = _content_hash(self._table.select(range(self._spine_columns)))
         manifest = {
             **self.info,
             "rows": self._table.num_rows,
@@ -168,12 +174,12 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             views = [project.views[name] for name in grouped]
             _check_spine(spine_columns, timestamp, views)
             if engine == "spark":
-                result, sql, joins = _spark_frame(connection, project, spine_table, spine_columns, timestamp, grouped,
+                result, sql, joins, choices = _spark_frame(connection, project, spine_table, spine_columns, timestamp, grouped,
                                                   plan, spark, loaded)
                 result = _as_duckdb_types(result, _feature_schema(connection, result.column_names, joins))
             else:
-                result, sql, joins = _duckdb_frame(connection, project, spine_table, spine_columns, timestamp,
-                                                   grouped, plan, loaded, cached=cached)
+                result, sql, joins, choices = _duckdb_frame(connection, project, spine_table, spine_columns,
+                                                            timestamp, grouped, plan, loaded, cached=cached)
     finally:
         connection.close()
     hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
@@ -185,43 +191,48 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         "features": [s.feature.qualified for s in selected],
         "view_versions": {v.name: v.version for v in views},
         "timestamp": timestamp,
-        "spine_hash": _content_hash(spine_table),
         "engine": engine,
+        "plans": [choice.as_dict() for choice in choices],
     }
-    return TrainingFrame(table, sql, info)
+    return TrainingFrame(table, sql, info, spine_table.num_columns)
 
 
 def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
                   timestamp: str, grouped: dict[str, list[Selected]], plan: str, loaded: set[str], *,
-                  cached: set[str]) -> tuple[Any, str, list[Any]]:
+                  cached: set[str]) -> tuple[Any, str, list[Any], list[Choice]]:
     """The features of every spine row, computed by DuckDB (one statement): the result, its SQL and
     the joins. Views named in `cached` are joined from their cached rows, the others computed from
     their sources; `loaded` names the sources already registered in `connection` (a SQL spine reads them)."""
     numbered = spine_table.append_column(ROW, _row_numbers(spine_table.num_rows))
     duck.load_arrow(connection, "__fs_spine", numbered)
     joins: list[Any] = []
+    choices: list[Choice] = []
     for name, items in grouped.items():
         view = project.views[name]
         if view.windows:
             register_sources(connection, project, [view], every_source=False, loaded=loaded)
             events = window_events(project, view)
-            joins.append(WindowRows(view, events, tuple(items), _choose_plans(connection, view, events, plan)))
-            continue
-        if name in cached:
-            joins.append(ViewRows(view, exp.select("*").from_(cached_table(view)), tuple(items), prepared=True,
-                                  join="intervals"))
-            continue
-        register_sources(connection, project, [view], every_source=False, loaded=loaded)
-        rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
-        joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=_choose_join(connection, view, rows, plan)))
+            choice = _window_choice(connection, view, events, items, plan)
+            joins.append(WindowRows(view, events, tuple(items), choice.plans, bucket=choice.bucket))
+        elif name in cached:
+            rows = exp.select("*").from_(cached_table(view))
+            choice = _snapshot_choice(connection, view, rows, plan if plan == "auto" else "intervals",
+                                      cached=True)
+            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.plan, bucket=choice.bucket))
+        else:
+            register_sources(connection, project, [view], every_source=False, loaded=loaded)
+            rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
+            choice = _snapshot_choice(connection, view, rows, plan)
+            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.plan, bucket=choice.bucket))
+        choices.append(choice)
     query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
                           joins, passthrough=False)
-    sql = query.sql(dialect="duckdb", pretty=True, comments=False)
+    sql = plan_header(choices) + query.sql(dialect="duckdb", pretty=True, comments=False)
     result = duck.arrow(connection, sql)
     _refuse_ties(lambda name, table: duck.load_arrow(connection, name, table),
                  lambda query: duck.first_row(connection, query.sql(dialect="duckdb")), joins, result,
                  repeated=result.num_rows != spine_table.num_rows)
-    return result, sql, joins
+    return result, sql, joins, choices
 
 
 _SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
@@ -232,7 +243,7 @@ _DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames")
 
 def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
                  timestamp: str, grouped: dict[str, list[Selected]], plan: str, spark: Any,
-                 loaded: set[str]) -> tuple[Any, str, list[Any]]:
+                 loaded: set[str]) -> tuple[Any, str, list[Any], list[Choice]]:
     """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
 
     Spark has no ASOF join: snapshot views take the "last" join or "ranked", window views the
@@ -257,6 +268,7 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
     with sparks.session(spark) as session:
         _check_spark_sources(project, views, session)
         joins: list[Any] = []
+        choices: list[Choice] = []
         for view in views:
             items = tuple(grouped[view.name])
             measured = plan == "auto" and _parquet_only(project, view)
@@ -265,19 +277,23 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
             if view.windows:
                 events = window_events(project, view, dialect="spark")
                 write(events, "spark", view)  # what Spark cannot run is an error naming the view
-                plans = _choose_plans(connection, view, window_events(project, view), plan) if measured else \
-                    {w.label: _SPARK_WINDOW_PLANS.get(plan, "frames") for w in view.windows}
-                joins.append(WindowRows(view, events, items, plans))
+                choice = _window_choice(connection, view, window_events(project, view), items, plan, buckets=False) \
+                    if measured else forced(view, "windows", {w.label: _SPARK_WINDOW_PLANS.get(plan, "frames")
+                                                               for w in view.windows})
+                joins.append(WindowRows(view, events, items, choice.plans))
+                choices.append(choice)
                 continue
             columns_read = list(dict.fromkeys(f.column for f in view.features))
             rows = prepared_rows(project, view, columns_read, dialect="spark")
             write(rows, "spark", view)
-            chosen = _choose_join(connection, view, prepared_rows(project, view, columns_read), plan) if measured \
-                else _SPARK_SNAPSHOT_PLANS.get(plan, "last")
-            joins.append(ViewRows(view, rows, items, prepared=True,
-                                  join="ranked" if chosen == "ranked" and view.ttl is not None else "last"))
+            choice = _snapshot_choice(connection, view, prepared_rows(project, view, columns_read), plan, buckets=False) \
+                if measured else forced(view, _SPARK_SNAPSHOT_PLANS.get(plan, "last"))
+            if choice.plan != "ranked" or view.ttl is None:  # Spark has no ASOF join: the portable one
+                choice = replace(choice, plan="last")
+            joins.append(ViewRows(view, rows, items, prepared=True, join=choice.plan))
+            choices.append(choice)
         query = point_in_time(Spine(spine_name, spine_of_keys, timestamp), joins, passthrough=False, dialect="spark")
-        sql = write(query, "spark")
+        sql = plan_header(choices) + write(query, "spark")
         sparks.load_arrow(session, spine_name, sent)
         try:
             result = sparks.arrow(session, sql)
@@ -288,7 +304,7 @@ def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_colu
             with contextlib.suppress(Exception):  # a session that died keeps nothing, and the error above matters
                 session.catalog.dropTempView(spine_name)
                 session.catalog.dropTempView(f"{spine_name}_result")
-    return result, sql, joins
+    return result, sql, joins, choices
 
 
 def _as_duckdb_types(result: Any, schema: Any) -> Any:
@@ -434,39 +450,47 @@ def _feature_schema(connection: Any, names: list[str], joins: list[Any]) -> Any:
     return pa.schema([pa.field(name, kind) for name, kind in zip(names, arrow_types)])
 
 
-# A hash join from the spine to the rows within the TTL wins (in time and memory) while few rows per key
-# fall in one TTL; past this many, the ASOF join's sort is cheaper.
-_RANKED_ROWS_PER_TTL = 32
+def _snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, cached: bool = False,
+                     buckets: bool = True) -> Choice:
+    """How the view's rows are joined: `plan` if one was asked for, else the cheapest for the shape of
+    the rows and the spine (one cheap pass, `compiler.shape.key_shape`). Cached rows are validity
+    intervals: a hash join on them ("intervals") or an ASOF join."""
+    if plan not in ("auto", "ranked") or (plan == "ranked" and view.ttl is None):
+        return forced(view, "asof" if plan == "ranked" else plan)
+    widths = planner.cached_widths(view) if cached else planner.snapshot_widths(view)
+    shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), rows, "__fs_ts", "__fs_spine", widths)
+                                    .sql(dialect="duckdb")), widths)
+    choice = planner.cached_plan(view, shape, buckets=buckets) if cached else \
+        planner.snapshot_plan(view, shape, buckets=buckets)
+    if plan == "ranked" and choice.plan != "ranked":  # asked for: the cheaper of its two forms
+        choice = replace(choice, plan="ranked", bucket=planner.snapshot_plan(view, shape).bucket, reason="asked for")
+    return choice
 
 
-def _choose_join(connection: Any, view: Any, rows: exp.Query, plan: str) -> str:
-    """Choose the view's join from the shape of its rows (one cheap pass)."""
-    if plan == "last":
-        return "last"
-    if view.ttl is None or plan == "asof":
-        return "asof"
-    if plan == "ranked":
-        return "ranked"
-    count, keys, span = duck.first_row(connection, profile(view, rows).sql(dialect="duckdb"))
-    per_key = count / max(keys or 1, 1)
-    per_ttl = per_key * min(1.0, view.ttl.total_seconds() * 1e6 / span) if span else per_key
-    return "ranked" if per_ttl <= _RANKED_ROWS_PER_TTL else "asof"
-
-
-# A range join of spine rows and events wins while it pairs at most this many (spine row, event) per
-# row of either; past that, window functions over their union (O(n log n) whatever the keys) win.
-_JOIN_PAIRS_PER_ROW = 8
-
-
-def _choose_plans(connection: Any, view: Any, events: exp.Query, plan: str) -> dict[str, str]:
-    """Per window of a window view, "join" or "frames", from the shape of its events (one cheap pass)."""
+def _window_choice(connection: Any, view: Any, events: exp.Query, items: list[Selected] | tuple[Selected, ...],
+                   plan: str, *, buckets: bool = True) -> Choice:
+    """Per window of a window view, "join" or "frames": `plan` if asked for, else the cheapest for the
+    shape of the events and the spine (one cheap pass)."""
+    widths = planner.window_widths(view)
+    counts: dict[str, int] = {}
+    for selected in items:
+        assert selected.feature.window is not None
+        counts[selected.feature.window.label] = counts.get(selected.feature.window.label, 0) + 1
     if plan in ("join", "frames"):
-        return {w.label: plan for w in view.windows}
-    *pairs, events_count, spine_count = duck.first_row(connection, pair_counts(view, events, "__fs_spine")
-                                                       .sql(dialect="duckdb"))
-    rows = (events_count or 0) + (spine_count or 0)
-    return {w.label: "join" if (count or 0) <= _JOIN_PAIRS_PER_ROW * rows else "frames"
-            for w, count in zip(view.windows, pairs)}
+        if plan == "frames" or not buckets:
+            return forced(view, "windows", {w.label: plan for w in view.windows})
+    shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
+                                    .sql(dialect="duckdb")), widths)
+    choice = planner.window_plans(view, shape, counts, buckets=buckets)
+    if plan == "join":  # asked for: in buckets when they pay
+        joined = planner.window_plans(view, shape, counts, buckets=buckets, only_join=True)
+        return replace(joined, reason="asked for")
+    return choice
+
+
+def plan_header(choices: list[Choice]) -> str:
+    """SQL comment lines naming each view's plan and the estimates that chose it."""
+    return "".join(f"-- plan {choice.describe()}\n" for choice in choices)
 
 
 def _refuse_ties(load: Callable[[str, Any], None], first: Callable[[exp.Query], tuple | None], joins: list[Any],
@@ -584,8 +608,8 @@ def _spine_arrow(spine: Any, connection: Any, project: Project) -> Any:
         path = Path(spine)
         if not path.is_absolute() and not path.exists():
             path = project.settings.root / path
-        try:
-            return pq.read_table(path)
+        try:  # a file through ParquetFile: read_table would import pandas (a second on a first frame)
+            return pq.ParquetFile(path).read() if path.is_file() else pq.read_table(path)
         except (OSError, pa.ArrowInvalid) as exc:
             raise FeatureStoreError(f"cannot read the spine {spine}: {exc}") from None
     if isinstance(spine, str):

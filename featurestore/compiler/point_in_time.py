@@ -29,8 +29,8 @@ from sqlglot import exp
 from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows", "profile",
-           "instant", "interval", "known_at", "taken_columns", "tie_winner", "ties", "utc_micros", "validity_intervals",
+__all__ = ["Spine", "ViewRows", "bucket_of", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows",
+           "instant", "interval", "known_at", "taken_columns", "tie_winner", "ties", "two_buckets", "utc_micros", "validity_intervals",
            "value_used"]
 
 ROW = "__fs_row"
@@ -40,6 +40,7 @@ _KNOWN = "__fs_known"
 _UNTIL = "__fs_until"
 _SIDE = "__fs_side"
 _HIT = "__fs_hit"
+_BUCKET = "__fs_bucket"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,13 @@ class ViewRows:
     "asof" (ASOF join), "intervals" (hash join on validity intervals), "ranked" (hash join on
     the spine, latest within the TTL; only for a view with a TTL) or "last" (a running max over
     spine and rows in time order, then an equi-join: portable, O(n log n) whatever the keys).
+
+    `bucket` (DuckDB only; "ranked" and "intervals") adds a time bucket of that width to the hash
+    join's keys, so a spine row meets only the rows of its keys near its time, not all of them:
+    with few keys of many rows each, a hash join on the keys alone compares every spine row of a
+    key with every row of that key. "ranked" puts rows in the bucket of their time and a spine row
+    looks in its bucket and the one before (the width is at least the TTL); "intervals" puts each
+    interval in every bucket it overlaps, up to the spine's last time.
     """
 
     view: FeatureView
@@ -67,6 +75,7 @@ class ViewRows:
     selected: tuple[Selected, ...]
     prepared: bool = False
     join: Literal["asof", "intervals", "ranked", "last"] = "asof"
+    bucket: timedelta | None = None
 
 
 def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, dialect: str = "duckdb") -> exp.Select:
@@ -102,7 +111,8 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
         if item.join in ("ranked", "last"):
             ctes.append(_cte(f"__fs_{alias}_rows", rows))
             if item.join == "ranked":
-                ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition)))
+                ctes.append(_cte(f"__fs_{alias}", _latest_within_ttl(item.view, f"__fs_{alias}_rows", alias, condition,
+                                                                     item.bucket)))
             else:
                 ctes.append(_cte(f"__fs_{alias}_hit", _latest_known(item.view, f"__fs_{alias}_rows")))
                 ctes.append(_cte(f"__fs_{alias}", _fetch_latest(item.view, f"__fs_{alias}_hit", f"__fs_{alias}_rows", alias)))
@@ -110,10 +120,14 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
                                                 expression=exp.column(ROW, alias, quoted=True)), join_type="LEFT")
         elif item.join == "intervals":
             # Each row is the latest known from its own known-at time until the next row's.
+            within = exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
+                                                expression=exp.column(_UNTIL, alias, quoted=True)))
+            if item.bucket is not None:
+                rows = _interval_buckets(item.view, rows, item.bucket)
+                within = exp.and_(exp.EQ(this=bucket_of(exp.column(_T, "s", quoted=True), item.bucket),
+                                         expression=exp.column(_BUCKET, alias, quoted=True)), within)
             ctes.append(_cte(f"__fs_{alias}", rows))
-            query = query.join(table, on=exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
-                                                                   expression=exp.column(_UNTIL, alias, quoted=True))),
-                               join_type="LEFT")
+            query = query.join(table, on=within, join_type="LEFT")
         else:
             ctes.append(_cte(f"__fs_{alias}", rows))
             query = query.join(table, on=condition, join_type="ASOF LEFT")
@@ -159,23 +173,86 @@ def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select |
     return duplicates(item.view, rows, among=taken)
 
 
-def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.Expr) -> exp.Select:
+def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.Expr,
+                       bucket: timedelta | None = None) -> exp.Select:
     """Per spine row, the latest known row whose value is used (within the TTL, from `available_since`):
     a hash join built on the spine.
 
     Equivalent to the ASOF plan when the view has a TTL (a latest row older than it is NULL either
-    way), and needs memory for the spine rather than for all of the view's rows.
+    way), and needs memory for the spine rather than for all of the view's rows. With `bucket` (at
+    least the TTL), a row sits in the bucket of its time and a spine row at t looks in the buckets
+    of t and of t - bucket, which hold every row stamped in [t - TTL, t].
     """
     assert view.ttl is not None
     used = _guard(view, alias)
     assert used is not None
+    spine: exp.Expr = exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True)
+    side: exp.Expr = exp.to_table(rows, quoted=True).as_(alias, quoted=True)
+    if bucket is not None:
+        assert bucket >= view.ttl
+        spine = _aliased(two_buckets("__fs_spine_t", _T, bucket), "s")
+        side = _aliased(exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(_TS, quoted=True), bucket), _BUCKET,
+                                                          quoted=True)).from_(exp.to_table(rows, quoted=True)), alias)
+        condition = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True),
+                                    expression=exp.column(_BUCKET, alias, quoted=True)), condition)
     # rank(), not row_number(): rows tied on time all stay, so a tie shows as a spine row repeated (`ties`).
     latest = exp.Window(this=exp.Rank(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
         expressions=[exp.Ordered(this=exp.column(_TS, alias, quoted=True), desc=True)]))
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
-        alias, quoted=True))).from_(exp.to_table("__fs_spine_t", quoted=True).as_("s", quoted=True)) \
-        .join(exp.to_table(rows, quoted=True).as_(alias, quoted=True), on=exp.and_(condition.copy(), used),
-              join_type="INNER").qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
+        alias, quoted=True))).from_(spine).join(side, on=exp.and_(condition.copy(), used), join_type="INNER") \
+        .qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
+
+
+def bucket_of(value: exp.Expr, width: timedelta) -> exp.Expr:
+    """The time bucket of an instant (DuckDB): whole `width`s since the epoch.
+
+        epoch_us(t) // 3600000000      -- width 1h
+    Any monotonic numbering whose buckets are at least `width` long does: near the epoch `//`
+    truncates, so bucket 0 is twice as long, which costs a few more candidates and nothing else.
+    """
+    return exp.IntDiv(this=exp.func("epoch_us", value.copy()), expression=exp.Literal.number(_micros(width)))
+
+
+def two_buckets(relation: str, time: str, width: timedelta) -> exp.Select:
+    """Each row of `relation` twice, in the bucket of its `time` and in the bucket before: a row
+    stamped up to `width` before `time` is in one of the two.
+
+        SELECT r.*, epoch_us(r.time) // W - d.shift AS __fs_bucket FROM relation AS r
+        CROSS JOIN (VALUES (0), (1)) AS d(shift)
+    """
+    shifts = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(n)]) for n in (0, 1)],
+                        alias=exp.TableAlias(this=exp.to_identifier("d"), columns=[exp.to_identifier("shift")]))
+    bucket = exp.Sub(this=bucket_of(exp.column(time, "r", quoted=True), width), expression=exp.column("shift", "d"))
+    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")), exp.alias_(bucket, _BUCKET, quoted=True)) \
+        .from_(exp.to_table(relation, quoted=True).as_("r")).join(shifts, join_type="CROSS")
+
+
+def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta) -> exp.Select:
+    """Validity intervals, each in every bucket of `width` it overlaps while its value can be used:
+    until the next row is known, the TTL expires, or the spine's last time (whichever is first).
+
+        SELECT p.*, unnest(range(epoch_us(__fs_known) // W, (epoch_us(least(__fs_until, <ends>)) - 1) // W + 1))
+        FROM (<intervals>) AS p
+    An interval that ends before it starts (known after the spine's last time) is in no bucket.
+    """
+    last = exp.Subquery(this=exp.select(exp.Max(this=exp.column(_T, quoted=True))).from_(
+        exp.to_table("__fs_spine_t", quoted=True)))
+    ends: list[exp.Expr] = [exp.Add(this=last, expression=interval(timedelta(microseconds=1)))]
+    if view.ttl is not None:  # a row's value is used while t - ts <= TTL
+        ends.append(exp.Add(this=exp.column(_TS, "p", quoted=True),
+                            expression=interval(view.ttl + timedelta(microseconds=1))))
+    end = exp.func("least", exp.column(_UNTIL, "p", quoted=True), *ends)
+    first = bucket_of(exp.column(_KNOWN, "p", quoted=True), width)
+    final = exp.IntDiv(this=exp.Paren(this=exp.Sub(this=exp.func("epoch_us", end), expression=exp.Literal.number(1))),
+                       expression=exp.Literal.number(_micros(width)))
+    buckets = exp.Explode(this=exp.GenerateSeries(start=first, end=exp.Add(this=final, expression=exp.Literal.number(1)),
+                                                  is_end_exclusive=True))
+    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p", quoted=True)),
+                      exp.alias_(buckets, _BUCKET, quoted=True)).from_(_aliased(intervals, "p"))
+
+
+def _aliased(query: exp.Query, alias: str) -> exp.Subquery:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
 
 
 def _latest_known(view: FeatureView, rows: str) -> exp.Select:
@@ -269,20 +346,6 @@ def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:
         exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
 
 
-def profile(view: FeatureView, prepared: exp.Query) -> exp.Select:
-    """One cheap pass over prepared rows: rows, distinct keys (approx.), time span in µs.
-
-        SELECT count(*), approx_count_distinct(keys…), epoch_us(max(__fs_ts)) - epoch_us(min(__fs_ts))
-        FROM (<prepared>)
-    """
-    keys = [exp.column(k, quoted=True) for k in view.entity]
-    key = keys[0] if len(keys) == 1 else exp.Tuple(expressions=[k.copy() for k in keys])
-    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=exp.column(_TS, quoted=True))),
-                   expression=exp.func("epoch_us", exp.Min(this=exp.column(_TS, quoted=True))))
-    return exp.select(exp.Count(this=exp.Star()), exp.func("approx_count_distinct", key), span).from_(
-        exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
-
-
 def duplicates(view: FeatureView, prepared: exp.Query, among: exp.Query | None = None) -> exp.Select:
     """One (keys…, time) that occurs more than once among prepared rows (and in `among`), if any.
 
@@ -356,8 +419,11 @@ def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
 
 def interval(length: timedelta) -> exp.Interval:
     """`length` as an interval of microseconds (exact; DuckDB and PostgreSQL both read it)."""
-    micros = (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
-    return exp.Interval(this=exp.Literal.string(str(micros)), unit=exp.var("MICROSECOND"))
+    return exp.Interval(this=exp.Literal.string(str(_micros(length))), unit=exp.var("MICROSECOND"))
+
+
+def _micros(length: timedelta) -> int:
+    return (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
 
 
 def instant(value: datetime) -> exp.Expr:

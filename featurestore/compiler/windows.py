@@ -33,16 +33,17 @@ from typing import Callable, Literal
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, utc_micros
+from featurestore.compiler.point_in_time import ROW, bucket_of, instant, interval, known_at, two_buckets, utc_micros
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
-__all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "event_rows", "output_column", "pair_counts"]
+__all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "event_rows", "output_column"]
 
 _T = "__fs_t"
 _TS = "__fs_ts"
 _KNOWN = "__fs_known"
 _TIME = "__fs_time"
+_BUCKET = "__fs_bucket"
 Kind = Literal["count", "count_distinct", "sum", "avg", "min", "max", "latest"]
 Plan = Literal["join", "frames"]
 _MICROSECOND = timedelta(microseconds=1)
@@ -152,6 +153,9 @@ class WindowRows:
     rows: exp.Query
     selected: tuple[Selected, ...]
     plans: dict[str, Plan] = field(default_factory=dict)  # window label → plan; "frames" where absent
+    # DuckDB only: the "join" plan's hash join also matches time buckets of this width (at least its
+    # longest window), so a spine row meets its key's events near its time, not all of them.
+    bucket: timedelta | None = None
 
     def join_parts(self, number: int, spine: str, dialect: str = "duckdb") -> tuple[
             list[exp.CTE], list[tuple[exp.Expr, exp.Expr]], list[exp.Expr]]:
@@ -174,7 +178,8 @@ class WindowRows:
         for plan, items in groups.items():
             alias = f"v{number}{plan[0]}"
             name = f"__fs_{alias}"
-            body = (_joined if plan == "join" else _framed)(view, spine, events, items, dialect)
+            body = _joined(view, spine, events, items, dialect, self.bucket) if plan == "join" else \
+                _framed(view, spine, events, items, dialect)
             ctes.append(_cte(name, body))
             joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
                           exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
@@ -244,7 +249,9 @@ def aggregate_call(aggregate: Aggregate, alias: str | None = None, *, dialect: s
 
 
 def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
-            dialect: str) -> exp.Select:
+            dialect: str, bucket: timedelta | None = None) -> exp.Select:
+    """The "join" plan. With `bucket` (DuckDB), an event sits in the bucket of its known-at time and
+    a spine row at t looks in the buckets of t and t - bucket, which hold every event of [t - W, t)."""
     longest = max(length for _, length, _ in items)
     t = exp.column(_T, "s", quoted=True)
     known = exp.column(_KNOWN, "e", quoted=True)
@@ -252,14 +259,25 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
                     for k in view.entity],
                   exp.GTE(this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(longest))),
                   exp.LT(this=known.copy(), expression=t.copy()))
+    asked: exp.Expr = exp.to_table(spine, quoted=True).as_("s", quoted=True)
+    happened: exp.Expr = exp.to_table(events, quoted=True).as_("e", quoted=True)
+    if bucket is not None:
+        assert bucket >= longest
+        asked = _aliased(two_buckets(spine, _T, bucket), "s")
+        happened = _aliased(exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(_KNOWN, quoted=True), bucket),
+                                                              _BUCKET, quoted=True)).from_(exp.to_table(events, quoted=True)), "e")
+        on = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True), expression=exp.column(_BUCKET, "e", quoted=True)), on)
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
         where = None if length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
             this=t.copy(), expression=interval(length)))
         columns.append(exp.alias_(aggregate_call(aggregate, "e", dialect=dialect, where=where), output, quoted=True))
-    return exp.select(*columns).from_(exp.to_table(spine, quoted=True).as_("s", quoted=True)) \
-        .join(exp.to_table(events, quoted=True).as_("e", quoted=True), on=on, join_type="INNER") \
+    return exp.select(*columns).from_(asked).join(happened, on=on, join_type="INNER") \
         .group_by(exp.column(ROW, "s", quoted=True))
+
+
+def _aliased(query: exp.Query, alias: str) -> exp.Subquery:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
 
 
 def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
@@ -291,38 +309,3 @@ def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
 
 def _cte(name: str, query: exp.Query) -> exp.CTE:
     return exp.CTE(this=query, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
-
-
-def pair_counts(view: FeatureView, events: exp.Query, spine: str) -> exp.Select:
-    """One cheap pass that sizes the plans: per window, about how many (spine row, event) pairs a
-    range join would produce (events spread evenly over each key's span), then the events and the
-    spine rows that have keys.
-
-        WITH e AS (SELECT keys, count(*) AS n, <span µs> AS span FROM (<events>) GROUP BY keys),
-             s AS (SELECT keys, count(*) AS n FROM spine GROUP BY keys)
-        SELECT sum(s.n * e.n * least(1, W / greatest(e.span, 1))) …, (SELECT sum(n) FROM e), (SELECT sum(n) FROM s)
-        FROM e JOIN s ON keys
-    """
-    keys = [exp.column(k, quoted=True) for k in view.entity]
-    known = exp.column(_KNOWN, quoted=True)
-    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=known)), expression=exp.func("epoch_us", exp.Min(this=known.copy())))
-    per_key = exp.select(*keys, exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True),
-                         exp.alias_(span, "span", quoted=True)).from_(exp.Subquery(
-        this=events, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True)))).group_by(*[k.copy() for k in keys])
-    asked = exp.select(*[k.copy() for k in keys], exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)) \
-        .from_(exp.to_table(spine, quoted=True)).where(
-        exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys])).group_by(*[k.copy() for k in keys])
-    pairs = []
-    for window in view.windows:
-        share = exp.func("least", exp.Literal.number(1), exp.Div(
-            this=exp.Literal.number(window.length // timedelta(microseconds=1)),
-            expression=exp.func("greatest", exp.column("span", "e", quoted=True), exp.Literal.number(1))))
-        pairs.append(exp.Sum(this=exp.Mul(this=exp.Mul(this=exp.column("n", "s", quoted=True),
-                                                       expression=exp.column("n", "e", quoted=True)), expression=share)))
-    total = [exp.Subquery(this=exp.select(exp.Sum(this=exp.column("n", quoted=True))).from_(name))
-             for name in ("__fs_e", "__fs_s")]
-    query = exp.select(*pairs, *total).from_(exp.to_table("__fs_e").as_("e", quoted=True)).join(
-        exp.to_table("__fs_s").as_("s", quoted=True), on=exp.and_(*[
-            exp.EQ(this=exp.column(k, "e", quoted=True), expression=exp.column(k, "s", quoted=True)) for k in view.entity]))
-    query.set("with_", exp.With(expressions=[_cte("__fs_e", per_key), _cte("__fs_s", asked)]))
-    return query

@@ -1,0 +1,221 @@
+"""How each view of a training frame is joined: the plan whose estimated work in DuckDB is least.
+
+    shape = Shape.of(duck.first_row(connection, key_shape(...).sql(dialect="duckdb")), widths)
+    choice = snapshot_plan(view, shape)        # Choice("site_weather", "ranked", bucket=3h, costs={...})
+    print(choice.describe())                   # what frame.sql's header and `frame --explain` show
+
+The estimates count row operations, each weighed by what it costs in DuckDB (measured on this
+project's benchmarks, see benchmarks/heavy_keys.py): a row sorted (an ASOF join sorts both sides,
+window frames sort spine and events together), a row through a hash join, and a candidate pair a
+hash join compares. The last is what the old rule missed: a hash join on the entity keys compares
+every spine row of a key with every row of that key (`Shape.pairs`), so with few keys of many rows
+(sites, operators, countries) it does billions of comparisons to find a few hundred thousand
+matches. Matching a time bucket as well (`ViewRows.bucket`, `WindowRows.bucket`) bounds the
+candidates to the rows near each spine row's time (`Shape.near`), at the price of putting each
+spine row (or interval) in two or more buckets. Many light keys keep the plain hash joins, few heavy
+keys get buckets, ASOF joins or window frames, whichever is cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from featurestore.spec import format_duration
+
+__all__ = ["Choice", "Shape", "cached_plan", "snapshot_plan", "window_plans"]
+
+# What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
+# (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
+SORTED = 300.0  # a row an ASOF join sorts (both sides), or window frames sort (spine and events)
+HASHED = 100.0  # a row through a hash join, built or probed
+COMPARED = 60.0  # a candidate pair of equal keys (and bucket) whose time condition is checked
+RANKED = 200.0  # a surviving pair ranked per spine row ("ranked": rank() over the spine row)
+GROUPED = 30.0  # a surviving pair aggregated per spine row ("join"), per aggregate
+FRAMED = 300.0  # a row of the union evaluated by one framed aggregate, with ~100 rows per key ...
+FRAMED_KEY_ROWS = 110.0  # ... growing with log² of the rows per key: one key's frames run on one thread
+UNNESTED = 100.0  # an interval put in one more bucket
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What `compiler.shape.key_shape` measured: spine rows with keys, rows, keys, the sum of the
+    keys' spans (µs), pairs of equal keys, and per width the pairs of equal keys about that close."""
+
+    spine: float
+    rows: float
+    keys: float
+    spans: float
+    pairs: float
+    near: dict[timedelta, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: tuple | None, widths: list[timedelta]) -> Shape:
+        spine, rows, keys, spans, pairs, *near = row or (0,) * (5 + len(widths))
+        return cls(float(spine or 0), float(rows or 0), float(keys or 0), float(spans or 0), float(pairs or 0),
+                   {width: float(value or 0) for width, value in zip(widths, near)})
+
+    def describe(self) -> str:
+        return (f"shape: {_count(self.spine)} spine rows with keys, {_count(self.rows)} rows over {_count(self.keys)} keys, "
+                f"{_count(self.pairs)} pairs of equal keys")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The plan chosen for one view, and the estimated work of each plan considered."""
+
+    view: str
+    plan: str
+    costs: dict[str, float]
+    shape: Shape | None = None
+    bucket: timedelta | None = None
+    plans: dict[str, str] = field(default_factory=dict)  # a window view's plan per window label
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line: `view: plan (why); estimated work: plan n, …; shape`."""
+        chosen = self.plan + (f" in {format_duration(self.bucket)} time buckets" if self.bucket else "")
+        if self.plans:
+            chosen = ", ".join(f"{label} {plan}" for label, plan in self.plans.items()) + \
+                (f" (joined in {format_duration(self.bucket)} time buckets)" if self.bucket else "")
+        text = f"{self.view}: {chosen}"
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.costs:
+            text += "; estimated: " + ", ".join(f"{name} {_seconds(cost)}" for name, cost in self.costs.items())
+        if self.shape is not None:
+            text += f"; {self.shape.describe()}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"view": self.view, "plan": self.plan, "plans": self.plans or None,
+                "bucket": format_duration(self.bucket) if self.bucket else None, "reason": self.reason or None,
+                "estimated_seconds": {name: round(cost / 1e9, 4) for name, cost in self.costs.items()},
+                "shape": None if self.shape is None else {
+                    "spine_rows": round(self.shape.spine), "rows": round(self.shape.rows),
+                    "keys": round(self.shape.keys), "pairs_of_equal_keys": round(self.shape.pairs)}}
+
+
+def snapshot_widths(view: Any) -> list[timedelta]:
+    """The widths `snapshot_plan` needs measured: the TTL and twice its bucket."""
+    if view.ttl is None:
+        return []
+    return [view.ttl, 2 * _ranked_bucket(view)]
+
+
+def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
+    """"asof" or "ranked" (with or without time buckets) for a snapshot view computed from its rows.
+
+    Without a TTL only the ASOF join is exact and cheap. With one, "ranked" hashes the spine and
+    compares rows within the TTL (and ranks them), which needs memory for the spine instead of all
+    rows, and wins while few rows per key fall within one TTL.
+    """
+    s, r = shape.spine, shape.rows
+    costs = {"asof": SORTED * (s + r)}
+    if view.ttl is not None:
+        bucket = _ranked_bucket(view)
+        within = shape.near.get(view.ttl, shape.pairs)
+        costs["ranked"] = HASHED * (s + r) + COMPARED * shape.pairs + RANKED * within
+        if buckets:
+            costs["ranked in buckets"] = HASHED * (2 * s + r) + COMPARED * shape.near.get(2 * bucket, shape.pairs) + \
+                RANKED * within
+    best = min(costs, key=costs.__getitem__)
+    return Choice(view.name, best.split(" ")[0], costs, shape, _ranked_bucket(view) if best == "ranked in buckets" else None)
+
+
+def cached_widths(view: Any) -> list[timedelta]:
+    return []
+
+
+def cached_plan(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
+    """"intervals" (a hash join on the keys, or on keys and time buckets) or "asof" for cached rows.
+
+    Cached rows carry the instant the next row of their keys becomes known, so a spine row finds
+    its row by equality and a range check; with time buckets about as long as a key's rows are
+    apart, each spine row compares a couple of intervals, however many rows its key has.
+    """
+    s, r = shape.spine, shape.rows
+    costs = {"asof": SORTED * (s + r), "intervals": HASHED * (s + r) + COMPARED * shape.pairs}
+    bucket = max(_MICROSECOND, timedelta(microseconds=shape.spans / r)) if r else None
+    if buckets and bucket is not None:
+        replicas = 2 * r
+        costs["intervals in buckets"] = HASHED * (s + replicas) + UNNESTED * replicas + COMPARED * 2 * s
+    best = min(costs, key=costs.__getitem__)
+    return Choice(view.name, best.split(" ")[0], costs, shape,
+                  _round_bucket(bucket) if best == "intervals in buckets" and bucket else None)
+
+
+def window_widths(view: Any) -> list[timedelta]:
+    return sorted({w for window in view.windows for w in (window.length, 2 * window.length)})
+
+
+def window_plans(view: Any, shape: Shape, aggregates: dict[str, int], *, buckets: bool = True,
+                 only_join: bool = False) -> Choice:
+    """Per window, "join" (a range join grouped by spine row) or "frames" (window functions over the
+    union of spine and events), for the cheapest split: the shortest windows joined, the rest framed.
+
+    `aggregates` counts the selected features of each window label. Window frames share one sort of
+    the union whatever their number of windows; the join groups the pairs within its longest window.
+    """
+    s, e = shape.spine, shape.rows
+    windows = sorted((w for w in view.windows if aggregates.get(w.label)), key=lambda w: w.length)
+    costs: dict[str, float] = {}
+    options: dict[str, tuple[dict[str, str], timedelta | None]] = {}
+    for split in ([len(windows)] if only_join else range(len(windows) + 1)):
+        joined, framed = windows[:split], windows[split:]
+        cost = 0.0
+        if framed:
+            cost += SORTED * (s + e) + _framed(s + e, shape.keys) * (s + e) * sum(aggregates[w.label] for w in framed)
+        name = "frames" if not joined else ("join" if not framed else
+                                             f"join ≤{joined[-1].label}, frames")
+        if joined:
+            longest = joined[-1].length
+            grouped = GROUPED * sum(aggregates[w.label] for w in joined) * shape.near.get(longest, shape.pairs)
+            costs[name] = cost + HASHED * (s + e) + COMPARED * shape.pairs + grouped
+            options[name] = ({w.label: ("join" if w in joined else "frames") for w in windows}, None)
+            if buckets:
+                bucketed = cost + HASHED * (2 * s + e) + COMPARED * shape.near.get(2 * longest, shape.pairs) + grouped
+                costs[f"{name} (buckets)"] = bucketed
+                options[f"{name} (buckets)"] = (options[name][0], longest)
+            continue
+        costs[name] = cost
+        options[name] = ({w.label: "frames" for w in windows}, None)
+    best = min(costs, key=costs.__getitem__)
+    plans, bucket = options[best]
+    return Choice(view.name, "windows", costs, shape, bucket, plans)
+
+
+def _framed(rows: float, keys: float) -> float:
+    """What one framed aggregate costs per row when `rows` fall on `keys` partitions."""
+    per_key = max(rows / max(keys, 1.0), 2.0)
+    return FRAMED * max(1.0, math.log2(per_key) / math.log2(FRAMED_KEY_ROWS)) ** 2
+
+
+def forced(view: Any, plan: str, plans: dict[str, str] | None = None) -> Choice:
+    """A plan the caller asked for (tests, benchmarks): no estimates."""
+    return Choice(view.name, plan, {}, None, None, plans or {}, reason="asked for")
+
+
+def _ranked_bucket(view: Any) -> timedelta:
+    return _round_bucket(max(view.ttl or _MICROSECOND, _MICROSECOND))
+
+
+def _round_bucket(width: timedelta) -> timedelta:
+    """A width no shorter than `width`, in whole seconds above a second (readable in frame.sql)."""
+    if width > timedelta(seconds=1):
+        return timedelta(seconds=-(-width // timedelta(seconds=1)))
+    return width
+
+
+def _seconds(nanoseconds: float) -> str:
+    return f"{nanoseconds / 1e9:.2g}s"
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}"
