@@ -200,7 +200,8 @@ class FeatureStore:
         self._online.warm_up()
 
     def close(self) -> None:
-        """Write the recorded usage and release the online store's connections."""
+        """Write this project's recorded usage now (the last store closed stops the usage thread) and
+        release the online store's connections."""
         if "_usage" in self.__dict__:
             self._usage.close()
         if "_online" in self.__dict__:

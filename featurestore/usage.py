@@ -1,15 +1,23 @@
 """Who reads which features: every training frame and online lookup, counted in PostgreSQL.
 
-    recorder = UsageRecorder(settings)
+    recorder = UsageRecorder(settings)      # one per store; the counts live in the process's recorder
     recorder.record(keys, "fraud_model_v3", "online", rows=3)   # a dict update under a lock
-    recorder.flush()    # also every few seconds in a background thread, on close and at exit
+    recorder.close()    # this project's counts written now; the last one closed stops the writer thread
 
 Reads are counted per (view, feature, version, consumer, offline|online) with the number of
 reads, the rows they returned, and when the first and last were seen, in
-`featurestore_registry.usage`. Nothing is written on the read's path: a background thread
-writes batches. When PostgreSQL is not at hand (the embedded server is not running in this
-process, or the server is down), a batch is kept in `.featurestore/usage/` and sent by the
-next flush that reaches PostgreSQL, exactly once (the file's name is recorded with its rows).
+`featurestore_registry.usage`. Nothing is written on the read's path: counts wait in memory, per
+project (its state dir), in one recorder for the whole process.
+
+- One background thread per process writes them every few seconds, to PostgreSQL only, when it
+  is at hand (configured, or the embedded server running in this process). It runs while a store
+  that recorded is open; the last `close()` stops and joins it.
+- Otherwise (or when PostgreSQL does not answer) counts stay in memory, merged, until `close()`,
+  `flush()` or the interpreter's exit write them synchronously: to PostgreSQL, or else as a batch
+  file in `.featurestore/usage/`. So nothing lands in the project folder after a call returns
+  unless asked.
+- A kept batch is sent by the next synchronous flush (or `readers`) that reaches PostgreSQL, in
+  this process or another, exactly once: the file's name is recorded with its rows.
 """
 
 from __future__ import annotations
@@ -37,99 +45,224 @@ FLUSH_SECONDS = 5.0
 UNKNOWN = "unknown"  # the consumer of a read that names none
 
 FeatureKey = tuple[str, str, str]  # (view, feature, version)
-_live: "weakref.WeakSet[UsageRecorder]" = weakref.WeakSet()
-_exit_hook = False
+Pending = dict[tuple[tuple[FeatureKey, ...], str, str], list[Any]]  # (keys, consumer, mode) -> reads, rows, first, last
 
 
 class UsageRecorder:
-    """Counts reads in memory and writes them to PostgreSQL in the background."""
+    """One store's handle on the process's recorder: its reads are counted with its project's.
+
+        recorder = UsageRecorder(store.settings)
+        recorder.record((("spend", "amount", "v1"),), "fraud_model", "offline", 4)   # registers it
+        recorder.close()   # this project's counts written now; the writer thread stops with the last one
+
+    `interval`: how often the writer thread runs while this recorder is registered (the
+    shortest interval of the registered recorders wins); FLUSH_SECONDS by default.
+    """
 
     def __init__(self, settings: Settings, interval: float | None = None) -> None:
-        global _exit_hook
-        self._settings = settings
-        self._interval = interval or FLUSH_SECONDS
-        self._lock = threading.Lock()
-        self._flushing = threading.Lock()
-        self._pending: dict[tuple[tuple[FeatureKey, ...], str, str], list[Any]] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._schema_ready: set[str] = set()
-        self._warned = False
-        _live.add(self)
-        if not _exit_hook:
-            atexit.register(_flush_all)
-            postgres.before_release(_flush_all)
-            _exit_hook = True
+        self.settings = settings
+        self.key = settings.state_dir  # stores of one project share its counts
+        self.interval = interval or FLUSH_SECONDS
+        self._project: _Project | None = None  # while registered
+        self._lock = _recorder.lock  # the process's: a read costs one dict update under it
 
     def record(self, keys: tuple[FeatureKey, ...], consumer: str | None, mode: str, rows: int) -> None:
         """Count one read of `keys` (a tuple the caller may reuse) by `consumer`, returning `rows`."""
         now = time.time()
         slot = (keys, consumer or UNKNOWN, mode)
         with self._lock:
-            entry = self._pending.get(slot)
+            project = self._project
+            if project is None:
+                project = self._project = _recorder.register(self)
+            entry = project.pending.get(slot)
             if entry is None:
-                self._pending[slot] = [1, rows, now, now]
+                project.pending[slot] = [1, rows, now, now]
             else:
                 entry[0] += 1
                 entry[1] += rows
                 entry[3] = now
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="featurestore-usage", daemon=True)
-                self._thread.start()
 
     def flush(self) -> None:
-        """Write what was counted so far (and any kept batches) to PostgreSQL, or keep it on disk."""
-        with self._flushing:
-            with self._lock:
-                pending, self._pending = self._pending, {}
-            rows = _rows(pending)
-            spool = _spool_dir(self._settings)
-            if not rows and not (spool.is_dir() and any(spool.glob("*.json"))):
-                return
-            url = postgres.running_url(self._settings.postgres_url, self._settings.state_dir)
-            if url is None:
-                _keep(spool, rows)
-                return
-            try:
-                with postgres.connect(url, retries=()) as connection:
-                    if url not in self._schema_ready:
-                        ensure_schema(connection)
-                        self._schema_ready.add(url)
-                    with connection.transaction():
-                        _write(connection, rows)
-                    ingest_spool(connection, spool)
-            except FeatureStoreError as exc:
-                _keep(spool, rows)
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(f"feature usage could not be recorded ({exc}); it is kept in {spool} and sent "
-                                  "when PostgreSQL answers again", RuntimeWarning, stacklevel=2)
+        """Write this project's counts (and any kept batches) to PostgreSQL, or keep them on disk."""
+        with _recorder.lock:
+            project = self._project or _recorder.projects.get(self.key)
+        _flush_now(project or _Project(self.settings), self.settings)
 
     def close(self) -> None:
-        """Stop the background writer and write what is left."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
+        """Write this project's counts now and unregister; the last recorder closed stops the writer."""
+        with _recorder.lock:
+            project, self._project = self._project, None
+            if project is not None:
+                project.recorders.discard(self)
+            thread = _recorder.stop_if_idle()
         if thread is not None:
-            thread.join()
+            thread.join()  # after it, no write of this process's can land behind the caller's back
         self.flush()
+        _recorder.forget_if_idle(self.key)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - the writer must outlive one bad batch; close() retries
-                pass
+
+class _Project:
+    """One project's counts not yet written, and the recorders (stores) registered for it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pending: Pending = {}
+        self.recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()  # a store dropped unclosed leaves
+        self.flushing = threading.Lock()  # one write at a time: a batch put back is never overtaken
+        self.schema_ready: set[str] = set()
+        self.warned = False
+
+
+class _Recorder:
+    """The process's recorder: every project's counts, keyed by its state dir, and one writer thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards everything below and every project's `pending` and `recorders`
+        self.projects: dict[Path, _Project] = {}
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def register(self, recorder: UsageRecorder) -> _Project:
+        """(Under `lock`.) The recorder's project, with it registered; starts the writer if none runs."""
+        project = self.projects.get(recorder.key)
+        if project is None:
+            project = self.projects[recorder.key] = _Project(recorder.settings)
+        project.settings = recorder.settings  # the latest store's: $FEATURESTORE_POSTGRES_URL may have changed
+        project.recorders.add(recorder)
+        if self.thread is None:
+            self.stop = threading.Event()  # each thread its own: a stopping one may still be finishing a write
+            self.thread = threading.Thread(target=self._run, args=(self.stop,), name="featurestore-usage",
+                                           daemon=True)
+            self.thread.start()
+        return project
+
+    def stop_if_idle(self) -> threading.Thread | None:
+        """(Under `lock`.) When no recorder is registered, stop the writer; returns it, to be joined."""
+        if self.thread is None or any(p.recorders for p in self.projects.values()):
+            return None
+        thread, self.thread = self.thread, None
+        self.stop.set()
+        return thread
+
+    def forget_if_idle(self, key: Path) -> None:
+        """Drop a project nobody records for and nothing waits in (its schema is checked again next time)."""
+        with self.lock:
+            project = self.projects.get(key)
+        if project is None:
+            return
+        with project.flushing, self.lock:  # not while the writer holds a batch it may put back
+            if not project.recorders and not project.pending:
+                self.projects.pop(key, None)
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval()):
+            with self.lock:
+                projects = list(self.projects.values())
+            for project in projects:
+                if stop.is_set():
+                    return
+                try:
+                    _write_behind(project)
+                except Exception:  # noqa: BLE001 - the writer must outlive one bad batch; it was put back
+                    pass
+            with self.lock:
+                if not stop.is_set() and not any(p.recorders for p in self.projects.values()):
+                    self.thread = None  # every store was dropped unclosed: what is left waits for exit
+                    return
+
+    def _interval(self) -> float:
+        with self.lock:
+            return min((r.interval for p in self.projects.values() for r in p.recorders), default=FLUSH_SECONDS)
+
+
+_recorder = _Recorder()
 
 
 def _flush_all() -> None:
-    for recorder in list(_live):
+    """Write every project's counts now (at exit, and before the embedded PostgreSQL is let go)."""
+    with _recorder.lock:
+        projects = list(_recorder.projects.values())
+    for project in projects:
         try:
-            recorder.flush()
+            _flush_now(project, project.settings)
         except Exception:  # noqa: BLE001 - at exit, never turn a finished program into a failed one
             pass
 
 
-def _rows(pending: dict[tuple[tuple[FeatureKey, ...], str, str], list[Any]]) -> list[tuple]:
+atexit.register(_flush_all)
+postgres.before_release(_flush_all)
+
+
+def _write_behind(project: _Project) -> None:
+    """The writer thread's flush: to PostgreSQL only. Without it at hand the counts wait in memory."""
+    with project.flushing:
+        with _recorder.lock:
+            pending, project.pending = project.pending, {}
+        if not pending:
+            return
+        settings = project.settings
+        url = postgres.running_url(settings.postgres_url, settings.state_dir)
+        try:
+            if url is not None:
+                _send(project, url, pending, None)
+        except Exception:
+            project.schema_ready.discard(url)  # a dropped schema is made again on the next try
+            raise
+        finally:
+            _put_back(project, pending)  # what was not written (nothing, when it was)
+
+
+def _flush_now(project: _Project, settings: Settings) -> None:
+    """A synchronous flush: to PostgreSQL with the kept batches, or else into the spool."""
+    with project.flushing:
+        with _recorder.lock:
+            pending, project.pending = project.pending, {}
+        spool = _spool_dir(settings)
+        if not pending and not (spool.is_dir() and any(spool.glob("*.json"))):
+            return
+        url = postgres.running_url(settings.postgres_url, settings.state_dir)
+        try:
+            if url is not None:
+                _send(project, url, pending, spool)
+        except FeatureStoreError as exc:
+            if not project.warned:
+                project.warned = True
+                warnings.warn(f"feature usage could not be recorded ({exc}); it is kept in {spool} and sent "
+                              "when PostgreSQL answers again", RuntimeWarning, stacklevel=3)
+        finally:
+            _keep(spool, _rows(pending))  # what was not written (nothing, when it was)
+
+
+def _send(project: _Project, url: str, pending: Pending, spool: Path | None) -> None:
+    """Write `pending` to PostgreSQL and empty it; then send the batches kept in `spool`, if given."""
+    with postgres.connect(url, retries=()) as connection:
+        if url not in project.schema_ready:
+            ensure_schema(connection)
+            project.schema_ready.add(url)
+        with connection.transaction():
+            _write(connection, _rows(pending))
+        pending.clear()  # committed: neither kept nor put back
+        if spool is not None:
+            ingest_spool(connection, spool)
+
+
+def _put_back(project: _Project, pending: Pending) -> None:
+    """Merge counts not written into the ones recorded since."""
+    if not pending:
+        return
+    with _recorder.lock:
+        for slot, (reads, rows, first, last) in pending.items():
+            entry = project.pending.get(slot)
+            if entry is None:
+                project.pending[slot] = [reads, rows, first, last]
+            else:
+                entry[0] += reads
+                entry[1] += rows
+                entry[2] = min(entry[2], first)
+                entry[3] = max(entry[3], last)
+
+
+def _rows(pending: Pending) -> list[tuple]:
     """One row per (view, feature, version, consumer, mode): reads, rows, first and last seen."""
     merged: dict[tuple[str, str, str, str, str], list[Any]] = {}
     for (keys, consumer, mode), (reads, rows, first, last) in pending.items():
