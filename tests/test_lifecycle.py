@@ -28,9 +28,6 @@ def settled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     earlier test still registered: every featurestore thread seen here is one these tests made."""
     monkeypatch.delenv("FEATURESTORE_POSTGRES_URL", raising=False)
     gc.collect()  # stores earlier tests dropped without close() unregister as they are collected
-    for thread in featurestore_threads():
-        if thread.name != "featurestore-usage":
-            thread.join(timeout=60)  # an earlier test's cache fill, finishing
     yield
 
 
@@ -88,6 +85,7 @@ def build_two_frames_then_remove(folder: Path, *, cache: bool) -> None:
     with FeatureStore(folder, consumer="t") as store:
         first = store.training_frame(spine(), ["spend.amount"], cache=cache)
         second = store.training_frame(spine(), ["spend.amount"], cache=cache)
+        assert [e["fresh"] for e in store.cache_status()] == ([True] if cache else [])  # the second read filled it
     assert first.to_arrow().column("amount").to_pylist() == second.to_arrow().column("amount").to_pylist() \
         == [3.0, 4.0, 5.0]
     assert featurestore_threads() == []
@@ -101,10 +99,7 @@ def test_a_project_folder_can_be_removed_after_the_store_is_closed(tmp_path: Pat
     build_two_frames_then_remove(tmp_path / "work" / "proj", cache=False)
 
 
-# Depends on the cache-fill change (another branch): frames with cache=True start a background fill
-# thread in featurestore/engines/duckdb.py that outlives the call. Remove the mark after merging it.
-@pytest.mark.xfail(strict=True, reason="the cache fill thread (engines/duckdb.py in_background) outlives the frame "
-                                       "until the cache-fill change is merged")
+# The second frame reads the view again, so it fills the cache: inside the call, leaving nothing running.
 def test_a_project_folder_can_be_removed_after_cached_frames(tmp_path: Path) -> None:
     build_two_frames_then_remove(tmp_path / "work" / "proj", cache=True)
 
