@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument("--full-names", action="store_true", help="name features view__feature")
     frame.add_argument("--out", metavar="FILE", help="write the frame to this Parquet file")
     frame.add_argument("--head", type=int, default=10, help="rows to print when not writing a file (default 10)")
+    frame.add_argument("--explain", action="store_true",
+                       help="print how each view was joined (its plan, and the estimated time of each plan "
+                            "considered, from the shape of the data) and the SQL that ran, instead of rows")
     frame.add_argument("--format", choices=FORMATS, default="text")
     frame.add_argument("--consumer", help=_CONSUMER_HELP)
     frame.add_argument("--engine", choices=ENGINES, default="duckdb",
@@ -367,6 +370,17 @@ def _frame(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     summary = {"rows": len(frame), "columns": frame.columns, "seconds": round(elapsed, 3),
                "view_versions": frame.info["view_versions"], "engine": args.engine}
+    if args.explain:
+        if args.format == "json":
+            print(json.dumps({**summary, "plans": frame.info["plans"], "sql": frame.sql}, default=str))
+        else:
+            from featurestore.planner import explain
+
+            print(explain(frame.info["plans"]))
+            print(f"\n{len(frame):,} rows in {elapsed:.2f}s; the SQL that ran:\n")
+            print(frame.sql)
+        if not args.out:
+            return 0
     if args.out:
         import pyarrow.parquet as pq
 

@@ -25,13 +25,13 @@ from typing import Any
 
 from featurestore.spec import format_duration
 
-__all__ = ["Choice", "Shape", "cached_plan", "snapshot_plan", "window_plans"]
+__all__ = ["Choice", "Shape", "cached_plan", "explain", "forced", "snapshot_plan", "window_plans"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
 SORTED = 300.0  # a row an ASOF join sorts (both sides), or window frames sort (spine and events)
 HASHED = 100.0  # a row through a hash join, built or probed
-COMPARED = 60.0  # a candidate pair of equal keys (and bucket) whose time condition is checked
+COMPARED = 15.0  # a candidate pair of equal keys (and bucket) whose time condition is checked
 RANKED = 200.0  # a surviving pair ranked per spine row ("ranked": rank() over the spine row)
 GROUPED = 30.0  # a surviving pair aggregated per spine row ("join"), per aggregate
 FRAMED = 300.0  # a row of the union evaluated by one framed aggregate, with ~100 rows per key ...
@@ -97,6 +97,23 @@ class Choice:
                 "shape": None if self.shape is None else {
                     "spine_rows": round(self.shape.spine), "rows": round(self.shape.rows),
                     "keys": round(self.shape.keys), "pairs_of_equal_keys": round(self.shape.pairs)}}
+
+
+def explain(plans: list[dict[str, Any]]) -> str:
+    """`Choice.as_dict()`s as text: per view its plan, why, and what each plan considered would cost."""
+    lines = []
+    for plan in plans:
+        chosen = ", ".join(f"{label} {how}" for label, how in plan["plans"].items()) if plan["plans"] else plan["plan"]
+        if plan["bucket"]:
+            chosen += f", joined in {plan['bucket']} time buckets"
+        lines.append(f"{plan['view']}: {chosen}" + (f" ({plan['reason']})" if plan["reason"] else ""))
+        if plan["shape"]:
+            shape = plan["shape"]
+            lines.append(f"  shape: {shape['spine_rows']:,} spine rows with keys, {shape['rows']:,} rows over "
+                         f"{shape['keys']:,} keys, {shape['pairs_of_equal_keys']:,} pairs of equal keys")
+        for name, seconds in sorted(plan["estimated_seconds"].items(), key=lambda item: item[1]):
+            lines.append(f"  estimated {seconds:10.3f} s  {name}")
+    return "\n".join(lines)
 
 
 def snapshot_widths(view: Any) -> list[timedelta]:

@@ -165,6 +165,16 @@ def test_frame_cli(store: FeatureStore, project: ProjectDir, capsys: pytest.Capt
     assert main(["--project", str(project.root), "frame", "--spine", str(project.root / "spine.parquet"),
                  "--features", "spend.nope"]) == 1
     assert "has no feature 'nope'" in capsys.readouterr().err
+    for form in ("text", "json"):
+        assert main(["--project", str(project.root), "frame", "--spine", str(project.root / "spine.parquet"),
+                     "--features", "spend.amount", "--explain", "--format", form, "--consumer", "t"]) == 0
+        shown = capsys.readouterr().out
+        if form == "json":
+            [plan] = json.loads(shown)["plans"]
+            assert plan["view"] == "spend" and plan["plan"] in ("asof", "ranked", "intervals")
+            assert plan["plan"] in plan["estimated_seconds"] or plan["bucket"]
+        else:
+            assert shown.startswith("spend: ") and "estimated" in shown and "-- plan spend: " in shown
 
 
 def test_cache_is_filled_at_the_second_read_and_refreshed_when_sources_change(
