@@ -2,11 +2,14 @@
 
 Times sit on a coarse grid (with ±1 µs neighbours) so that exact ties of spine and
 row times, and boundaries exactly at TTL, lag and invalid-period edges, are common.
+`heavy_cases` are the other shape: one to five keys with hundreds to thousands of rows
+each over a long span (`timelines`), checked against `reference.SnapshotIndex`.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,11 +36,18 @@ from featurestore.errors import FeatureStoreError
 from featurestore.loader import parse_definition
 from featurestore.selection import select_features
 from featurestore.spec import Column, build_view
-from reference import Ambiguous, Rules, as_of
+from reference import Ambiguous, Rules, SnapshotIndex, as_of
+from timelines import shapes, instants
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=30)
 EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1000"))
+# A heavy case holds up to ~10k rows and a few hundred spine rows, run under all four plans: about
+# a hundred times the cost of a small one, so a twentieth of the examples (50 by default, 15-30 s on
+# two cores), at least 10.
+HEAVY_EXAMPLES = max(10, EXAMPLES // 20)
+PLANS = ("asof", "intervals", "ranked", "last")
+US = timedelta(microseconds=1)
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -194,6 +204,153 @@ def has_ties(rows: list[dict], rules: Rules) -> bool:
     seen = [(*(r[k] for k in rules.entity), r["ts"]) for r in rows
             if r["ts"] is not None and not any(a <= r["ts"] <= b for a, b in rules.invalid)]
     return len(seen) != len(set(seen))
+
+
+@st.composite
+def heavy_cases(draw: st.DrawFn) -> dict:
+    """One to five keys, hundreds to thousands of rows each (readings or bursts, `timelines`), ties
+    (broken by `created`, or left for the frame to refuse), NULLs, and a few hundred spine rows, most
+    of them exactly on an edge that a row defines (or a microsecond either side)."""
+    composite = draw(st.booleans())
+    created = draw(st.booleans())
+    per_key = draw(shapes())
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    entity = ("k", "c") if composite else ("k",)
+    # Composite keys share their parts ((1, 'x') and (1, 'y')), so a join on one part alone mixes them up.
+    keys = rng.sample([(k, c) for k in (1, 2, 3) for c in ("x", "y")], len(per_key)) if composite else \
+        [(k, None) for k in rng.sample(range(1, 8), len(per_key))]
+    nulls = draw(st.sampled_from([0.0, 0.05, 0.5]))  # the share of NULL values
+    rows = []
+    for (k, c), shape in zip(keys, per_key):
+        for ts in instants(shape, BASE + rng.randrange(86_400) * timedelta(seconds=1), rng):
+            rows.append({"k": k, "c": c or rng.choice("xy"), "ts": ts,
+                         "v": None if rng.random() < nulls else rng.randint(-10**6, 10**6),
+                         "s": None if rng.random() < nulls else rng.choice(["a", "b", "ab", ""])})
+    timed = list(rows)
+    for _ in range(rng.randint(0, 5)):  # rows without a time or a key
+        rows.append({**rng.choice(timed), "ts": None, "v": rng.randint(0, 9)})
+        rows.append({**rng.choice(timed), "k": None, "v": rng.randint(0, 9)})
+    ties = draw(st.sampled_from([0.0, 0.01, 0.05]))  # exact copies of (keys, ts) with other values
+    copies = [{**row, "v": rng.randint(-9, 9), "s": rng.choice(["a", "b"])} for row in timed if rng.random() < ties]
+    order = list(range(len(rows) + len(copies)))
+    rng.shuffle(order)
+    for row, number in zip(rows, order):
+        row["created"] = number  # unique, so the tie-break is total
+    for row, number in zip(copies, order[len(rows):]):
+        row["created"] = None if rng.random() < 0.2 else number  # NULL loses to any value (an original has one)
+    rows += copies
+    if not created:
+        # Without a tie-break, (keys, ts) should be unique: mostly keep the first of each, else a few ties.
+        seen: set[tuple] = set()
+        unique, repeated = [], []
+        for row in rows:
+            identity = (*(row[k] for k in entity), row["ts"])
+            (repeated if identity in seen else unique).append(row)
+            seen.add(identity)
+        rows = unique + (rng.sample(repeated, min(len(repeated), rng.randint(1, 3))) if draw(st.booleans()) else [])
+    if draw(st.booleans()):
+        rng.shuffle(rows)
+    def near(at: datetime) -> datetime:
+        return at + rng.choice([-1, 0, 0, 1]) * US
+    def some_time() -> datetime:
+        return rng.choice(timed)["ts"]
+    invalid = []
+    for _ in range(draw(st.integers(0, 3))):
+        start = near(some_time())
+        invalid.append((start, start + draw(st.sampled_from([timedelta(0), US, timedelta(seconds=1), timedelta(hours=1),
+                                                             timedelta(days=1), timedelta(days=7)]))))
+    since = draw(st.sampled_from([None, "row", "free"]))
+    first, last = min(r["ts"] for r in timed), max(r["ts"] for r in timed)
+    rules = Rules(entity=entity, timestamp="ts",
+                  lag=draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(minutes=15),
+                                            timedelta(hours=1), timedelta(days=1)])),
+                  # From shorter than any gap between readings (or than the lag: never a value) to longer
+                  # than many of them.
+                  ttl=draw(st.sampled_from([None, None, timedelta(seconds=1), timedelta(seconds=59),
+                                            timedelta(minutes=10), timedelta(hours=1), timedelta(seconds=3601),
+                                            timedelta(hours=6), timedelta(days=1, seconds=1), timedelta(days=3)])),
+                  since=None if since is None else near(some_time()) if since == "row" else
+                  first + (last - first) * rng.random(),
+                  invalid=tuple(invalid), created="created" if created else None, features=("v", "s"))
+    counts: dict[tuple, int] = {}
+    for row in rows:
+        identity = (*(row[k] for k in entity), row["ts"])
+        counts[identity] = counts.get(identity, 0) + 1
+    tied = [row for row in rows if row["ts"] is not None and counts[(*(row[k] for k in entity), row["ts"])] > 1]
+    spine = []
+    for _ in range(draw(st.integers(100, 400))):
+        origin = rng.choices(["known", "tie", "ttl", "ts", "since", "invalid", "free", "no time", "no key",
+                              "other key"], [25, 5, 15, 5, 5, 5, 20, 5, 5, 5])[0]
+        row = rng.choice(tied if origin == "tie" and tied else timed)
+        k, c = row["k"], row["c"]
+        if origin in ("known", "tie") or (origin == "ttl" and rules.ttl is None):
+            t = near(row["ts"] + rules.lag)
+        elif origin == "ttl":
+            t = near(row["ts"] + rules.ttl)
+        elif origin == "ts":
+            t = near(row["ts"])
+        elif origin == "since" and rules.since is not None:
+            t = near(rules.since)
+        elif origin == "invalid" and invalid:
+            t = near(rng.choice(rng.choice(invalid)) + rules.lag)
+        else:
+            t = first - timedelta(days=1) + (last - first + timedelta(days=2)) * rng.random()
+            t = t if rng.random() < 0.5 else t.replace(microsecond=0)
+        if origin == "no time":
+            t = None
+        elif origin == "no key":
+            k, c = (None, c) if not composite or rng.random() < 0.5 else (k, None)
+        elif origin == "other key":
+            k, c = (9, c) if not composite or rng.random() < 0.5 else (k, "z")
+        spine.append({"k": k, "c": c, "t": t, "label": rng.randint(0, 1)})
+    flavour = draw(st.sampled_from(["utc", "naive", "nanos"]))
+    nanos = [rng.choice([0, 0, 1, 500, 999]) for _ in spine]
+    return {"rows": rows, "rules": rules, "spine": spine, "flavour": flavour, "nanos": nanos}
+
+
+@settings(max_examples=HEAVY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(heavy_cases())
+def test_few_heavy_keys_match_the_reference_under_every_plan(case: dict) -> None:
+    rules, rows, spine = case["rules"], case["rows"], case["spine"]
+    index = SnapshotIndex(rows, rules)
+    expected: list[dict] | None = []
+    try:
+        for row in spine:
+            key = tuple(row[k] for k in rules.entity)
+            expected.append({"k": row["k"], "c": row["c"], "label": row["label"], **index.as_of(key, row["t"])})
+    except Ambiguous:  # a spine row would take its value from one of several tied rows
+        expected = None
+    event(f"rows: {len(rows) // 2500 * 2500}+, created: {bool(rules.created)}, "
+          f"ambiguous: {expected is None}, ties: {has_ties(rows, rules)}")
+    if expected is not None:
+        valued = sum(r["v"] is not None or r["s"] is not None for r in expected)
+        event(f"spine rows with a value: {valued * 10 // len(spine) * 10}%+")
+    for plan in PLANS:
+        if expected is None or (plan == "intervals" and not rules.created and has_ties(rows, rules)):
+            with pytest.raises(FeatureStoreError, match="several rows with .*-- created"):
+                run(rows, rules, spine, case["flavour"], case["nanos"], plan)
+            continue
+        actual = run(rows, rules, spine, case["flavour"], case["nanos"], plan)
+        assert len(actual) == len(expected), plan
+        for number, (got, want) in enumerate(zip(actual, expected)):
+            assert {k: got[k] for k in ("k", "c", "label", "v", "s")} == want, (plan, number, spine[number])
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(cases())
+def test_the_snapshot_index_matches_the_brute_force_reference(case: dict) -> None:
+    """`SnapshotIndex`, which the heavy cases use, reads SEMANTICS.md as `as_of` does, Ambiguous included."""
+    rules, rows = case["rules"], case["rows"]
+    index = SnapshotIndex(rows, rules)
+    for row in case["spine"]:
+        key = tuple(row[k] for k in rules.entity)
+        try:
+            want = as_of(rows, key, row["t"], rules)
+        except Ambiguous:
+            with pytest.raises(Ambiguous):
+                index.as_of(key, row["t"])
+            continue
+        assert index.as_of(key, row["t"]) == want
 
 
 @pytest.mark.parametrize("plan", ["asof", "ranked", "last"])

@@ -9,12 +9,16 @@ so events exactly at t - W and exactly at t, and ties of several events at one i
 common. The features asked for (all, or some in any order, short or full names) are drawn too.
 
 The reference (`reference.window_aggregate`) is a plain loop over the events per spine row.
+`heavy_cases` are the other shape: one to five keys with hundreds to thousands of events each over
+a long span (`timelines`), windows from shorter than the gaps between events to covering hundreds of
+them, checked against `reference.WindowIndex` under the drawn plans and under the other plan of each window.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -35,12 +39,17 @@ from featurestore.config import parse_duration
 from featurestore.loader import parse_definition
 from featurestore.selection import select_features
 from featurestore.spec import Column, build_view
-from reference import Measure, Rules, window_aggregate
+from reference import Measure, Rules, WindowIndex, aggregate, window_aggregate, window_events
+from timelines import instants, shapes
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=30)
 US = timedelta(microseconds=1)
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 5)
+# A heavy case holds up to ~10k events and a few hundred spine rows, run under two plans per window:
+# about as costly as ten small ones, so a quarter of EXAMPLES (a twentieth of FEATURESTORE_EXAMPLES:
+# 50 by default, about 20 s on two cores), at least 10.
+HEAVY_EXAMPLES = max(10, EXAMPLES // 4)
 UTC_US = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # On the grid, just off it, and longer than every span of events.
@@ -258,26 +267,31 @@ def reference_events(case: Case) -> list[dict]:
     return [{**e, "ts": e["ts"] + US if e["ts"] is not None and e["ns"] else e["ts"]} for e in case.events]
 
 
-def expected(case: Case) -> list[dict]:
-    """Every spine row with every feature, by the reference (spine times floored to microseconds)."""
+def expected(case: Case, indexed: bool = False) -> list[dict]:
+    """Every spine row with every feature, by the reference (spine times floored to microseconds):
+    `window_aggregate`, or when `indexed` the same aggregates over the windows `WindowIndex` finds."""
     spec, events = case.view, reference_events(case)
     if spec.where is not None:
         events = [e for e in events if spec.where.keeps(e)]
     lengths = {label: parse_duration(label) for label in spec.windows}
+    index = WindowIndex(events, spec.rules) if indexed else None
     frame = []
     for r in case.spine:
         key = tuple(r[k] for k in spec.entity)
         values = {"k": r["k"], "c": r["c"], "label": r["label"]}
-        for aggregate in spec.aggregates:
-            for label in spec.windows:
-                values[f"{aggregate.name}_{label}"] = window_aggregate(events, key, r["t"], spec.rules,
-                                                                       aggregate.measure, lengths[label])
+        for label in spec.windows:
+            inside = index.window_events(key, r["t"], lengths[label]) if index else None
+            for item in spec.aggregates:
+                values[f"{item.name}_{label}"] = (
+                    None if inside is None else aggregate(inside, spec.rules, item.measure)) if index else \
+                    window_aggregate(events, key, r["t"], spec.rules, item.measure, lengths[label])
         frame.append(values)
     return frame
 
 
-def check(case: Case) -> Result:
-    """The frame equals the reference, with the view's column types, features in the order asked."""
+def check(case: Case, frame: list[dict] | None = None) -> Result:
+    """The frame equals the reference's (`frame`, else `expected(case)`), with the view's column types,
+    features in the order asked."""
     result = run(case)
     spec = case.view
     names = list(case.features) or [f"{a.name}_{label}" for a in spec.aggregates for label in spec.windows]
@@ -287,7 +301,7 @@ def check(case: Case) -> Result:
     assert {name: result.types[name] for name, _, _ in result.outputs} == \
         {name: result.column_types[column] for name, column, _ in result.outputs}
     want = [{"k": r["k"], "c": r["c"], "label": r["label"], **{output: r[name] for name, output in zip(names, outputs)}}
-            for r in expected(case)]
+            for r in (expected(case) if frame is None else frame)]
     assert len(result.rows) == len(want)
     for number, (actual, reference) in enumerate(zip(result.rows, want)):
         assert actual == reference, f"spine row {number}: {case.spine[number]}"
@@ -369,6 +383,132 @@ def test_window_views_match_the_reference(case: Case) -> None:
     hypothesis.event(f"plans: {'+'.join(sorted(set(case.plans.values())))}")
     hypothesis.event(f"events: {'some' if case.events else 'none'}, spine: {'some' if case.spine else 'none'}")
     check(case)
+
+
+# Window lengths for heavy cases: from shorter than most gaps between events (a second, a minute) to
+# covering hundreds of them (a week of hourly readings), some a second off a round length.
+HEAVY_WINDOWS = ("1s", "59s", "10m", "1h", "3601s", "6h", "1d", "86399s", "3d", "7d")
+
+
+@st.composite
+def heavy_cases(draw: st.DrawFn) -> Case:
+    """One to five keys, hundreds to thousands of events each (readings or bursts, `timelines`), with
+    exact copies, events tied on time with other values, NULLs, and a few hundred spine rows, most of
+    them exactly on an edge that an event defines (or a microsecond either side)."""
+    composite = draw(st.booleans())
+    event_flavour = draw(st.sampled_from(FLAVOURS))
+    per_key = draw(shapes())
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    # Composite keys share their parts ((1, 'x') and (1, 'y')), so a join on one part alone mixes them up.
+    keys = rng.sample([(k, c) for k in (1, 2, 3) for c in ("x", "y")], len(per_key)) if composite else \
+        [(k, None) for k in rng.sample(range(1, 8), len(per_key))]
+    nulls = draw(st.sampled_from([0.0, 0.05, 0.5]))  # the share of NULL values
+
+    def value(values: list) -> Any:
+        return None if rng.random() < nulls else rng.choice(values)
+
+    event_nanos = [0] if "nanos" not in event_flavour else [0, 0, 0, 1, 500, 999]
+    events = []
+    for (k, c), shape in zip(keys, per_key):
+        for ts in instants(shape, BASE + rng.randrange(86_400) * timedelta(seconds=1), rng):
+            events.append(event(ts, k=k, c=c or rng.choice("xy"), v=value(list(range(-20, 21))), o=value([0, 1, 2, 3]),
+                                w=value([-1.5, -0.5, 0.0, 0.5, 2.0, 3.5]), s=value(["a", "b", "c"]), ns=rng.choice(event_nanos)))
+    timed = list(events)
+    for _ in range(rng.randint(0, 5)):  # events without a time or a key
+        events.append({**rng.choice(timed), "ts": None})
+        events.append({**rng.choice(timed), "k": None})
+    copies = draw(st.sampled_from([0.0, 0.01, 0.05]))  # exact copies count twice; others tie on time (and o)
+    for e in timed:
+        if rng.random() < copies:
+            events.append(dict(e) if rng.random() < 0.3 else {**e, "v": rng.randint(-3, 3), "s": rng.choice("abc")})
+    if draw(st.booleans()):
+        rng.shuffle(events)
+
+    def near(at: datetime) -> datetime:
+        return at + rng.choice([-1, 0, 0, 1]) * US
+
+    def known(e: dict) -> datetime:
+        return e["ts"] + lag + (US if e["ns"] else timedelta(0))
+
+    invalid = []
+    for _ in range(draw(st.integers(0, 3))):
+        start = near(rng.choice(timed)["ts"])
+        invalid.append((start, start + draw(st.sampled_from([timedelta(0), US, timedelta(seconds=1), timedelta(hours=1),
+                                                             timedelta(days=1), timedelta(days=7)]))))
+    first, last = min(e["ts"] for e in timed), max(e["ts"] for e in timed)
+    since = draw(st.sampled_from([None, None, "event", "free"]))
+    lag = draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(minutes=15),
+                                timedelta(hours=1), timedelta(days=1)]))
+    pool = [a for a in POOL if not (a.exact_time and "nanos" in event_flavour)]
+    chosen = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=5, unique_by=lambda a: a.name))
+    view = View(aggregates=tuple(chosen),
+                entity=("k", "c") if composite else ("k",),
+                windows=tuple(draw(st.lists(st.sampled_from(HEAVY_WINDOWS), min_size=1, max_size=3, unique=True))),
+                lag=lag, since=None if since is None else near(rng.choice(timed)["ts"]) if since == "event" else
+                first + (last - first) * rng.random(), invalid=tuple(invalid),
+                where=draw(st.sampled_from([None, None, *WHERES])))
+    lengths = [parse_duration(label) for label in view.windows]
+    spine_flavour = draw(st.sampled_from(FLAVOURS))
+    spine = []
+    for _ in range(draw(st.integers(100, 300))):
+        e = rng.choice(timed)
+        k, c = e["k"], e["c"]
+        origin = rng.choices(["known", "leaves", "since", "invalid", "free", "no time", "no key", "other key"],
+                             [25, 25, 5, 5, 20, 5, 5, 5])[0]
+        if origin == "known":  # the event becomes known: not yet in its windows, and in them 1 µs later
+            t = near(known(e))
+        elif origin == "leaves":  # the event is in a window W at t = known + W, and not 1 µs later
+            t = near(known(e) + rng.choice(lengths))
+        elif origin == "since" and view.since is not None:
+            t = near(view.since)
+        elif origin == "invalid" and invalid:
+            t = near(rng.choice(rng.choice(invalid)) + lag + rng.choice([timedelta(0), *lengths]))
+        else:
+            t = first - timedelta(days=1) + (last - first + timedelta(days=2)) * rng.random()
+            t = t if rng.random() < 0.5 else t.replace(microsecond=0)
+        if origin == "no time":
+            t = None
+        elif origin == "no key":
+            k, c = (None, c) if not composite or rng.random() < 0.5 else (k, None)
+        elif origin == "other key":
+            k, c = (9, c) if not composite or rng.random() < 0.5 else (k, "z")
+        ns = rng.choice([0, 0, 1, 500, 999]) if "nanos" in spine_flavour else 0
+        spine.append(row(t, k, c, rng.randint(0, 1), ns))
+    plans = {label: draw(st.sampled_from(["join", "frames"])) for label in view.windows}
+    names = [f"{a.name}_{label}" for a in view.aggregates for label in view.windows]
+    features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
+    return Case(view, events, spine, plans, event_flavour, spine_flavour, features, draw(st.booleans()))
+
+
+@settings(max_examples=HEAVY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(heavy_cases())
+def test_few_heavy_keys_match_the_reference_under_both_plans(case: Case) -> None:
+    frame = expected(case, indexed=True)
+    index = WindowIndex(reference_events(case), case.view.rules)
+    sizes = [len(index.window_events(tuple(r[k] for k in case.view.entity), r["t"], parse_duration(label)) or [])
+             for r in case.spine for label in case.view.windows]
+    hypothesis.event(f"events: {len(case.events) // 2500 * 2500}+")
+    hypothesis.event(f"most events in one window: {max(sizes) // 100 * 100}+, empty windows: "
+                     f"{sum(size == 0 for size in sizes) * 10 // len(sizes) * 10}%+")
+    check(case, frame)
+    # Each window under its other plan too: every window of every case meets both.
+    check(replace(case, plans={label: "frames" if plan == "join" else "join" for label, plan in case.plans.items()}),
+          frame)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(cases())
+def test_the_window_index_matches_the_brute_force_reference(case: Case) -> None:
+    """`WindowIndex`, which the heavy cases use, finds the same events as `window_events` (in any order)."""
+    assert expected(case, indexed=True) == expected(case)
+    rules, events = case.view.rules, reference_events(case)
+    index = WindowIndex(events, rules)
+    for r in case.spine:
+        key = tuple(r[k] for k in case.view.entity)
+        for label in case.view.windows:
+            want = window_events(events, key, r["t"], rules, parse_duration(label))
+            got = index.window_events(key, r["t"], parse_duration(label))
+            assert (got is None, sorted(map(id, got or []))) == (want is None, sorted(map(id, want or [])))
 
 
 # Plain examples: each states one rule of SEMANTICS.md, under both plans.
