@@ -46,7 +46,8 @@ EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1000"))
 # a hundred times the cost of a small one, so a twentieth of the examples (50 by default, 15-30 s on
 # two cores), at least 10.
 HEAVY_EXAMPLES = max(10, EXAMPLES // 20)
-PLANS = ("asof", "intervals", "ranked", "last")
+# "… in buckets": the hash joins that also match a time bucket (what the planner picks for few heavy keys).
+PLANS = ("asof", "intervals", "ranked", "last", "ranked in buckets", "intervals in buckets")
 US = timedelta(microseconds=1)
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -150,15 +151,22 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     spine_columns = (Column(name="k", type="BIGINT"), Column(name="c", type="VARCHAR"), Column(name="t", type=t_type),
                      Column(name="label", type="BIGINT"), Column(name=ROW, type="BIGINT"))
     rows = sqlglot.parse_one("SELECT * FROM events", read="duckdb")
+    bucket = None
+    if plan == "ranked in buckets" and view.ttl is not None:  # at least the TTL: exactly it, so edges align
+        plan, bucket = "ranked", max(view.ttl, timedelta(microseconds=1))
+    elif plan == "intervals in buckets":  # off the grid, shorter than most intervals: many buckets each
+        plan, bucket = "intervals", timedelta(minutes=7, microseconds=1)
+    plan = plan.replace(" in buckets", "")
     if plan == "asof" or (plan == "ranked" and view.ttl is None):
         join = ViewRows(view, rows, tuple(selected))
     elif plan in ("ranked", "last"):
         columns = list(dict.fromkeys(s.feature.column for s in selected))
-        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, join=plan)
+        join = ViewRows(view, prepare_rows(view, rows, columns), tuple(selected), prepared=True, join=plan,
+                        bucket=bucket)
     else:  # what the cache holds: prepared rows with validity intervals, joined by hash
         columns = list(dict.fromkeys(s.feature.column for s in selected))
         join = ViewRows(view, validity_intervals(view, prepare_rows(view, rows, columns)), tuple(selected),
-                        prepared=True, join="intervals")
+                        prepared=True, join="intervals", bucket=bucket)
     query = point_in_time(Spine("spine", spine_columns, "t"), [join])
     with duckdb.connect() as connection:
         connection.execute("SET TimeZone = 'UTC'")
@@ -179,7 +187,7 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases(), st.sampled_from(["asof", "intervals", "ranked", "last"]))
+@given(cases(), st.sampled_from(PLANS))
 def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
     rules, rows, spine = case["rules"], case["rows"], case["spine"]
     expected = []
@@ -187,7 +195,7 @@ def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
         for row in spine:
             key = tuple(row[k] for k in rules.entity)
             expected.append({"k": row["k"], "c": row["c"], "label": row["label"], **as_of(rows, key, row["t"], rules)})
-        ambiguous = plan == "intervals" and not rules.created and has_ties(rows, rules)
+        ambiguous = plan.startswith("intervals") and not rules.created and has_ties(rows, rules)
     except Ambiguous:
         ambiguous = True
     event(f"ambiguous: {ambiguous}")
@@ -326,7 +334,7 @@ def test_few_heavy_keys_match_the_reference_under_every_plan(case: dict) -> None
         valued = sum(r["v"] is not None or r["s"] is not None for r in expected)
         event(f"spine rows with a value: {valued * 10 // len(spine) * 10}%+")
     for plan in PLANS:
-        if expected is None or (plan == "intervals" and not rules.created and has_ties(rows, rules)):
+        if expected is None or (plan.startswith("intervals") and not rules.created and has_ties(rows, rules)):
             with pytest.raises(FeatureStoreError, match="several rows with .*-- created"):
                 run(rows, rules, spine, case["flavour"], case["nanos"], plan)
             continue
