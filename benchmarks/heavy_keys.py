@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -231,8 +232,8 @@ COPY (
         JOIN readings AS r ON r.i = d.h22 % counts.nr
         LEFT JOIN gaps AS g ON g.g = d.h23 % greatest(counts.ng, 1)
         JOIN events AS e ON e.i = d.h24 % {case.events})
-    SELECT (CASE WHEN kind < 0.06 THEN r_site WHEN kind < 0.08 THEN coalesce(g_site, r_site) WHEN kind < 0.20 THEN e_site
-                 ELSE 1 + h25 % {SITES} END)::INTEGER AS site,
+    SELECT (CASE WHEN kind < 0.06 THEN r_site WHEN kind < 0.08 THEN coalesce(g_site, r_site)
+                 WHEN kind < 0.20 THEN e_site ELSE 1 + h25 % {SITES} END)::INTEGER AS site,
            (CASE WHEN kind < 0.08 OR kind >= 0.20 THEN random_operator ELSE e_operator END)::INTEGER AS operator,
            make_timestamp(CASE WHEN kind < 0.04 THEN r_us + {LAG_US}
                                WHEN kind < 0.06 THEN r_us + {LAG_US} - 1
@@ -746,8 +747,14 @@ def versions() -> dict[str, Any]:
             found[name] = None
     import featurestore
 
-    root = Path(featurestore.__file__).resolve().parent.parent
-    found["featurestore_path"] = str(Path(featurestore.__file__).resolve().parent)
+    package = Path(featurestore.__file__).resolve().parent
+    root = package.parent
+    found["featurestore_path"] = str(package)
+    # What the timings ran: a digest of the package's sources (a commit elsewhere in the checkout is no change).
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    found["featurestore_files"] = digest.hexdigest()[:12]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip()
@@ -773,7 +780,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"[bold]Few heavy keys benchmark[/bold]  {report['command']}")
     console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
                   f"{m['platform']}, Python {m['python']}{load}")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val and k != "featurestore_path"))
+    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
     if "warning" in report:
         console.print(f"[bold red]warning:[/bold red] {report['warning']}")
     d = report["data"]
@@ -935,9 +942,10 @@ def main(argv: list[str] | None = None) -> None:
                     "call3": f"a repeated call (cache ready) <= {REPEATED_TARGET}x the floor"},
         "views": [summarize(r, variants, refused) for r in results], "checks": checks,
     }
-    now = versions().get("featurestore_commit")
-    if now != found_versions.get("featurestore_commit"):
-        report["warning"] = f"featurestore changed during the run ({found_versions.get('featurestore_commit')} -> {now})"
+    now = versions()
+    if now.get("featurestore_files") != found_versions.get("featurestore_files"):
+        report["warning"] = (f"featurestore's files changed during the run (commit "
+                             f"{found_versions.get('featurestore_commit')} -> {now.get('featurestore_commit')})")
     if args.format == "json":
         print(json.dumps(report, indent=2, default=str))
     else:
