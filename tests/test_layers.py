@@ -15,7 +15,7 @@ LAYERS = [
     {"config"},
     {"loader"},
     {"spec", "selection"},
-    {"graph", "compiler"},
+    {"graph", "compiler", "planner"},
     {"engines"},
     {"project", "demo", "scaffold", "cache"},
     {"sources"},
