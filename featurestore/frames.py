@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -452,40 +453,36 @@ def _feature_schema(connection: Any, names: list[str], joins: list[Any]) -> Any:
 
 def _snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, cached: bool = False,
                      buckets: bool = True) -> Choice:
-    """How the view's rows are joined: `plan` if one was asked for, else the cheapest for the shape of
-    the rows and the spine (one cheap pass, `compiler.shape.key_shape`). Cached rows are validity
-    intervals: a hash join on them ("intervals") or an ASOF join."""
+    """How the view's rows are joined: the cheapest plan for the shape of the rows and the spine (one
+    cheap pass, `compiler.shape.key_shape`), or `plan` if one was asked for ("ranked": the cheaper of
+    its two forms; a window view's plan means "auto" here). Cached rows are validity intervals: a hash
+    join on them ("intervals") or an ASOF join."""
+    plan = "auto" if plan in ("join", "frames") else plan
     if plan not in ("auto", "ranked") or (plan == "ranked" and view.ttl is None):
         return forced(view, "asof" if plan == "ranked" else plan)
     widths = planner.cached_widths(view) if cached else planner.snapshot_widths(view)
     shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), rows, "__fs_ts", "__fs_spine", widths)
                                     .sql(dialect="duckdb")), widths)
-    choice = planner.cached_plan(view, shape, buckets=buckets) if cached else \
-        planner.snapshot_plan(view, shape, buckets=buckets)
-    if plan == "ranked" and choice.plan != "ranked":  # asked for: the cheaper of its two forms
-        choice = replace(choice, plan="ranked", bucket=planner.snapshot_plan(view, shape).bucket, reason="asked for")
-    return choice
+    if cached:
+        return planner.cached_plan(view, shape, buckets=buckets)
+    choice = planner.snapshot_plan(view, shape, buckets=buckets, only=None if plan == "auto" else plan)
+    return choice if plan == "auto" else replace(choice, reason="asked for")
 
 
 def _window_choice(connection: Any, view: Any, events: exp.Query, items: list[Selected] | tuple[Selected, ...],
                    plan: str, *, buckets: bool = True) -> Choice:
-    """Per window of a window view, "join" or "frames": `plan` if asked for, else the cheapest for the
-    shape of the events and the spine (one cheap pass)."""
+    """Per window of a window view, "join" or "frames": the cheapest for the shape of the events and
+    the spine (one cheap pass), or `plan` if one was asked for ("join": in time buckets when they pay;
+    a snapshot view's plan means "auto" here)."""
+    plan = plan if plan in ("join", "frames") else "auto"
+    if plan == "frames" or (plan == "join" and not buckets):
+        return forced(view, "windows", {w.label: plan for w in view.windows})
     widths = planner.window_widths(view)
-    counts: dict[str, int] = {}
-    for selected in items:
-        assert selected.feature.window is not None
-        counts[selected.feature.window.label] = counts.get(selected.feature.window.label, 0) + 1
-    if plan in ("join", "frames"):
-        if plan == "frames" or not buckets:
-            return forced(view, "windows", {w.label: plan for w in view.windows})
     shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
                                     .sql(dialect="duckdb")), widths)
-    choice = planner.window_plans(view, shape, counts, buckets=buckets)
-    if plan == "join":  # asked for: in buckets when they pay
-        joined = planner.window_plans(view, shape, counts, buckets=buckets, only_join=True)
-        return replace(joined, reason="asked for")
-    return choice
+    counts = Counter(selected.feature.window.label for selected in items if selected.feature.window is not None)
+    choice = planner.window_plans(view, shape, counts, buckets=buckets, only_join=plan == "join")
+    return choice if plan == "auto" else replace(choice, reason="asked for")
 
 
 def plan_header(choices: list[Choice]) -> str:

@@ -123,8 +123,9 @@ def snapshot_widths(view: Any) -> list[timedelta]:
     return [view.ttl, 2 * _ranked_bucket(view)]
 
 
-def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
-    """"asof" or "ranked" (with or without time buckets) for a snapshot view computed from its rows.
+def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True, only: str | None = None) -> Choice:
+    """"asof" or "ranked" (with or without time buckets) for a snapshot view computed from its rows;
+    with `only`, the cheaper form of that plan (every plan's estimate is still shown).
 
     Without a TTL only the ASOF join is exact and cheap. With one, "ranked" hashes the spine and
     compares rows within the TTL (and ranks them), which needs memory for the spine instead of all
@@ -139,7 +140,7 @@ def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
         if buckets:
             costs["ranked in buckets"] = HASHED * (2 * s + r) + COMPARED * shape.near.get(2 * bucket, shape.pairs) + \
                 RANKED * within
-    best = min(costs, key=costs.__getitem__)
+    best = min((name for name in costs if only is None or name.split(" ")[0] == only), key=costs.__getitem__)
     return Choice(view.name, best.split(" ")[0], costs, shape, _ranked_bucket(view) if best == "ranked in buckets" else None)
 
 
