@@ -37,7 +37,7 @@ from featurestore.loader import parse_definition
 from featurestore.selection import select_features
 from featurestore.spec import Column, build_view
 from reference import Ambiguous, Rules, SnapshotIndex, as_of
-from timelines import shapes, instants
+from timelines import anywhere, instants, shapes, unmatched
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=30)
@@ -302,14 +302,8 @@ def heavy_cases(draw: st.DrawFn) -> dict:
         elif origin == "invalid" and invalid:
             t = near(rng.choice(rng.choice(invalid)) + rules.lag)
         else:
-            t = first - timedelta(days=1) + (last - first + timedelta(days=2)) * rng.random()
-            t = t if rng.random() < 0.5 else t.replace(microsecond=0)
-        if origin == "no time":
-            t = None
-        elif origin == "no key":
-            k, c = (None, c) if not composite or rng.random() < 0.5 else (k, None)
-        elif origin == "other key":
-            k, c = (9, c) if not composite or rng.random() < 0.5 else (k, "z")
+            t = anywhere(first, last, rng)
+        t, k, c = unmatched(origin, t, k, c, composite, rng)
         spine.append({"k": k, "c": c, "t": t, "label": rng.randint(0, 1)})
     flavour = draw(st.sampled_from(["utc", "naive", "nanos"]))
     nanos = [rng.choice([0, 0, 1, 500, 999]) for _ in spine]

@@ -40,7 +40,7 @@ from featurestore.loader import parse_definition
 from featurestore.selection import select_features
 from featurestore.spec import Column, build_view
 from reference import Measure, Rules, WindowIndex, aggregate, window_aggregate, window_events
-from timelines import instants, shapes
+from timelines import anywhere, instants, shapes, unmatched
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=30)
@@ -467,14 +467,8 @@ def heavy_cases(draw: st.DrawFn) -> Case:
         elif origin == "invalid" and invalid:
             t = near(rng.choice(rng.choice(invalid)) + lag + rng.choice([timedelta(0), *lengths]))
         else:
-            t = first - timedelta(days=1) + (last - first + timedelta(days=2)) * rng.random()
-            t = t if rng.random() < 0.5 else t.replace(microsecond=0)
-        if origin == "no time":
-            t = None
-        elif origin == "no key":
-            k, c = (None, c) if not composite or rng.random() < 0.5 else (k, None)
-        elif origin == "other key":
-            k, c = (9, c) if not composite or rng.random() < 0.5 else (k, "z")
+            t = anywhere(first, last, rng)
+        t, k, c = unmatched(origin, t, k, c, composite, rng)
         ns = rng.choice([0, 0, 1, 500, 999]) if "nanos" in spine_flavour else 0
         spine.append(row(t, k, c, rng.randint(0, 1), ns))
     plans = {label: draw(st.sampled_from(["join", "frames"])) for label in view.windows}

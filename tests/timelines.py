@@ -105,3 +105,22 @@ def _rounded(length: timedelta, jitter: str) -> timedelta:
     if jitter == "seconds":
         return timedelta(seconds=round(length.total_seconds()))
     return length // US * US
+
+
+def anywhere(first: datetime, last: datetime, rng: random.Random) -> datetime:
+    """A spine time from a day before `first` to a day after `last`, half of them on whole seconds."""
+    t = first - timedelta(days=1) + (last - first + timedelta(days=2)) * rng.random()
+    return t if rng.random() < 0.5 else t.replace(microsecond=0)
+
+
+def unmatched(origin: str, t: datetime | None, k: int | None, c: str | None, composite: bool,
+              rng: random.Random) -> tuple[datetime | None, int | None, str | None]:
+    """A spine row's time and keys after the origins that match nothing: "no time", "no key" (a NULL
+    key part) and "other key" (a key part no row has); other origins leave them as they are."""
+    if origin == "no time":
+        return None, k, c
+    if origin == "no key":
+        return (t, None, c) if not composite or rng.random() < 0.5 else (t, k, None)
+    if origin == "other key":
+        return (t, 9, c) if not composite or rng.random() < 0.5 else (t, k, "z")
+    return t, k, c
