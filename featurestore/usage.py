@@ -251,33 +251,31 @@ def _put_back(project: _Project, pending: Pending) -> None:
     if not pending:
         return
     with _recorder.lock:
-        for slot, (reads, rows, first, last) in pending.items():
-            entry = project.pending.get(slot)
-            if entry is None:
-                project.pending[slot] = [reads, rows, first, last]
-            else:
-                entry[0] += reads
-                entry[1] += rows
-                entry[2] = min(entry[2], first)
-                entry[3] = max(entry[3], last)
+        for slot, counts in pending.items():
+            _add(project.pending, slot, counts)
 
 
 def _rows(pending: Pending) -> list[tuple]:
     """One row per (view, feature, version, consumer, mode): reads, rows, first and last seen."""
-    merged: dict[tuple[str, str, str, str, str], list[Any]] = {}
-    for (keys, consumer, mode), (reads, rows, first, last) in pending.items():
+    merged: dict[Any, list[Any]] = {}
+    for (keys, consumer, mode), counts in pending.items():
         for view, feature, version in keys:
-            slot = (view, feature, version, consumer, mode)
-            entry = merged.get(slot)
-            if entry is None:
-                merged[slot] = [reads, rows, first, last]
-            else:
-                entry[0] += reads
-                entry[1] += rows
-                entry[2] = min(entry[2], first)
-                entry[3] = max(entry[3], last)
+            _add(merged, (view, feature, version, consumer, mode), counts)
     return [(*slot, reads, rows, _instant(first), _instant(last))
             for slot, (reads, rows, first, last) in merged.items()]
+
+
+def _add(into: dict[Any, list[Any]], slot: Any, counts: list[Any]) -> None:
+    """Add [reads, rows, first seen, last seen] to `into[slot]`."""
+    reads, rows, first, last = counts
+    entry = into.get(slot)
+    if entry is None:
+        into[slot] = [reads, rows, first, last]
+    else:
+        entry[0] += reads
+        entry[1] += rows
+        entry[2] = min(entry[2], first)
+        entry[3] = max(entry[3], last)
 
 
 def _instant(seconds: float) -> datetime:
