@@ -30,7 +30,7 @@ from featurestore.selection import Selected
 from featurestore.spec import Column, FeatureView
 
 __all__ = ["Spine", "ViewRows", "bucket_of", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows",
-           "instant", "interval", "known_at", "taken_columns", "tie_winner", "ties", "two_buckets", "utc_micros", "validity_intervals",
+           "instant", "interval", "known_at", "one_bucket", "taken_columns", "tie_winner", "ties", "two_buckets", "utc_micros", "validity_intervals",
            "value_used"]
 
 ROW = "__fs_row"
@@ -191,8 +191,7 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
     if bucket is not None:
         assert bucket >= view.ttl
         spine = _aliased(two_buckets("__fs_spine_t", _T, bucket), "s")
-        side = _aliased(exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(_TS, quoted=True), bucket), _BUCKET,
-                                                          quoted=True)).from_(exp.to_table(rows, quoted=True)), alias)
+        side = _aliased(one_bucket(rows, _TS, bucket), alias)
         condition = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True),
                                     expression=exp.column(_BUCKET, alias, quoted=True)), condition)
     # rank(), not row_number(): rows tied on time all stay, so a tie shows as a spine row repeated (`ties`).
@@ -213,6 +212,12 @@ def bucket_of(value: exp.Expr, width: timedelta) -> exp.Expr:
     return exp.IntDiv(this=exp.func("epoch_us", value.copy()), expression=exp.Literal.number(_micros(width)))
 
 
+def one_bucket(relation: str, time: str, width: timedelta) -> exp.Select:
+    """Each row of `relation` in the bucket of its `time`: SELECT *, epoch_us(time) // W AS __fs_bucket."""
+    return exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(time, quoted=True), width), _BUCKET, quoted=True)) \
+        .from_(exp.to_table(relation, quoted=True))
+
+
 def two_buckets(relation: str, time: str, width: timedelta) -> exp.Select:
     """Each row of `relation` twice, in the bucket of its `time` and in the bucket before: a row
     stamped up to `width` before `time` is in one of the two.
@@ -231,7 +236,7 @@ def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta)
     """Validity intervals, each in every bucket of `width` it overlaps while its value can be used:
     until the next row is known, the TTL expires, or the spine's last time (whichever is first).
 
-        SELECT p.*, unnest(range(epoch_us(__fs_known) // W, (epoch_us(least(__fs_until, <ends>)) - 1) // W + 1))
+        SELECT p.*, unnest(range(epoch_us(__fs_known) // W, epoch_us(least(__fs_until, <ends>) - 1 µs) // W + 1))
         FROM (<intervals>) AS p
     An interval that ends before it starts (known after the spine's last time) is in no bucket.
     """
@@ -243,8 +248,7 @@ def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta)
                             expression=interval(view.ttl + timedelta(microseconds=1))))
     end = exp.func("least", exp.column(_UNTIL, "p", quoted=True), *ends)
     first = bucket_of(exp.column(_KNOWN, "p", quoted=True), width)
-    final = exp.IntDiv(this=exp.Paren(this=exp.Sub(this=exp.func("epoch_us", end), expression=exp.Literal.number(1))),
-                       expression=exp.Literal.number(_micros(width)))
+    final = bucket_of(exp.Sub(this=end, expression=interval(timedelta(microseconds=1))), width)  # `end` is exclusive
     buckets = exp.Explode(this=exp.GenerateSeries(start=first, end=exp.Add(this=final, expression=exp.Literal.number(1)),
                                                   is_end_exclusive=True))
     return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p", quoted=True)),

@@ -33,7 +33,7 @@ from typing import Callable, Literal
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import ROW, bucket_of, instant, interval, known_at, two_buckets, utc_micros
+from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, one_bucket, two_buckets, utc_micros
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
@@ -264,8 +264,7 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
     if bucket is not None:
         assert bucket >= longest
         asked = _aliased(two_buckets(spine, _T, bucket), "s")
-        happened = _aliased(exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(_KNOWN, quoted=True), bucket),
-                                                              _BUCKET, quoted=True)).from_(exp.to_table(events, quoted=True)), "e")
+        happened = _aliased(one_bucket(events, _KNOWN, bucket), "e")
         on = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True), expression=exp.column(_BUCKET, "e", quoted=True)), on)
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
