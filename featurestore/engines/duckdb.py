@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BindError", "Binder", "arrow", "arrow_types", "connect_offline", "describe_duckdb_table", "describe_files", "is_time_type",
            "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors", "first_row", "abandon", "set_memory_limit", "table_checksum"]
+           "errors_as_feature_store_errors", "first_row", "abandon", "table_checksum"]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ(_NS)?)$")
 
@@ -245,14 +245,6 @@ def first_row(connection: duckdb.DuckDBPyConnection, sql: str, parameters: list[
     on a connection whose last result is unfinished."""
     rows = connection.execute(sql, parameters or []).fetchall()
     return rows[0] if rows else None
-
-
-def set_memory_limit(connection: duckdb.DuckDBPyConnection, limit: str) -> None:
-    """Cap DuckDB's memory; beyond it, DuckDB spills to the temp directory."""
-    from sqlglot import exp
-
-    connection.execute(f"SET memory_limit = {exp.Literal.string(limit).sql(dialect='duckdb')}")
-
 
 
 def abandon(connection: duckdb.DuckDBPyConnection) -> None:
