@@ -370,17 +370,14 @@ def _frame(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     summary = {"rows": len(frame), "columns": frame.columns, "seconds": round(elapsed, 3),
                "view_versions": frame.info["view_versions"], "engine": args.engine}
-    if args.explain:
-        if args.format == "json":
-            print(json.dumps({**summary, "plans": frame.info["plans"], "sql": frame.sql}, default=str))
-        else:
-            from featurestore.planner import explain
+    if args.explain and args.format == "json":
+        summary |= {"plans": frame.info["plans"], "sql": frame.sql}
+    elif args.explain:
+        from featurestore.planner import explain
 
-            print(explain(frame.info["plans"]))
-            print(f"\n{len(frame):,} rows in {elapsed:.2f}s; the SQL that ran:\n")
-            print(frame.sql)
-        if not args.out:
-            return 0
+        print(explain(frame.info["plans"]))
+        print(f"\n{len(frame):,} rows in {elapsed:.2f}s; the SQL that ran:\n")
+        print(frame.sql)
     if args.out:
         import pyarrow.parquet as pq
 
@@ -390,6 +387,10 @@ def _frame(args: argparse.Namespace) -> int:
             print(json.dumps(summary))
         else:
             print(f"wrote {len(frame):,} rows × {len(frame.columns)} columns to {args.out} in {elapsed:.2f}s")
+        return 0
+    if args.explain:  # instead of rows
+        if args.format == "json":
+            print(json.dumps(summary, default=str))
         return 0
     head = frame.to_arrow().slice(0, args.head)
     if args.format == "json":
