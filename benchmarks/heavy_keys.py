@@ -17,7 +17,7 @@ events each). Two views over them, each selected alone in a frame of the same sp
 
 Ours is `FeatureStore(project).training_frame(spine.parquet, ["<view>.*"], timestamp="ts").to_arrow()`,
 timed cold (a fresh store on a project whose `.featurestore/` was just deleted) and back to back
-(one store, cache cleared: call 1, call 2 at once, `wait_for_cache()` if the SDK has it, call 3).
+(one store, cache cleared: call 1, call 2 at once, call 3; the SDK fills its cache inside a call).
 Every frame, ours and the floors', is compared row for row with the reference before its time is
 kept; a difference stops the run with RESULTS DIFFER (exit status 1). See benchmarks/README.md.
 """
@@ -394,26 +394,8 @@ def run_ours(store: Any, case: Case, view: str) -> tuple[pa.Table, str]:
     return frame.to_arrow(), frame.sql
 
 
-def wait_for_cache(store: Any) -> str:
-    """Wait for a background cache fill: `store.wait_for_cache()` when the SDK has it (it may go away),
-    else the engine's helper, else nothing. Returns what was waited with."""
-    method = getattr(store, "wait_for_cache", None)
-    if callable(method):
-        method()
-        return "store.wait_for_cache()"
-    try:
-        from featurestore.engines.duckdb import wait_for_background
-    except ImportError:
-        return "nothing (no wait_for_cache in this SDK)"
-    wait_for_background(store.settings.offline_database)
-    return "featurestore.engines.duckdb.wait_for_background()"
-
-
 def close_store(store: Any) -> None:
-    wait_for_cache(store)   # a fill still running would take CPU from the next timing
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
+    store.close()
 
 
 def plan_of(sql: str, view: str) -> str:
@@ -421,7 +403,8 @@ def plan_of(sql: str, view: str) -> str:
     window view, the CTE (`__fs_v0j` range join, `__fs_v0f` window frames) that first names each window's
     count column; for the snapshot view, an ASOF join, the cached rows' `__fs_until` (intervals), a
     `__fs_v0_hit` CTE (last) or `RANK() OVER` (ranked)."""
-    comments = [line.strip()[2:].strip() for line in sql.splitlines() if line.strip().startswith("-- plan")]
+    comments = [line.strip().removeprefix("-- plan").strip() for line in sql.splitlines()
+                if line.strip().startswith("-- plan ")]
     if comments:
         return "; ".join(comments)
     if view == "operator_activity":
@@ -505,7 +488,7 @@ def differ(problems: list[str]) -> SystemExit:
 @dataclass
 class ViewResult:
     """One view's timings: `times[name]` per round. Names: "cold", each floor kind, and per cache variant
-    "<variant>:call1", ":call2", ":wait", ":call3", with `ratios[<variant>:callN]` to the same round's floor."""
+    "<variant>:call1", ":call2", ":call3", with `ratios[<variant>:callN]` to the same round's floor."""
 
     view: str
     floors: list[str]
@@ -513,7 +496,6 @@ class ViewResult:
     times: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
     project_load: list[float] = field(default_factory=list)
-    fill_after_cold: list[float] = field(default_factory=list)
     plans: dict[str, set[str]] = field(default_factory=dict)   # call -> plans seen
     sql: dict[str, str] = field(default_factory=dict)           # call -> the SQL ours ran (last round)
     checks: list[str] = field(default_factory=list)
@@ -581,42 +563,23 @@ def warm_process(case: Case, log: Callable[[str], None]) -> None:
     log("warmed up: imports, OS file cache, DuckDB, one small frame of each view")
 
 
-def prepare_variants(case: Case, log: Callable[[str], None]) -> dict[str, str]:
-    """Write a copy of the project per cache variant (sources pointing at the same files); returns the variants
-    the SDK refused, with why. Today's SDK rejects unknown settings: then the variant is skipped."""
-    from featurestore.errors import FeatureStoreError
-
-    refused = {}
+def prepare_variants(case: Case) -> None:
+    """Write a copy of the project per cache variant (sources pointing at the same files)."""
     for variant, setting in CACHE_VARIANTS.items():
-        if setting is None:
-            continue
-        project = case.variant_project(variant)
-        shutil.rmtree(project, ignore_errors=True)
-        write_project(project, setting, str(case.readings_path), str(case.events_path))
-        try:
-            store = open_store(project)
-            close_store(store)
-        except (FeatureStoreError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()
-            refused[variant] = (f'[offline] cache = "{setting}" refused by this SDK ({type(exc).__name__}: '
-                                f"{' '.join(line.strip() for line in reason[:2])})")
-            log(f"skipping the {variant} variant: {refused[variant]}")
-    return refused
+        if setting is not None:
+            project = case.variant_project(variant)
+            shutil.rmtree(project, ignore_errors=True)
+            write_project(project, setting, str(case.readings_path), str(case.events_path))
 
 
 def back_to_back(case: Case, project: Path, view: str, result: ViewResult, checker: Checker, variant: str,
                  number: int) -> None:
-    """One store, cache cleared first: call 1, call 2 at once, wait for the cache (timed apart), call 3."""
+    """One store, cache cleared first: call 1, call 2 at once, call 3."""
     clear_state(project)
     store = open_store(project)
     try:
-        for call in ("call1", "call2", "wait", "call3"):
+        for call in ("call1", "call2", "call3"):
             name = f"{variant}:{call}"
-            if call == "wait":
-                seconds, how = _timed(lambda: wait_for_cache(store))
-                result.add(name, seconds)
-                result.sql.setdefault("wait_method", how)
-                continue
             seconds, (table, sql) = _timed(lambda: run_ours(store, case, view))
             result.add(name, seconds)
             result.sql[name] = sql
@@ -653,7 +616,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
                 result.add("cold", load + seconds)
                 result.sql["cold"] = sql
                 result.plans.setdefault("cold", set()).add(plan_of(sql, view))
-                result.fill_after_cold.append(_timed(lambda: close_store(store))[0])
+                close_store(store)
                 clear_state(case.project)
                 checker.check(view, table, f"ours cold, round {number + 1}")
             elif name.startswith("b2b:"):
@@ -672,7 +635,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
         log(f"{view} round {number + 1}/{repeat}: cold {result.times['cold'][-1]:.3f}s, "
             + ", ".join(f"{k} {result.times[k][-1]:.3f}s" for k in floors) + "; "
             + "; ".join(f"{v}: " + ", ".join(f"{c} {result.times[f'{v}:{c}'][-1]:.3f}s"
-                                              for c in ("call1", "call2", "wait", "call3")) for v in variants))
+                                              for c in ("call1", "call2", "call3")) for v in variants))
     return result
 
 
@@ -683,19 +646,18 @@ def _verdict(ratio: float | None, target: float) -> str | None:
     return None if ratio is None else ("PASS" if ratio <= target else "FAIL")
 
 
-def summarize(result: ViewResult, variants: list[str], refused: dict[str, str]) -> dict[str, Any]:
+def summarize(result: ViewResult, variants: list[str]) -> dict[str, Any]:
     floor = result.median(result.floor)
     cold = result.median("cold")
     out: dict[str, Any] = {
         "view": result.view, "features": feature_columns(result.view), "floor": result.floor,
         "floors_run": result.floors, "skipped": result.skipped,
         "seconds": result.times, "median_seconds": {k: result.median(k) for k in result.times},
-        "project_load_seconds_in_cold": result.project_load, "cache_fill_seconds_after_cold": result.fill_after_cold,
+        "project_load_seconds_in_cold": result.project_load,
         "ratio_to_same_round_floor": result.ratios,
         "median_ratio_to_same_round_floor": {k: statistics.median(v) for k, v in result.ratios.items()},
         "plans": {k: sorted(v) for k, v in result.plans.items()},
-        "our_sql": {k: v for k, v in result.sql.items() if k != "wait_method"},
-        "wait_method": result.sql.get("wait_method"), "cache_variants_skipped": refused,
+        "our_sql": result.sql,
     }
     out["cold_ratio"] = cold / floor
     targets = {"cold": {"target": f"<= {COLD_TARGET}x the best floor", "ratio": cold / floor,
@@ -814,28 +776,21 @@ def print_report(report: dict[str, Any]) -> None:
             else:
                 table.add_row(label, f"{med[kind]:.3f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "", "")
         for variant in report["cache_variants"]:
-            if variant in report["cache_variants_skipped"]:
-                table.add_row(f"back to back, cache {variant}", "-", "", "", "", "skipped (see the note below)")
-                continue
             ratios = view["ratio_to_same_round_floor"]
             titles = {"call1": "call 1 (cache cleared)", "call2": "call 2 (at once)",
-                      "wait": f"  then {view['wait_method'] or 'wait'} (not a frame)",
                       "call3": "call 3 (repeated, cache ready)"}
             for call, title in titles.items():
                 name = f"{variant}:{call}"
                 target = view["targets"].get(name)
-                plan = "" if call == "wait" else f"; plan: {' | '.join(view['plans'].get(name, []))}"
+                plan = f"; plan: {' | '.join(view['plans'].get(name, []))}"
                 table.add_row(f"{variant} cache: {title}{plan}", f"{med[name]:.3f}", spread(seconds[name]),
-                              "" if call == "wait" else f"{statistics.median(ratios[name]):.2f}",
-                              "" if call == "wait" else spread(ratios[name], "{:.2f}"),
+                              f"{statistics.median(ratios[name]):.2f}", spread(ratios[name], "{:.2f}"),
                               mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
                               if target else "")
         console.print(table)
         console.print(f"  x floor: cold = median / the best floor's median ('{view['floor']}'); back to back = median "
                       f"of each round's call / the best floor in that round. Cold includes loading the project "
-                      f"(median {statistics.median(view['project_load_seconds_in_cold']):.3f}s); the cache fill "
-                      f"it starts was then waited for, untimed (median "
-                      f"{statistics.median(view['cache_fill_seconds_after_cold']):.3f}s).")
+                      f"(median {statistics.median(view['project_load_seconds_in_cold']):.3f}s).")
     console.print(f"  range join: ~{report['data']['join_pairs_estimate']:,} (spine row, event) pairs with the same "
                   f"operator (a hash join on operator tests each against the window); cap "
                   f"{report['join_floor_cap']:,.0f}.")
@@ -916,8 +871,8 @@ def main(argv: list[str] | None = None) -> None:
     data = describe_data(case)
     log(f"data: {data['readings']:,} readings, {data['events']:,} events, {args.spine:,} spine rows; "
         f"~{data['join_pairs_estimate']:,} same-operator (spine row, event) pairs")
-    refused = prepare_variants(case, log)
-    variants = [v for v in CACHE_VARIANTS if v not in refused]
+    prepare_variants(case)
+    variants = list(CACHE_VARIANTS)
     warm_process(case, log)
     checker = Checker()
     results = [run_view(case, view, args.repeat, args.join_floor_cap, data["join_pairs_estimate"], variants, checker,
@@ -936,11 +891,11 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python", *sys.argv]), "machine": found_machine, "versions": found_versions,
         "repeat": args.repeat, "events": args.events, "spine": args.spine, "data_folder": str(case.folder),
         "generated_seconds": generated, "data": data, "join_floor_cap": args.join_floor_cap,
-        "cache_variants": list(CACHE_VARIANTS), "cache_variants_skipped": refused,
+        "cache_variants": list(CACHE_VARIANTS),
         "targets": {"cold": f"ours <= {COLD_TARGET}x the best floor, each view",
                     "call2": f"the second of two back-to-back calls <= {SECOND_TARGET}x the floor",
                     "call3": f"a repeated call (cache ready) <= {REPEATED_TARGET}x the floor"},
-        "views": [summarize(r, variants, refused) for r in results], "checks": checks,
+        "views": [summarize(r, variants) for r in results], "checks": checks,
     }
     now = versions()
     if now.get("featurestore_files") != found_versions.get("featurestore_files"):
