@@ -55,8 +55,7 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
     store = FeatureStore(folder)
     project = store.project
     view = project.views["snap"]
-    connection = duck.connect_offline(store.settings.offline_database, store.settings.state_dir / "tmp")
-    try:
+    with duck.offline(store.settings.offline_database, store.settings.temp_directory) as connection:
         if not incremental:  # forget what was cached: the next fill rebuilds
             connection.execute(f"DROP SCHEMA IF EXISTS {cache.SCHEMA} CASCADE")
         started = time.perf_counter()
@@ -64,8 +63,7 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
                           lambda: register_sources(connection, project, [view], every_source=False, loaded=set()))
         seconds = time.perf_counter() - started
         read = connection.execute(f"SELECT read_rows FROM {cache.SCHEMA}.catalog").fetchall()[0][0]
-    finally:
-        connection.close()
+    store.close()
     return seconds, kind, read
 
 
@@ -75,12 +73,11 @@ def cached_checksum(folder: Path) -> tuple[int, int]:
 
     store = FeatureStore(folder)
     version = store.views["snap"].version
-    connection = duck.connect_offline(store.settings.offline_database, store.settings.state_dir / "tmp",
-                                      read_only=True)
     try:
-        return duck.table_checksum(connection, f"featurestore_cache.snap__{version}")  # type: ignore[return-value]
+        with duck.offline(store.settings.offline_database, store.settings.temp_directory, read_only=True) as connection:
+            return duck.table_checksum(connection, f"featurestore_cache.snap__{version}")  # type: ignore[return-value]
     finally:
-        connection.close()
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -283,8 +283,7 @@ def status(project: Project) -> list[dict[str, Any]]:
     settings = project.settings
     if not settings.offline_database.exists():
         return []
-    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp", read_only=True)
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
         if not _has_schema(connection):
             return []
         cursor = connection.execute(f"SELECT * REPLACE (created_at::VARCHAR AS created_at) FROM {_ENTRIES} "
@@ -299,8 +298,6 @@ def status(project: Project) -> list[dict[str, Any]]:
                            "fresh": fresh, "created_at": entry["created_at"], "refresh": entry.get("refresh") or "full",
                            "read_rows": entry.get("read_rows")})
         return result
-    finally:
-        connection.close()
 
 
 def clear(project: Project, views: list[str] | None = None) -> int:
@@ -312,8 +309,7 @@ def clear(project: Project, views: list[str] | None = None) -> int:
             marker.unlink(missing_ok=True)
     if not settings.offline_database.exists():
         return 0
-    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory) as connection:
         if not _has_schema(connection):
             return 0
         dropped = 0
@@ -326,8 +322,6 @@ def clear(project: Project, views: list[str] | None = None) -> int:
             dropped += 1
         connection.execute("CHECKPOINT")  # give the space back to the file
         return dropped
-    finally:
-        connection.close()
 
 
 def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
@@ -372,7 +366,7 @@ def _table(view: FeatureView) -> exp.Table:
 
 def _has_schema(connection: Any) -> bool:
     return duck.first_row(connection, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = $1 "
-                          "AND table_name = 'catalog'", [SCHEMA])[0] > 0
+                          "AND table_name = 'catalog' AND database_name = current_database()", [SCHEMA])[0] > 0
 
 
 def _ensure_schema(connection: Any) -> None:

@@ -138,6 +138,11 @@ class Settings(_Frozen):
         """Where the store keeps its own files (embedded PostgreSQL, temp space)."""
         return self.root / ".featurestore"
 
+    @property
+    def temp_directory(self) -> Path:
+        """Where DuckDB spills what does not fit in memory; it also names the project's DuckDB (engines.duckdb.hold)."""
+        return self.state_dir / "tmp"
+
 
 def find_root(start: Path | str | None = None) -> Path:
     """The nearest folder at or above `start` holding a project config."""

@@ -161,9 +161,7 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     settings = project.settings
     cached = _cache_views(project, features, full_names) if cache and engine == "duckdb" else set()
     # Frames only read the offline database, so several processes can build frames at once.
-    database = settings.offline_database if settings.offline_database.exists() else None
-    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
         with duck.errors_as_feature_store_errors():
             loaded: set[str] = set()
             if isinstance(spine, str) and not spine.strip().lower().endswith(".parquet"):
@@ -181,8 +179,6 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
             else:
                 result, sql, joins, choices = _duckdb_frame(connection, project, spine_table, spine_columns,
                                                             timestamp, grouped, plan, loaded, cached=cached)
-    finally:
-        connection.close()
     hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
     table = spine_table
     for name in result.column_names:
@@ -517,10 +513,8 @@ def data_problems(project: Project) -> list[Problem]:
     views = [v for v in project.views.values() if not v.windows and not v.created]
     if not views:
         return []
-    database = settings.offline_database if settings.offline_database.exists() else None
-    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
     problems: list[Problem] = []
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
         loaded: set[str] = set()
         for view in views:
             with duck.errors_as_feature_store_errors():
@@ -530,8 +524,6 @@ def data_problems(project: Project) -> list[Problem]:
             if duplicate:
                 problems.append(Problem(view.path, view.line("timestamp"), duplicate_message(view, duplicate),
                                         duplicate_fix(view), code="duplicate-rows"))
-    finally:
-        connection.close()
     return problems
 
 
@@ -548,13 +540,9 @@ def _cache_views(project: Project, features: Iterable[str] | str, full_names: bo
              if not project.views[name].windows]
     if not views:
         return set()
-    database = settings.offline_database if settings.offline_database.exists() else None
-    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
-    try:
-        with duck.errors_as_feature_store_errors():
-            states = {view.name: cache_state(connection, project, view) for view in views}
-    finally:
-        connection.close()
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection, \
+            duck.errors_as_feature_store_errors():
+        states = {view.name: cache_state(connection, project, view) for view in views}
     fresh = {name for name, (current, _) in states.items() if current}
     stale = [view for view in views if view.name not in fresh]
     if settings.offline_cache == "on_second_read":
@@ -572,14 +560,11 @@ def _cache_views(project: Project, features: Iterable[str] | str, full_names: bo
 
 def _fill_one(project: Project, view: Any) -> None:
     settings = project.settings
-    connection = duck.connect_offline(settings.offline_database, settings.state_dir / "tmp")
-    try:
-        with duck.errors_as_feature_store_errors():
-            loaded: set[str] = set()
-            fill(connection, project, view,
-                 lambda: register_sources(connection, project, [view], every_source=False, loaded=loaded))
-    finally:
-        connection.close()
+    with duck.offline(settings.offline_database, settings.temp_directory) as connection, \
+            duck.errors_as_feature_store_errors():
+        loaded: set[str] = set()
+        fill(connection, project, view,
+             lambda: register_sources(connection, project, [view], every_source=False, loaded=loaded))
 
 
 def _row_numbers(count: int) -> Any:

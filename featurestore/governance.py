@@ -375,10 +375,8 @@ def _data_span(project: Project, view: Any) -> dict[str, Any]:
                    and view.timestamp in {c.name for c in project.sources[name]}]
     else:
         columns = column_sources(project.views, project.sources, view.name, view.timestamp)
-    database = settings.offline_database if settings.offline_database.exists() else None
-    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
     per_source = []
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
         with duck.errors_as_feature_store_errors():
             register_sources(connection, project, [view], every_source=True, loaded=set())
             rows, first, last = duck.first_row(connection, span.sql(dialect="duckdb"))
@@ -392,8 +390,6 @@ def _data_span(project: Project, view: Any) -> dict[str, Any]:
                     exp.Count(this=exp.Star()), exp.cast(exp.Min(this=found), "VARCHAR"),
                     exp.cast(exp.Max(this=found.copy()), "VARCHAR")).from_(table).sql(dialect="duckdb"))
                 per_source.append({"column": reference, "rows": count, "first": low, "last": high})
-    finally:
-        connection.close()
     return {"rows" if not view.windows else "events": rows, "first": first, "last": last, "sources": per_source,
             "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
             "available_since": view.available_since.isoformat() if view.available_since else None}

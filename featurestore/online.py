@@ -157,11 +157,10 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
     settings = project.settings
     table = f"{view.name}__{view.version}"
     target = sql.Identifier(SCHEMA, table)
-    database = settings.offline_database if settings.offline_database.exists() else None
-    offline = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
-    batch_file = settings.state_dir / "tmp" / f"{table}.{os.getpid()}.csv"
+    batch_file = settings.temp_directory / f"{table}.{os.getpid()}.csv"
     try:
-        with postgres.connect(url) as connection, connection.transaction():
+        with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as offline, \
+                postgres.connect(url) as connection, connection.transaction():
             # A concurrent run of this view waits here, then finds the watermark this one leaves.
             connection.execute("SELECT pg_advisory_xact_lock(%s)", [postgres.lock_key(f"materialize:{view.name}")])
             previous = connection.execute(f"SELECT watermark, fingerprint, state FROM {SCHEMA}.watermarks "
@@ -222,7 +221,6 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
             if mode != "incremental":
                 _switch(cursor, view, table, keep_old_versions)
     finally:
-        offline.close()
         batch_file.unlink(missing_ok=True)
     return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until,
                len(quarantine))

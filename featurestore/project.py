@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -60,7 +61,14 @@ def validate(settings: Settings) -> Project:
         problems += check_query(view or definition)
     broken = {d.name for d in definitions} - set(views)
 
-    schemas, found = _source_schemas(settings)
+    with duck.scratch(settings.temp_directory, spill=False) as connection:
+        return _bind(settings, views, broken, problems, connection)
+
+
+def _bind(settings: Settings, views: dict[str, FeatureView], broken: set[str],
+          problems: list[Problem], connection: Any) -> Project:
+    """Read the sources' schemas and bind each view, in dependency order, in `connection`."""
+    schemas, found = _source_schemas(settings, connection)
     problems += found
     graph, found = build_graph(views, set(settings.sources), broken)
     problems += found
@@ -69,20 +77,20 @@ def validate(settings: Settings) -> Project:
         p.path.stem for p in problems if p.severity == "error" and p.code in ("unknown-table", "cycle", "name-clash",
                                                                               "reads-window-view")}
     resolved: dict[str, FeatureView] = {}
-    with duck.Binder() as binder:
-        for name, columns in schemas.items():
-            binder.add_table(name, list(columns))
-        for name in graph.order:
-            view = views[name].model_copy(update={"reads": graph.reads[name]})
-            if name in unsound or any(r in unsound or (r in views and r not in resolved) for r in view.reads):
-                unsound.add(name)
-                continue
-            resolved_view, found = _resolve(view, binder, schemas, resolved)
-            problems += found
-            if resolved_view is None:
-                unsound.add(name)
-            else:
-                resolved[name] = resolved_view
+    binder = duck.Binder(connection)
+    for name, columns in schemas.items():
+        binder.add_table(name, list(columns))
+    for name in graph.order:
+        view = views[name].model_copy(update={"reads": graph.reads[name]})
+        if name in unsound or any(r in unsound or (r in views and r not in resolved) for r in view.reads):
+            unsound.add(name)
+            continue
+        resolved_view, found = _resolve(view, binder, schemas, resolved)
+        problems += found
+        if resolved_view is None:
+            unsound.add(name)
+        else:
+            resolved[name] = resolved_view
     ordered = sorted(problems, key=lambda p: (str(p.path), p.line, p.column))
     return Project(settings=settings, views=resolved, sources=schemas, problems=tuple(ordered))
 
@@ -184,7 +192,7 @@ def _projection_line(view: FeatureView, name: str, default: int) -> int:
     return default
 
 
-def _source_schemas(settings: Settings) -> tuple[dict[str, tuple[Column, ...]], list[Problem]]:
+def _source_schemas(settings: Settings, connection: Any) -> tuple[dict[str, tuple[Column, ...]], list[Problem]]:
     schemas: dict[str, tuple[Column, ...]] = {}
     problems: list[Problem] = []
 
@@ -199,7 +207,7 @@ def _source_schemas(settings: Settings) -> tuple[dict[str, tuple[Column, ...]], 
             continue
         try:
             if isinstance(source, FileSource):
-                columns = duck.describe_files(str(settings.root / source.path), source.format)
+                columns = duck.describe_files(connection, str(settings.root / source.path), source.format)
             else:
                 assert isinstance(source, DuckDBSource)
                 columns = duck.describe_duckdb_table(settings.offline_database, source.table)

@@ -52,8 +52,7 @@ def feature_stats(project: Project, name: str, *, since: datetime | None = None)
 
     view = view_named(project.views, name)
     values = _offline_values(project, view, since)
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
+    with duck.scratch(project.settings.temp_directory) as connection:
         connection.register("v", values)
         return [_column_stats(connection, feature.name if view.windows else feature.column, feature.name, feature.type)
                 for feature in view.features]
@@ -62,9 +61,7 @@ def feature_stats(project: Project, name: str, *, since: datetime | None = None)
 def _offline_values(project: Project, view: FeatureView, since: datetime | None) -> Any:
     """An Arrow table with a column per feature of the view (window features named as the frame names them)."""
     settings = project.settings
-    database = settings.offline_database if settings.offline_database.exists() else None
-    connection = duck.connect_offline(database, settings.state_dir / "tmp", read_only=True)
-    try:
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
         with duck.errors_as_feature_store_errors():
             register_sources(connection, project, [view], every_source=False, loaded=set())
             if not view.windows:
@@ -78,8 +75,6 @@ def _offline_values(project: Project, view: FeatureView, since: datetime | None)
             # A window view's features for every entity with events, as of just after its last event is known.
             events = window_events(project, view)
             spine_table = duck.arrow(connection, _distinct_keys_at_end(view, events, since))
-    finally:
-        connection.close()
     frame = training_frame(project, spine_table, [f"{view.name}.*"], timestamp="_stats_at", cache=False)
     return frame.to_arrow()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +14,7 @@ from featurestore import cache, governance, registry
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
+from featurestore.engines import duckdb as duck
 from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.frames import TrainingFrame, data_problems, frame_sql, load_snapshot, training_frame
@@ -55,6 +57,9 @@ class FeatureStore:
         self.settings: Settings = load_settings(path)
         self.consumer = consumer or os.environ.get("FEATURESTORE_CONSUMER") or None
         self._reads: dict[Any, tuple[tuple[tuple[str, str, str], ...], tuple[FeatureView, ...], bool]] = {}
+        # One DuckDB for this project while the store is open (created at first use): every frame
+        # would otherwise start several (~20 ms each). Released by close(), or when the store is collected.
+        self._release_duckdb = weakref.finalize(self, duck.hold(self.settings.temp_directory))
 
     @property
     def root(self) -> Path:
@@ -169,6 +174,7 @@ class FeatureStore:
 
     async def aclose(self) -> None:
         """Write the recorded usage; release the online store's connections, the asynchronous ones too."""
+        self._release_duckdb()
         if "_usage" in self.__dict__:
             self._usage.close()
         if "_online" in self.__dict__:
@@ -201,7 +207,8 @@ class FeatureStore:
 
     def close(self) -> None:
         """Write this project's recorded usage now (the last store closed stops the usage thread) and
-        release the online store's connections."""
+        release the online store's connections, and the project's DuckDB if no other store holds it."""
+        self._release_duckdb()
         if "_usage" in self.__dict__:
             self._usage.close()
         if "_online" in self.__dict__:

@@ -80,8 +80,14 @@ def test_stores_share_one_usage_thread_that_stops_when_the_last_closes(tmp_path:
     assert row[:7] == ["spend", "amount", stores[0].views["spend"].version, "t", "offline", 5, 15]
 
 
+def native_threads() -> int:
+    """Every thread of this process, DuckDB's workers included (threading.enumerate sees Python's only)."""
+    return len(os.listdir("/proc/self/task"))
+
+
 def build_two_frames_then_remove(folder: Path, *, cache: bool) -> None:
     project = tiny_project(folder)
+    before = native_threads()
     with FeatureStore(folder, consumer="t") as store:
         first = store.training_frame(spine(), ["spend.amount"], cache=cache)
         second = store.training_frame(spine(), ["spend.amount"], cache=cache)
@@ -89,6 +95,7 @@ def build_two_frames_then_remove(folder: Path, *, cache: bool) -> None:
     assert first.to_arrow().column("amount").to_pylist() == second.to_arrow().column("amount").to_pylist() \
         == [3.0, 4.0, 5.0]
     assert featurestore_threads() == []
+    assert native_threads() == before  # the store's DuckDB went with it
     assert open_files_under(folder) == []
     assert len(spooled(project.root)) == 1  # written by close(), not behind its back
     shutil.rmtree(folder)
@@ -102,6 +109,24 @@ def test_a_project_folder_can_be_removed_after_the_store_is_closed(tmp_path: Pat
 # The second frame reads the view again, so it fills the cache: inside the call, leaving nothing running.
 def test_a_project_folder_can_be_removed_after_cached_frames(tmp_path: Path) -> None:
     build_two_frames_then_remove(tmp_path / "work" / "proj", cache=True)
+
+
+def test_an_open_store_leaves_the_offline_database_to_other_processes_between_calls(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "proj")
+    (project.root / "featurestore.toml").write_text((project.root / "featurestore.toml").read_text()
+                                                    + '\n[offline]\ncache = "on_first_read"\n')
+    script = ("import sys, duckdb\n"
+              "with duckdb.connect(sys.argv[1]) as connection:\n"
+              "    connection.execute('CREATE TABLE IF NOT EXISTS written_meanwhile AS SELECT 1 AS x')\n")
+    with FeatureStore(project.root, consumer="t") as store:
+        first = store.training_frame(spine(), ["spend.amount"])  # fills the cache: the file exists
+        database = store.settings.offline_database
+        assert database.exists() and open_files_under(database.parent) == []
+        subprocess.run([sys.executable, "-c", script, str(database)], check=True, timeout=120)
+        second = store.training_frame(spine(), ["spend.amount"])  # from the cache, after the other write
+        assert [e["fresh"] for e in store.cache_status()] == [True]
+    assert first.to_arrow().column("amount").to_pylist() == second.to_arrow().column("amount").to_pylist() \
+        == [3.0, 4.0, 5.0]
 
 
 def test_usage_without_postgres_is_spooled_at_close_not_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
