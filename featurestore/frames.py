@@ -40,7 +40,7 @@ from featurestore.compiler.point_in_time import (
 )
 from featurestore.compiler.render import nulls_first_by_default, write
 from featurestore.compiler.shape import key_shape
-from featurestore.compiler.windows import WindowRows, aggregates
+from featurestore.compiler.windows import WindowRows, aggregates, by_totals, output_column
 from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
@@ -147,8 +147,8 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
     computed inline, or first cached when the project's `[offline] cache` setting says so. `plan` chooses how uncached
-    views are joined (auto; asof, ranked or last for snapshot views, join or frames for window
-    views); it exists for benchmarks and tests. `engine="spark"` runs the join on Apache Spark
+    views are joined (auto; asof, ranked or last for snapshot views; join, frames or totals, running
+    totals for counts and integer sums, for window views); it exists for benchmarks and tests. `engine="spark"` runs the join on Apache Spark
     (`spark`, a SparkSession, or a local one) from the same definitions, with the same answer and
     types; the spine is read here as for DuckDB, and the cache is DuckDB's, so it is not used.
     """
@@ -210,7 +210,8 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
             register_sources(connection, project, [view], every_source=False, loaded=loaded)
             events = window_events(project, view)
             choice = _window_choice(connection, view, events, items, plan)
-            joins.append(WindowRows(view, events, tuple(items), choice.plans, bucket=choice.bucket))
+            joins.append(WindowRows(view, events, tuple(items), choice.plans, bucket=choice.bucket,
+                                    totals=frozenset(choice.totals)))
         elif name in cached:
             rows = exp.select("*").from_(cached_table(view))
             choice = _snapshot_choice(connection, view, rows, plan if plan == "auto" else "intervals",
@@ -235,7 +236,7 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
 _SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
 _SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
 _SPARK_PLANS = tuple(dict.fromkeys([*_SPARK_SNAPSHOT_PLANS, *_SPARK_WINDOW_PLANS]))
-_DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames")
+_DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames", "totals")
 
 
 def _spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
@@ -453,7 +454,7 @@ def _snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, 
     cheap pass, `compiler.shape.key_shape`), or `plan` if one was asked for ("ranked": the cheaper of
     its two forms; a window view's plan means "auto" here). Cached rows are validity intervals: a hash
     join on them ("intervals") or an ASOF join."""
-    plan = "auto" if plan in ("join", "frames") else plan
+    plan = "auto" if plan in ("join", "frames", "totals") else plan
     if plan not in ("auto", "ranked") or (plan == "ranked" and view.ttl is None):
         return forced(view, "asof" if plan == "ranked" else plan)
     widths = planner.cached_widths(view) if cached else planner.snapshot_widths(view)
@@ -467,17 +468,26 @@ def _snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, 
 
 def _window_choice(connection: Any, view: Any, events: exp.Query, items: list[Selected] | tuple[Selected, ...],
                    plan: str, *, buckets: bool = True) -> Choice:
-    """Per window of a window view, "join" or "frames": the cheapest for the shape of the events and
-    the spine (one cheap pass), or `plan` if one was asked for ("join": in time buckets when they pay;
-    a snapshot view's plan means "auto" here)."""
-    plan = plan if plan in ("join", "frames") else "auto"
+    """Per window of a window view, "join" or "frames", and running totals for the counts and integer
+    sums where cheaper (DuckDB): the cheapest for the shape of the events and the spine (one cheap
+    pass), or `plan` if one was asked for ("join": in time buckets when they pay; "totals": running
+    totals wherever exact; a snapshot view's plan means "auto" here)."""
+    plan = plan if plan in ("join", "frames", "totals") else "auto"
     if plan == "frames" or (plan == "join" and not buckets):
         return forced(view, "windows", {w.label: plan for w in view.windows})
     widths = planner.window_widths(view)
     shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
                                     .sql(dialect="duckdb")), widths)
     counts = Counter(selected.feature.window.label for selected in items if selected.feature.window is not None)
-    choice = planner.window_plans(view, shape, counts, buckets=buckets, only_join=plan == "join")
+    totals: dict[str, list[str]] = {}
+    if buckets:  # DuckDB: ASOF joins
+        by_column = {a.column: a for a in aggregates(view)}
+        for selected in items:
+            aggregate, window = by_column[selected.feature.column], selected.feature.window
+            if window is not None and by_totals(view, aggregate):
+                totals.setdefault(window.label, []).append(output_column(aggregate, window.label))
+    choice = planner.window_plans(view, shape, counts, totals=totals, buckets=buckets, only_join=plan == "join",
+                                  only_totals=plan == "totals")
     return choice if plan == "auto" else replace(choice, reason="asked for")
 
 

@@ -19,7 +19,7 @@ keys get buckets, ASOF joins or window frames, whichever is cheaper.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -74,6 +74,7 @@ class Choice:
     bucket: timedelta | None = None
     plans: dict[str, str] = field(default_factory=dict)  # a window view's plan per window label
     reason: str = ""
+    totals: tuple[str, ...] = ()  # a window view's features computed from running totals, whatever the window's plan
 
     def describe(self) -> str:
         """One line: `view: plan (why); estimated work: plan n, …; shape`."""
@@ -81,6 +82,8 @@ class Choice:
         if self.plans:
             chosen = ", ".join(f"{label} {plan}" for label, plan in self.plans.items()) + \
                 (f" (joined in {format_duration(self.bucket)} time buckets)" if self.bucket else "")
+        if self.totals:
+            chosen += f"; running totals: {', '.join(self.totals)}"
         text = f"{self.view}: {chosen}"
         if self.reason:
             text += f" ({self.reason})"
@@ -91,7 +94,7 @@ class Choice:
         return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {"view": self.view, "plan": self.plan, "plans": self.plans or None,
+        return {"view": self.view, "plan": self.plan, "plans": self.plans or None, "totals": list(self.totals) or None,
                 "bucket": format_duration(self.bucket) if self.bucket else None, "reason": self.reason or None,
                 "estimated_seconds": {name: round(cost / 1e9, 4) for name, cost in self.costs.items()},
                 "shape": None if self.shape is None else {
@@ -106,6 +109,8 @@ def explain(plans: list[dict[str, Any]]) -> str:
         chosen = ", ".join(f"{label} {how}" for label, how in plan["plans"].items()) if plan["plans"] else plan["plan"]
         if plan["bucket"]:
             chosen += f", joined in {plan['bucket']} time buckets"
+        if plan.get("totals"):
+            chosen += f"; running totals: {', '.join(plan['totals'])}"
         lines.append(f"{plan['view']}: {chosen}" + (f" ({plan['reason']})" if plan["reason"] else ""))
         if plan["shape"]:
             shape = plan["shape"]
@@ -170,14 +175,47 @@ def window_widths(view: Any) -> list[timedelta]:
     return sorted({w for window in view.windows for w in (window.length, 2 * window.length)})
 
 
-def window_plans(view: Any, shape: Shape, aggregates: dict[str, int], *, buckets: bool = True,
-                 only_join: bool = False) -> Choice:
+def window_plans(view: Any, shape: Shape, aggregates: dict[str, int], *, totals: dict[str, list[str]] | None = None,
+                 buckets: bool = True, only_join: bool = False, only_totals: bool = False) -> Choice:
     """Per window, "join" (a range join grouped by spine row) or "frames" (window functions over the
-    union of spine and events), for the cheapest split: the shortest windows joined, the rest framed.
+    union of spine and events), for the cheapest split: the shortest windows joined, the rest framed;
+    and, if cheaper, the features running totals give exactly (`totals`: per window label, their
+    output names) from running totals, the others by the cheapest split of their windows.
 
     `aggregates` counts the selected features of each window label. Window frames share one sort of
-    the union whatever their number of windows; the join groups the pairs within its longest window.
+    the union whatever their number of windows; the join groups the pairs within its longest window;
+    running totals are grouped and summed once, then read by one ASOF join per window and one at t.
+    With `only_totals`, running totals compute every feature they can.
     """
+    best = _window_split(view, shape, aggregates, buckets=buckets, only_join=only_join)
+    if not totals or only_join:
+        return best
+    taken = {label: len(names) for label, names in totals.items() if names}
+    rest = {label: count - taken.get(label, 0) for label, count in aggregates.items()}
+    split = _window_split(view, shape, rest, buckets=buckets) if any(rest.values()) else None
+    s, e = shape.spine, shape.rows
+    running = (HASHED + SORTED) * e + (len(taken) + 1) * SORTED * (s + e)
+    cost = running + (split.costs[_cheapest(split)] if split else 0.0)
+    costs = {**best.costs, **{f"running totals + {name}": running + value
+                              for name, value in (split.costs if split else {}).items()}}
+    if not split:
+        costs["running totals"] = running
+    if not only_totals and best.costs[_cheapest(best)] <= cost:
+        return replace(best, costs=costs)
+    outputs = tuple(name for names in totals.values() for name in names)
+    if split is None:
+        return Choice(view.name, "windows", costs, shape, None, {label: "totals" for label in taken}, totals=outputs)
+    plans = {**{label: "totals" for label in taken}, **split.plans}
+    return Choice(view.name, "windows", costs, shape, split.bucket, plans, totals=outputs)
+
+
+def _cheapest(choice: Choice) -> str:
+    return min(choice.costs, key=choice.costs.__getitem__)
+
+
+def _window_split(view: Any, shape: Shape, aggregates: dict[str, int], *, buckets: bool,
+                  only_join: bool = False) -> Choice:
+    """The cheapest split of the windows with selected features (`aggregates`) between join and frames."""
     s, e = shape.spine, shape.rows
     windows = sorted((w for w in view.windows if aggregates.get(w.label)), key=lambda w: w.length)
     costs: dict[str, float] = {}

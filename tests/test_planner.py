@@ -43,6 +43,12 @@ def test_few_heavy_keys_never_get_a_hash_join_on_the_keys_alone() -> None:
                          {"3h": 2, "1d": 2})
     assert plans.plans["1d"] == "frames" or plans.bucket is not None
     assert plans.plans["3h"] == "frames" or plans.bucket is not None
+    # Offered running totals for the counts, it takes them: two ASOF joins instead of a framed aggregate each.
+    offered = {"3h": ["n_3h"], "1d": ["n_1d"]}
+    with_totals = window_plans(windowed, shape(336_776, 400_000, 16, YEAR_US, [3 * HOUR, 6 * HOUR, 24 * HOUR, 48 * HOUR]),
+                               {"3h": 2, "1d": 2}, totals=offered)
+    assert with_totals.totals == ("n_3h", "n_1d")
+    assert min(with_totals.costs.values()) < min(plans.costs.values())
 
 
 def test_many_light_keys_keep_the_plain_hash_joins() -> None:
@@ -53,8 +59,9 @@ def test_many_light_keys_keep_the_plain_hash_joins() -> None:
     assert cached_plan(snapshot, shape(500_000, 4_000_000, 100_000, span, [])).plan == "intervals"
     windowed = view("-- windows: 1h, 1d, 7d\n", "SELECT k, count(*) AS n, sum(x) AS s FROM events GROUP BY k\n")
     plans = window_plans(windowed, shape(1_000_000, 10_000_000, 100_000, 90 * 24 * 3600 * 10**6,
-                                         [w * HOUR for w in (1, 2, 24, 48, 168, 336)]), {"1h": 2, "1d": 2, "7d": 2})
-    assert set(plans.plans.values()) == {"join"}
+                                         [w * HOUR for w in (1, 2, 24, 48, 168, 336)]), {"1h": 2, "1d": 2, "7d": 2},
+                         totals={label: [f"n_{label}", f"s_{label}"] for label in ("1h", "1d", "7d")})
+    assert set(plans.plans.values()) == {"join"} and plans.totals == ()  # four ASOF joins cost more than the join
 
 
 def test_a_view_without_ttl_is_joined_by_asof() -> None:

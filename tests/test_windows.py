@@ -2,7 +2,8 @@
 
 Each case is a window view (an aggregation grouped by its keys, one to three windows, sometimes a
 lag, invalid periods and `available_since`), its events and a spine, compiled by
-`compiler.windows` with each window's plan ("join" or "frames") drawn, and run in DuckDB.
+`compiler.windows` with each window's plan drawn ("join", "frames", or "totals": running totals for
+its counts and integer sums, frames for the rest), and run in DuckDB.
 Times sit on a coarse grid (with ±1 µs neighbours), and most spine rows take the keys of one
 event and a time on an edge it defines (its known-at time, or that plus a window, each ±1 µs),
 so events exactly at t - W and exactly at t, and ties of several events at one instant, are
@@ -11,7 +12,7 @@ common. The features asked for (all, or some in any order, short or full names) 
 The reference (`reference.window_aggregate`) is a plain loop over the events per spine row.
 `heavy_cases` are the other shape: one to five keys with hundreds to thousands of events each over
 a long span (`timelines`), windows from shorter than the gaps between events to covering hundreds of
-them, checked against `reference.WindowIndex` under the drawn plans and under the other plan of each window.
+them, checked against `reference.WindowIndex` under the drawn plans and under another plan of each window.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hypothesis import strategies as st
 
 from featurestore.compiler.checks import check_query
 from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
-from featurestore.compiler.windows import WindowRows, event_rows
+from featurestore.compiler.windows import WindowRows, aggregates, by_totals, event_rows, output_column
 from featurestore.config import parse_duration
 from featurestore.loader import parse_definition
 from featurestore.selection import select_features
@@ -252,7 +253,11 @@ def run(case: Case) -> Result:
         # The "join" plan in time buckets (what the planner picks for few heavy keys) for odd spines.
         joined = [w.length for w in view.windows if case.plans.get(w.label) == "join"]
         bucket = max(joined) if joined and len(case.spine) % 2 else None
-        windows = WindowRows(view, event_rows(view, view.query), tuple(selected), plans=dict(case.plans), bucket=bucket)
+        # "totals": the window's counts and integer sums from running totals, its other features framed.
+        totals = frozenset(output_column(a, label) for a in aggregates(view) for label, plan in case.plans.items()
+                           if plan == "totals" and by_totals(view, a))
+        windows = WindowRows(view, event_rows(view, view.query), tuple(selected), plans=dict(case.plans), bucket=bucket,
+                             totals=totals)
         relation = connection.sql(point_in_time(Spine("spine", spine_columns, "t"), [windows]).sql(dialect="duckdb"))
         types = dict(zip(relation.columns, [str(kind) for kind in relation.types]))
         table = relation.to_arrow_table()
@@ -353,7 +358,7 @@ def cases(draw: st.DrawFn) -> Case:
                 where=draw(st.sampled_from([None, None, *WHERES])))
     spine_flavour = draw(st.sampled_from(FLAVOURS))
     spine = draw(st.lists(spine_rows(view, events, spine_flavour), min_size=sizes(draw), max_size=16))
-    plans = {label: draw(st.sampled_from(["join", "frames"])) for label in windows}
+    plans = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in windows}
     names = [f"{a.name}_{label}" for a in aggregates for label in windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
     return Case(view, events, spine, plans, event_flavour, spine_flavour, features, draw(st.booleans()))
@@ -471,7 +476,7 @@ def heavy_cases(draw: st.DrawFn) -> Case:
         t, k, c = unmatched(origin, t, k, c, composite, rng)
         ns = rng.choice([0, 0, 1, 500, 999]) if "nanos" in spine_flavour else 0
         spine.append(row(t, k, c, rng.randint(0, 1), ns))
-    plans = {label: draw(st.sampled_from(["join", "frames"])) for label in view.windows}
+    plans = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in view.windows}
     names = [f"{a.name}_{label}" for a in view.aggregates for label in view.windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
     return Case(view, events, spine, plans, event_flavour, spine_flavour, features, draw(st.booleans()))
@@ -479,7 +484,7 @@ def heavy_cases(draw: st.DrawFn) -> Case:
 
 @settings(max_examples=HEAVY_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(heavy_cases())
-def test_few_heavy_keys_match_the_reference_under_both_plans(case: Case) -> None:
+def test_few_heavy_keys_match_the_reference_under_two_plans(case: Case) -> None:
     frame = expected(case, indexed=True)
     index = WindowIndex(reference_events(case), case.view.rules)
     sizes = [len(index.window_events(tuple(r[k] for k in case.view.entity), r["t"], parse_duration(label)) or [])
@@ -488,9 +493,9 @@ def test_few_heavy_keys_match_the_reference_under_both_plans(case: Case) -> None
     hypothesis.event(f"most events in one window: {max(sizes) // 100 * 100}+, empty windows: "
                      f"{sum(size == 0 for size in sizes) * 10 // len(sizes) * 10}%+")
     check(case, frame)
-    # Each window under its other plan too: every window of every case meets both.
-    check(replace(case, plans={label: "frames" if plan == "join" else "join" for label, plan in case.plans.items()}),
-          frame)
+    # Each window under the next plan too: every window of every case meets two of the three.
+    following = {"join": "frames", "frames": "totals", "totals": "join"}
+    check(replace(case, plans={label: following[plan] for label, plan in case.plans.items()}), frame)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -508,10 +513,10 @@ def test_the_window_index_matches_the_brute_force_reference(case: Case) -> None:
             assert (got is None, sorted(map(id, got or []))) == (want is None, sorted(map(id, want or [])))
 
 
-# Plain examples: each states one rule of SEMANTICS.md, under both plans.
+# Plain examples: each states one rule of SEMANTICS.md, under every plan.
 
 T = BASE + timedelta(hours=6)
-PLANS = pytest.mark.parametrize("plan", ["join", "frames"])
+PLANS = pytest.mark.parametrize("plan", ["join", "frames", "totals"])
 
 
 def features(case: Case, *names: str) -> list[tuple]:
@@ -601,7 +606,8 @@ def test_filters_and_expressions_are_evaluated_per_event(plan: str) -> None:
     assert features(case, "pos_3h", "s2_3h", "top_3h", "ds_3h", "last_pos_3h") == [(1, 2, 1.5, 2, 3)]
 
 
-@pytest.mark.parametrize("plans", [{"30m": "join", "2h": "frames"}, {"30m": "frames", "2h": "join"}])
+@pytest.mark.parametrize("plans", [{"30m": "join", "2h": "frames"}, {"30m": "frames", "2h": "join"},
+                                   {"30m": "totals", "2h": "join"}, {"30m": "frames", "2h": "totals"}])
 def test_several_windows_with_mixed_plans(plans: dict[str, str]) -> None:
     events = [event(T - timedelta(minutes=m), v=m) for m in (10, 30, 31, 120, 121)]
     case = Case(window_view("n", "sv", windows=("30m", "2h")), events, [row(T)], plans)

@@ -19,6 +19,13 @@ then each window is answered by one of two plans (`WindowRows.plans`), chosen pe
   spine row sits 1 µs before its time t, with the frame RANGE BETWEEN W - 1 µs PRECEDING AND
   CURRENT ROW: [t - W, t), the strict upper bound. O((spine + events) · log) whatever the keys' shape.
 
+Counts and sums of integers may instead come from running totals (`WindowRows.totals`, DuckDB only):
+per key and known-at time, the total of every event known by then; a window's value is the total
+known just before t less the total known just before t - W, each found by an ASOF join. Integer
+arithmetic makes the difference exact, and two ASOF joins cost less than a framed aggregate on a
+key with many events. (Sums and averages of floating-point numbers keep the other plans: a
+difference of running totals is not exactly the window's sum.)
+
 Aggregates: count(*), count(x), count(DISTINCT x), sum, avg, min, max, and the latest value
 (`arg_max(x, o)`, `last(x ORDER BY o)`, and `last(x)`: x of the latest event): x of the event with the greatest
 non-NULL o among those whose x is not NULL, the greatest x among tied events. FILTER clauses and
@@ -27,6 +34,7 @@ expressions inside aggregates are evaluated per event, in `event_rows`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Literal
@@ -37,7 +45,7 @@ from featurestore.compiler.point_in_time import ROW, instant, interval, known_at
 from featurestore.selection import Selected
 from featurestore.spec import FeatureView
 
-__all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "event_rows", "output_column"]
+__all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "by_totals", "event_rows", "output_column"]
 
 _T = "__fs_t"
 _TS = "__fs_ts"
@@ -45,8 +53,10 @@ _KNOWN = "__fs_known"
 _TIME = "__fs_time"
 _BUCKET = "__fs_bucket"
 Kind = Literal["count", "count_distinct", "sum", "avg", "min", "max", "latest"]
-Plan = Literal["join", "frames"]
+Plan = Literal["join", "frames", "totals"]
 _MICROSECOND = timedelta(microseconds=1)
+# What a sum of integers gives in DuckDB: running totals of these are exact.
+_INTEGER_SUMS = re.compile(r"^(HUGEINT|INT128|UHUGEINT|UINT128|BIGINT|INT64|INTEGER|INT32|SMALLINT|TINYINT|UBIGINT)$")
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,14 @@ def output_column(aggregate: Aggregate, window_label: str) -> str:
     return f"{aggregate.column}_{window_label}"
 
 
+def by_totals(view: FeatureView, aggregate: Aggregate) -> bool:
+    """Whether running totals give the aggregate exactly: a count, or a sum whose type is an integer."""
+    if aggregate.kind == "count":
+        return True
+    types = {c.name: c.type for c in view.columns}
+    return aggregate.kind == "sum" and bool(_INTEGER_SUMS.match(types.get(aggregate.column, "").upper()))
+
+
 @dataclass(frozen=True)
 class WindowRows:
     """A window view's events (`event_rows`) and the features taken from it, each window by its plan."""
@@ -153,6 +171,8 @@ class WindowRows:
     rows: exp.Query
     selected: tuple[Selected, ...]
     plans: dict[str, Plan] = field(default_factory=dict)  # window label → plan; "frames" where absent
+    # DuckDB only: the output columns (`output_column`) computed from running totals, whatever their window's plan.
+    totals: frozenset[str] = frozenset()
     # DuckDB only: the "join" plan's hash join also matches time buckets of this width (at least its
     # longest window), so a spine row meets its key's events near its time, not all of them.
     bucket: timedelta | None = None
@@ -172,14 +192,24 @@ class WindowRows:
         groups: dict[Plan, list[tuple[Aggregate, timedelta, str]]] = {}
         for column, window in wanted:
             assert window is not None
-            groups.setdefault(self.plans.get(window.label, "frames"), []).append(
-                (by_column[column], window.length, output_column(by_column[column], window.label)))
+            output = output_column(by_column[column], window.label)
+            plan = self.plans.get(window.label, "frames")
+            if output in self.totals:
+                plan = "totals"
+            elif plan == "totals":  # a window all of whose features were running totals before this one was asked
+                plan = "frames"
+            groups.setdefault(plan, []).append((by_column[column], window.length, output))
         where: dict[str, str] = {}  # output column → alias of the CTE that computes it
         for plan, items in groups.items():
             alias = f"v{number}{plan[0]}"
             name = f"__fs_{alias}"
-            body = _joined(view, spine, events, items, dialect, self.bucket) if plan == "join" else \
-                _framed(view, spine, events, items, dialect)
+            if plan == "totals":
+                ctes.append(_cte(f"{name}_running", _running(view, events, items)))
+                body = _totals(view, spine, f"{name}_running", items)
+            elif plan == "join":
+                body = _joined(view, spine, events, items, dialect, self.bucket)
+            else:
+                body = _framed(view, spine, events, items, dialect)
             ctes.append(_cte(name, body))
             joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
                           exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
@@ -304,6 +334,68 @@ def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
     return exp.select(*columns).from_(exp.Subquery(this=union, alias=exp.TableAlias(
         this=exp.to_identifier("u", quoted=True)))).qualify(
         exp.Not(this=exp.Is(this=exp.column(ROW, quoted=True), expression=exp.Null())))
+
+
+def _running(view: FeatureView, events: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+    """Per key and known-at time, the running count (and for sums the running sum) of each input of
+    `items` over the events known by then:
+        SELECT keys, __fs_known, sum(__fs_n1) OVER w AS __fs_n1, sum(__fs_s1) OVER w AS __fs_s1, …
+        FROM (SELECT keys, __fs_known, count(__fs_a1) AS __fs_n1, sum(__fs_a1) AS __fs_s1 … GROUP BY keys, __fs_known)
+        WINDOW w AS (PARTITION BY keys ORDER BY __fs_known ROWS UNBOUNDED PRECEDING)"""
+    keys = [exp.column(k, quoted=True) for k in view.entity]
+    known = exp.column(_KNOWN, quoted=True)
+    per_time: list[exp.Expr] = []
+    running: list[exp.Expr] = []
+    over = exp.Window(partition_by=[k.copy() for k in keys], order=exp.Order(expressions=[exp.Ordered(this=known.copy())]),
+                      spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
+    for value, kind in dict.fromkeys((a.value, a.kind) for a, _, _ in items):
+        for name, call in ((_count_of(value), exp.Count), *([(_sum_of(value), exp.Sum)] if kind == "sum" else [])):
+            if name in {p.alias for p in per_time}:
+                continue
+            per_time.append(exp.alias_(call(this=exp.column(value, quoted=True)), name, quoted=True))
+            window = over.copy()
+            window.set("this", exp.Sum(this=exp.column(name, quoted=True)))
+            running.append(exp.alias_(window, name, quoted=True))
+    grouped = exp.select(*[k.copy() for k in keys], known.copy(), *per_time).from_(exp.to_table(events, quoted=True)) \
+        .group_by(*[k.copy() for k in keys], known.copy())
+    return exp.select(*[k.copy() for k in keys], known.copy(), *running).from_(
+        exp.Subquery(this=grouped, alias=exp.TableAlias(this=exp.to_identifier("g", quoted=True))))
+
+
+def _totals(view: FeatureView, spine: str, running: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
+    """The "totals" plan: per spine row, the running totals known just before t ("r0") and just before
+    each t - W ("r1", …), by ASOF joins; a window's count is the difference, a sum is NULL where the
+    window counts no value (as sum() is). Events are known strictly before t and at or after t - W."""
+    t = exp.column(_T, "s", quoted=True)
+    lengths = sorted({length for _, length, _ in items})
+    query = exp.select(exp.column(ROW, "s", quoted=True)).from_(exp.to_table(spine, quoted=True).as_("s", quoted=True))
+    for number, before in enumerate([t.copy(), *[exp.Sub(this=t.copy(), expression=interval(w)) for w in lengths]]):
+        alias = f"r{number}"
+        on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, alias, quoted=True))
+                        for k in view.entity],
+                      exp.GT(this=before, expression=exp.column(_KNOWN, alias, quoted=True)))
+        query = query.join(exp.to_table(running, quoted=True).as_(alias, quoted=True), on=on, join_type="ASOF LEFT")
+
+    def within(column: str, length: timedelta) -> exp.Expr:
+        def total(alias: str) -> exp.Expr:
+            return exp.Coalesce(this=exp.column(column, alias, quoted=True), expressions=[exp.Literal.number(0)])
+        return exp.Sub(this=total("r0"), expression=total(f"r{lengths.index(length) + 1}"))
+
+    for aggregate, length, output in items:
+        value = within(_count_of(aggregate.value), length)
+        if aggregate.kind == "sum":
+            value = exp.case().when(exp.GT(this=value, expression=exp.Literal.number(0)),
+                                    within(_sum_of(aggregate.value), length))
+        query = query.select(exp.alias_(value, output, quoted=True))
+    return query
+
+
+def _count_of(value: str) -> str:
+    return f"__fs_n_{value}"
+
+
+def _sum_of(value: str) -> str:
+    return f"__fs_s_{value}"
 
 
 def _cte(name: str, query: exp.Query) -> exp.CTE:
