@@ -50,7 +50,7 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
     """Time one cache refresh of `snap` after the last file landed; returns seconds, kind, rows read."""
     from featurestore import FeatureStore, cache
     from featurestore.engines import duckdb as duck
-    from featurestore.sources import register_sources
+    from featurestore.offline.sources import register_sources
 
     store = FeatureStore(folder)
     project = store.project

@@ -545,7 +545,7 @@ def warm_process(case: Case, log: Callable[[str], None]) -> None:
     view on the spine's first 1,000 rows (sqlglot's dialects, the first planning), on a throwaway state."""
     import pyarrow.parquet as pq
 
-    import featurestore.frames  # noqa: F401
+    import featurestore.offline.frames  # noqa: F401
 
     for path in (case.readings_path, case.events_path, case.spine_path):
         with open(path, "rb") as data:

@@ -325,7 +325,7 @@ def service_commands(project: Path, folder: Path, workers: int, floor_env: dict[
         floor_port = free_port()
     env = dict(os.environ)
     return {
-        "ours": ([sys.executable, "-m", "featurestore.cli", "--project", str(project), "serve", "--host", "127.0.0.1",
+        "ours": ([sys.executable, "-m", "featurestore.cli.main", "--project", str(project), "serve", "--host", "127.0.0.1",
                   "--port", str(ours_port), "--workers", str(workers)], env,
                  f"http://127.0.0.1:{ours_port}/v1/features"),
         "floor": ([sys.executable, str(folder / "floor_app.py"), "127.0.0.1", str(floor_port), str(workers)],
@@ -639,7 +639,7 @@ def usage_cost(store: Any, url: str, version: str) -> dict[str, Any]:
     """What recording a lookup's usage costs the request path (in process), and that the services recorded it."""
     import psycopg
 
-    from featurestore.usage import UsageRecorder
+    from featurestore.governance.usage import UsageRecorder
 
     recorder = UsageRecorder(store.settings, interval=3600.0)
     keys = tuple(("snap", f"f{i}", version) for i in range(FEATURES))

@@ -422,7 +422,7 @@ def warm_process(case: Case) -> None:
     import duckdb
     import pyarrow.dataset  # noqa: F401  (pq.read_table imports it, and it imports pandas: ~0.4 s)
 
-    import featurestore.frames  # noqa: F401
+    import featurestore.offline.frames  # noqa: F401
     from featurestore import FeatureStore  # noqa: F401
 
     with duckdb.connect() as connection:

@@ -324,7 +324,7 @@ def run_ours(store: Any, shape: Shape, plan: str = "auto") -> tuple[pa.Table, st
     if plan == "auto":
         frame = store.training_frame(str(shape.spine_path), ["activity.*"], timestamp="ts")
     else:
-        from featurestore.frames import training_frame
+        from featurestore.offline.frames import training_frame
 
         frame = training_frame(store.project, str(shape.spine_path), ["activity.*"], timestamp="ts", plan=plan)
     return frame.to_arrow(), frame.sql
@@ -676,7 +676,7 @@ def run_http(setup: OnlineSetup, keys: list[int], log: Callable[[str], None]) ->
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/features"
     log_path = setup.project.parent / "serve.log"
-    command = [sys.executable, "-m", "featurestore.cli", "--project", str(setup.project), "serve", "--host",
+    command = [sys.executable, "-m", "featurestore.cli.main", "--project", str(setup.project), "serve", "--host",
                "127.0.0.1", "--port", str(port), "--workers", "1"]
     store = FeatureStore(setup.project, consumer="benchmark")
     service = launch("featurestore serve", command, dict(os.environ), url, 1, log_path)

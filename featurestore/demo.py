@@ -100,7 +100,7 @@ def write_demo_data(
     return {name: table.num_rows for name, table in tables.items()}
 
 
-def _utc(micros: np.ndarray) -> pa.Array:
+def _utc_times(micros: np.ndarray) -> pa.Array:
     import pyarrow as pa
 
     return pa.array(micros, pa.timestamp("us", tz="UTC"))
@@ -123,7 +123,7 @@ def _draw_merchants(rng: np.random.Generator, n: int) -> pa.Table:
         "merchant_id": pa.array(_MERCHANT_ID_BASE + 1 + np.arange(n), pa.int64()),
         "country": _labels(_COUNTRIES, rng.choice(len(_COUNTRIES), n, p=_COUNTRY_WEIGHTS)),
         "category": _labels(_CATEGORIES, category),
-        "onboarded_at": _utc(_START_US - rng.integers(30 * _DAY_US, 5 * 365 * _DAY_US, n)),
+        "onboarded_at": _utc_times(_START_US - rng.integers(30 * _DAY_US, 5 * 365 * _DAY_US, n)),
         "_popularity": pa.array(popularity / popularity.sum()),
         "_risk": pa.array(np.array(_CATEGORY_RISK)[category]),
     })
@@ -159,7 +159,7 @@ def _draw_card_events(
         "event_id": pa.array(np.arange(1, user.size + 1), pa.int64()),
         "user_id": pa.array(user[order] + 1, pa.int64()),
         "card_id": pa.array(card[order], pa.int64()),
-        "ts": _utc(ts[order]),
+        "ts": _utc_times(ts[order]),
     })
 
 
@@ -220,7 +220,7 @@ def _draw_transactions(
         "merchant_id": pa.array(merchant[order], pa.int64()),
         "country": _labels(_COUNTRIES, country[order]),
         "amount": pa.array(np.round(np.concatenate([ep_amount, bg_amount])[order], 2), pa.float64()),
-        "ts": _utc(ts[order]),
+        "ts": _utc_times(ts[order]),
         "is_fraud": pa.array(np.concatenate([ep_fraud, bg_fraud])[order], pa.bool_()),
     })
 
@@ -251,9 +251,9 @@ def _draw_accounts(rng: np.random.Generator, people: dict) -> pa.Table:
     return pa.table({
         "user_id": pa.array(user + 1, pa.int64()),
         "country": _labels(_COUNTRIES, np.concatenate([people["home"], edit_country])[order]),
-        "signup_ts": _utc(signup[user]),
+        "signup_ts": _utc_times(signup[user]),
         "account_type": _labels(_ACCOUNT_TYPES, np.concatenate([people["account_type"], edit_type])[order]),
-        "updated_at": _utc(ts),
+        "updated_at": _utc_times(ts),
     })
 
 

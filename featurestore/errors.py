@@ -17,6 +17,7 @@ __all__ = [
     "BadRequestError",
     "ConfigError",
     "DefinitionError",
+    "FeatureDeprecationWarning",
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
@@ -130,3 +131,7 @@ def _relative(path: Path, root: Path | None) -> Path:
         return path.resolve().relative_to(root.resolve())
     except ValueError:
         return path
+
+
+class FeatureDeprecationWarning(DeprecationWarning):
+    """A read of a deprecated view before its sunset: it still works; move to the replacement."""

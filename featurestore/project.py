@@ -20,9 +20,9 @@ from featurestore.config import DuckDBSource, FileSource, PostgresSource, Settin
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem, did_you_mean
-from featurestore.graph import build_graph
-from featurestore.loader import line_of, load_definitions
-from featurestore.spec import Column, FeatureView, build_view
+from featurestore.definitions.graph import build_graph
+from featurestore.definitions.loader import line_of, load_definitions
+from featurestore.definitions.spec import Column, FeatureView, build_view
 
 __all__ = ["Project", "load_project", "validate"]
 

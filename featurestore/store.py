@@ -10,19 +10,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from featurestore import cache, governance, registry
+from featurestore.governance import registry
+from featurestore.governance.describe import describe_view
+from featurestore.governance.plan import plan, records_at_ref
+from featurestore.governance.unused import unused_features
+from featurestore.offline import cache
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.compiler.render import DIALECTS, render_view
 from featurestore.config import Settings, load_settings
 from featurestore.engines import duckdb as duck
 from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
-from featurestore.frames import TrainingFrame, data_problems, frame_sql, load_snapshot, training_frame
-from featurestore.online import OnlineStore, Run, materialize, unmaterialized
+from featurestore.offline.frames import data_problems, frame_sql, training_frame
+from featurestore.offline.snapshots import TrainingFrame, load_snapshot
+from featurestore.online.lookup import OnlineStore
+from featurestore.online.materialize import Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
-from featurestore.selection import Selected, deprecation_warnings, select_features, view_named, warn_deprecated
-from featurestore.usage import UsageRecorder, readers
-from featurestore.spec import FeatureView, catalog_entry
+from featurestore.definitions.selection import Selected, deprecation_warnings, select_features, view_named, warn_deprecated
+from featurestore.governance.usage import CONSUMER_DAYS, UsageRecorder, readers
+from featurestore.definitions.spec import FeatureView, catalog_entry
 
 __all__ = ["FeatureStore"]
 
@@ -100,7 +106,7 @@ class FeatureStore:
         `allow_deprecated`: read views past their sunset date (refused otherwise; before it they warn).
         `engine`: "duckdb", or "spark" to compute the join on Apache Spark (`pip install 'featurestore[spark]'`)
         in `spark`, a SparkSession, or a local one. Same values, same types.
-        The read is recorded as this store's consumer's (featurestore.usage).
+        The read is recorded as this store's consumer's (featurestore.governance.usage).
         """
         keys = self._governed(features, full_names, allow_deprecated, None)
         frame = training_frame(self.project, spine, features, timestamp=timestamp, full_names=full_names, cache=cache,
@@ -259,16 +265,16 @@ class FeatureStore:
             url = self._registry_url()
             base, label, problems = registry.applied_records(url), "the registry", []
         else:
-            base, commit, problems = governance.records_at_ref(self.project, against)
+            base, commit, problems = records_at_ref(self.project, against)
             label = f"git {against} ({commit[:12]})"
             url = running_url(self.settings.postgres_url, self.settings.state_dir)
         recorded = None
         if url is not None:
             try:
-                recorded = readers(self.settings, url, datetime.now(timezone.utc) - timedelta(days=governance.CONSUMER_DAYS))
+                recorded = readers(self.settings, url, datetime.now(timezone.utc) - timedelta(days=CONSUMER_DAYS))
             except FeatureStoreError:
                 recorded = None
-        result = governance.plan(base, head, recorded)
+        result = plan(base, head, recorded)
         result["against"] = label
         result["problems_at_base"] = [p.render(self.root) for p in problems]
         return result
@@ -276,7 +282,7 @@ class FeatureStore:
     def unused(self, *, days: int = 30) -> list[dict[str, Any]]:
         """Features no consumer read in the last `days` days (never-read ones too), then sources no view reads."""
         self._usage.flush()
-        return governance.unused_features(self.project, self._registry_url(), days)
+        return unused_features(self.project, self._registry_url(), days)
 
     def readers(self) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
         """Per (view, feature): each consumer that ever read it, with reads, rows and last read."""
@@ -294,7 +300,7 @@ class FeatureStore:
     def describe(self, name: str) -> dict[str, Any]:
         """A view's annotations, the span of its data, its online freshness and its recorded consumers."""
         self._usage.flush()
-        return governance.describe_view(self.project, name, self._registry_url())
+        return describe_view(self.project, name, self._registry_url())
 
     def cache_status(self) -> list[dict[str, Any]]:
         """The cached views: version, rows, whether current (the view's version) and fresh (its sources)."""
@@ -317,14 +323,14 @@ class FeatureStore:
 
     def stats(self, view: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """Per feature of `view` over the offline data: rows, NULLs, distinct values, range, quantiles,
-        histogram (top values for text) (featurestore.stats)."""
-        from featurestore.stats import feature_stats
+        histogram (top values for text) (featurestore.governance.stats)."""
+        from featurestore.governance.stats import feature_stats
 
         return feature_stats(self.project, view, since=since)
 
     def drift(self, view: str, snapshot: str | Path | TrainingFrame) -> list[dict[str, Any]]:
         """Per feature of `view` in the training snapshot: PSI of the online store's values against it."""
-        from featurestore.stats import drift
+        from featurestore.governance.stats import drift
 
         return drift(self.project, view, snapshot)
 

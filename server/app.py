@@ -46,10 +46,10 @@ from pydantic import (
 )
 
 from featurestore import FeatureStore
-from featurestore.docs import render_catalog
+from featurestore.catalog.page import render_catalog
 from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError, first_line
-from featurestore.selection import FeatureDeprecationWarning
-from featurestore.spec import INTEGER_TYPES
+from featurestore.errors import FeatureDeprecationWarning
+from featurestore.definitions.spec import INTEGER_TYPES
 from server.metrics import Metrics
 
 __all__ = ["create_app"]

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurestore.cli import main
+from featurestore.cli.main import main
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import T0, ProjectDir
 from featurestore import FeatureStore
-from featurestore.docs import build_site
+from featurestore.catalog.page import build_site
 from test_online import reset
 
 pytestmark = pytest.mark.browser

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from featurestore.cli import main
+from featurestore.cli.main import main
 from featurestore.demo import write_demo_data
 
 REPO = Path(__file__).parent.parent

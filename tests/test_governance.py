@@ -15,8 +15,8 @@ import pytest
 from conftest import T0, ProjectDir, events_table
 from featurestore import FeatureStore
 from featurestore.errors import SunsetError
-from featurestore.registry import SCHEMA
-from featurestore.selection import FeatureDeprecationWarning
+from featurestore.governance.registry import SCHEMA
+from featurestore.errors import FeatureDeprecationWarning
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"
 SPEND = HEADER.format(owner="fraud@example.com") + "SELECT user_id, ts, amount, card_id FROM events\n"
@@ -141,7 +141,7 @@ def test_plan_against_git_needs_no_database_and_reports_owners(repo: ProjectDir,
 
 def test_usage_is_recorded_per_feature_consumer_and_mode(repo: ProjectDir, database: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("featurestore.usage.FLUSH_SECONDS", 3600.0)  # no background write during the test
+    monkeypatch.setattr("featurestore.governance.usage.FLUSH_SECONDS", 3600.0)  # no background write during the test
     store = FeatureStore(repo.root, consumer="fraud_model")
     store.materialize(until=T0 + timedelta(hours=6))
     for _ in range(3):
@@ -177,7 +177,7 @@ def test_a_read_without_consumer_is_unknown_and_warns_once(repo: ProjectDir, dat
 
 def test_usage_kept_on_disk_is_sent_once(repo: ProjectDir, database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from featurestore.config import load_settings
-    from featurestore.usage import UsageRecorder, ingest_spool
+    from featurestore.governance.usage import UsageRecorder, ingest_spool
 
     key = (("spend", "amount", "v1"),)
     monkeypatch.delenv("FEATURESTORE_POSTGRES_URL")  # embedded, and not running in this process: kept on disk

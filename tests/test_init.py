@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from featurestore.cli import main
+from featurestore.cli.main import main
 
 
 def test_starter_project_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,7 +130,7 @@ def test_an_open_store_leaves_the_offline_database_to_other_processes_between_ca
 
 
 def test_usage_without_postgres_is_spooled_at_close_not_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("featurestore.usage.FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr("featurestore.governance.usage.FLUSH_SECONDS", 0.05)
     project = tiny_project(tmp_path / "proj")
     store = FeatureStore(project.root, consumer="t")
     store.training_frame(spine(), ["spend.amount"], cache=False)
@@ -148,7 +148,7 @@ def test_counts_of_a_store_never_closed_are_kept_at_exit(tmp_path: Path) -> None
     project = tiny_project(tmp_path / "proj")
     script = ("import sys\n"
               "from featurestore.config import load_settings\n"
-              "from featurestore.usage import UsageRecorder\n"
+              "from featurestore.governance.usage import UsageRecorder\n"
               "UsageRecorder(load_settings(sys.argv[1])).record((('spend', 'amount', 'v1'),), 't', 'offline', 3)\n")
     env = {k: v for k, v in os.environ.items() if k != "FEATURESTORE_POSTGRES_URL"}
     subprocess.run([sys.executable, "-c", script, str(project.root)], cwd=Path(__file__).parents[1], env=env,
@@ -182,7 +182,7 @@ def test_spooled_usage_is_sent_by_the_next_store_that_reaches_postgres(
 
 def test_the_writer_thread_writes_to_postgres_when_it_is_at_hand(
         tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("featurestore.usage.FLUSH_SECONDS", 0.05)
+    monkeypatch.setattr("featurestore.governance.usage.FLUSH_SECONDS", 0.05)
     monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
     consumer = f"lifecycle_{uuid.uuid4().hex[:8]}"
     project = tiny_project(tmp_path / "proj")

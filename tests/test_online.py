@@ -313,7 +313,7 @@ def test_the_fast_row_constructor_equals_polars_public_one() -> None:
     import datetime as dt
     import decimal
 
-    from featurestore.online import rows_frame
+    from featurestore.online.lookup import rows_frame
 
     schema = pl.Schema({"a": pl.Int64, "b": pl.Float64, "c": pl.String, "d": pl.Boolean, "e": pl.Datetime("us", "UTC"),
                         "f": pl.Datetime("us"), "g": pl.Date, "h": pl.Decimal(10, 2), "i": pl.Int32, "j": pl.Time})

@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from featurestore.loader import parse_definition
-from featurestore.planner import Shape, cached_plan, snapshot_plan, window_plans
-from featurestore.spec import build_view
+from featurestore.definitions.loader import parse_definition
+from featurestore.offline.planner import Shape, cached_plan, snapshot_plan, window_plans
+from featurestore.definitions.spec import build_view
 
 HOUR = timedelta(hours=1)
 YEAR_US = 365 * 24 * 3600 * 10**6

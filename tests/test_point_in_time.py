@@ -33,9 +33,9 @@ from featurestore.compiler.point_in_time import (
     validity_intervals,
 )
 from featurestore.errors import FeatureStoreError
-from featurestore.loader import parse_definition
-from featurestore.selection import select_features
-from featurestore.spec import Column, build_view
+from featurestore.definitions.loader import parse_definition
+from featurestore.definitions.selection import select_features
+from featurestore.definitions.spec import Column, build_view
 from reference import Ambiguous, Rules, SnapshotIndex, as_of
 from timelines import anywhere, instants, shapes, unmatched
 

@@ -261,10 +261,10 @@ def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> N
 
     write_project(project)
     environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
-    subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "materialize",
+    subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
                     "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "serve",
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
                                 "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -365,7 +365,7 @@ def test_serve_on_a_taken_port_says_so(project: ProjectDir) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         for workers in ("1", "2"):
-            result = subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root),
+            result = subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root),
                                      "serve", "--port", str(port), "--workers", workers],
                                     capture_output=True, text=True, timeout=60)
             assert result.returncode != 0

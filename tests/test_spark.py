@@ -25,8 +25,8 @@ import test_point_in_time as snapshots
 import test_windows as windows
 from conftest import ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
-from featurestore.cli import main
-from featurestore.frames import training_frame
+from featurestore.cli.main import main
+from featurestore.offline.frames import training_frame
 from reference import Ambiguous, as_of
 
 pytestmark = pytest.mark.spark

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from featurestore.spec import format_duration, parse_duration, parse_instant
+from featurestore.definitions.spec import format_duration, parse_duration, parse_instant
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import T0, ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
-from featurestore.stats import psi
+from featurestore.governance.stats import psi
 from test_online import reset
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
@@ -100,7 +100,7 @@ def test_window_statistics_are_the_features_at_the_end_of_the_data(store: Featur
 
 def test_drift_of_online_values_against_a_snapshot(store: FeatureStore, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from featurestore.cli import main
+    from featurestore.cli.main import main
 
     spine = pa.table({"user_id": [i % 20 for i in range(60)],
                       "ts": pa.array([T0 + timedelta(hours=i) for i in range(60)], pa.timestamp("us", tz="UTC"))})

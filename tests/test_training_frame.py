@@ -15,7 +15,7 @@ import pytest
 
 from conftest import T0, ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
-from featurestore.cli import main
+from featurestore.cli.main import main
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 

@@ -188,7 +188,7 @@ def test_text_and_github_formats(project: ProjectDir, capsys: pytest.CaptureFixt
 def test_cli_never_shows_a_traceback(project: ProjectDir) -> None:
     project.view("broken", "-- entity: user_id\nSELECT (((\n")
     (project.root / "featurestore.toml").write_text("colour = 1\n" + (project.root / "featurestore.toml").read_text())
-    result = subprocess.run([sys.executable, "-m", "featurestore.cli", "--project", str(project.root), "validate"],
+    result = subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "validate"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr

@@ -37,9 +37,9 @@ from featurestore.compiler.checks import check_query
 from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
 from featurestore.compiler.windows import WindowRows, aggregates, by_totals, event_rows, output_column
 from featurestore.config import parse_duration
-from featurestore.loader import parse_definition
-from featurestore.selection import select_features
-from featurestore.spec import Column, build_view
+from featurestore.definitions.loader import parse_definition
+from featurestore.definitions.selection import select_features
+from featurestore.definitions.spec import Column, build_view
 from reference import Measure, Rules, WindowIndex, aggregate, window_aggregate, window_events
 from timelines import anywhere, instants, shapes, unmatched
 

@@ -113,7 +113,7 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def serve(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "featurestore.cli", "serve", "--project", str(root), "--port", str(port)]
+    command = [sys.executable, "-m", "featurestore.cli.main", "serve", "--project", str(root), "--port", str(port)]
     log = open(root / ".featurestore" / "example-server.log", "w")  # read only if it fails to start
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     log.close()  # the server holds its own copy
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.project).resolve()
     os.environ.setdefault("FEATURESTORE_CONSUMER", "fraud_example")
     if not (root / "data" / "transactions.parquet").exists():
-        subprocess.run([sys.executable, "-m", "featurestore.cli", "demo-data", "--project", str(root)], check=True)
+        subprocess.run([sys.executable, "-m", "featurestore.cli.main", "demo-data", "--project", str(root)], check=True)
     store = FeatureStore(root, consumer="fraud_example")
     rows = transactions(store)
     train, test = rows[rows["ts"] < SPLIT].reset_index(drop=True), rows[rows["ts"] >= SPLIT].reset_index(drop=True)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    from featurestore.docs import build_site
+    from featurestore.catalog.page import build_site
 
     page = build_site(store, out / "site", snapshot=snapshot)
     store.close()

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featurestore.errors import Problem
-from featurestore.loader import Definition, column_of, find_word, line_of
-from featurestore.spec import FeatureView
+from featurestore.definitions.loader import Definition, column_of, find_word, line_of
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["SUPPORTED_AGGREGATES", "check_query"]
 

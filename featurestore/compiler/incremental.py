@@ -20,7 +20,7 @@ from typing import Sequence
 from sqlglot import exp
 
 from featurestore.compiler.point_in_time import instant, tie_winner
-from featurestore.spec import FeatureView
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["latest_rows"]
 

@@ -34,8 +34,8 @@ from sqlglot.lineage import lineage as sqlglot_lineage
 from sqlglot.optimizer.scope import find_all_in_scope, traverse_scope
 
 from featurestore.errors import BadRequestError, FeatureStoreError, UnknownNameError, did_you_mean
-from featurestore.selection import view_named
-from featurestore.spec import Column, Feature, FeatureView
+from featurestore.definitions.selection import view_named
+from featurestore.definitions.spec import Column, Feature, FeatureView
 
 __all__ = ["Lineage", "column_sources", "feature_lineage", "reverse_lineage"]
 

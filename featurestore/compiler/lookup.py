@@ -31,8 +31,8 @@ from sqlglot import exp
 
 from featurestore.compiler.point_in_time import instant, interval, known_at, value_used
 from featurestore.compiler.windows import Aggregate, aggregates
-from featurestore.selection import Selected
-from featurestore.spec import FeatureView
+from featurestore.definitions.selection import Selected
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["LookupView", "lookup", "lookup_by_key"]
 

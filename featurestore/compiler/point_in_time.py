@@ -26,21 +26,14 @@ from typing import Any, Literal
 
 from sqlglot import exp
 
-from featurestore.selection import Selected
-from featurestore.spec import Column, FeatureView
+from featurestore.compiler.names import BUCKET, HIT, KNOWN, ROW, SIDE, T, TS, UNTIL
+from featurestore.definitions.selection import Selected
+from featurestore.definitions.spec import Column, FeatureView
 
 __all__ = ["Spine", "ViewRows", "bucket_of", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows",
            "instant", "interval", "known_at", "one_bucket", "taken_columns", "tie_winner", "ties", "two_buckets", "utc_micros", "validity_intervals",
            "value_used"]
 
-ROW = "__fs_row"
-_T = "__fs_t"
-_TS = "__fs_ts"
-_KNOWN = "__fs_known"
-_UNTIL = "__fs_until"
-_SIDE = "__fs_side"
-_HIT = "__fs_hit"
-_BUCKET = "__fs_bucket"
 
 
 @dataclass(frozen=True)
@@ -88,7 +81,7 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
     """
     spine_type = {c.name: c.type for c in spine.columns}[spine.timestamp]
     ctes = [_cte("__fs_spine_t", exp.select(exp.Star(), exp.alias_(
-        utc_micros(exp.column(spine.timestamp, quoted=True), spine_type, "floor"), _T, quoted=True))
+        utc_micros(exp.column(spine.timestamp, quoted=True), spine_type, "floor"), T, quoted=True))
         .from_(exp.to_table(spine.relation, quoted=True)))]
     kept = [c for c in spine.columns if c.name != ROW] if passthrough else []
     query = exp.select(*[exp.column(c.name, "s", quoted=True) for c in kept]) \
@@ -107,7 +100,7 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
         table = exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True)
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
-                             exp.GTE(this=exp.column(_T, "s", quoted=True), expression=exp.column(_KNOWN, alias, quoted=True)))
+                             exp.GTE(this=exp.column(T, "s", quoted=True), expression=exp.column(KNOWN, alias, quoted=True)))
         if item.join in ("ranked", "last"):
             ctes.append(_cte(f"__fs_{alias}_rows", rows))
             if item.join == "ranked":
@@ -120,12 +113,12 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
                                                 expression=exp.column(ROW, alias, quoted=True)), join_type="LEFT")
         elif item.join == "intervals":
             # Each row is the latest known from its own known-at time until the next row's.
-            within = exp.and_(condition, exp.LT(this=exp.column(_T, "s", quoted=True),
-                                                expression=exp.column(_UNTIL, alias, quoted=True)))
+            within = exp.and_(condition, exp.LT(this=exp.column(T, "s", quoted=True),
+                                                expression=exp.column(UNTIL, alias, quoted=True)))
             if item.bucket is not None:
                 rows = _interval_buckets(item.view, rows, item.bucket)
-                within = exp.and_(exp.EQ(this=bucket_of(exp.column(_T, "s", quoted=True), item.bucket),
-                                         expression=exp.column(_BUCKET, alias, quoted=True)), within)
+                within = exp.and_(exp.EQ(this=bucket_of(exp.column(T, "s", quoted=True), item.bucket),
+                                         expression=exp.column(BUCKET, alias, quoted=True)), within)
             ctes.append(_cte(f"__fs_{alias}", rows))
             query = query.join(table, on=within, join_type="LEFT")
         else:
@@ -137,7 +130,7 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
             if guard is not None:
                 value = exp.case().when(guard, value)
             query = query.select(exp.alias_(value, selected.output, quoted=True))
-        for column, name in zip((*item.view.entity, _TS), taken_columns(item, number)):
+        for column, name in zip((*item.view.entity, TS), taken_columns(item, number)):
             value = exp.column(column, alias, quoted=True)
             query = query.select(exp.alias_(value if guard is None else exp.case().when(guard.copy(), value), name,
                                             quoted=True))
@@ -151,7 +144,7 @@ def taken_columns(item: Any, number: int) -> list[str]:
     or where its value is not used), when the view's rows may hold ties; else none."""
     if not isinstance(item, ViewRows) or item.view.created or item.join == "intervals":  # a tie-break, or cached rows, which are free of ties
         return []
-    return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, _TS)]
+    return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, TS)]
 
 
 def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select | None:
@@ -167,7 +160,7 @@ def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select |
         return None
     rows = item.rows if item.prepared else prepare_rows(item.view, item.rows, [])
     taken = exp.select(*[exp.alias_(exp.column(name, quoted=True), column, quoted=True)
-                         for name, column in zip(names, (*item.view.entity, _TS))]).distinct() \
+                         for name, column in zip(names, (*item.view.entity, TS))]).distinct() \
         .from_(exp.to_table(result, quoted=True)).where(exp.Not(this=exp.Is(this=exp.column(names[-1], quoted=True),
                                                                              expression=exp.Null())))
     return duplicates(item.view, rows, among=taken)
@@ -190,13 +183,13 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
     side: exp.Expr = exp.to_table(rows, quoted=True).as_(alias, quoted=True)
     if bucket is not None:
         assert bucket >= view.ttl
-        spine = _aliased(two_buckets("__fs_spine_t", _T, bucket), "s")
-        side = _aliased(one_bucket(rows, _TS, bucket), alias)
-        condition = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True),
-                                    expression=exp.column(_BUCKET, alias, quoted=True)), condition)
+        spine = _aliased(two_buckets("__fs_spine_t", T, bucket), "s")
+        side = _aliased(one_bucket(rows, TS, bucket), alias)
+        condition = exp.and_(exp.EQ(this=exp.column(BUCKET, "s", quoted=True),
+                                    expression=exp.column(BUCKET, alias, quoted=True)), condition)
     # rank(), not row_number(): rows tied on time all stay, so a tie shows as a spine row repeated (`ties`).
     latest = exp.Window(this=exp.Rank(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
-        expressions=[exp.Ordered(this=exp.column(_TS, alias, quoted=True), desc=True)]))
+        expressions=[exp.Ordered(this=exp.column(TS, alias, quoted=True), desc=True)]))
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
         alias, quoted=True))).from_(spine).join(side, on=exp.and_(condition.copy(), used), join_type="INNER") \
         .qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
@@ -214,7 +207,7 @@ def bucket_of(value: exp.Expr, width: timedelta) -> exp.Expr:
 
 def one_bucket(relation: str, time: str, width: timedelta) -> exp.Select:
     """Each row of `relation` in the bucket of its `time`: SELECT *, epoch_us(time) // W AS __fs_bucket."""
-    return exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(time, quoted=True), width), _BUCKET, quoted=True)) \
+    return exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(time, quoted=True), width), BUCKET, quoted=True)) \
         .from_(exp.to_table(relation, quoted=True))
 
 
@@ -228,7 +221,7 @@ def two_buckets(relation: str, time: str, width: timedelta) -> exp.Select:
     shifts = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(n)]) for n in (0, 1)],
                         alias=exp.TableAlias(this=exp.to_identifier("d"), columns=[exp.to_identifier("shift")]))
     bucket = exp.Sub(this=bucket_of(exp.column(time, "r", quoted=True), width), expression=exp.column("shift", "d"))
-    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")), exp.alias_(bucket, _BUCKET, quoted=True)) \
+    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")), exp.alias_(bucket, BUCKET, quoted=True)) \
         .from_(exp.to_table(relation, quoted=True).as_("r")).join(shifts, join_type="CROSS")
 
 
@@ -240,19 +233,19 @@ def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta)
         FROM (<intervals>) AS p
     An interval that ends before it starts (known after the spine's last time) is in no bucket.
     """
-    last = exp.Subquery(this=exp.select(exp.Max(this=exp.column(_T, quoted=True))).from_(
+    last = exp.Subquery(this=exp.select(exp.Max(this=exp.column(T, quoted=True))).from_(
         exp.to_table("__fs_spine_t", quoted=True)))
     ends: list[exp.Expr] = [exp.Add(this=last, expression=interval(timedelta(microseconds=1)))]
     if view.ttl is not None:  # a row's value is used while t - ts <= TTL
-        ends.append(exp.Add(this=exp.column(_TS, "p", quoted=True),
+        ends.append(exp.Add(this=exp.column(TS, "p", quoted=True),
                             expression=interval(view.ttl + timedelta(microseconds=1))))
-    end = exp.func("least", exp.column(_UNTIL, "p", quoted=True), *ends)
-    first = bucket_of(exp.column(_KNOWN, "p", quoted=True), width)
+    end = exp.func("least", exp.column(UNTIL, "p", quoted=True), *ends)
+    first = bucket_of(exp.column(KNOWN, "p", quoted=True), width)
     final = bucket_of(exp.Sub(this=end, expression=interval(timedelta(microseconds=1))), width)  # `end` is exclusive
     buckets = exp.Explode(this=exp.GenerateSeries(start=first, end=exp.Add(this=final, expression=exp.Literal.number(1)),
                                                   is_end_exclusive=True))
     return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p", quoted=True)),
-                      exp.alias_(buckets, _BUCKET, quoted=True)).from_(_aliased(intervals, "p"))
+                      exp.alias_(buckets, BUCKET, quoted=True)).from_(_aliased(intervals, "p"))
 
 
 def _aliased(query: exp.Query, alias: str) -> exp.Subquery:
@@ -273,24 +266,24 @@ def _latest_known(view: FeatureView, rows: str) -> exp.Select:
     """
     keys = [exp.column(k, quoted=True) for k in view.entity]
     null = exp.Null()
-    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_KNOWN, quoted=True), _T, quoted=True),
-                          exp.alias_(exp.Literal.number(0), _SIDE, quoted=True), exp.alias_(null, ROW, quoted=True),
-                          exp.column(_TS, quoted=True)).from_(exp.to_table(rows, quoted=True))
-    asked = exp.select(*[k.copy() for k in keys], exp.column(_T, quoted=True), exp.Literal.number(1),
+    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(KNOWN, quoted=True), T, quoted=True),
+                          exp.alias_(exp.Literal.number(0), SIDE, quoted=True), exp.alias_(null, ROW, quoted=True),
+                          exp.column(TS, quoted=True)).from_(exp.to_table(rows, quoted=True))
+    asked = exp.select(*[k.copy() for k in keys], exp.column(T, quoted=True), exp.Literal.number(1),
                        exp.column(ROW, quoted=True), exp.Null()).from_(exp.to_table("__fs_spine_t", quoted=True)).where(
         exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
-                 exp.Not(this=exp.Is(this=exp.column(_T, quoted=True), expression=exp.Null()))))
+                 exp.Not(this=exp.Is(this=exp.column(T, quoted=True), expression=exp.Null()))))
     stream = exp.union(happened, asked, distinct=False)
-    latest = exp.Window(this=exp.Max(this=exp.column(_TS, quoted=True)), partition_by=[k.copy() for k in keys],
-                        order=exp.Order(expressions=[exp.Ordered(this=exp.column(_T, quoted=True)),
-                                                     exp.Ordered(this=exp.column(_SIDE, quoted=True))]),
+    latest = exp.Window(this=exp.Max(this=exp.column(TS, quoted=True)), partition_by=[k.copy() for k in keys],
+                        order=exp.Order(expressions=[exp.Ordered(this=exp.column(T, quoted=True)),
+                                                     exp.Ordered(this=exp.column(SIDE, quoted=True))]),
                         spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
-    ranked = exp.select(exp.Star(), exp.alias_(latest, _HIT, quoted=True)).from_(
+    ranked = exp.select(exp.Star(), exp.alias_(latest, HIT, quoted=True)).from_(
         exp.Subquery(this=stream, alias=exp.TableAlias(this=exp.to_identifier("u", quoted=True))))
-    return exp.select(exp.column(ROW, quoted=True), *[k.copy() for k in keys], exp.column(_T, quoted=True),
-                      exp.column(_HIT, quoted=True)).from_(exp.Subquery(
+    return exp.select(exp.column(ROW, quoted=True), *[k.copy() for k in keys], exp.column(T, quoted=True),
+                      exp.column(HIT, quoted=True)).from_(exp.Subquery(
         this=ranked, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))).where(
-        exp.EQ(this=exp.column(_SIDE, quoted=True), expression=exp.Literal.number(1)))
+        exp.EQ(this=exp.column(SIDE, quoted=True), expression=exp.Literal.number(1)))
 
 
 def _fetch_latest(view: FeatureView, hits: str, rows: str, alias: str) -> exp.Select:
@@ -298,7 +291,7 @@ def _fetch_latest(view: FeatureView, hits: str, rows: str, alias: str) -> exp.Se
     and time. Rows tied on (keys, time) all join, so a tie shows as a spine row repeated (`ties`)."""
     on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, alias, quoted=True))
                     for k in view.entity],
-                  exp.EQ(this=exp.column(_TS, alias, quoted=True), expression=exp.column(_HIT, "s", quoted=True)))
+                  exp.EQ(this=exp.column(TS, alias, quoted=True), expression=exp.column(HIT, "s", quoted=True)))
     used = _guard(view, alias)
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
         alias, quoted=True))).from_(exp.to_table(hits, quoted=True).as_("s", quoted=True)) \
@@ -316,7 +309,7 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
     ts = utc_micros(exp.column(view.timestamp, "r", quoted=True), types[view.timestamp], "ceil")
     keys = [exp.column(k, "r", quoted=True) for k in view.entity]
     known = known_at(view, ts)
-    rows = exp.select(*keys, exp.alias_(ts, _TS, quoted=True), exp.alias_(known, _KNOWN, quoted=True),
+    rows = exp.select(*keys, exp.alias_(ts, TS, quoted=True), exp.alias_(known, KNOWN, quoted=True),
                       *[exp.column(c, "r", quoted=True) for c in columns]) \
         .from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
         .where(exp.Not(this=exp.Is(this=ts.copy(), expression=exp.Null())))
@@ -342,11 +335,11 @@ def validity_intervals(view: FeatureView, prepared: exp.Query) -> exp.Select:
         SELECT *, coalesce(lead(__fs_known) OVER (PARTITION BY keys ORDER BY __fs_known), 'infinity') AS __fs_until
     """
     keys = [exp.column(k, quoted=True) for k in view.entity]
-    following = exp.Window(this=exp.Lead(this=exp.column(_KNOWN, quoted=True)), partition_by=keys,
-                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(_KNOWN, quoted=True)),
-                                                        exp.Ordered(this=exp.column(_TS, quoted=True))]))
+    following = exp.Window(this=exp.Lead(this=exp.column(KNOWN, quoted=True)), partition_by=keys,
+                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(KNOWN, quoted=True)),
+                                                        exp.Ordered(this=exp.column(TS, quoted=True))]))
     until = exp.Coalesce(this=following, expressions=[exp.cast(exp.Literal.string("infinity"), "TIMESTAMPTZ")])
-    return exp.select(exp.Star(), exp.alias_(until, _UNTIL, quoted=True)).from_(
+    return exp.select(exp.Star(), exp.alias_(until, UNTIL, quoted=True)).from_(
         exp.Subquery(this=prepared, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True))))
 
 
@@ -357,10 +350,10 @@ def duplicates(view: FeatureView, prepared: exp.Query, among: exp.Query | None =
         SELECT user_id, __fs_ts FROM (<prepared>) [SEMI JOIN (<among>) USING (user_id, __fs_ts)]
         GROUP BY ALL HAVING count(*) > 1 LIMIT 1
     """
-    columns = [exp.column(k, "p", quoted=True) for k in view.entity] + [exp.column(_TS, "p", quoted=True)]
+    columns = [exp.column(k, "p", quoted=True) for k in view.entity] + [exp.column(TS, "p", quoted=True)]
     types = {c.name: c.type.upper() for c in view.columns}
     # Times leave as text: a Python driver may lack what it needs to build zoned datetimes.
-    shown = [exp.cast(c.copy(), "VARCHAR") if c.name == _TS or "TIME" in types.get(c.name, "") or "DATE" in
+    shown = [exp.cast(c.copy(), "VARCHAR") if c.name == TS or "TIME" in types.get(c.name, "") or "DATE" in
              types.get(c.name, "") else c.copy() for c in columns]
     query = exp.select(*shown).from_(exp.Subquery(this=prepared, alias=exp.TableAlias(
         this=exp.to_identifier("p", quoted=True))))
@@ -402,7 +395,7 @@ def known_at(view: FeatureView, ts: exp.Expr) -> exp.Expr:
 
 
 def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
-    return value_used(view, exp.column(_TS, alias, quoted=True), exp.column(_T, "s", quoted=True))
+    return value_used(view, exp.column(TS, alias, quoted=True), exp.column(T, "s", quoted=True))
 
 
 def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:

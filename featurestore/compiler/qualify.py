@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-from featurestore.spec import FeatureView
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["qualify_view"]
 

@@ -13,7 +13,7 @@ import json
 
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from featurestore.spec import FeatureView
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["normalized_sql", "view_version"]
 

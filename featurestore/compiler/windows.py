@@ -41,17 +41,13 @@ from typing import Callable, Literal
 
 from sqlglot import exp
 
+from featurestore.compiler.names import BUCKET, KNOWN, T, TIME, TS
 from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, one_bucket, two_buckets, utc_micros
-from featurestore.selection import Selected
-from featurestore.spec import FeatureView
+from featurestore.definitions.selection import Selected
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "by_totals", "event_rows", "output_column"]
 
-_T = "__fs_t"
-_TS = "__fs_ts"
-_KNOWN = "__fs_known"
-_TIME = "__fs_time"
-_BUCKET = "__fs_bucket"
 Kind = Literal["count", "count_distinct", "sum", "avg", "min", "max", "latest"]
 Plan = Literal["join", "frames", "totals"]
 _MICROSECOND = timedelta(microseconds=1)
@@ -71,7 +67,7 @@ class Aggregate:
 
 def aggregates(view: FeatureView) -> list[Aggregate]:
     """The view's aggregates, in output order, named after the event rows' input columns."""
-    return [aggregate for aggregate, _, _ in _parse(view, view.qualified or view.query, exp.column(_TS))]
+    return [aggregate for aggregate, _, _ in _parse(view, view.qualified or view.query, exp.column(TS))]
 
 
 def event_rows(view: FeatureView, rendered: exp.Query) -> exp.Select:
@@ -83,11 +79,11 @@ def event_rows(view: FeatureView, rendered: exp.Query) -> exp.Select:
     ts = utc_micros(exp.column(view.timestamp, quoted=True), view.event_time_type or "TIMESTAMPTZ", "ceil")
     keys = {p.alias_or_name: p.unalias() for p in rendered.expressions}
     columns: list[exp.Expr] = [exp.alias_(keys[k].copy(), k, quoted=True) for k in view.entity]
-    columns += [exp.alias_(ts, _TS, quoted=True), exp.alias_(known_at(view, ts), _KNOWN, quoted=True)]
+    columns += [exp.alias_(ts, TS, quoted=True), exp.alias_(known_at(view, ts), KNOWN, quoted=True)]
     for aggregate, value, order in _parse(view, rendered, ts):
-        if aggregate.value != _KNOWN:
+        if aggregate.value != KNOWN:
             columns.append(exp.alias_(value, aggregate.value, quoted=True))
-        if order is not None and aggregate.order != _TS:
+        if order is not None and aggregate.order != TS:
             columns.append(exp.alias_(order, aggregate.order, quoted=True))
     events = rendered.copy()
     events.set("group", None)
@@ -135,9 +131,9 @@ def _parse(view: FeatureView, query: exp.Query, ts: exp.Expr) -> list[tuple[Aggr
             value = inner.this
         value = _when(condition, value)
         if kind == "count" and isinstance(value, exp.Literal):  # count(*): every event has a known-at time
-            found.append((Aggregate(name, kind, _KNOWN), value, None))
+            found.append((Aggregate(name, kind, KNOWN), value, None))
         elif kind == "latest":
-            order_name = f"__fs_o{number}" if order is not None or condition is not None else _TS
+            order_name = f"__fs_o{number}" if order is not None or condition is not None else TS
             order = _when(condition, order if order is not None else ts)
             found.append((Aggregate(name, kind, f"__fs_a{number}", order_name), value, order))
         else:
@@ -217,9 +213,9 @@ class WindowRows:
         types = {c.name: c.type for c in view.columns}
         valid = exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "s", quoted=True), expression=exp.Null()))
                            for k in view.entity],
-                         exp.Not(this=exp.Is(this=exp.column(_T, "s", quoted=True), expression=exp.Null())))
+                         exp.Not(this=exp.Is(this=exp.column(T, "s", quoted=True), expression=exp.Null())))
         if view.available_since is not None:
-            valid = exp.and_(valid, exp.GTE(this=exp.column(_T, "s", quoted=True),
+            valid = exp.and_(valid, exp.GTE(this=exp.column(T, "s", quoted=True),
                                             expression=instant(view.available_since)))
         for selected in self.selected:
             aggregate = by_column[selected.feature.column]
@@ -283,8 +279,8 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
     """The "join" plan. With `bucket` (DuckDB), an event sits in the bucket of its known-at time and
     a spine row at t looks in the buckets of t and t - bucket, which hold every event of [t - W, t)."""
     longest = max(length for _, length, _ in items)
-    t = exp.column(_T, "s", quoted=True)
-    known = exp.column(_KNOWN, "e", quoted=True)
+    t = exp.column(T, "s", quoted=True)
+    known = exp.column(KNOWN, "e", quoted=True)
     on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, "e", quoted=True))
                     for k in view.entity],
                   exp.GTE(this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(longest))),
@@ -293,9 +289,9 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
     happened: exp.Expr = exp.to_table(events, quoted=True).as_("e", quoted=True)
     if bucket is not None:
         assert bucket >= longest
-        asked = _aliased(two_buckets(spine, _T, bucket), "s")
-        happened = _aliased(one_bucket(events, _KNOWN, bucket), "e")
-        on = exp.and_(exp.EQ(this=exp.column(_BUCKET, "s", quoted=True), expression=exp.column(_BUCKET, "e", quoted=True)), on)
+        asked = _aliased(two_buckets(spine, T, bucket), "s")
+        happened = _aliased(one_bucket(events, KNOWN, bucket), "e")
+        on = exp.and_(exp.EQ(this=exp.column(BUCKET, "s", quoted=True), expression=exp.column(BUCKET, "e", quoted=True)), on)
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
         where = None if length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
@@ -313,23 +309,23 @@ def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
             dialect: str) -> exp.Select:
     keys = [exp.column(k, quoted=True) for k in view.entity]
     inputs = list(dict.fromkeys(c for a, _, _ in items for c in (a.value, a.order) if c is not None))
-    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(_KNOWN, quoted=True), _TIME, quoted=True),
+    happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(KNOWN, quoted=True), TIME, quoted=True),
                           *[exp.column(c, quoted=True) for c in inputs], exp.alias_(exp.Null(), ROW, quoted=True)) \
         .from_(exp.to_table(events, quoted=True))
     # A spine row at t sits at t - 1 µs, and its frame ends at the current row: [t - W, t) exactly,
     # at half the cost of a frame ending 1 µs before the current row.
-    just_before = exp.Sub(this=exp.column(_T, quoted=True), expression=interval(_MICROSECOND))
-    asked = exp.select(*[k.copy() for k in keys], exp.alias_(just_before, _TIME, quoted=True),
+    just_before = exp.Sub(this=exp.column(T, quoted=True), expression=interval(_MICROSECOND))
+    asked = exp.select(*[k.copy() for k in keys], exp.alias_(just_before, TIME, quoted=True),
                        *[exp.Null() for _ in inputs], exp.column(ROW, quoted=True)).from_(exp.to_table(spine, quoted=True)).where(
         exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
-                 exp.Not(this=exp.Is(this=exp.column(_T, quoted=True), expression=exp.Null()))))
+                 exp.Not(this=exp.Is(this=exp.column(T, quoted=True), expression=exp.Null()))))
     union = exp.union(happened, asked, distinct=False)
     columns: list[exp.Expr] = [exp.column(ROW, quoted=True)]
     for aggregate, length, output in items:
         spec = exp.WindowSpec(kind="RANGE", start=interval(length - _MICROSECOND), start_side="PRECEDING",
                               end="CURRENT ROW")
         over = exp.Window(partition_by=[k.copy() for k in keys],
-                          order=exp.Order(expressions=[exp.Ordered(this=exp.column(_TIME, quoted=True))]), spec=spec)
+                          order=exp.Order(expressions=[exp.Ordered(this=exp.column(TIME, quoted=True))]), spec=spec)
         columns.append(exp.alias_(aggregate_call(aggregate, dialect=dialect, over=over), output, quoted=True))
     return exp.select(*columns).from_(exp.Subquery(this=union, alias=exp.TableAlias(
         this=exp.to_identifier("u", quoted=True)))).qualify(
@@ -343,7 +339,7 @@ def _running(view: FeatureView, events: str, items: list[tuple[Aggregate, timede
         FROM (SELECT keys, __fs_known, count(__fs_a1) AS __fs_n1, sum(__fs_a1) AS __fs_s1 … GROUP BY keys, __fs_known)
         WINDOW w AS (PARTITION BY keys ORDER BY __fs_known ROWS UNBOUNDED PRECEDING)"""
     keys = [exp.column(k, quoted=True) for k in view.entity]
-    known = exp.column(_KNOWN, quoted=True)
+    known = exp.column(KNOWN, quoted=True)
     per_time: list[exp.Expr] = []
     running: list[exp.Expr] = []
     over = exp.Window(partition_by=[k.copy() for k in keys], order=exp.Order(expressions=[exp.Ordered(this=known.copy())]),
@@ -366,14 +362,14 @@ def _totals(view: FeatureView, spine: str, running: str, items: list[tuple[Aggre
     """The "totals" plan: per spine row, the running totals known just before t ("r0") and just before
     each t - W ("r1", …), by ASOF joins; a window's count is the difference, a sum is NULL where the
     window counts no value (as sum() is). Events are known strictly before t and at or after t - W."""
-    t = exp.column(_T, "s", quoted=True)
+    t = exp.column(T, "s", quoted=True)
     lengths = sorted({length for _, length, _ in items})
     query = exp.select(exp.column(ROW, "s", quoted=True)).from_(exp.to_table(spine, quoted=True).as_("s", quoted=True))
     for number, before in enumerate([t.copy(), *[exp.Sub(this=t.copy(), expression=interval(w)) for w in lengths]]):
         alias = f"r{number}"
         on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, alias, quoted=True))
                         for k in view.entity],
-                      exp.GT(this=before, expression=exp.column(_KNOWN, alias, quoted=True)))
+                      exp.GT(this=before, expression=exp.column(KNOWN, alias, quoted=True)))
         query = query.join(exp.to_table(running, quoted=True).as_(alias, quoted=True), on=on, join_type="ASOF LEFT")
 
     def within(column: str, length: timedelta) -> exp.Expr:

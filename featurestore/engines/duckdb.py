@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from featurestore.errors import FeatureStoreError, first_line
-from featurestore.spec import Column
+from featurestore.definitions.spec import Column
 
 if TYPE_CHECKING:
     import duckdb
@@ -112,7 +112,7 @@ def _first_line(exc: Exception) -> str:
     return re.sub(r"^(Binder|Parser|Catalog|Conversion|IO|Invalid Input|Not implemented) Error: ", "", first_line(exc))
 
 
-def _utc(connection: duckdb.DuckDBPyConnection) -> None:
+def _in_utc(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET TimeZone = 'UTC'")
 
 
@@ -138,7 +138,7 @@ class _Instance:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         with self.changed:
             cursor = self._base().cursor()
-        _utc(cursor)
+        _in_utc(cursor)
         return cursor
 
     def _base(self) -> duckdb.DuckDBPyConnection:
@@ -242,7 +242,7 @@ def scratch(temp_directory: Path, *, spill: bool = True) -> Iterator[duckdb.Duck
         import duckdb
 
         connection = duckdb.connect()
-        _utc(connection)
+        _in_utc(connection)
         if spill:
             temp_directory.mkdir(parents=True, exist_ok=True)
             _temp(connection, temp_directory)
@@ -276,7 +276,7 @@ def offline(database: Path, temp_directory: Path, *, read_only: bool = False,
     connection = _retry_locked(database, lock_timeout, lambda: duckdb.connect(str(database), read_only=read_only),
                                duckdb.IOException)
     try:
-        _utc(connection)
+        _in_utc(connection)
         _temp(connection, temp_directory)
         yield connection
     finally:

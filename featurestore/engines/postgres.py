@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import FeatureStoreError, UnavailableError
-from featurestore.spec import Column
+from featurestore.definitions.spec import Column
 
 __all__ = ["BINARY_COPY_TYPES", "async_pool", "before_release", "connect", "copy_binary", "copy_csv", "encode_binary", "describe_tables", "duckdb_type", "lock_key", "pool",
            "postgres_type", "redact", "release_embedded", "resolve_url", "running_url", "table_checksum"]

@@ -10,7 +10,7 @@ Schema `featurestore_registry`:
   was applied and the git commit then checked out;
 - `versions`: every version ever applied, kept after the view changes or goes;
 - `applies`: one row per `apply`, with what it changed;
-- `usage` and `usage_files`: who read which features (see featurestore.usage).
+- `usage` and `usage_files`: who read which features (see featurestore.governance.usage).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from featurestore.compiler.version import normalized_sql
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
-from featurestore.spec import FeatureView, catalog_entry
+from featurestore.definitions.spec import FeatureView, catalog_entry
 
 __all__ = ["SCHEMA", "applied_records", "apply", "ensure_schema", "git", "git_commit", "project_records", "record",
            "require_git_ref"]

@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from featurestore.config import DURATION_UNITS, parse_duration
 from featurestore.errors import Problem, closest
-from featurestore.loader import Definition
+from featurestore.definitions.loader import Definition
 
 __all__ = [
     "ANNOTATIONS",

@@ -13,37 +13,28 @@ source only gained files, the refresh reads just those files.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from sqlglot import exp
 
+from featurestore.offline.changes import added_files, source_state, state_digest, fingerprint
+from featurestore.offline.rows import prepared_rows, refuse_duplicates
 from featurestore.compiler.point_in_time import (
-    duplicate_fix,
-    duplicate_message,
-    duplicates,
-    prepare_rows,
     tie_winner,
     validity_intervals,
 )
-from featurestore.compiler.render import render_query
-from featurestore.compiler.windows import event_rows
-from featurestore.config import DuckDBSource, FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
-from featurestore.engines import postgres
-from featurestore.graph import table_references
-from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
-from featurestore.spec import FeatureView
+from featurestore.definitions.spec import FeatureView
 
-__all__ = ["SCHEMA", "added_files", "cache_state", "cached_table", "clear", "duplicate_error", "files_rewritten", "fill",
-           "fingerprint", "prepared_rows", "read_before", "refuse_duplicates", "source_state", "sources_of", "state_digest", "status"]
+__all__ = ["SCHEMA", "cache_state", "cached_table", "clear", "fill", "read_before", "status"]
+
 
 SCHEMA = "featurestore_cache"
+
+
 _ENTRIES = f"{SCHEMA}.catalog"
 
 
@@ -212,70 +203,9 @@ def _keyed(view: FeatureView, rows: exp.Select) -> exp.Select:
                                  for k in view.entity]))
 
 
-def refuse_duplicates(connection: Any, view: FeatureView, rows: exp.Query) -> None:
-    """Raise `duplicate_error` if two of `rows` (prepared: keys, __fs_ts) share keys and time."""
-    duplicate = duck.first_row(connection, duplicates(view, rows).sql(dialect="duckdb"))
-    if duplicate:
-        raise duplicate_error(view, duplicate)
-
-
 def _cached_columns(view: FeatureView) -> list[str]:
     """The feature columns, and the tie-break, which later rows must be compared with."""
     return list(dict.fromkeys([*(f.column for f in view.features), *([view.created] if view.created else [])]))
-
-
-def added_files(project: Project, view: FeatureView, before: dict[str, Any] | None,
-                 now: dict[str, Any]) -> dict[str, list[str]] | None:
-    """The files a row-wise view's one file source gained since `before`, if it changed only so."""
-    settings = project.settings
-    if before is None or set(before) != set(now) or len(now) != 1 or tuple(view.reads) != tuple(now):
-        return None
-    (name,) = now
-    if not isinstance(settings.sources[name], FileSource) or not _row_wise(view):
-        return None
-    old = {tuple(entry) for entry in before[name]}
-    new = {tuple(entry) for entry in now[name]}
-    if not old <= new or old == new:
-        return None  # a file changed or went away: rebuild
-    return {name: sorted(entry[0] for entry in new - old)}
-
-
-def _row_wise(view: FeatureView) -> bool:
-    """Whether each output row (a window view: each event) comes from one source row alone, so new
-    rows never change old ones."""
-    query = view.qualified
-    if not isinstance(query, exp.Select) or len(table_references(query)) != 1:
-        return False
-    if view.windows:  # its events are the rows of FROM and WHERE; the aggregates run at lookup
-        query = query.copy()
-        query.set("group", None)
-        query.set("expressions", [exp.Star()])
-    combining = (exp.Join, exp.Group, exp.Having, exp.Window, exp.AggFunc, exp.Distinct, exp.Limit, exp.Offset,
-                 exp.Qualify, exp.With, exp.SetOperation)
-    return not any(query.find(kind) for kind in combining) and \
-        not any(node is not query for node in query.find_all(exp.Select))
-
-
-def prepared_rows(project: Project, view: FeatureView, columns: list[str],
-                  files: dict[str, list[str]] | None = None, dialect: str = "duckdb") -> exp.Select:
-    """The view's rows read from its sources (for `dialect`), prepared to join (`prepare_rows`).
-
-    `files` reads only these files of the named file sources.
-    """
-    settings = project.settings
-    return prepare_rows(view, render_query(view, project.views, settings.sources, settings.root, dialect,
-                                           files=files), columns)
-
-
-def window_events(project: Project, view: FeatureView, files: dict[str, list[str]] | None = None,
-                  dialect: str = "duckdb") -> exp.Select:
-    """A window view's events read from its sources (for `dialect`): `event_rows`."""
-    settings = project.settings
-    return event_rows(view, render_query(view, project.views, settings.sources, settings.root, dialect, files=files))
-
-
-def duplicate_error(view: FeatureView, row: tuple) -> FeatureStoreError:
-    return FeatureStoreError(f"{duplicate_message(view, row)}; {duplicate_fix(view)}")
 
 
 def status(project: Project) -> list[dict[str, Any]]:
@@ -324,42 +254,6 @@ def clear(project: Project, views: list[str] | None = None) -> int:
         return dropped
 
 
-def fingerprint(connection: Any, project: Project, view: FeatureView) -> str:
-    """A digest of the state of every source the view reads, directly or through other views."""
-    return state_digest(source_state(connection, project, view))
-
-
-def source_state(connection: Any, project: Project, view: FeatureView) -> dict[str, Any]:
-    """Per source the view reads: its files with size and modification time, or a table checksum."""
-    settings = project.settings
-    state: dict[str, Any] = {}
-    for name in sorted(sources_of(project, view)):
-        source = settings.sources[name]
-        if isinstance(source, FileSource):
-            files = sorted(glob.glob(str(settings.root / source.path), recursive=True))
-            state[name] = [[f, *_stat(f)] for f in files]
-        elif isinstance(source, DuckDBSource):
-            state[name] = duck.table_checksum(connection, source.table)
-        elif isinstance(source, PostgresSource):
-            url = postgres.resolve_url(settings.postgres_url, settings.state_dir)
-            state[name] = postgres.table_checksum(url, source.schema_name, source.table)
-    return json.loads(json.dumps(state, default=str))  # as it reads back from the catalog
-
-
-def files_rewritten(project: Project, before: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether a file source lost or changed a file between two `source_state`s (gaining files is fine)."""
-    for name, entries in before.items():
-        source = project.settings.sources.get(name)
-        if isinstance(source, FileSource) and not {tuple(e) for e in entries} <= {tuple(e) for e in now.get(name, [])}:
-            return True
-    return False
-
-
-def state_digest(state: dict[str, Any]) -> str:
-    """A short digest of a `source_state`: equal digests, equal sources."""
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _table(view: FeatureView) -> exp.Table:
     return exp.to_table(f"{SCHEMA}.{view.name}__{view.version}", quoted=True)
 
@@ -375,19 +269,3 @@ def _ensure_schema(connection: Any) -> None:
                        "rows BIGINT, created_at TIMESTAMPTZ)")
     for column, kind in (("state", "VARCHAR"), ("refresh", "VARCHAR"), ("read_rows", "BIGINT")):  # added later
         connection.execute(f"ALTER TABLE {_ENTRIES} ADD COLUMN IF NOT EXISTS {column} {kind}")
-
-
-def sources_of(project: Project, view: FeatureView) -> set[str]:
-    """Every source the view reads, directly or through other views."""
-    found: set[str] = set()
-    for read in view.reads:
-        if read in project.views:
-            found |= sources_of(project, project.views[read])
-        else:
-            found.add(read)
-    return found
-
-
-def _stat(path: str) -> tuple[int, int]:
-    info = Path(path).stat()
-    return info.st_size, info.st_mtime_ns

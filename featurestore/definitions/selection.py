@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Iterable
 
-from featurestore.errors import BadRequestError, SunsetError, UnknownNameError, did_you_mean
-from featurestore.spec import Feature, FeatureView
+from featurestore.errors import BadRequestError, FeatureDeprecationWarning, SunsetError, UnknownNameError, did_you_mean
+from featurestore.definitions.spec import Feature, FeatureView
 
 __all__ = ["FeatureDeprecationWarning", "Selected", "by_view", "deprecation_warnings", "select_features", "view_named",
            "warn_deprecated"]
-
-
-class FeatureDeprecationWarning(DeprecationWarning):
-    """A read of a deprecated view before its sunset: it still works; move to the replacement."""
 
 
 @dataclass(frozen=True)

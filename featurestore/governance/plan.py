@@ -1,11 +1,10 @@
-"""What a change of definitions does, which features nobody reads, and a view's availability.
+"""What a change of definitions does: the pull-request plan.
 
+    records_at_ref(project, "origin/main")     → the definitions at a git ref, as registry records
     plan(base_records, head_records, readers)   → {"added": [...], "removed": [...], "changed": [...], ...}
-    render_plan_markdown(result)                → a pull-request comment
-    unused_features(project, url, days=30)      → [{"feature": "view.f", "owner": ..., "last_read": ...}, ...]
-    describe_view(project, name)                → annotations, data span, freshness, consumers
+    render_plan_markdown(result, against)       → a pull-request comment
 
-A side of a plan is a mapping of view name to the registry's record of it (featurestore.registry):
+A side of a plan is a mapping of view name to the registry's record of it (featurestore.governance.registry):
 the applied registry, the working tree, or the definitions at a git ref (`records_at_ref`).
 """
 
@@ -14,37 +13,23 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from sqlglot import exp
 
-from featurestore.compiler.lineage import column_sources
-from featurestore.compiler.render import render_query
-from featurestore.compiler.windows import aggregates
-from featurestore.config import DuckDBSource
-from featurestore.engines import duckdb as duck
-from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, Problem
-from featurestore.online import SCHEMA as ONLINE_SCHEMA
-from featurestore.online import last_run
+from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
 from featurestore.project import Project, validate
-from featurestore.registry import git, project_records, require_git_ref
-from featurestore.selection import view_named
-from featurestore.sources import register_sources
-from featurestore.spec import catalog_entry
-from featurestore.usage import readers
+from featurestore.governance.registry import git, project_records, require_git_ref
+from featurestore.governance.usage import Readers
 
-__all__ = ["CONSUMER_DAYS", "describe_view", "plan", "records_at_ref", "render_plan_markdown", "unread_features",
-           "unused_features"]
+__all__ = ["plan", "records_at_ref", "render_plan_markdown"]
 
-CONSUMER_DAYS = 30  # a recorded reader counts as a consumer for this long after its last read
+
 # Annotations that change values: a difference here (or in the SQL) is a logic change.
 _VALUE_ANNOTATIONS = ("entity", "timestamp", "available_after", "available_since", "ttl", "invalid", "created",
                       "windows")
-
-Readers = dict[tuple[str, str], dict[str, dict[str, Any]]]
 
 
 def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]], str, list[Problem]]:
@@ -269,130 +254,6 @@ def _backfill_text(backfill: dict[str, Any]) -> str:
     if backfill["online_table"]:
         return f"online: new table from all rows of {sources} (`featurestore materialize`)"
     return f"offline only: recomputed from {sources}"
-
-
-def unused_features(project: Project, url: str, days: int, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Features no consumer read in the last `days` days (never-read ones included), then unread sources.
-
-    Each feature: feature, view, owner, version, last_read (ever; None if never), reads in the
-    window (0), and online_bytes: about what its column costs in the online table.
-    """
-    now = now or datetime.now(timezone.utc)
-    ever = readers(project.settings, url)
-    sizes = _online_bytes(url, project)
-    found: list[dict[str, Any]] = []
-    for view, feature, last, reads in unread_features(project, ever, now - timedelta(days=days)):
-        found.append({"kind": "feature", "feature": feature.qualified, "view": view.name, "owner": view.owner,
-                      "version": view.version, "last_read": last.isoformat() if last else None,
-                      "last_consumers": sorted(reads), "online_bytes": sizes.get((view.name, feature.column))})
-    read = {r for v in project.views.values() for r in v.reads}
-    for source in sorted(set(project.settings.sources) - read):
-        found.append({"kind": "source", "feature": None, "source": source, "owner": None, "last_read": None})
-    return found
-
-
-def unread_features(project: Project, ever: dict[tuple[str, str], dict[str, dict[str, Any]]],
-                    since: datetime) -> Iterator[tuple[Any, Any, datetime | None, dict[str, dict[str, Any]]]]:
-    """(view, feature, last read or None, its readers) for each feature nobody read since `since`,
-    given every read ever recorded (`usage.readers`)."""
-    for view in project.views.values():
-        for feature in view.features:
-            reads = ever.get((view.name, feature.name), {})
-            last = max((info["last_read"] for info in reads.values()), default=None)
-            if last is None or last < since:
-                yield view, feature, last, reads
-
-
-def _online_bytes(url: str, project: Project) -> dict[tuple[str, str], int]:
-    """Per (view, column) of each current online table: its share of the table's bytes, by average width
-    (a window view's aggregate: that of its inputs, which all its windows share)."""
-    tables = {f"{v.name}__{v.version}": v.name for v in project.views.values()}
-    with postgres.connect(url) as connection:
-        found = connection.execute(
-            "SELECT c.relname, pg_total_relation_size(c.oid), c.reltuples FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
-            [ONLINE_SCHEMA, list(tables)]).fetchall()
-        sizes: dict[tuple[str, str], int] = {}
-        for table, total, tuples in found:
-            widths = dict(connection.execute("SELECT attname, avg_width FROM pg_stats WHERE schemaname = %s AND "
-                                             "tablename = %s", [ONLINE_SCHEMA, table]).fetchall())
-            if not widths and tuples != 0:
-                connection.execute(f'ANALYZE {ONLINE_SCHEMA}."{table}"')  # name checked against the registry above
-                widths = dict(connection.execute("SELECT attname, avg_width FROM pg_stats WHERE schemaname = %s AND "
-                                                 "tablename = %s", [ONLINE_SCHEMA, table]).fetchall())
-            whole = sum(widths.values()) or 1
-            view = project.views[tables[table]]
-            for column, width in widths.items():
-                sizes[(view.name, column)] = int(total * width / whole)
-            for aggregate in aggregates(view) if view.windows else []:  # a window view stores each one's inputs
-                sizes[(view.name, aggregate.column)] = sum(sizes.get((view.name, c), 0) for c in (
-                    aggregate.value, aggregate.order) if c and c != "__fs_ts")
-    return sizes
-
-
-def describe_view(project: Project, name: str, url: str | None, now: datetime | None = None) -> dict[str, Any]:
-    """A view's annotations, the span of its data, its online freshness and its consumers."""
-    now = now or datetime.now(timezone.utc)
-    view = view_named(project.views, name)
-    result: dict[str, Any] = {**catalog_entry(view, project.settings.root), "data": _data_span(project, view)}
-    result["online"] = None
-    result["recorded_consumers"] = None
-    if url is not None:
-        with postgres.connect(url) as connection:
-            mark = last_run(connection, view)
-        if mark is not None:
-            result["online"] = {"watermark": mark[0].isoformat(), "materialized_at": mark[1].isoformat(),
-                                "lag_seconds": round((now - mark[0]).total_seconds(), 3),
-                                "rows_written_last_run": mark[2], "late_last_run": mark[3]}
-        recent = readers(project.settings, url, now - timedelta(days=CONSUMER_DAYS))
-        consumers: dict[str, dict[str, Any]] = {}
-        for feature in view.features:
-            for consumer, info in recent.get((view.name, feature.name), {}).items():
-                slot = consumers.setdefault(consumer, {"consumer": consumer, "reads": 0, "last_read": info["last_read"]})
-                slot["reads"] += info["reads"]
-                slot["last_read"] = max(slot["last_read"], info["last_read"])
-        result["recorded_consumers"] = [{**c, "last_read": c["last_read"].isoformat()}
-                                        for _, c in sorted(consumers.items())]
-    return result
-
-
-def _data_span(project: Project, view: Any) -> dict[str, Any]:
-    """The rows the view yields now and the span of their time column (read with DuckDB)."""
-    settings = project.settings
-    query = render_query(view, project.views, settings.sources, settings.root, "duckdb")
-    ts = exp.column(view.timestamp, quoted=True)
-    span = exp.select(exp.Count(this=exp.Star()), exp.cast(exp.Min(this=ts), "VARCHAR"),
-                      exp.cast(exp.Max(this=ts.copy()), "VARCHAR")).from_(
-        exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier("v", quoted=True))))
-    if view.windows:  # a window view's timestamp is the event time of the rows it aggregates
-        inner = render_query(view, project.views, settings.sources, settings.root, "duckdb")
-        for clause in ("group", "having", "qualify", "order", "limit"):
-            inner.set(clause, None)
-        inner.set("expressions", [exp.alias_(exp.column(view.timestamp, quoted=True), view.timestamp, quoted=True)])
-        span = span.from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("v", quoted=True))))
-    if view.windows:  # the event-time column of the sources it reads directly
-        columns = [f"{name}.{view.timestamp}" for name in view.reads if name in project.sources
-                   and view.timestamp in {c.name for c in project.sources[name]}]
-    else:
-        columns = column_sources(project.views, project.sources, view.name, view.timestamp)
-    per_source = []
-    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
-        with duck.errors_as_feature_store_errors():
-            register_sources(connection, project, [view], every_source=True, loaded=set())
-            rows, first, last = duck.first_row(connection, span.sql(dialect="duckdb"))
-            for reference in columns:
-                name, _, column = reference.partition(".")
-                source = settings.sources[name]
-                table = exp.to_table(source.table, quoted=True) if isinstance(source, DuckDBSource) else \
-                    exp.to_table(name, quoted=True)
-                found = exp.column(column, quoted=True)
-                count, low, high = duck.first_row(connection, exp.select(
-                    exp.Count(this=exp.Star()), exp.cast(exp.Min(this=found), "VARCHAR"),
-                    exp.cast(exp.Max(this=found.copy()), "VARCHAR")).from_(table).sql(dialect="duckdb"))
-                per_source.append({"column": reference, "rows": count, "first": low, "last": high})
-    return {"rows" if not view.windows else "events": rows, "first": first, "last": last, "sources": per_source,
-            "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
-            "available_since": view.available_since.isoformat() if view.available_since else None}
 
 
 def _extract(tar: tarfile.TarFile, folder: Path) -> None:

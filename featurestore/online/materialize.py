@@ -1,8 +1,7 @@
-"""The online store: each snapshot view's latest row per entity in PostgreSQL, each window view's
-recent events, and lookups of them.
+"""The online store's write path: each snapshot view's latest row per entity in PostgreSQL, each
+window view's recent events.
 
     runs = materialize(project, until=T)      # → [Run(view="user_daily_stats", mode="incremental", …)]
-    OnlineStore(project).lookup({"user_id": [1, 2]}, ["user_daily_stats.*"], at=T)   # → polars
 
 Schema `featurestore_online` holds one typed table per view version, `"<view>__<version>"`:
 the entity keys (primary key), `__fs_ts` (the row's time), the tie-break and the features,
@@ -12,48 +11,44 @@ watermark, indexed on (keys, known-at time), from which a lookup aggregates exac
 `watermarks` records per view version the instant materialization reached and a fingerprint
 of the sources it read. A view's rows and its watermark move in one transaction, under an
 advisory lock per view, so a killed run leaves nothing behind and concurrent runs queue.
+What a run would write is checked against the view's expectations first (`online.expectations`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable
 
 from sqlglot import exp
 
-from featurestore.cache import (
-    added_files,
-    duplicate_error,
-    files_rewritten,
-    prepared_rows,
-    refuse_duplicates,
-    source_state,
-    state_digest,
-    window_events,
-)
+from featurestore.compiler.names import TS
+from featurestore.offline.changes import added_files, files_rewritten, source_state, state_digest
+from featurestore.offline.rows import duplicate_error, prepared_rows, refuse_duplicates, window_events
 from featurestore.compiler.incremental import latest_rows
 from featurestore.compiler.point_in_time import instant
-from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import BadRequestError, FeatureStoreError, UnavailableError
+from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
-from featurestore.selection import by_view, select_features, view_named
-from featurestore.sources import register_sources
-from featurestore.spec import INTEGER_TYPES, FeatureView
+from featurestore.definitions.selection import view_named
+from featurestore.offline.sources import register_sources
+from featurestore.definitions.spec import FeatureView
+from featurestore.instants import as_utc
+from featurestore.online.expectations import check_expectations, json_for_postgres
 
-__all__ = ["SCHEMA", "OnlineStore", "Run", "last_run", "materialize", "rows_frame", "unmaterialized"]
+__all__ = ["Run", "SCHEMA", "last_run", "materialize", "unmaterialized"]
+
 
 SCHEMA = "featurestore_online"
-_TS = "__fs_ts"
+
+
+
+
 _COPY_ROWS = 65_536  # rows per Arrow batch encoded for a binary COPY
-_WAIT_FOR_CONNECTION = 3.0  # seconds a lookup waits for a pooled connection before reporting it unavailable
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
     before the watermark. A view whose file source lost or changed a file since the last run is
     rebuilt from all its rows, as is every view with `full` (after old rows of a database table changed).
     """
-    until = _utc(until) if until is not None else datetime.now(timezone.utc)
+    until = as_utc(until) if until is not None else datetime.now(timezone.utc)
     chosen = _views(project, views)
     url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
     _ensure_schema(url)
@@ -138,12 +133,12 @@ def _ensure_schema(url: str) -> None:
 def _columns(view: FeatureView) -> list[tuple[str, str]]:
     """The online table's columns (name, PostgreSQL type): keys, time, tie-break, features."""
     types = {c.name: c.type for c in view.columns}
-    names = [*view.entity, _TS, *([view.created] if view.created else []),
+    names = [*view.entity, TS, *([view.created] if view.created else []),
              *dict.fromkeys(f.column for f in view.features)]
     columns = []
     for name in names:
         try:
-            columns.append((name, "timestamptz" if name == _TS else postgres.postgres_type(types[name])))
+            columns.append((name, "timestamptz" if name == TS else postgres.postgres_type(types[name])))
         except ValueError as exc:
             raise FeatureStoreError(f"view '{view.name}', column '{name}': {exc}") from None
     return columns
@@ -189,7 +184,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                     offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                     refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
-                quarantine = _check_expectations(project, offline, view, until) if view.expect else []
+                quarantine = check_expectations(project, offline, view, until) if view.expect else []
                 kept = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0] if quarantine else read
                 load = _batch_loader(offline, columns, batch_file)
             cursor = connection.cursor()
@@ -210,7 +205,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
             if quarantine:  # in the run's transaction: set aside exactly when the rest is written
                 cursor.executemany(f"INSERT INTO {SCHEMA}.quarantine (view, version, expectation, row, until) "
                                    "VALUES (%s, %s, %s, %s::jsonb, %s)",
-                                   [(view.name, view.version, condition, _json_for_postgres(row), until)
+                                   [(view.name, view.version, condition, json_for_postgres(row), until)
                                     for condition, row in quarantine])
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
                            "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
@@ -224,90 +219,6 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
         batch_file.unlink(missing_ok=True)
     return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until,
                len(quarantine))
-
-
-def _check_expectations(project: Project, offline: Any, view: FeatureView, until: datetime) -> list[tuple[str, str]]:
-    """Check the view's `expect` conditions on what the run would write, in `__fs_batch`.
-
-    A snapshot view's conditions hold for each row written; a window view's for the features, as
-    of `until`, of each entity with events in the batch. A condition that is NULL passes. On a
-    failure, with [online] on_failed_expectation = "fail" (the default) the run stops before
-    writing anything; with "quarantine" the failing rows (a window view: the entity's new events)
-    are left out and returned as (condition, row as JSON) to be recorded.
-    """
-    checked = "__fs_batch"
-    keys = ", ".join(exp.column(k, quoted=True).sql(dialect="duckdb") for k in view.entity)
-    if view.windows:  # the features the online store would serve at `until`, per entity in the batch
-        from featurestore.compiler.point_in_time import ROW, Spine, point_in_time
-        from featurestore.compiler.windows import WindowRows
-        from featurestore.spec import Column
-
-        at = instant(until).sql(dialect="duckdb")
-        spine = duck.arrow(offline, f"SELECT {keys}, {at} AS __fs_until, CAST(row_number() OVER () AS BIGINT) AS {ROW} "
-                                    f"FROM (SELECT DISTINCT {keys} FROM __fs_batch)")
-        duck.load_arrow(offline, "__fs_expect_spine", spine)
-        types = {c.name: c.type for c in view.columns}
-        columns = (*[Column(name=k, type=types[k]) for k in view.entity], Column(name="__fs_until", type="TIMESTAMPTZ"),
-                   Column(name=ROW, type="BIGINT"))
-        selected = select_features(project.views, [f"{view.name}.*"])
-        query = point_in_time(Spine("__fs_expect_spine", columns, "__fs_until"),
-                              [WindowRows(view, window_events(project, view), tuple(selected))])
-        offline.execute(f"CREATE TEMP TABLE __fs_expected AS {query.sql(dialect='duckdb')}")
-        checked = "__fs_expected"
-    failing = [(condition, duck.first_row(offline, f"SELECT count(*) FROM {checked} WHERE ({condition}) IS FALSE")[0])
-               for condition in view.expect]
-    failing = [(condition, count) for condition, count in failing if count]
-    if not failing:
-        return []
-    condition, count = failing[0]
-    shown = f"(SELECT {_shown(offline, checked)} FROM {checked}) AS c"
-    example = duck.first_row(offline, f"SELECT to_json(c)::VARCHAR FROM {shown} WHERE ({condition}) IS FALSE LIMIT 1")[0]
-    what = ("row" if count == 1 else "rows") if not view.windows else \
-        ("entity's features" if count == 1 else "entities' features")
-    if project.settings.on_failed_expectation == "fail":
-        others = "".join(f"; {n:,} fail `{c}`" for c, n in failing[1:])
-        raise FeatureStoreError(
-            f"{view.path}:{view.line('expect')}: view '{view.name}': {count:,} {what} {'fails' if count == 1 else 'fail'} "
-            f"`expect: {condition}` "
-            f"(e.g. {example}){others}; nothing was written. Fix the data or the expectation, or set [online] "
-            "on_failed_expectation = \"quarantine\" to set failing rows aside")
-    any_fails = " OR ".join(f"({c}) IS FALSE" for c, _ in failing)
-    first = "CASE " + " ".join(f"WHEN ({c}) IS FALSE THEN {exp.Literal.string(c).sql(dialect='duckdb')}"
-                               for c, _ in failing) + " END"
-    set_aside = offline.execute(f"SELECT {first}, to_json(c)::VARCHAR FROM {shown} WHERE {any_fails}").fetchall()
-    if view.windows:  # the failing entities' events; keys compared NULL-safely
-        same = " AND ".join(f"b.{k} IS NOT DISTINCT FROM x.{k}" for k in
-                            (exp.to_identifier(k, quoted=True).sql(dialect="duckdb") for k in view.entity))
-        offline.execute(f"DELETE FROM __fs_batch AS b WHERE EXISTS (SELECT 1 FROM __fs_expected AS x WHERE {same} "
-                        f"AND ({any_fails}))")
-    else:
-        offline.execute(f"DELETE FROM __fs_batch WHERE {any_fails}")
-    return [(condition, row) for condition, row in set_aside]
-
-
-def _json_for_postgres(row: str) -> str:
-    """DuckDB's JSON of a row as jsonb takes it: NaN and ±infinity (not JSON) become null, NUL is dropped."""
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [finite(v) for v in value]
-        return value.replace("\x00", "") if isinstance(value, str) else value
-
-    return json.dumps(finite(json.loads(row)))
-
-
-def _shown(offline: Any, table: str) -> str:
-    """The columns of `table` a person reads (keys, time as text, features), as a projection."""
-    columns = []
-    for name, *_ in offline.execute(f"DESCRIBE {table}").fetchall():
-        if name == _TS:
-            columns.append(f"CAST({_TS} AS VARCHAR) AS {exp.to_identifier('ts', quoted=True).sql(dialect='duckdb')}")
-        elif not name.startswith("__fs_"):
-            columns.append(exp.to_identifier(name, quoted=True).sql(dialect="duckdb"))
-    return ", ".join(columns)
 
 
 def _changed_rows(project: Project, view: FeatureView, columns: list[str], until: datetime, lookback: timedelta,
@@ -373,7 +284,7 @@ def _event_columns(view: FeatureView, offline: Any) -> list[tuple[str, str]]:
     columns = []
     for column in duck.describe_relation(offline, "__fs_batch"):
         try:
-            columns.append((column.name, "timestamptz" if column.name in (_TS, "__fs_known")
+            columns.append((column.name, "timestamptz" if column.name in (TS, "__fs_known")
                             else postgres.postgres_type(column.type)))
         except ValueError as exc:
             raise FeatureStoreError(f"view '{view.name}': an aggregate's input ({column.name}): {exc}") from None
@@ -466,7 +377,7 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
     load(cursor, "pg_temp", "__fs_staging")
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
     same = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k)) for k in view.entity)
-    values = [n for n in names if n not in view.entity and n != _TS]
+    values = [n for n in names if n not in view.entity and n != TS]
     lag = view.available_after or timedelta(0)
     if not view.created and values:  # the same (keys, time) with other values: a tie across runs
         # Only a row known by the watermark (read again for late rows) can share a stored row's time.
@@ -476,20 +387,20 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
         cursor.execute(sql.SQL("SELECT {}, s.{ts}::text FROM __fs_staging s JOIN {} t ON {} AND s.{ts} = t.{ts} "
                                "WHERE s.{ts} + %s <= %s AND {} LIMIT 1").format(
             sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in view.entity),
-            target, same, differ, ts=sql.Identifier(_TS)), [lag, watermark])
+            target, same, differ, ts=sql.Identifier(TS)), [lag, watermark])
         tie = cursor.fetchone()
         if tie:
             raise duplicate_error(view, tuple(tie))
-    newer = sql.SQL("EXCLUDED.{ts} > t.{ts}").format(ts=sql.Identifier(_TS))
+    newer = sql.SQL("EXCLUDED.{ts} > t.{ts}").format(ts=sql.Identifier(TS))
     if view.created:
         newer = sql.SQL("{} OR (EXCLUDED.{ts} = t.{ts} AND EXCLUDED.{c} IS NOT NULL AND (t.{c} IS NULL OR "
-                        "EXCLUDED.{c} > t.{c}))").format(newer, ts=sql.Identifier(_TS), c=sql.Identifier(view.created))
+                        "EXCLUDED.{c} > t.{c}))").format(newer, ts=sql.Identifier(TS), c=sql.Identifier(view.created))
     updates = sql.SQL(", ").join(sql.SQL("{n} = EXCLUDED.{n}").format(n=sql.Identifier(n))
                                  for n in names if n not in view.entity)
     cursor.execute(sql.SQL("WITH written AS (INSERT INTO {} AS t SELECT * FROM __fs_staging ON CONFLICT ({}) "
                            "DO UPDATE SET {} WHERE {} RETURNING t.{}) "
                            "SELECT count(*), count(*) FILTER (WHERE {} + %s <= %s) FROM written").format(
-        target, keys, updates, newer, sql.Identifier(_TS), sql.Identifier(_TS)), [lag, watermark])
+        target, keys, updates, newer, sql.Identifier(TS), sql.Identifier(TS)), [lag, watermark])
     written, late = cursor.fetchone()
     return int(written), int(late)
 
@@ -508,249 +419,3 @@ def _switch(cursor: Any, view: FeatureView, table: str, keep_old_versions: bool)
     for (version,) in cursor.fetchall():
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, f"{view.name}__{version}")))
     cursor.execute(f"DELETE FROM {SCHEMA}.watermarks WHERE view = %s AND version <> %s", [view.name, view.version])
-
-
-class OnlineStore:
-    """Lookups of materialized views, over a small pool of prepared connections."""
-
-    def __init__(self, project: Project) -> None:
-        self._project = project
-        self._pool: Any = None
-        self._async_pool: Any = None
-        self._async_loop: Any = None  # the event loop the asynchronous pool belongs to
-        self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._async_pool is not None and self._async_loop is asyncio.get_running_loop():
-            await self._async_pool.close()
-        self._async_pool = self._async_loop = None
-
-    def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-               full_names: bool = False, columns: bool = False) -> Any:
-        """One row per requested entity, in request order: its key columns, then the features as of `at`.
-
-        A polars DataFrame, or with `columns` a dict of column name to list (what a JSON answer needs).
-        """
-        request = self._request(entities, features, at, full_names)
-        rows = self._fetch(request.statement, request.parameters, request.views) if request.count else []
-        return request.result(rows, columns)
-
-    async def lookup_async(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
-                           full_names: bool = False, columns: bool = False) -> Any:
-        """`lookup` for asyncio callers (the HTTP service), on an asynchronous connection pool."""
-        request = self._request(entities, features, at, full_names)
-        rows = await self._fetch_async(request.statement, request.parameters, request.views) if request.count else []
-        return request.result(rows, columns)
-
-    def _request(self, entities: Any, features: Iterable[str] | str, at: datetime | None,
-                 full_names: bool) -> "_Request":
-        requested = _entity_lists(entities)
-        plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
-        if plan_key not in self._plans:
-            self._plans[plan_key] = self._plan(features, full_names, list(requested))
-        statement, keys, schema, views, by_key = self._plans[plan_key]
-        count = _check_entities(requested, keys, views)
-        parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
-        parameters["at"] = _utc(at) if at is not None else datetime.now(timezone.utc)
-        return _Request(statement, parameters, schema, views, by_key, count)
-
-    def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
-        project = self._project
-        selected = select_features(project.views, features, full_names=full_names, taken=given)
-        grouped = by_view(selected)
-        views = [project.views[name] for name in grouped]
-        keys: list[tuple[str, str]] = []
-        for view in views:
-            types = {c.name: c.type for c in view.columns}
-            for key in view.entity:
-                if key not in given:
-                    raise BadRequestError(f"the entities lack '{key}', the entity key of view '{view.name}' "
-                                            f"(given: {', '.join(given) or 'none'})")
-                if key not in dict(keys):
-                    keys.append((key, types[key]))
-        items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(grouped[v.name]), tuple(
-            (c.name, postgres.postgres_type(c.type)) for c in v.columns if v.windows and c.name not in v.entity))
-            for v in views]
-        pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
-        # One view with one integer or text key (the usual serving lookup) has a cheaper statement.
-        by_key = len(items) == 1 and len(keys) == 1 and not views[0].windows and (
-            keys[0][1].upper() in INTEGER_TYPES or keys[0][1] == "VARCHAR")
-        query = lookup_by_key(items[0], pg_keys[0][1]) if by_key else lookup(items, pg_keys)
-        columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
-        return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
-
-    def warm_up(self) -> None:
-        """Find the result type of every column of every view now rather than in a first lookup."""
-        _polars_schema([(f"c{i}", kind) for i, kind in enumerate(
-            {c.type for view in self._project.views.values() for c in view.columns})])
-
-    def ping(self) -> None:
-        """Raise UnavailableError unless PostgreSQL answers a trivial query."""
-        self._fetch("SELECT 1", {}, [])
-
-    async def ping_async(self) -> None:
-        await self._fetch_async("SELECT 1", {}, [])
-
-    def _url(self) -> str:
-        settings = self._project.settings
-        return postgres.resolve_url(settings.postgres_url, settings.state_dir)
-
-    def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
-        if self._pool is None:
-            self._pool = postgres.pool(self._url())
-        with _database_errors(views):
-            with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                return connection.execute(statement, parameters).fetchall()
-
-    async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
-        loop = asyncio.get_running_loop()
-        if self._async_loop is not loop:  # a pool works in the event loop it was opened in
-            self._async_pool, self._async_loop = await postgres.async_pool(self._url()), loop
-        with _database_errors(views):
-            async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                cursor = await connection.execute(statement, parameters)
-                return await cursor.fetchall()
-
-
-@dataclass(frozen=True)
-class _Request:
-    """A lookup ready to run: its statement and parameters, and how to shape the rows it returns."""
-
-    statement: str
-    parameters: dict[str, Any]
-    schema: Any
-    views: list[FeatureView]
-    by_key: bool
-    count: int
-
-    def result(self, rows: list[tuple], columns: bool) -> Any:
-        if self.by_key:  # rows came back by key, in no order: put them in request order, NULLs for the rest
-            found = {row[0]: row for row in rows}
-            missing = (None,) * (len(self.schema) - 1)
-            rows = [found.get(value) or (value, *missing) for value in self.parameters["k0"]]
-        if columns:
-            names = list(self.schema)
-            values = list(zip(*rows)) if rows else [()] * len(names)
-            return {name: list(column) for name, column in zip(names, values)}
-        return rows_frame(rows, self.schema)
-
-
-@contextmanager
-def _database_errors(views: list[FeatureView]) -> Iterator[None]:
-    """psycopg's errors as the store's: what a caller can fix, or that the online store is unavailable."""
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
-    try:
-        yield
-    except psycopg.errors.UndefinedTable:
-        missing = ", ".join(f"'{v.name}'" for v in views)
-        raise UnavailableError(f"a view of {missing} is not materialized in its current version; run "
-                               "`featurestore materialize`") from None
-    except psycopg.DataError as exc:  # e.g. a key beyond its column's range
-        raise BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}") from None
-    except (psycopg.OperationalError, PoolTimeout) as exc:  # the pool reconnects once the server is back
-        raise UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
-
-
-def _entity_lists(entities: Any) -> dict[str, list[Any]]:
-    """A mapping of key column to values, from a mapping of lists or a DataFrame/Arrow table."""
-    if isinstance(entities, Mapping):
-        result = {}
-        for name, values in entities.items():
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-                raise BadRequestError(f"entities['{name}'] must be a list of values, one per entity")
-            result[str(name)] = values.tolist() if hasattr(values, "tolist") else list(values)  # numpy → Python
-        return result
-    module = type(entities).__module__.split(".")[0]
-    if module in ("polars", "pandas", "pyarrow"):
-        import polars as pl
-
-        frame = entities if module == "polars" else pl.from_pandas(entities) if module == "pandas" \
-            else pl.from_arrow(entities)
-        return {name: frame[name].to_list() for name in frame.columns}
-    raise BadRequestError(f"entities are a mapping of key column to a list of values, or a DataFrame; "
-                            f"got {type(entities).__name__}")
-
-
-_KEY_TYPES = {"integers": (int, type(None)), "strings": (str, type(None))}  # exact types: a bool is no integer
-
-
-def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]], views: list[FeatureView]) -> int:
-    lengths = {name: len(values) for name, values in requested.items()}
-    if len(set(lengths.values())) > 1:
-        raise BadRequestError("the entity key lists differ in length: " +
-                                ", ".join(f"{name} has {n}" for name, n in lengths.items()))
-    for name, kind in keys:
-        wanted = "integers" if kind.upper() in INTEGER_TYPES else "strings" if kind.upper() == "VARCHAR" else None
-        if wanted is None:
-            continue
-        allowed = _KEY_TYPES[wanted]
-        values = requested[name]
-        if all(type(value) in allowed for value in values):  # the usual case, fast
-            continue
-        wrong = [(i, v) for i, v in enumerate(values) if v is not None and
-                 (not isinstance(v, allowed[0]) or isinstance(v, bool))]  # subclasses pass, but a bool is no key
-        if not wrong:
-            continue
-        index, value = wrong[0]
-        owner = next(v.name for v in views if name in v.entity)
-        raise BadRequestError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
-                                f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
-    return len(requested[keys[0][0]]) if keys else 0
-
-
-def rows_frame(rows: list[tuple], schema: Any) -> Any:
-    """A polars DataFrame of `rows` with `schema`.
-
-    Through polars' row constructor itself when it is there: the public one re-checks the schema
-    on every call, which is most of a one-entity lookup's time in Python (47 µs against 9).
-    """
-    import polars as pl
-
-    try:
-        from polars._plr import PyDataFrame
-
-        return pl.DataFrame._from_pydf(PyDataFrame.from_rows(rows, schema=schema))
-    except (ImportError, AttributeError, TypeError):  # another polars release: the public way
-        return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def _polars_schema(columns: list[tuple[str, str]]) -> Any:
-    """The polars types a training frame gives columns of these DuckDB types."""
-    import polars as pl
-    import pyarrow as pa
-
-    empty = pa.table({name: pa.array([], _arrow_type(kind)) for name, kind in columns})
-    return pl.from_arrow(empty).schema
-
-
-_ARROW: dict[str, Any] = {}
-
-
-def _arrow_type(duckdb_type: str) -> Any:
-    """The Arrow type DuckDB gives a column of `duckdb_type`, as a training frame has it (zoned times in UTC)."""
-    import pyarrow as pa
-
-    if duckdb_type not in _ARROW:
-        import duckdb
-
-        with duckdb.connect() as connection:
-            connection.execute("SET TimeZone = 'UTC'")
-            kind = connection.sql(f"SELECT NULL::{duckdb_type} AS x").to_arrow_table().schema.field("x").type
-        if pa.types.is_timestamp(kind) and kind.tz is not None:
-            kind = pa.timestamp(kind.unit, tz="UTC")
-        _ARROW[duckdb_type] = kind
-    return _ARROW[duckdb_type]
-
-
-def _utc(value: datetime) -> datetime:
-    if not isinstance(value, datetime):
-        raise BadRequestError(f"expected a datetime, got {value!r}")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

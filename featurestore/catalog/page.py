@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from featurestore.errors import FeatureStoreError
-from featurestore.frames import load_snapshot
-from featurestore.governance import unread_features
-from featurestore.stats import PSI_MODERATE, PSI_SIGNIFICANT
+from featurestore.offline.snapshots import load_snapshot
+from featurestore.governance.unused import unread_features
+from featurestore.governance.stats import PSI_MODERATE, PSI_SIGNIFICANT
 from featurestore.store import FeatureStore
 
 __all__ = ["build_site", "render_catalog"]

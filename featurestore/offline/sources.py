@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurestore.cache import sources_of
+from featurestore.offline.changes import sources_of
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from featurestore.errors import Problem, did_you_mean
-from featurestore.loader import column_of, line_of
-from featurestore.spec import FeatureView
+from featurestore.definitions.loader import column_of, line_of
+from featurestore.definitions.spec import FeatureView
 
 __all__ = ["Graph", "build_graph", "table_references"]
 

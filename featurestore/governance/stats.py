@@ -22,18 +22,20 @@ from typing import Any
 
 from sqlglot import exp
 
-from featurestore.cache import prepared_rows, window_events
+from featurestore.offline.rows import prepared_rows, window_events
 from featurestore.compiler.point_in_time import instant
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
-from featurestore.frames import TrainingFrame, load_snapshot, training_frame
-from featurestore.online import SCHEMA as ONLINE_SCHEMA
-from featurestore.online import OnlineStore, last_run
+from featurestore.offline.frames import training_frame
+from featurestore.offline.snapshots import TrainingFrame, load_snapshot
+from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
+from featurestore.online.lookup import OnlineStore
+from featurestore.online.materialize import last_run
 from featurestore.project import Project
-from featurestore.selection import view_named
-from featurestore.sources import register_sources
-from featurestore.spec import INTEGER_TYPES, FeatureView
+from featurestore.definitions.selection import view_named
+from featurestore.offline.sources import register_sources
+from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
 
 __all__ = ["PSI_MODERATE", "PSI_SIGNIFICANT", "drift", "feature_stats", "psi"]
 
@@ -48,7 +50,6 @@ _FLOOR = 1e-4  # a bin's share is at least this, so an empty bin does not make t
 def feature_stats(project: Project, name: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
     """Per feature of view `name`: rows, NULLs, distinct values, and for numbers the range, mean,
     quantiles and a histogram of `BINS` equal-width bins; for text and booleans the top values."""
-    import duckdb
 
     view = view_named(project.views, name)
     values = _offline_values(project, view, since)

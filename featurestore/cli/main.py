@@ -262,7 +262,7 @@ def _validate(args: argparse.Namespace) -> int:
     project = validate(settings)
     problems = list(project.problems)
     if args.data:
-        from featurestore.frames import data_problems
+        from featurestore.offline.frames import data_problems
 
         problems = sorted(problems + data_problems(project), key=lambda p: (str(p.path), p.line, p.column))
     _print_problems(problems, args.format, settings.root, checked=len(project.views))
@@ -373,7 +373,7 @@ def _frame(args: argparse.Namespace) -> int:
     if args.explain and args.format == "json":
         summary |= {"plans": frame.info["plans"], "sql": frame.sql}
     elif args.explain:
-        from featurestore.planner import explain
+        from featurestore.offline.planner import explain
 
         print(explain(frame.info["plans"]))
         print(f"\n{len(frame):,} rows in {elapsed:.2f}s; the SQL that ran:\n")
@@ -514,7 +514,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from featurestore.governance import render_plan_markdown
+    from featurestore.governance.plan import render_plan_markdown
 
     store = _store(args)
     result = store.plan(against=args.against)
@@ -585,7 +585,7 @@ def _lineage(args: argparse.Namespace) -> int:
 def _docs(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from featurestore.docs import build_site
+    from featurestore.catalog.page import build_site
 
     store = _store(args)
     with Console(stderr=True).status("writing the catalog…"):
@@ -672,7 +672,7 @@ def _describe(args: argparse.Namespace) -> int:
 def _lag(seconds: float) -> str:
     from datetime import timedelta
 
-    from featurestore.spec import format_duration
+    from featurestore.definitions.spec import format_duration
 
     return format_duration(timedelta(seconds=int(seconds))) if seconds >= 1 else f"{seconds:.3f}s"
 
@@ -686,7 +686,7 @@ def _key_value(text: str) -> Any:
 
 
 def _instant(text: str, option: str) -> Any:
-    from featurestore.spec import parse_instant
+    from featurestore.definitions.spec import parse_instant
 
     try:
         return parse_instant(text)

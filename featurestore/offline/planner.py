@@ -23,9 +23,15 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from featurestore.spec import format_duration
+from featurestore.definitions.spec import format_duration
+from collections import Counter
+from sqlglot import exp
+from featurestore.compiler.shape import key_shape
+from featurestore.compiler.windows import aggregates, by_totals, output_column
+from featurestore.engines import duckdb as duck
+from featurestore.definitions.selection import Selected
 
-__all__ = ["Choice", "Shape", "cached_plan", "explain", "forced", "snapshot_plan", "window_plans"]
+__all__ = ["COMPARED", "Choice", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "Shape", "UNNESTED", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice", "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
@@ -275,3 +281,51 @@ def _count(value: float) -> str:
         if value >= size:
             return f"{value / size:.1f}{unit}"
     return f"{value:.0f}"
+
+
+def snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, cached: bool = False,
+                     buckets: bool = True) -> Choice:
+    """How the view's rows are joined: the cheapest plan for the shape of the rows and the spine (one
+    cheap pass, `compiler.shape.key_shape`), or `plan` if one was asked for ("ranked": the cheaper of
+    its two forms; a window view's plan means "auto" here). Cached rows are validity intervals: a hash
+    join on them ("intervals") or an ASOF join."""
+    plan = "auto" if plan in ("join", "frames", "totals") else plan
+    if plan not in ("auto", "ranked") or (plan == "ranked" and view.ttl is None):
+        return forced(view, "asof" if plan == "ranked" else plan)
+    widths = cached_widths(view) if cached else snapshot_widths(view)
+    shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), rows, "__fs_ts", "__fs_spine", widths)
+                                    .sql(dialect="duckdb")), widths)
+    if cached:
+        return cached_plan(view, shape, buckets=buckets)
+    choice = snapshot_plan(view, shape, buckets=buckets, only=None if plan == "auto" else plan)
+    return choice if plan == "auto" else replace(choice, reason="asked for")
+
+
+def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Selected] | tuple[Selected, ...],
+                   plan: str, *, buckets: bool = True) -> Choice:
+    """Per window of a window view, "join" or "frames", and running totals for the counts and integer
+    sums where cheaper (DuckDB): the cheapest for the shape of the events and the spine (one cheap
+    pass), or `plan` if one was asked for ("join": in time buckets when they pay; "totals": running
+    totals wherever exact; a snapshot view's plan means "auto" here)."""
+    plan = plan if plan in ("join", "frames", "totals") else "auto"
+    if plan == "frames" or (plan == "join" and not buckets):
+        return forced(view, "windows", {w.label: plan for w in view.windows})
+    widths = window_widths(view)
+    shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
+                                    .sql(dialect="duckdb")), widths)
+    counts = Counter(selected.feature.window.label for selected in items if selected.feature.window is not None)
+    totals: dict[str, list[str]] = {}
+    if buckets:  # DuckDB: ASOF joins
+        by_column = {a.column: a for a in aggregates(view)}
+        for selected in items:
+            aggregate, window = by_column[selected.feature.column], selected.feature.window
+            if window is not None and by_totals(view, aggregate):
+                totals.setdefault(window.label, []).append(output_column(aggregate, window.label))
+    choice = window_plans(view, shape, counts, totals=totals, buckets=buckets, only_join=plan == "join",
+                                  only_totals=plan == "totals")
+    return choice if plan == "auto" else replace(choice, reason="asked for")
+
+
+def plan_header(choices: list[Choice]) -> str:
+    """SQL comment lines naming each view's plan and the estimates that chose it."""
+    return "".join(f"-- plan {choice.describe()}\n" for choice in choices)

@@ -1,0 +1,1 @@
+"""The `featurestore` command: one subcommand per SDK capability, text or `--format json`."""
