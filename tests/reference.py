@@ -1,4 +1,4 @@
-"""An independent, brute-force reading of SEMANTICS.md for snapshot and window views: one spine row at a time.
+"""An independent, brute-force reading of docs/semantics.md for snapshot and window views: one spine row at a time.
 
 Deliberately naive: plain Python over lists of rows, no SQL, no sorting tricks. For cases with
 thousands of rows per key, `SnapshotIndex` and `WindowIndex` give the same answers faster: per key,

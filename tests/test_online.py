@@ -1,7 +1,7 @@
 """The online store on a real PostgreSQL: materialization and lookups, and the skew guarantee.
 
 After `materialize(until=T)`, `online(entities, at=T)` must equal a training frame of the
-same entities at T (SEMANTICS.md): values, NULLs and types.
+same entities at T (docs/semantics.md): values, NULLs and types.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Window views online, on a real PostgreSQL: the events kept, and the skew guarantee.
 
 After `materialize(until=T)`, `online(entities, at=T)` equals a training frame of the same
-entities at T (SEMANTICS.md), for instants drawn from the edges windows have: an event's
+entities at T (docs/semantics.md), for instants drawn from the edges windows have: an event's
 known-at time, and that time plus each window, each to the microsecond either side.
 """
 

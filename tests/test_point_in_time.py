@@ -341,7 +341,7 @@ def test_few_heavy_keys_match_the_reference_under_every_plan(case: dict) -> None
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(cases())
 def test_the_snapshot_index_matches_the_brute_force_reference(case: dict) -> None:
-    """`SnapshotIndex`, which the heavy cases use, reads SEMANTICS.md as `as_of` does, Ambiguous included."""
+    """`SnapshotIndex`, which the heavy cases use, reads docs/semantics.md as `as_of` does, Ambiguous included."""
     rules, rows = case["rules"], case["rows"]
     index = SnapshotIndex(rows, rules)
     for row in case["spine"]:

@@ -513,7 +513,7 @@ def test_the_window_index_matches_the_brute_force_reference(case: Case) -> None:
             assert (got is None, sorted(map(id, got or []))) == (want is None, sorted(map(id, want or [])))
 
 
-# Plain examples: each states one rule of SEMANTICS.md, under every plan.
+# Plain examples: each states one rule of docs/semantics.md, under every plan.
 
 T = BASE + timedelta(hours=6)
 PLANS = pytest.mark.parametrize("plan", ["join", "frames", "totals"])

@@ -5,7 +5,7 @@
        WHERE __fs_known <= T AND __fs_known > W
        QUALIFY rank() OVER (PARTITION BY <keys> ORDER BY __fs_ts DESC) = 1
 
-Exactly the row a training frame takes for a spine row (k, T) (SEMANTICS.md), before
+Exactly the row a training frame takes for a spine row (k, T) (docs/semantics.md), before
 TTL and `available_since`, which a lookup applies at its own instant. Each part of the
 input reads some of the rows, with its own lower bound on when they became known (None:
 all of them): an incremental run reads its old files past the watermark and its new files

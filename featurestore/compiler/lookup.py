@@ -10,7 +10,7 @@
 
 One row per requested entity, in request order: its keys, then the features. They are NULL
 for unknown entities, for a row not yet known at `%(at)s` or older than the TTL then, and
-before `available_since` (SEMANTICS.md). Keys and the instant are parameters; table and
+before `available_since` (docs/semantics.md). Keys and the instant are parameters; table and
 column names come from the registry of views.
 
 A window view's table holds its events (`compiler.windows.event_rows`) of the longest window;
@@ -170,7 +170,7 @@ def _bytewise(value: exp.Expr) -> exp.Expr:
 
 
 def _known(view: FeatureView, alias: str, at: exp.Expr) -> list[exp.Expr]:
-    """The stored row counts at `at`: known by then, and its values used then (SEMANTICS.md)."""
+    """The stored row counts at `at`: known by then, and its values used then (docs/semantics.md)."""
     ts = exp.column("__fs_ts", alias, quoted=True)
     used = value_used(view, ts, at)
     return [exp.LTE(this=known_at(view, ts), expression=at.copy()), *([used] if used is not None else [])]

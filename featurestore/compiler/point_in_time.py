@@ -8,7 +8,7 @@
        FROM "__fs_spine" AS s ASOF LEFT JOIN "__fs_v0" AS v0 ON s.key = v0.key AND s.__fs_t >= v0.__fs_known
        ORDER BY s.__fs_row
 
-Exactly SEMANTICS.md: the row with the greatest `ts` such that `ts + lag <= t`,
+Exactly docs/semantics.md: the row with the greatest `ts` such that `ts + lag <= t`,
 ties broken by `created`, NULL beyond TTL or before `available_since`. Engines without ASOF
 joins (Spark, warehouses) get the "last" join: the spine and the rows in one stream per key in
 known-at order, where a running max finds each spine row's latest row, which an equi-join fetches. Without `created`, a tie

@@ -1,6 +1,6 @@
 """Window aggregate views: each spine row's aggregates over the events in its windows, exactly.
 
-SEMANTICS.md: for a spine row (k, t) and a window W, an aggregate runs over the events e with
+docs/semantics.md: for a spine row (k, t) and a window W, an aggregate runs over the events e with
 e.keys = k and t - W <= e.ts + lag < t. A view's events come first (`event_rows`):
 
     SELECT user_id, count(*) AS cards_added, max(amount) FILTER (WHERE ok) AS top FROM card_events GROUP BY user_id
@@ -176,7 +176,7 @@ class WindowRows:
     def join_parts(self, number: int, spine: str, dialect: str = "duckdb") -> tuple[
             list[exp.CTE], list[tuple[exp.Expr, exp.Expr]], list[exp.Expr]]:
         """What `point_in_time` adds for this view: CTEs, (table, condition) to LEFT JOIN on the spine
-        row, and the feature columns to select (NULL where SEMANTICS.md says so, counts 0 in empty windows).
+        row, and the feature columns to select (NULL where docs/semantics.md says so, counts 0 in empty windows).
         On DuckDB each feature has its view column's type; other engines give their own types."""
         view = self.view
         by_column = {a.column: a for a in aggregates(view)}

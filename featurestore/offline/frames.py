@@ -47,7 +47,7 @@ _STRINGS = {"VARCHAR"}
 def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
                    full_names: bool = False, cache: bool = True, plan: str = "auto", engine: str = "duckdb",
                    spark: Any = None) -> TrainingFrame:
-    """Every spine row with the selected features as of its `timestamp` (SEMANTICS.md).
+    """Every spine row with the selected features as of its `timestamp` (docs/semantics.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
     computed inline, or first cached when the project's `[offline] cache` setting says so. `plan` chooses how uncached
