@@ -21,16 +21,16 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from featurestore.errors import ConfigError, InvalidProjectError, Problem, did_you_mean
 
 __all__ = [
-    "ApiKey",
     "CONFIG_FILE",
     "DURATION_UNITS",
+    "ApiKey",
     "DuckDBSource",
     "FileSource",
     "PostgresSource",
@@ -75,7 +75,7 @@ class DuckDBSource(_Frozen):
     table: str
 
 
-Source = Annotated[Union[FileSource, PostgresSource, DuckDBSource], Field(discriminator="kind")]
+Source = Annotated[FileSource | PostgresSource | DuckDBSource, Field(discriminator="kind")]
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])")

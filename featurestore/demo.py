@@ -12,7 +12,7 @@ ends at a fixed instant, so a seed always gives the same rows and Parquet bytes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-_END = datetime(2026, 11, 1, tzinfo=timezone.utc)  # exclusive end of the data
+_END = datetime(2026, 11, 1, tzinfo=UTC)  # exclusive end of the data
 _SPAN_DAYS = 90
 _HOUR_US = 3_600 * 1_000_000
 _DAY_US = 24 * _HOUR_US

@@ -9,9 +9,10 @@ all of them.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 __all__ = [
     "BadRequestError",

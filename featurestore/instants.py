@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from featurestore.errors import BadRequestError
@@ -18,4 +18,4 @@ def as_utc(value: Any) -> datetime:
     """`value` in UTC; a naive datetime is read as UTC. BadRequestError for anything but a datetime."""
     if not isinstance(value, datetime):
         raise BadRequestError(f"expected a datetime, got {value!r}")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -17,12 +17,12 @@ from featurestore.compiler.checks import check_query
 from featurestore.compiler.qualify import qualify_view
 from featurestore.compiler.version import view_version
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Settings
-from featurestore.engines import duckdb as duck
-from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem, did_you_mean
 from featurestore.definitions.graph import build_graph
 from featurestore.definitions.loader import line_of, load_definitions
 from featurestore.definitions.spec import Column, FeatureView, build_view
+from featurestore.engines import duckdb as duck
+from featurestore.engines import postgres
+from featurestore.errors import FeatureStoreError, InvalidProjectError, Problem, did_you_mean
 
 __all__ = ["Project", "load_project", "validate"]
 

@@ -43,10 +43,10 @@ class FeatureStoreTransformer(TransformerMixin, BaseEstimator):
         self.at = at
         self.full_names = full_names
 
-    def __sklearn_clone__(self) -> "FeatureStoreTransformer":
+    def __sklearn_clone__(self) -> FeatureStoreTransformer:
         return type(self)(**self.get_params(deep=False))  # the store is a handle: clones share it
 
-    def fit(self, X: Any, y: Any = None) -> "FeatureStoreTransformer":
+    def fit(self, X: Any, y: Any = None) -> FeatureStoreTransformer:
         """Check the features and learn their output names (the rows themselves teach nothing)."""
         store = self._store()
         selected = store.select(self._references(), full_names=self.full_names)

@@ -5,30 +5,37 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
+from featurestore.compiler.render import DIALECTS, render_view
+from featurestore.config import Settings, load_settings
+from featurestore.definitions.selection import (
+    Selected,
+    deprecation_warnings,
+    select_features,
+    view_named,
+    warn_deprecated,
+)
+from featurestore.definitions.spec import FeatureView, catalog_entry
+from featurestore.engines import duckdb as duck
+from featurestore.engines.postgres import release_embedded, resolve_url, running_url
+from featurestore.errors import FeatureStoreError, Problem
 from featurestore.governance import registry
 from featurestore.governance.describe import describe_view
 from featurestore.governance.plan import plan, records_at_ref
 from featurestore.governance.unused import unused_features
+from featurestore.governance.usage import CONSUMER_DAYS, UsageRecorder, readers
 from featurestore.offline import cache
-from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
-from featurestore.compiler.render import DIALECTS, render_view
-from featurestore.config import Settings, load_settings
-from featurestore.engines import duckdb as duck
-from featurestore.engines.postgres import release_embedded, resolve_url, running_url
-from featurestore.errors import FeatureStoreError, Problem
 from featurestore.offline.frames import data_problems, frame_sql, training_frame
 from featurestore.offline.snapshots import TrainingFrame, load_snapshot
 from featurestore.online.lookup import OnlineStore
 from featurestore.online.materialize import Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
-from featurestore.definitions.selection import Selected, deprecation_warnings, select_features, view_named, warn_deprecated
-from featurestore.governance.usage import CONSUMER_DAYS, UsageRecorder, readers
-from featurestore.definitions.spec import FeatureView, catalog_entry
 
 __all__ = ["FeatureStore"]
 
@@ -154,7 +161,7 @@ class FeatureStore:
 
     def deprecations(self, views: Iterable[str], *, allow_deprecated: bool = False) -> list[str]:
         """Warnings for the deprecated views among `views`; SunsetError for one past its sunset, unless allowed."""
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         return [message for _, message in deprecation_warnings([self.view(v) for v in views], today,
                                                                allow_deprecated)]
 
@@ -170,7 +177,7 @@ class FeatureStore:
             known = self._reads[slot] = (keys, views, any(v.deprecated is not None for v in views))
         keys, views, deprecated = known
         if deprecated:
-            warn_deprecated(views, datetime.now(timezone.utc).date(), allow_deprecated, stacklevel=4)
+            warn_deprecated(views, datetime.now(UTC).date(), allow_deprecated, stacklevel=4)
         if consumer is None and self.consumer is None:
             _warn_unknown_consumer()
         return keys
@@ -220,7 +227,7 @@ class FeatureStore:
         if "_online" in self.__dict__:
             self._online.close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -246,7 +253,7 @@ class FeatureStore:
         """
         url = self._registry_url()
         summary = registry.apply(self.project, url, commit if commit is not None else registry.git_commit(self.root),
-                                 datetime.now(timezone.utc))
+                                 datetime.now(UTC))
         summary["to_materialize"] = unmaterialized(self.project, url)
         return summary
 
@@ -271,7 +278,7 @@ class FeatureStore:
         recorded = None
         if url is not None:
             try:
-                recorded = readers(self.settings, url, datetime.now(timezone.utc) - timedelta(days=CONSUMER_DAYS))
+                recorded = readers(self.settings, url, datetime.now(UTC) - timedelta(days=CONSUMER_DAYS))
             except FeatureStoreError:
                 recorded = None
         result = plan(base, head, recorded)

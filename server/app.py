@@ -20,14 +20,15 @@ import hashlib
 import hmac
 import time
 import warnings
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Union
+from typing import Any, Union
 
 import orjson
 from fastapi import FastAPI, Request
@@ -47,9 +48,15 @@ from pydantic import (
 
 from featurestore import FeatureStore
 from featurestore.catalog.page import render_catalog
-from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError, first_line
-from featurestore.errors import FeatureDeprecationWarning
 from featurestore.definitions.spec import INTEGER_TYPES
+from featurestore.errors import (
+    FeatureDeprecationWarning,
+    FeatureStoreError,
+    SunsetError,
+    UnavailableError,
+    UnknownNameError,
+    first_line,
+)
 from server.metrics import Metrics
 
 __all__ = ["create_app"]
@@ -57,7 +64,7 @@ __all__ = ["create_app"]
 RETRY_AFTER_SECONDS = 5
 CATALOG_SECONDS = 60  # the catalog page at / is rendered again after this long
 Key = Union[StrictInt, StrictStr, None]
-Header = Callable[[str], Union[str, None]]  # a request header by its lower-case name, or None
+Header = Callable[[str], str | None]  # a request header by its lower-case name, or None
 
 
 class FeaturesRequest(BaseModel):
@@ -66,15 +73,15 @@ class FeaturesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entities: dict[str, list[Key]] = Field(min_length=1, examples=[{"user_id": [1, 2]}])
     features: list[StrictStr] = Field(min_length=1, examples=[["user_daily_stats.*", "user_profile.account_type"]])
-    at: Union[AwareDatetime, None] = Field(default=None, examples=["2026-11-01T00:00:00Z"], description=(
+    at: AwareDatetime | None = Field(default=None, examples=["2026-11-01T00:00:00Z"], description=(
         "the values as of this instant (with a time zone; default now), from what the online store holds: "
         "each entity's latest materialized row (shown only if known by then) and the window views' events"))
 
     @field_validator("at")
     @classmethod
-    def _in_utc(cls, value: Union[datetime, None]) -> Union[datetime, None]:
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
         try:
-            return None if value is None else value.astimezone(timezone.utc)
+            return None if value is None else value.astimezone(UTC)
         except OverflowError:
             raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
 
@@ -240,7 +247,7 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         return FastJSONResponse({"error": f"{first['field']}: {first['message']}", "errors": errors}, status_code=422)
 
     @lru_cache(maxsize=1024)
-    def select(features: tuple[str, ...]) -> "_Selection":  # the project does not change while it serves
+    def select(features: tuple[str, ...]) -> _Selection:  # the project does not change while it serves
         selected = store.select(features, full_names=True)
         views = list(dict.fromkeys(s.feature.view for s in selected))
         return _Selection(selected, tuple(s.feature.qualified for s in selected), views,
@@ -443,7 +450,7 @@ def _bearer(header: str) -> str:
 
 
 def _http_date(day: date) -> str:
-    return format_datetime(datetime(day.year, day.month, day.day, tzinfo=timezone.utc), usegmt=True)
+    return format_datetime(datetime(day.year, day.month, day.day, tzinfo=UTC), usegmt=True)
 
 
 def _telemetry() -> dict[str, bool] | None:

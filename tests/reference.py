@@ -9,9 +9,10 @@ functions on their small random cases (`test_*_index_matches_the_brute_force_ref
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,19 @@ screenshot is written to test-artifacts/catalog.png and its path printed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from test_online import reset
 
-from conftest import T0, ProjectDir
 from featurestore import FeatureStore
 from featurestore.catalog.page import build_site
-from test_online import reset
+
+from conftest import T0, ProjectDir
 
 pytestmark = pytest.mark.browser
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"

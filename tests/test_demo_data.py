@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -17,8 +17,8 @@ from featurestore.demo import write_demo_data
 
 USERS = 500
 TRANSACTIONS = 20_000
-START = datetime(2026, 8, 3, tzinfo=timezone.utc)
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+START = datetime(2026, 8, 3, tzinfo=UTC)
+END = datetime(2026, 11, 1, tzinfo=UTC)
 UTC = pa.timestamp("us", tz="UTC")
 
 
@@ -154,7 +154,7 @@ def test_timestamps_are_utc_microseconds_in_the_documented_range(demo: Demo) -> 
     for name in ("transactions", "card_events"):
         ts = demo.sources[name]["ts"]
         assert ts.type == UTC
-        assert START <= min(ts.to_pylist()) and max(ts.to_pylist()) < END, name
+        assert min(ts.to_pylist()) >= START and max(ts.to_pylist()) < END, name
         # Sub-second precision survives: not everything is on a whole second.
         assert any(value.microsecond for value in ts.to_pylist()[:100]), name
     for column in ("signup_ts", "updated_at"):

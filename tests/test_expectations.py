@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import psycopg
 import pyarrow as pa
 import pytest
+from test_online import reset
+
+from featurestore import FeatureStore, FeatureStoreError
 
 from conftest import T0, ProjectDir
-from featurestore import FeatureStore, FeatureStoreError
-from test_online import reset
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 UNTIL = T0 + timedelta(hours=10)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import warnings
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 import pytest
 
-from conftest import T0, ProjectDir, events_table
 from featurestore import FeatureStore
-from featurestore.errors import SunsetError
+from featurestore.errors import FeatureDeprecationWarning, SunsetError
 from featurestore.governance.registry import SCHEMA
-from featurestore.errors import FeatureDeprecationWarning
+
+from conftest import T0, ProjectDir, events_table
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"
 SPEND = HEADER.format(owner="fraud@example.com") + "SELECT user_id, ts, amount, card_id FROM events\n"
@@ -215,7 +216,7 @@ def test_unused_lists_unread_features_and_sources(repo: ProjectDir, database: st
     assert features["risk.doubled"]["online_bytes"] > 0
     assert [f["source"] for f in found if f["kind"] == "source"] == ["orphan"]
     # A read 40 days ago is not a read in the last 30 days, and shows as the last read.
-    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
     sql(database, f"UPDATE {SCHEMA}.usage SET last_seen = %s, first_seen = %s", [long_ago, long_ago])
     code, out, _ = repo.run("unused", "--days", "30", "--format", "json", capsys=capsys)
     amount = next(f for f in json.loads(out) if f["feature"] == "spend.amount")

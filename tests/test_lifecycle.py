@@ -11,15 +11,16 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pytest
 
-from conftest import SNAPSHOT, T0, ProjectDir, events_table
 from featurestore import FeatureStore
+
+from conftest import SNAPSHOT, T0, ProjectDir, events_table
 
 
 @pytest.fixture(autouse=True)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from conftest import SNAPSHOT, WINDOW, ProjectDir
 from featurestore import BadRequestError, FeatureStore, UnknownNameError
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.demo import write_demo_data
 from featurestore.project import Project
+
+from conftest import SNAPSHOT, WINDOW, ProjectDir
 
 REPO = Path(__file__).parent.parent
 
@@ -75,7 +76,7 @@ def lineage_project(project: ProjectDir) -> Project:
         "user_id": pa.array([0, 1, 2], pa.int64()),
         "country": ["US", "GB", "DE"],
         "fee_rate": [0.01, 0.02, 0.03],
-        "signup_ts": pa.array([datetime(2025, 1, 1, tzinfo=timezone.utc)] * 3, pa.timestamp("us", tz="UTC")),
+        "signup_ts": pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * 3, pa.timestamp("us", tz="UTC")),
     }))
     for name, text in {"payments": SNAPSHOT, "spend": SPEND, "enriched": ENRICHED, "trend": TREND, "spike": SPIKE,
                        "w": WINDOW}.items():

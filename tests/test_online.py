@@ -12,9 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -22,15 +22,16 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from conftest import T0, ProjectDir, events_table
-from featurestore import FeatureStore, FeatureStoreError
-from featurestore.engines.postgres import lock_key
-from reference import Rules
 from test_point_in_time import UTC_US, cases, definition, has_ties
 
+from featurestore import FeatureStore, FeatureStoreError
+from featurestore.engines.postgres import lock_key
+
+from conftest import T0, ProjectDir, events_table
+from reference import Rules
+
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
-UTC = timezone.utc
+UTC = UTC
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from featurestore.definitions.loader import parse_definition
-from featurestore.offline.planner import Shape, cached_plan, snapshot_plan, window_plans
 from featurestore.definitions.spec import build_view
+from featurestore.offline.planner import Shape, cached_plan, snapshot_plan, window_plans
 
 HOUR = timedelta(hours=1)
 YEAR_US = 365 * 24 * 3600 * 10**6

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -32,14 +32,15 @@ from featurestore.compiler.point_in_time import (
     ties,
     validity_intervals,
 )
-from featurestore.errors import FeatureStoreError
 from featurestore.definitions.loader import parse_definition
 from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, build_view
+from featurestore.errors import FeatureStoreError
+
 from reference import Ambiguous, Rules, SnapshotIndex, as_of
 from timelines import anywhere, instants, shapes, unmatched
 
-BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=30)
 EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1000"))
 # A heavy case holds up to ~10k rows and a few hundred spine rows, run under all four plans: about
@@ -140,7 +141,7 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
         t_column = pa.array([t.replace(tzinfo=None) if t else None for t in times], pa.timestamp("us"))
         t_type = "TIMESTAMP"
     else:
-        ns = [None if t is None else int((t - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**9
+        ns = [None if t is None else int((t - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**9
               + t.microsecond * 1000 + extra for t, extra in zip(times, nanos)]
         t_column, t_type = pa.array(ns, pa.timestamp("ns", tz="UTC")), "TIMESTAMPTZ_NS"
     spine_table = pa.table({"k": pa.array([r["k"] for r in spine], pa.int64()),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -14,11 +14,12 @@ from sklearn.base import clone
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from test_online import reset
 
-from conftest import T0, ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.sklearn import FeatureStoreTransformer
-from test_online import reset
+
+from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 

@@ -93,8 +93,9 @@ def test_a_compiled_postgres_frame_runs_there_and_equals_the_training_frame(
 
     import pyarrow as pa
 
-    from conftest import SNAPSHOT, T0, WINDOW
     from featurestore import FeatureStore
+
+    from conftest import SNAPSHOT, T0, WINDOW
 
     monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
     labels = [(0, T0 + timedelta(hours=3)), (1, T0 + timedelta(hours=4, microseconds=1)), (2, T0),

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_point_in_time as snapshots
+import test_windows as windows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import test_point_in_time as snapshots
-import test_windows as windows
-from conftest import ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
 from featurestore.offline.frames import training_frame
+
+from conftest import ProjectDir
 from reference import Ambiguous, as_of
 
 pytestmark = pytest.mark.spark
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.spark
 EXAMPLES = int(os.environ.get("FEATURESTORE_SPARK_EXAMPLES", "40"))
 SLOW = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_online import reset
 
-from conftest import T0, ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.governance.stats import psi
-from test_online import reset
+
+from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 AMOUNTS = [float(i % 37) if i % 10 else None for i in range(200)]  # every tenth NULL

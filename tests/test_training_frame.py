@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import T0, ProjectDir
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
+
+from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
@@ -296,7 +297,7 @@ def test_duplicate_rows_without_tie_break_are_a_data_error(project: ProjectDir, 
 def test_sources_of_any_time_precision(project: ProjectDir, unit: str) -> None:
     times = pa.array([T0 + timedelta(hours=1, microseconds=1)], pa.timestamp("us", tz="UTC"))
     if unit == "ns":  # pandas' default: 1 h + 1 µs + 1 ns
-        times = pa.array([int((T0 - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 10**9) + 3_600_000_001_001],
+        times = pa.array([int((T0 - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 10**9) + 3_600_000_001_001],
                          pa.timestamp("ns", tz="UTC"))
     else:
         times = times.cast(pa.timestamp(unit, tz="UTC"), safe=False)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 import hypothesis
@@ -40,10 +41,11 @@ from featurestore.config import parse_duration
 from featurestore.definitions.loader import parse_definition
 from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, build_view
+
 from reference import Measure, Rules, WindowIndex, aggregate, window_aggregate, window_events
 from timelines import anywhere, instants, shapes, unmatched
 
-BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=30)
 US = timedelta(microseconds=1)
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 5)
@@ -52,7 +54,7 @@ EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 5)
 # 50 by default, about 20 s on two cores), at least 10.
 HEAVY_EXAMPLES = max(10, EXAMPLES // 4)
 UTC_US = pa.timestamp("us", tz="UTC")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # On the grid, just off it, and longer than every span of events.
 WINDOW_LABELS = ("30m", "45m", "1h", "90m", "2h", "3h", "1799s", "1801s", "1d")
 LAGS = (timedelta(0), timedelta(minutes=30), timedelta(minutes=45), timedelta(hours=1))
@@ -204,7 +206,7 @@ def plain(value: Any) -> Any:
         assert value == value.to_integral_value()
         return int(value)
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value
 
 

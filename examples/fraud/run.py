@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,9 @@ import pandas as pd
 from featurestore import FeatureStore
 from featurestore.sklearn import FeatureStoreTransformer
 
-SPLIT = datetime(2026, 10, 15, tzinfo=timezone.utc)  # train before, test from here
-START = datetime(2026, 9, 1, tzinfo=timezone.utc)    # the first month has no history behind it
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)     # where the example's data ends
+SPLIT = datetime(2026, 10, 15, tzinfo=UTC)  # train before, test from here
+START = datetime(2026, 9, 1, tzinfo=UTC)    # the first month has no history behind it
+END = datetime(2026, 11, 1, tzinfo=UTC)     # where the example's data ends
 FEATURES = ["user_daily_stats.txn_count", "user_daily_stats.total_amount", "user_daily_stats.max_amount",
             "user_spend_trend.avg_daily_amount_7d", "user_spend_trend.spend_vs_trend_7d",
             "cards_added.cards_added_3h", "cards_added.cards_added_1d", "cards_added.distinct_cards_1d",

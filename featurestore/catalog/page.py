@@ -12,14 +12,15 @@ not reachable. With a training snapshot, each view shows the drift (PSI) of its 
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from featurestore.errors import FeatureStoreError
-from featurestore.offline.snapshots import load_snapshot
-from featurestore.governance.unused import unread_features
 from featurestore.governance.stats import PSI_MODERATE, PSI_SIGNIFICANT
+from featurestore.governance.unused import unread_features
+from featurestore.offline.snapshots import load_snapshot
 from featurestore.store import FeatureStore
 
 __all__ = ["build_site", "render_catalog"]
@@ -51,7 +52,7 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
             notes.append(f"{name}: {exc}")
     try:  # every read ever, once: the unused features (as `featurestore unused` finds them) come from it
         read = store.readers()
-        since = datetime.now(timezone.utc) - timedelta(days=UNUSED_DAYS)
+        since = datetime.now(UTC) - timedelta(days=UNUSED_DAYS)
         unused: set[str] | None = {f.qualified for v, f, _, _ in unread_features(store.project, read, since)
                                    if v.name in names}
     except FeatureStoreError as exc:
@@ -73,7 +74,7 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
     problems = "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes))
     return _PAGE.format(
         title=_e(f"Feature catalog · {store.root.name}"),
-        generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        generated=_e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         summary=f"{len(names)} views · {feature_count} features{unused_note}",
         graph=_lineage_svg(store, names),
         cards=cards,

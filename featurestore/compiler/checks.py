@@ -9,16 +9,15 @@ than the current one is refused here, before any data is touched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from featurestore.errors import Problem
 from featurestore.definitions.loader import Definition, column_of, find_word, line_of
 from featurestore.definitions.spec import FeatureView
+from featurestore.errors import Problem
 
 __all__ = ["SUPPORTED_AGGREGATES", "check_query"]
 
@@ -191,8 +190,8 @@ def _unsupported_form(aggregate: exp.Expr) -> bool:
     """arg_max with a count (a list), DISTINCT other than count(DISTINCT x), ORDER BY other than
     last(x ORDER BY o) by one expression ascending."""
     argument = aggregate.this
-    if isinstance(argument, exp.Distinct) and not isinstance(aggregate, exp.Count) or \
-            isinstance(argument, exp.Order) and not isinstance(aggregate, exp.Last):
+    if (isinstance(argument, exp.Distinct) and not isinstance(aggregate, exp.Count)) or \
+            (isinstance(argument, exp.Order) and not isinstance(aggregate, exp.Last)):
         return True
     if isinstance(aggregate, exp.ArgMax):
         return aggregate.args.get("count") is not None

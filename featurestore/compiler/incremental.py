@@ -14,8 +14,8 @@ whole. rank() keeps rows tied on time, so a caller sees a tie as a repeated key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 from sqlglot import exp
 

@@ -33,9 +33,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage as sqlglot_lineage
 from sqlglot.optimizer.scope import find_all_in_scope, traverse_scope
 
-from featurestore.errors import BadRequestError, FeatureStoreError, UnknownNameError, did_you_mean
 from featurestore.definitions.selection import view_named
 from featurestore.definitions.spec import Column, Feature, FeatureView
+from featurestore.errors import BadRequestError, FeatureStoreError, UnknownNameError, did_you_mean
 
 __all__ = ["Lineage", "column_sources", "feature_lineage", "reverse_lineage"]
 

@@ -6,7 +6,7 @@ never clash with features, keys or spine columns.
 
 from __future__ import annotations
 
-__all__ = ["BUCKET", "HIT", "KNOWN", "PREFIX", "ROW", "SIDE", "T", "TIME", "TS", "UNTIL"]
+__all__ = ["BUCKET", "HIT", "KNOWN", "PREFIX", "ROW", "SIDE", "TIME", "TS", "UNTIL", "T"]
 
 PREFIX = "__fs_"
 ROW = "__fs_row"  # a spine row's number: frames keep the spine's order and join features back by it

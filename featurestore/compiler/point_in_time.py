@@ -26,13 +26,31 @@ from typing import Any, Literal
 
 from sqlglot import exp
 
-from featurestore.compiler.names import BUCKET, HIT, KNOWN, ROW, SIDE, T, TS, UNTIL
+from featurestore.compiler.names import BUCKET, HIT, KNOWN, ROW, SIDE, TS, UNTIL, T
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import Column, FeatureView
 
-__all__ = ["Spine", "ViewRows", "bucket_of", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time", "prepare_rows",
-           "instant", "interval", "known_at", "one_bucket", "taken_columns", "tie_winner", "ties", "two_buckets", "utc_micros", "validity_intervals",
-           "value_used"]
+__all__ = [
+    "Spine",
+    "ViewRows",
+    "bucket_of",
+    "duplicate_fix",
+    "duplicate_message",
+    "duplicates",
+    "instant",
+    "interval",
+    "known_at",
+    "one_bucket",
+    "point_in_time",
+    "prepare_rows",
+    "taken_columns",
+    "tie_winner",
+    "ties",
+    "two_buckets",
+    "utc_micros",
+    "validity_intervals",
+    "value_used",
+]
 
 
 

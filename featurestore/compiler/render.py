@@ -21,10 +21,10 @@ from sqlglot import exp
 
 from featurestore.compiler import DIALECTS
 from featurestore.compiler.windows import aggregates, event_rows
-from featurestore.definitions.graph import table_references
 from featurestore.config import DuckDBSource, FileSource, PostgresSource, Source
-from featurestore.errors import FeatureStoreError
+from featurestore.definitions.graph import table_references
 from featurestore.definitions.spec import FeatureView
+from featurestore.errors import FeatureStoreError
 
 __all__ = ["DIALECTS", "nulls_first_by_default", "render_query", "render_view", "write"]
 

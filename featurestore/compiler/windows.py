@@ -35,13 +35,14 @@ expressions inside aggregates are evaluated per event, in `event_rows`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Literal
+from typing import Literal
 
 from sqlglot import exp
 
-from featurestore.compiler.names import BUCKET, KNOWN, T, TIME, TS
+from featurestore.compiler.names import BUCKET, KNOWN, TIME, TS, T
 from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, one_bucket, two_buckets, utc_micros
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import FeatureView

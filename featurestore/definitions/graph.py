@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from featurestore.errors import Problem, did_you_mean
 from featurestore.definitions.loader import column_of, line_of
 from featurestore.definitions.spec import FeatureView
+from featurestore.errors import Problem, did_you_mean
 
 __all__ = ["Graph", "build_graph", "table_references"]
 

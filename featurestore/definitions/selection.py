@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterable
 
-from featurestore.errors import BadRequestError, FeatureDeprecationWarning, SunsetError, UnknownNameError, did_you_mean
 from featurestore.definitions.spec import Feature, FeatureView
+from featurestore.errors import BadRequestError, FeatureDeprecationWarning, SunsetError, UnknownNameError, did_you_mean
 
 __all__ = ["FeatureDeprecationWarning", "Selected", "by_view", "deprecation_warnings", "select_features", "view_named",
            "warn_deprecated"]

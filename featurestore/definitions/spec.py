@@ -7,21 +7,20 @@ problems (every one of them, not just the first).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlglot import exp
 
 from featurestore.config import DURATION_UNITS, parse_duration
-from featurestore.errors import Problem, closest
 from featurestore.definitions.loader import Definition
+from featurestore.errors import Problem, closest
 
 __all__ = [
     "ANNOTATIONS",
-    "catalog_entry",
     "INTEGER_TYPES",
     "Column",
     "Deprecation",
@@ -30,6 +29,7 @@ __all__ = [
     "Interval",
     "Window",
     "build_view",
+    "catalog_entry",
     "format_duration",
     "parse_duration",
     "parse_instant",
@@ -401,8 +401,8 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"'{text}' is not an ISO 8601 date or instant (e.g. 2024-01-01 or 2024-01-01T06:00:00Z)") from None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _split_outside_parentheses(value: str) -> list[str]:

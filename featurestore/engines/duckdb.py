@@ -11,18 +11,36 @@ import contextlib
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from featurestore.errors import FeatureStoreError, first_line
 from featurestore.definitions.spec import Column
+from featurestore.errors import FeatureStoreError, first_line
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["BindError", "Binder", "arrow", "arrow_types", "hold", "offline", "scratch", "describe_duckdb_table", "describe_files", "is_time_type",
-           "load_arrow", "add_table", "add_file_view", "describe_relation",
-           "errors_as_feature_store_errors", "first_row", "abandon", "table_checksum"]
+__all__ = [
+    "BindError",
+    "Binder",
+    "abandon",
+    "add_file_view",
+    "add_table",
+    "arrow",
+    "arrow_types",
+    "describe_duckdb_table",
+    "describe_files",
+    "describe_relation",
+    "errors_as_feature_store_errors",
+    "first_row",
+    "hold",
+    "is_time_type",
+    "load_arrow",
+    "offline",
+    "scratch",
+    "table_checksum",
+]
 
 _TIME_TYPES = re.compile(r"^(DATE|TIMESTAMP(_S|_MS|_NS)?|TIMESTAMP WITH TIME ZONE|TIMESTAMPTZ(_NS)?)$")
 

@@ -13,11 +13,28 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import FeatureStoreError, UnavailableError
 from featurestore.definitions.spec import Column
+from featurestore.errors import FeatureStoreError, UnavailableError
 
-__all__ = ["BINARY_COPY_TYPES", "async_pool", "before_release", "connect", "copy_binary", "copy_csv", "encode_binary", "describe_tables", "duckdb_type", "lock_key", "pool",
-           "postgres_type", "redact", "release_embedded", "resolve_url", "running_url", "table_checksum"]
+__all__ = [
+    "BINARY_COPY_TYPES",
+    "async_pool",
+    "before_release",
+    "connect",
+    "copy_binary",
+    "copy_csv",
+    "describe_tables",
+    "duckdb_type",
+    "encode_binary",
+    "lock_key",
+    "pool",
+    "postgres_type",
+    "redact",
+    "release_embedded",
+    "resolve_url",
+    "running_url",
+    "table_checksum",
+]
 
 _servers: dict[Path, Any] = {}
 _before_release: list[Any] = []
@@ -33,7 +50,7 @@ def _last_writes() -> None:
     for callback in list(_before_release):
         try:
             callback()
-        except Exception:  # noqa: BLE001 - at exit, never turn a finished program into a failed one
+        except Exception:
             pass
 
 

@@ -15,8 +15,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from featurestore.errors import FeatureStoreError, first_line
 

@@ -6,7 +6,7 @@ freshness and recorded consumers.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
@@ -14,22 +14,21 @@ from sqlglot import exp
 from featurestore.compiler.lineage import column_sources
 from featurestore.compiler.render import render_query
 from featurestore.config import DuckDBSource
+from featurestore.definitions.selection import view_named
+from featurestore.definitions.spec import catalog_entry
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
+from featurestore.governance.usage import CONSUMER_DAYS, readers
+from featurestore.offline.sources import register_sources
 from featurestore.online.materialize import last_run
 from featurestore.project import Project
-from featurestore.definitions.selection import view_named
-from featurestore.offline.sources import register_sources
-from featurestore.definitions.spec import catalog_entry
-from featurestore.governance.usage import readers
-from featurestore.governance.usage import CONSUMER_DAYS
 
 __all__ = ["describe_view"]
 
 
 def describe_view(project: Project, name: str, url: str | None, now: datetime | None = None) -> dict[str, Any]:
     """A view's annotations, the span of its data, its online freshness and its consumers."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     view = view_named(project.views, name)
     result: dict[str, Any] = {**catalog_entry(view, project.settings.root), "data": _data_span(project, view)}
     result["online"] = None

@@ -13,16 +13,15 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-
 from featurestore.errors import FeatureStoreError, Problem
-from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
-from featurestore.project import Project, validate
 from featurestore.governance.registry import git, project_records, require_git_ref
 from featurestore.governance.usage import Readers
+from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
+from featurestore.project import Project, validate
 
 __all__ = ["plan", "records_at_ref", "render_plan_markdown"]
 
@@ -67,7 +66,7 @@ def plan(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], recor
     `recorded`: readers in the last CONSUMER_DAYS days per (view, feature), or None when usage is
     not available (then only declared consumers count).
     """
-    today = today or datetime.now(timezone.utc)
+    today = today or datetime.now(UTC)
     result: dict[str, Any] = {"added": [], "removed": [], "changed": [], "reformatted": [], "deprecations": [],
                               "owner_changes": [], "annotation_changes": [], "deprecated_in_use": [],
                               "usage": "recorded" if recorded is not None else "declared only"}
@@ -264,4 +263,4 @@ def _extract(tar: tarfile.TarFile, folder: Path) -> None:
         return
     members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
                and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts]
-    tar.extractall(folder, members=members)  # noqa: S202 (members checked above)
+    tar.extractall(folder, members=members)

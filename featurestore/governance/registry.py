@@ -23,10 +23,10 @@ from typing import Any
 
 from featurestore.compiler.render import render_view
 from featurestore.compiler.version import normalized_sql
+from featurestore.definitions.spec import FeatureView, catalog_entry
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
-from featurestore.definitions.spec import FeatureView, catalog_entry
 
 __all__ = ["SCHEMA", "applied_records", "apply", "ensure_schema", "git", "git_commit", "project_records", "record",
            "require_git_ref"]

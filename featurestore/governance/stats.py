@@ -22,20 +22,20 @@ from typing import Any
 
 from sqlglot import exp
 
-from featurestore.offline.rows import prepared_rows, window_events
 from featurestore.compiler.point_in_time import instant
+from featurestore.definitions.selection import view_named
+from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
 from featurestore.offline.frames import training_frame
+from featurestore.offline.rows import prepared_rows, window_events
 from featurestore.offline.snapshots import TrainingFrame, load_snapshot
-from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
+from featurestore.offline.sources import register_sources
 from featurestore.online.lookup import OnlineStore
+from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
 from featurestore.online.materialize import last_run
 from featurestore.project import Project
-from featurestore.definitions.selection import view_named
-from featurestore.offline.sources import register_sources
-from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
 
 __all__ = ["PSI_MODERATE", "PSI_SIGNIFICANT", "drift", "feature_stats", "psi"]
 

@@ -5,15 +5,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
-
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from featurestore.compiler.windows import aggregates
 from featurestore.engines import postgres
+from featurestore.governance.usage import readers
 from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
 from featurestore.project import Project
-from featurestore.governance.usage import readers
 
 __all__ = ["unread_features", "unused_features"]
 
@@ -24,7 +24,7 @@ def unused_features(project: Project, url: str, days: int, now: datetime | None 
     Each feature: feature, view, owner, version, last_read (ever; None if never), reads in the
     window (0), and online_bytes: about what its column costs in the online table.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     ever = readers(project.settings, url)
     sizes = _online_bytes(url, project)
     found: list[dict[str, Any]] = []

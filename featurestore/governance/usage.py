@@ -30,7 +30,7 @@ import time
 import uuid
 import warnings
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class _Recorder:
                     return
                 try:
                     _write_behind(project)
-                except Exception:  # noqa: BLE001 - the writer must outlive one bad batch; it was put back
+                except Exception:
                     pass
             with self.lock:
                 if not stop.is_set() and not any(p.recorders for p in self.projects.values()):
@@ -188,7 +188,7 @@ def _flush_all() -> None:
     for project in projects:
         try:
             _flush_now(project, project.settings)
-        except Exception:  # noqa: BLE001 - at exit, never turn a finished program into a failed one
+        except Exception:
             pass
 
 
@@ -282,7 +282,7 @@ def _add(into: dict[Any, list[Any]], slot: Any, counts: list[Any]) -> None:
 
 
 def _instant(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _write(connection: Any, rows: list[tuple]) -> None:

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlglot import exp
 
-from featurestore.offline.changes import added_files, source_state, state_digest, fingerprint
-from featurestore.offline.rows import prepared_rows, refuse_duplicates
 from featurestore.compiler.point_in_time import (
     tie_winner,
     validity_intervals,
 )
-from featurestore.engines import duckdb as duck
-from featurestore.project import Project
 from featurestore.definitions.spec import FeatureView
+from featurestore.engines import duckdb as duck
+from featurestore.offline.changes import added_files, fingerprint, source_state, state_digest
+from featurestore.offline.rows import prepared_rows, refuse_duplicates
+from featurestore.project import Project
 
 __all__ = ["SCHEMA", "cache_state", "cached_table", "clear", "fill", "read_before", "status"]
 

@@ -20,11 +20,11 @@ from typing import Any
 from sqlglot import exp
 
 from featurestore.config import DuckDBSource, FileSource, PostgresSource
+from featurestore.definitions.graph import table_references
+from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.definitions.graph import table_references
 from featurestore.project import Project
-from featurestore.definitions.spec import FeatureView
 
 __all__ = ["added_files", "files_rewritten", "fingerprint", "source_state", "sources_of", "state_digest"]
 

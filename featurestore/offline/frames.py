@@ -8,17 +8,12 @@ cached rows when `offline.cache` holds them fresh), in DuckDB, or on Spark (`off
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sqlglot import exp
 
-from featurestore.offline.planner import plan_header, snapshot_choice, window_choice
-from featurestore.offline.rows import refuse_ties, row_numbers
-from featurestore.offline.snapshots import TrainingFrame
-from featurestore.offline.spark_frame import SPARK_PLANS, as_duckdb_types, feature_schema, spark_frame
-from featurestore.offline.cache import cache_state, cached_table, fill, read_before
-from featurestore.offline.rows import prepared_rows, window_events
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -31,14 +26,18 @@ from featurestore.compiler.point_in_time import (
 )
 from featurestore.compiler.render import nulls_first_by_default, write
 from featurestore.compiler.windows import WindowRows, aggregates
+from featurestore.definitions.selection import Selected, by_view, select_features
+from featurestore.definitions.spec import INTEGER_TYPES, Column
 from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
-from featurestore.offline.planner import Choice
-from featurestore.project import Project
-from featurestore.definitions.selection import Selected, by_view, select_features
+from featurestore.offline.cache import cache_state, cached_table, fill, read_before
+from featurestore.offline.planner import Choice, plan_header, snapshot_choice, window_choice
+from featurestore.offline.rows import prepared_rows, refuse_ties, row_numbers, window_events
+from featurestore.offline.snapshots import TrainingFrame
 from featurestore.offline.sources import register_sources
-from featurestore.definitions.spec import INTEGER_TYPES, Column
+from featurestore.offline.spark_frame import SPARK_PLANS, as_duckdb_types, feature_schema, spark_frame
+from featurestore.project import Project
 
 __all__ = ["data_problems", "frame_sql", "training_frame"]
 _STRINGS = {"VARCHAR"}

@@ -19,19 +19,20 @@ keys get buckets, ASOF joins or window frames, whichever is cheaper.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from featurestore.definitions.spec import format_duration
-from collections import Counter
 from sqlglot import exp
+
 from featurestore.compiler.shape import key_shape
 from featurestore.compiler.windows import aggregates, by_totals, output_column
-from featurestore.engines import duckdb as duck
 from featurestore.definitions.selection import Selected
+from featurestore.definitions.spec import format_duration
+from featurestore.engines import duckdb as duck
 
-__all__ = ["COMPARED", "Choice", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "Shape", "UNNESTED", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice", "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
+__all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice", "Shape", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice", "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).

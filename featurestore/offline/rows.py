@@ -9,6 +9,7 @@ sees the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlglot import exp
@@ -18,17 +19,14 @@ from featurestore.compiler.point_in_time import (
     duplicate_message,
     duplicates,
     prepare_rows,
+    ties,
 )
 from featurestore.compiler.render import render_query
 from featurestore.compiler.windows import event_rows
+from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError
 from featurestore.project import Project
-from featurestore.definitions.spec import FeatureView
-from typing import Callable
-from featurestore.compiler.point_in_time import (
-    ties,
-)
 
 __all__ = ["duplicate_error", "prepared_rows", "refuse_duplicates", "refuse_ties", "row_numbers", "window_events"]
 

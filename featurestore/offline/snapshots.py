@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
 
 from featurestore.errors import FeatureStoreError
 
@@ -83,7 +82,7 @@ class TrainingFrame:
             **self.info,
             "rows": self._table.num_rows,
             "columns": self._table.column_names,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "content_hash": self.content_hash(),
             "sql": self.sql,
         }

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurestore.offline.changes import sources_of
 from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
+from featurestore.offline.changes import sources_of
 from featurestore.project import Project
 
 __all__ = ["register_sources"]

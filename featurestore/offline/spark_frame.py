@@ -11,9 +11,6 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
-
-from featurestore.offline.changes import sources_of
-from featurestore.offline.rows import prepared_rows, window_events
 from featurestore.compiler.point_in_time import (
     ROW,
     Spine,
@@ -23,15 +20,15 @@ from featurestore.compiler.point_in_time import (
 )
 from featurestore.compiler.render import write
 from featurestore.compiler.windows import WindowRows
+from featurestore.definitions.selection import Selected
+from featurestore.definitions.spec import Column
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError
-from featurestore.offline.planner import Choice, forced
-from featurestore.project import Project
-from featurestore.definitions.selection import Selected
+from featurestore.offline.changes import sources_of
+from featurestore.offline.planner import Choice, forced, plan_header, snapshot_choice, window_choice
+from featurestore.offline.rows import prepared_rows, refuse_ties, row_numbers, window_events
 from featurestore.offline.sources import register_sources
-from featurestore.definitions.spec import Column
-from featurestore.offline.planner import plan_header, snapshot_choice, window_choice
-from featurestore.offline.rows import refuse_ties, row_numbers
+from featurestore.project import Project
 
 __all__ = ["SPARK_PLANS", "as_duckdb_types", "feature_schema", "spark_frame"]
 

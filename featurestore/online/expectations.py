@@ -14,13 +14,13 @@ from typing import Any
 from sqlglot import exp
 
 from featurestore.compiler.names import TS
-from featurestore.offline.rows import window_events
 from featurestore.compiler.point_in_time import instant
-from featurestore.engines import duckdb as duck
-from featurestore.errors import FeatureStoreError
-from featurestore.project import Project
 from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import FeatureView
+from featurestore.engines import duckdb as duck
+from featurestore.errors import FeatureStoreError
+from featurestore.offline.rows import window_events
+from featurestore.project import Project
 
 __all__ = ["check_expectations", "json_for_postgres"]
 

@@ -9,20 +9,20 @@ aggregated at lookup from its recent events (`compiler.lookup`), exactly as a fr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping
-
+from datetime import UTC, datetime
+from typing import Any
 
 from featurestore.compiler.lookup import LookupView, lookup, lookup_by_key
-from featurestore.engines import postgres
-from featurestore.errors import BadRequestError, UnavailableError
-from featurestore.project import Project
 from featurestore.definitions.selection import by_view, select_features
 from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
+from featurestore.engines import postgres
+from featurestore.errors import BadRequestError, UnavailableError
 from featurestore.instants import as_utc
 from featurestore.online.materialize import SCHEMA
+from featurestore.project import Project
 
 __all__ = ["OnlineStore", "rows_frame"]
 
@@ -69,7 +69,7 @@ class OnlineStore:
         return request.result(rows, columns)
 
     def _request(self, entities: Any, features: Iterable[str] | str, at: datetime | None,
-                 full_names: bool) -> "_Request":
+                 full_names: bool) -> _Request:
         requested = _entity_lists(entities)
         plan_key = (tuple([features] if isinstance(features, str) else features), full_names, tuple(requested))
         if plan_key not in self._plans:
@@ -77,7 +77,7 @@ class OnlineStore:
         statement, keys, schema, views, by_key = self._plans[plan_key]
         count = _check_entities(requested, keys, views)
         parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
-        parameters["at"] = as_utc(at) if at is not None else datetime.now(timezone.utc)
+        parameters["at"] = as_utc(at) if at is not None else datetime.now(UTC)
         return _Request(statement, parameters, schema, views, by_key, count)
 
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
@@ -124,9 +124,8 @@ class OnlineStore:
     def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         if self._pool is None:
             self._pool = postgres.pool(self._url())
-        with _database_errors(views):
-            with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                return connection.execute(statement, parameters).fetchall()
+        with _database_errors(views), self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
+            return connection.execute(statement, parameters).fetchall()
 
     async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         loop = asyncio.get_running_loop()

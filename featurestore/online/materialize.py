@@ -19,28 +19,29 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlglot import exp
 
-from featurestore.compiler.names import TS
-from featurestore.offline.changes import added_files, files_rewritten, source_state, state_digest
-from featurestore.offline.rows import duplicate_error, prepared_rows, refuse_duplicates, window_events
 from featurestore.compiler.incremental import latest_rows
+from featurestore.compiler.names import TS
 from featurestore.compiler.point_in_time import instant
+from featurestore.definitions.selection import view_named
+from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
-from featurestore.project import Project
-from featurestore.definitions.selection import view_named
-from featurestore.offline.sources import register_sources
-from featurestore.definitions.spec import FeatureView
 from featurestore.instants import as_utc
+from featurestore.offline.changes import added_files, files_rewritten, source_state, state_digest
+from featurestore.offline.rows import duplicate_error, prepared_rows, refuse_duplicates, window_events
+from featurestore.offline.sources import register_sources
 from featurestore.online.expectations import check_expectations, json_for_postgres
+from featurestore.project import Project
 
-__all__ = ["Run", "SCHEMA", "last_run", "materialize", "unmaterialized"]
+__all__ = ["SCHEMA", "Run", "last_run", "materialize", "unmaterialized"]
 
 
 SCHEMA = "featurestore_online"
@@ -78,7 +79,7 @@ def materialize(project: Project, until: datetime | None = None, views: Iterable
     before the watermark. A view whose file source lost or changed a file since the last run is
     rebuilt from all its rows, as is every view with `full` (after old rows of a database table changed).
     """
-    until = as_utc(until) if until is not None else datetime.now(timezone.utc)
+    until = as_utc(until) if until is not None else datetime.now(UTC)
     chosen = _views(project, views)
     url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
     _ensure_schema(url)
