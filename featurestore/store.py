@@ -84,6 +84,8 @@ class FeatureStore:
         With `data`, the views are also run to find what only the data shows (duplicate rows).
         """
         project = validate(self.settings)
+        if not project.errors:  # what `project` would load: keep it
+            self.__dict__["project"] = project
         problems = list(project.problems)
         if data:
             problems += data_problems(project)
