@@ -41,10 +41,11 @@ class Metrics:
         with self._lock:
             for route, counts in sorted(self._latency.items()):
                 buckets = [sum(counts[:index + 1]) for index in range(len(counts))]
+                label = f'route="{_escape(route)}"'
                 for bound, count in zip((*_BUCKETS, "+Inf"), buckets):
-                    lines.append(f'featurestore_request_seconds_bucket{{route="{_escape(route)}",le="{bound}"}} {count}')
-                lines.append(f'featurestore_request_seconds_sum{{route="{_escape(route)}"}} {self._latency_sum[route]}')
-                lines.append(f'featurestore_request_seconds_count{{route="{_escape(route)}"}} {buckets[-1]}')
+                    lines.append(f'featurestore_request_seconds_bucket{{{label},le="{bound}"}} {count}')
+                lines.append(f"featurestore_request_seconds_sum{{{label}}} {self._latency_sum[route]}")
+                lines.append(f"featurestore_request_seconds_count{{{label}}} {buckets[-1]}")
             lines += ["# HELP featurestore_requests_total Requests by route and status.",
                       "# TYPE featurestore_requests_total counter"]
             for (route, status), count in sorted(self._requests.items()):
@@ -56,8 +57,8 @@ class Metrics:
                 for feature in features:
                     lookups[(feature, consumer)] += count
             for (feature, consumer), count in sorted(lookups.items()):
-                lines.append(f'featurestore_lookups_total{{feature="{_escape(feature)}",consumer="{_escape(consumer)}"}} '
-                             f"{count}")
+                labels = f'feature="{_escape(feature)}",consumer="{_escape(consumer)}"'
+                lines.append(f"featurestore_lookups_total{{{labels}}} {count}")
         return "\n".join(lines) + "\n"
 
 
