@@ -1,22 +1,13 @@
-"""Shared fixtures: a real PostgreSQL, and small projects written to disk."""
+"""Shared fixtures: a real PostgreSQL, and a small project written to disk (helpers: support.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import textwrap
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-
-from featurestore.cli.main import main
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from support import ProjectDir, events_table
 
 
 @pytest.fixture(scope="session")
@@ -32,74 +23,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.cleanup()
 
 
-class ProjectDir:
-    """A project on disk: sources as Parquet, definitions as files, validate through the CLI."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.sources: dict[str, str] = {}
-        (root / "definitions").mkdir(parents=True, exist_ok=True)
-        (root / "data").mkdir(exist_ok=True)
-        self.write_config()
-
-    def write_config(self, extra: str = "") -> None:
-        lines = ['definitions = "definitions"', "[sources]"]
-        lines += [f"{name} = {spec}" for name, spec in self.sources.items()]
-        (self.root / "featurestore.toml").write_text("\n".join(lines) + "\n" + extra)
-
-    def parquet(self, name: str, table: pa.Table) -> None:
-        pq.write_table(table, self.root / "data" / f"{name}.parquet")
-        self.sources[name] = f'"data/{name}.parquet"'
-        self.write_config()
-
-    def view(self, name: str, text: str, folder: str = "") -> Path:
-        path = self.root / "definitions" / folder / f"{name}.sql"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-        return path
-
-    def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["--project", str(self.root), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    def validate(self, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]]]:
-        code, out, _ = self.run("validate", "--format", "json", capsys=capsys)
-        return code, json.loads(out)["problems"]
-
-
-def events_table(n: int = 6) -> pa.Table:
-    return pa.table({
-        "user_id": pa.array([i % 3 for i in range(n)], pa.int64()),
-        "card_id": pa.array(list(range(n)), pa.int64()),
-        "amount": pa.array([float(i) for i in range(n)], pa.float64()),
-        "ts": pa.array([T0 + timedelta(hours=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
-    })
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> ProjectDir:
     """A project with one Parquet source `events(user_id, card_id, amount, ts)` and no views."""
     result = ProjectDir(tmp_path / "proj")
     result.parquet("events", events_table())
     return result
-
-
-SNAPSHOT = """
-    -- entity: user_id
-    -- timestamp: ts
-    -- owner: team@example.com
-    SELECT user_id, ts, amount
-    FROM events
-"""
-
-WINDOW = """
-    -- entity: user_id
-    -- timestamp: ts
-    -- owner: team@example.com
-    -- windows: 3h, 1d
-    SELECT user_id, count(*) AS n, sum(amount) AS total
-    FROM events
-    GROUP BY user_id
-"""

@@ -17,10 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import T0, ProjectDir
 
 from featurestore import FeatureStore
-
-from conftest import T0, ProjectDir
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 50)
 FIRST_READ = '[offline]\ncache = "on_first_read"\n'  # every frame brings the cache up to date first

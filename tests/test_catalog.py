@@ -13,12 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_online import reset
+from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore
 from featurestore.catalog.page import build_site
-
-from conftest import T0, ProjectDir
 
 pytestmark = pytest.mark.browser
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"

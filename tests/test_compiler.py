@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import sqlglot
+from support import SNAPSHOT, T0, WINDOW, ProjectDir
 
 from featurestore.compiler.render import DIALECTS
 from featurestore.config import load_settings
 from featurestore.project import load_project
-
-from conftest import SNAPSHOT, T0, WINDOW, ProjectDir
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -9,11 +9,9 @@ from datetime import timedelta
 import psycopg
 import pyarrow as pa
 import pytest
-from test_online import reset
+from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
-
-from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 UNTIL = T0 + timedelta(hours=10)

@@ -12,12 +12,11 @@ from typing import Any
 
 import polars as pl
 import pytest
+from support import T0, ProjectDir, events_table
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureDeprecationWarning, SunsetError
 from featurestore.governance.registry import SCHEMA
-
-from conftest import T0, ProjectDir, events_table
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"
 SPEND = HEADER.format(owner="fraud@example.com") + "SELECT user_id, ts, amount, card_id FROM events\n"

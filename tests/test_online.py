@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_point_in_time import UTC_US, cases, definition, has_ties
+from snapshot_cases import UTC_US, cases, definition, has_ties
+from support import T0, ProjectDir, events_table, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.engines.postgres import lock_key
 
-from conftest import T0, ProjectDir, events_table
 from reference import Rules
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
@@ -42,12 +42,6 @@ def online_database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Itera
     reset(postgres_url)
     yield postgres_url
 
-
-def reset(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("DROP SCHEMA IF EXISTS featurestore_online CASCADE")
 
 
 def online_table(url: str, store: FeatureStore, view: str) -> list[tuple]:

@@ -19,11 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_online import reset
+from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore
-
-from conftest import T0, ProjectDir
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 25)
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import T0, ProjectDir
 
 from featurestore import FeatureStore
-
-from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 KEYS = {"fraud": "fs_fraud_secret", "analytics": "fs_analytics_secret"}

@@ -14,12 +14,10 @@ from sklearn.base import clone
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from test_online import reset
+from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.sklearn import FeatureStoreTransformer
-
-from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 

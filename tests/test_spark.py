@@ -19,16 +19,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import test_point_in_time as snapshots
-import test_windows as windows
+import snapshot_cases as snapshots
+import window_cases as windows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import ProjectDir
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
 from featurestore.offline.frames import training_frame
 
-from conftest import ProjectDir
 from reference import Ambiguous, as_of
 
 pytestmark = pytest.mark.spark

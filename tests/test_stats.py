@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_online import reset
+from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.governance.stats import psi
-
-from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 AMOUNTS = [float(i % 37) if i % 10 else None for i in range(200)]  # every tenth NULL

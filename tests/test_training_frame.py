@@ -12,11 +12,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import T0, ProjectDir
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
-
-from conftest import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
@@ -180,7 +179,7 @@ def test_frame_cli(store: FeatureStore, project: ProjectDir, capsys: pytest.Capt
 
 def test_cache_is_filled_at_the_second_read_and_refreshed_when_sources_change(
         store: FeatureStore, project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import events_table
+    from support import events_table
 
     spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=1)], pa.timestamp("us", tz="UTC"))})
     assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [3.0]

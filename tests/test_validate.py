@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import SNAPSHOT, WINDOW, ProjectDir
+from support import SNAPSHOT, WINDOW, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
