@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_frame import Case, ensure_data, make_case  # noqa: E402
+from snapshot_data import Case, ensure_data, make_case  # noqa: E402
 
 
 def build_project(case: Case, folder: Path, parts: int) -> tuple[Path, Any]:

@@ -38,15 +38,15 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_frame import (  # noqa: E402
-    ROW_GROUP, TTL_DAYS, Case, changed_during_run, ensure_data, machine, make_case, report_header, versions)
+from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
+from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -128,16 +128,6 @@ def build_split(case: Case, folder: Path, log: Callable[[str], None]) -> Split:
     return Split(project, pending, events_dir / "part-001.parquet", info["history_rows"], info["new_rows"],
                  datetime.fromisoformat(info["history_until"]),
                  datetime.fromisoformat(info["last"]) + timedelta(seconds=1))
-
-
-def last_event(case: Case) -> datetime:
-    import duckdb
-
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        micros = connection.execute(
-            f"SELECT epoch_us(max(ts)) FROM read_parquet({_literal(case.events)})").fetchone()[0]
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
 # --------------------------------------------------------------------------- PostgreSQL helpers

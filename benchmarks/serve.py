@@ -48,16 +48,9 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online import last_event, server_url  # noqa: E402
-from training_frame import (  # noqa: E402
-    Case,
-    changed_during_run,
-    ensure_data,
-    machine,
-    make_case,
-    report_header,
-    versions,
-)
+from online import server_url  # noqa: E402
+from snapshot_data import Case, ensure_data, last_event, make_case  # noqa: E402
+from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request

@@ -32,7 +32,8 @@ from typing import Any, Callable
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_frame import TTL_DAYS, ensure_data, make_case, machine, report_header, versions  # noqa: E402
+from snapshot_data import TTL_DAYS, ensure_data, make_case  # noqa: E402
+from training_frame import machine, report_header, versions  # noqa: E402
 
 WINDOW_VIEW = ("-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
                "-- description: benchmark window view\n-- windows: 1d, 7d\n"
