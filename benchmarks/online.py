@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from services import server_url  # noqa: E402
 from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
 from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
@@ -131,12 +132,6 @@ def build_split(case: Case, folder: Path, log: Callable[[str], None]) -> Split:
 
 
 # --------------------------------------------------------------------------- PostgreSQL helpers
-
-
-def server_url(store: Any) -> str:
-    from featurestore.engines import postgres
-
-    return postgres.resolve_url(store.settings.postgres_url, store.settings.state_dir)
 
 
 def execute(url: str, statement: str) -> None:

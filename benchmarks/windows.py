@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
+from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
 from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
