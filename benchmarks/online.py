@@ -45,9 +45,9 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import changed_during_run, header, machine, versions  # noqa: E402
 from services import server_url  # noqa: E402
 from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
-from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -534,7 +534,7 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     s = report["result"]
-    console = report_header(report, "Online store benchmark", 130,
+    console = header(report, "Online store benchmark", 130,
                             versions_note=f", PostgreSQL {s['postgres_server_version']}")
     full, inc = s["full_materialization"], s["incremental"]
     table = Table(title=f"{s['rows']:,} events, {full['online_rows']:,} users, {s['features']} features, "

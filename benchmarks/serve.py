@@ -45,10 +45,10 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import changed_during_run, header, machine, versions  # noqa: E402
 from services import (  # noqa: E402
     HEADERS, TICKS_PER_SECOND, Service, free_port, launch, processes, release_handles, server_url, stop, tree, wait_ready)
 from snapshot_data import Case, ensure_data, last_event, make_case  # noqa: E402
-from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request
@@ -564,7 +564,7 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     s = report["result"]
-    console = report_header(report, "HTTP lookup service benchmark", 150,
+    console = header(report, "HTTP lookup service benchmark", 150,
                             machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
                             versions_note=f", PostgreSQL {s['postgres_server_version']}")
     settings = report["settings"]

@@ -32,8 +32,8 @@ from typing import Any, Callable
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness import header, machine, versions  # noqa: E402
 from snapshot_data import TTL_DAYS, ensure_data, make_case  # noqa: E402
-from training_frame import machine, report_header, versions  # noqa: E402
 
 WINDOW_VIEW = ("-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
                "-- description: benchmark window view\n-- windows: 1d, 7d\n"
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
 def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = report_header(report, "Spark vs DuckDB benchmark", 110)
+    console = header(report, "Spark vs DuckDB benchmark", 110)
     console.print(f"{report['rows']:,} events x {report['spine']:,} spine rows; Spark {report['master']}, "
                   f"started in {report['spark_start_seconds']} s (not in the times below)")
     table = Table("frame / engine", "median s", "spread s")

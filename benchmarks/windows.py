@@ -54,8 +54,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import changed_during_run, header, machine, versions  # noqa: E402
 from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
-from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
 SEED = 20240901         # salts every hash the generator draws from: same bytes on every machine
@@ -750,7 +750,7 @@ def print_report(report: dict[str, Any]) -> None:
 
     online = report.get("online")
     note = f", PostgreSQL {online['postgres_server_version']}" if online else ""
-    console = report_header(report, "Window aggregate benchmark", 130, versions_note=note)
+    console = header(report, "Window aggregate benchmark", 130, versions_note=note)
     for shape in report["offline"]:
         hot = f", {shape['hot_share']:.0%} on user 1" if shape["hot_share"] else ""
         table = Table(title=f"Offline ({shape['shape']}): {shape['events']:,} events x {shape['spine']:,} spine rows, "
