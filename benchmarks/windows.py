@@ -42,19 +42,21 @@ import json
 import os
 import random
 import re
-import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import changed_during_run, header, machine, versions  # noqa: E402
+from harness import (  # noqa: E402
+    changed_during_run, command, emit, fastest, header, machine, mark, median, medians, percentiles, progress,
+    results_differ, rotated, spread, table, timed, verdict, versions)
 from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
@@ -378,10 +380,6 @@ def compare(ours: pa.Table, floor: pa.Table, label: str) -> list[str]:
     return problems
 
 
-def differ(message: str) -> SystemExit:
-    return SystemExit(f"RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  {message}")
-
-
 # --------------------------------------------------------------------------- offline: timing
 
 
@@ -399,12 +397,11 @@ class Offline:
     checks: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
-        values = self.times.get(name)
-        return statistics.median(values) if values else None
+        return median(self.times.get(name, []))
 
     @property
     def floor(self) -> str:
-        return min((k for k in FLOORS if self.times.get(k)), key=lambda k: self.median(k) or float("inf"))
+        return fastest(self.times, FLOORS)
 
     def summary(self) -> dict[str, Any]:
         floor = self.median(self.floor) or float("nan")
@@ -414,18 +411,12 @@ class Offline:
             "users": self.shape.users, "hot_share": self.shape.hot_share, "windows": list(self.shape.windows),
             "aggregates": AGGREGATES, "data_folder": str(self.shape.folder),
             "generated_seconds": self.generated_seconds, "estimated_join_pairs": self.pairs,
-            "seconds": self.times, "median_seconds": {k: self.median(k) for k in self.times},
+            "seconds": self.times, "median_seconds": medians(self.times),
             "skipped": self.skipped, "floor": self.floor, "ratio": ours / floor,
             "ratio_to": {k: ours / m for k in FLOORS if (m := self.median(k))},
             "ours_plans": self.plans, "forced_plan_seconds": self.forced,
-            "target": "PASS" if ours / floor <= OFFLINE_TARGET else "FAIL", "checks": self.checks,
+            "target": verdict(ours / floor, OFFLINE_TARGET), "checks": self.checks,
         }
-
-
-def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    value = work()
-    return time.perf_counter() - started, value
 
 
 def warm(shape: Shape, store: Any) -> None:
@@ -457,15 +448,13 @@ def run_offline(shape: Shape, repeat: int, cap: int, forced: bool, log: Callable
         contenders.remove("join")
     result.times = {name: [] for name in contenders}
     for number in range(repeat):
-        order = contenders[number % len(contenders):] + contenders[:number % len(contenders)]
         tables: dict[str, pa.Table] = {}
-        for name in order:
-            gc.collect()
+        for name in rotated(contenders, number):
             if name == "ours":
-                seconds, (tables[name], sql) = _timed(lambda: run_ours(store, shape))
+                seconds, (tables[name], sql) = timed(lambda: run_ours(store, shape), collect=True)
                 result.plans = chosen_plans(sql, shape.windows)
             else:
-                seconds, tables[name] = _timed(lambda: run_floor(shape, name))
+                seconds, tables[name] = timed(lambda: run_floor(shape, name), collect=True)
             result.times[name].append(seconds)
         log(f"{shape.name} round {number + 1}/{repeat}: " + ", ".join(
             f"{name} {result.times[name][-1]:.2f}s" for name in contenders)
@@ -486,7 +475,7 @@ def check_offline(result: Offline, tables: dict[str, pa.Table], store: Any, forc
     if "join" in tables and "frames" in tables:
         problems += compare(tables["frames"], tables["join"], "frames floor vs join floor")
     if problems:
-        raise differ("\n  ".join(problems))
+        raise results_differ("\n  ".join(problems))
     floors = [k for k in FLOORS if k in tables]
     rows = tables["ours"].num_rows
     nonzero = {w: int(np.count_nonzero(tables["ours"].column(f"n_{w}").to_numpy())) for w in shape.windows}
@@ -500,14 +489,13 @@ def check_offline(result: Offline, tables: dict[str, pa.Table], store: Any, forc
         if plan == "join" and result.pairs > cap:
             result.forced[plan] = None
             continue
-        gc.collect()
-        seconds, (table, _) = _timed(lambda: run_ours(store, shape, plan))
+        seconds, (frame, _) = timed(lambda: run_ours(store, shape, plan), collect=True)
         result.forced[plan] = seconds
-        problems = compare(table, tables[result.floor], f"ours with plan={plan} vs the {result.floor} floor")
+        problems = compare(frame, tables[result.floor], f"ours with plan={plan} vs the {result.floor} floor")
         if problems:
-            raise differ("\n  ".join(problems))
+            raise results_differ("\n  ".join(problems))
         log(f"{shape.name}: ours with plan={plan} forced: {seconds:.2f}s (agrees)")
-        del table
+        del frame
 
 
 # --------------------------------------------------------------------------- online
@@ -551,7 +539,7 @@ def prepare_online(shape: Shape, log: Callable[[str], None]) -> OnlineSetup:
             f"SELECT DISTINCT user_id FROM read_parquet({_literal(events)}) ORDER BY user_id").fetchall()]
     store = FeatureStore(project, consumer="benchmark")
     try:
-        seconds, runs = _timed(lambda: store.materialize(until=until))
+        seconds, runs = timed(lambda: store.materialize(until=until))
         server_version = _server_version(store)
     finally:
         store.close()
@@ -594,17 +582,11 @@ def expected_values(setup: OnlineSetup, keys: list[int], at: datetime) -> dict[s
     return found
 
 
-def _percentiles(micros: list[float]) -> dict[str, float]:
-    values = np.array(micros)
-    return {"p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)),
-            "p99": float(np.percentile(values, 99)), "mean": float(values.mean()), "max": float(values.max())}
-
-
 def latency_summary(name: str, window: list[float], snapshot: list[float]) -> dict[str, Any]:
-    out: dict[str, Any] = {"calls": len(window), "window_us": _percentiles(window),
-                           "snapshot_us": _percentiles(snapshot)}
+    out: dict[str, Any] = {"calls": len(window), "window_us": percentiles(window, (50, 90, 99)),
+                           "snapshot_us": percentiles(snapshot, (50, 90, 99))}
     out["ratio"] = {p: out["window_us"][p] / out["snapshot_us"][p] for p in ("p50", "p99")}
-    out["target"] = "PASS" if out["ratio"]["p99"] <= ONLINE_TARGET else "FAIL"
+    out["target"] = verdict(out["ratio"]["p99"], ONLINE_TARGET)
     out["measure"] = name
     return out
 
@@ -624,7 +606,7 @@ def run_lookups(setup: OnlineSetup, keys: list[int], log: Callable[[str], None])
         got = frame.row(0)
         want = expected[kind][key]
         if got[0] != key or tuple(got[1:]) != want:
-            raise differ(f"online {kind} lookup of user {key} at {at.isoformat()}: got {got}, DuckDB over the "
+            raise results_differ(f"online {kind} lookup of user {key} at {at.isoformat()}: got {got}, DuckDB over the "
                          f"Parquet file says {want}")
         checked += 1
 
@@ -640,8 +622,7 @@ def run_lookups(setup: OnlineSetup, keys: list[int], log: Callable[[str], None])
         gc.freeze()  # the SDK's heap out of the collector's reach: a full collection would stall one call at random
         try:
             for number, key in enumerate(timed):
-                order = list(ONLINE_FEATURES) if number % 2 == 0 else list(ONLINE_FEATURES)[::-1]
-                for kind in order:
+                for kind in rotated(list(ONLINE_FEATURES), number):
                     features = ONLINE_FEATURES[kind]
                     started = time.perf_counter_ns()
                     frames[kind] = store.online({"user_id": [key]}, features, at=at)
@@ -694,8 +675,7 @@ def run_http(setup: OnlineSetup, keys: list[int], log: Callable[[str], None]) ->
             gc.freeze()
             try:
                 for number, payload in enumerate(payloads):
-                    order = list(ONLINE_FEATURES) if number % 2 == 0 else list(ONLINE_FEATURES)[::-1]
-                    for kind in order:
+                    for kind in rotated(list(ONLINE_FEATURES), number):
                         started = time.perf_counter_ns()
                         _post(client, url, payload[kind])
                         ns[kind].append((time.perf_counter_ns() - started) / 1000)
@@ -732,7 +712,7 @@ def _check_http(client: Any, url: str, store: Any, keys: list[int], body: Callab
                 if served == tuple(local):
                     break
                 if attempt:
-                    raise differ(f"HTTP {kind} lookup of user {key}: served {served}, in process {tuple(local)}")
+                    raise results_differ(f"HTTP {kind} lookup of user {key}: served {served}, in process {tuple(local)}")
             compared += 1
     return compared
 
@@ -740,46 +720,35 @@ def _check_http(client: Any, url: str, store: Any, keys: list[int], body: Callab
 # --------------------------------------------------------------------------- reporting
 
 
-def _mark(verdict: str | None, target: str) -> str:
-    colour = {"PASS": "green", "FAIL": "red"}.get(verdict or "")
-    return f"{target} [{colour}]{verdict}[/{colour}]" if colour else ""
-
-
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     online = report.get("online")
     note = f", PostgreSQL {online['postgres_server_version']}" if online else ""
     console = header(report, "Window aggregate benchmark", 130, versions_note=note)
     for shape in report["offline"]:
         hot = f", {shape['hot_share']:.0%} on user 1" if shape["hot_share"] else ""
-        table = Table(title=f"Offline ({shape['shape']}): {shape['events']:,} events x {shape['spine']:,} spine rows, "
-                            f"{shape['users']:,} users{hot}; windows {', '.join(shape['windows'])} x "
-                            f"{len(shape['aggregates'])} aggregates; medians of {report['repeat']} "
-                            f"round{'s' if report['repeat'] > 1 else ''}")
-        for column in ("contender", "time (s)", "min-max", "x floor", "target"):
-            table.add_column(column, justify="left" if column in ("contender", "target") else "right")
+        rows = table(f"Offline ({shape['shape']}): {shape['events']:,} events x {shape['spine']:,} spine rows, "
+                     f"{shape['users']:,} users{hot}; windows {', '.join(shape['windows'])} x "
+                     f"{len(shape['aggregates'])} aggregates; medians of {report['repeat']} "
+                     f"round{'s' if report['repeat'] > 1 else ''}",
+                     ("contender", "time (s)", "min-max", "x floor", "target"), left=("contender", "target"))
         med, seconds, floor = shape["median_seconds"], shape["seconds"], shape["median_seconds"][shape["floor"]]
 
-        def spread(values: list[float]) -> str:
-            return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "-"
-
         plans = ", ".join(f"{w} {p}" for w, p in shape["ours_plans"].items())
-        table.add_row(f"ours: store.training_frame (plans: {plans})", f"{med['ours']:.2f}", spread(seconds["ours"]),
-                      f"{shape['ratio']:.2f}", _mark(shape["target"], f"<={OFFLINE_TARGET}x"))
+        rows.add_row(f"ours: store.training_frame (plans: {plans})", f"{med['ours']:.2f}", spread(seconds["ours"]),
+                      f"{shape['ratio']:.2f}", mark(shape["target"], f"<={OFFLINE_TARGET}x"))
         for kind in FLOORS:
             label = FLOOR_LABELS[kind] + (" (the floor)" if kind == shape["floor"] else "")
             if kind in shape["skipped"]:
-                table.add_row(label, "skipped", "", "", shape["skipped"][kind])
+                rows.add_row(label, "skipped", "", "", shape["skipped"][kind])
             else:
-                table.add_row(label, f"{med[kind]:.2f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "")
+                rows.add_row(label, f"{med[kind]:.2f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "")
         for plan, value in shape["forced_plan_seconds"].items():
             label = f"(info) ours, plan={plan} forced, 1 run"
             if value is None:
-                table.add_row(label, "skipped", "", "", "as the join floor")
+                rows.add_row(label, "skipped", "", "", "as the join floor")
             else:
-                table.add_row(label, f"{value:.2f}", "-", f"{value / floor:.2f}", "")
-        console.print(table)
+                rows.add_row(label, f"{value:.2f}", "-", f"{value / floor:.2f}", "")
+        console.print(rows)
         longest = max(shape["windows"], key=WINDOWS.get)
         skipped = " (above --join-floor-cap: the range join was not run)" if shape["skipped"] else ""
         console.print(f"  estimated range-join pairs (spine row, event) within {longest}: "
@@ -787,11 +756,10 @@ def print_report(report: dict[str, Any]) -> None:
         for check in shape["checks"]:
             console.print(f"  check: {check}")
     if online:
-        table = Table(title=f"Online: 1 user x 3 features per lookup (window view: "
-                            f"{', '.join(ONLINE_FEATURES['window'])}; snapshot view: "
-                            f"{', '.join(ONLINE_FEATURES['snapshot'])})")
-        for column in ("measure", "window view", "snapshot view", "ratio", "target"):
-            table.add_column(column, justify="left" if column in ("measure", "target") else "right")
+        rows = table(f"Online: 1 user x 3 features per lookup (window view: "
+                     f"{', '.join(ONLINE_FEATURES['window'])}; snapshot view: "
+                     f"{', '.join(ONLINE_FEATURES['snapshot'])})",
+                     ("measure", "window view", "snapshot view", "ratio", "target"), left=("measure", "target"))
         for part in ("in_process", "http"):
             result = online.get(part)
             if not result:
@@ -801,10 +769,10 @@ def print_report(report: dict[str, Any]) -> None:
                 f"POST /v1/features, 1 in flight, {result['calls']:,} requests"
             for p in ("p50", "p99"):
                 fmt = "{:,.0f}" if unit == "µs" else "{:.2f}"
-                table.add_row(f"{label}: {p} ({unit})", fmt.format(result["window_us"][p] / scale),
+                rows.add_row(f"{label}: {p} ({unit})", fmt.format(result["window_us"][p] / scale),
                               fmt.format(result["snapshot_us"][p] / scale), f"{result['ratio'][p]:.2f}x",
-                              _mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
-        console.print(table)
+                              mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
+        console.print(rows)
         runs = ", ".join(f"{r['view']} {r['mode']} {r['rows_written']:,} rows {r['seconds']:.1f}s"
                          for r in online["materialize_runs"])
         console.print(f"  materialize(until=T={online['until']}): {online['materialize_seconds']:.1f}s ({runs}); the "
@@ -876,13 +844,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     if os.environ.get("FEATURESTORE_POSTGRES_URL") and not args.no_online:
         log("FEATURESTORE_POSTGRES_URL is set: the views are materialized into schema featurestore_online there")
     found_versions = versions("polars", "psycopg", "httpx", "uvicorn", "fastapi")
@@ -897,7 +859,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"offline, {shape.name}: {shape.describe()}")
         offline.append(run_offline(shape, args.repeat, int(args.join_floor_cap), not args.no_forced_plans, log))
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "repeat": args.repeat,
         "targets": {"offline": f"ours <= {OFFLINE_TARGET}x the faster hand-written DuckDB query",
                     "online": f"window view p99 <= {ONLINE_TARGET}x the snapshot view's p99 (in process and HTTP)"},
@@ -919,10 +881,7 @@ def main(argv: list[str] | None = None) -> None:
         report["online"] = online
     if warning := changed_during_run(found_versions):
         report["warning"] = warning
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
 
 
 if __name__ == "__main__":
