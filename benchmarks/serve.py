@@ -37,15 +37,17 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import changed_during_run, header, machine, versions  # noqa: E402
+from harness import (  # noqa: E402
+    changed_during_run, command, emit, header, machine, percentiles, progress, rotated, table, timed, verdict, versions)
 from services import (  # noqa: E402
     HEADERS, TICKS_PER_SECOND, Service, free_port, launch, processes, release_handles, server_url, stop, tree, wait_ready)
 from snapshot_data import Case, ensure_data, last_event, make_case  # noqa: E402
@@ -386,8 +388,7 @@ async def drive(url: str, requests: list[bytes], concurrency: int, warmup: float
     seconds = after.at - before.at
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {"requests": len(latencies), "seconds": seconds, "rps": len(latencies) / seconds,
-            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+            **{f"{name}_ms": value for name, value in percentiles(ms, (50, 90, 99)).items()},
             "errors": sum(errors.values()), "errors_during_warmup": warmup_errors, "error_kinds": errors,
             "_cpu": (before, after)}
 
@@ -418,10 +419,9 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
     (folder / "floor_app.py").write_text(FLOOR_APP)
     until = last_event(case) + timedelta(seconds=1)
     store = FeatureStore(project)
-    started = time.perf_counter()
-    runs = store.materialize(until=until)
+    seconds, runs = timed(lambda: store.materialize(until=until))
     log("materialized: " + ", ".join(f"{r.view} {r.mode} ({r.written:,} rows written)" for r in runs)
-        + f" in {time.perf_counter() - started:.1f}s")
+        + f" in {seconds:.1f}s")
     url = server_url(store)
     version = store.views["snap"].version
     table = f'featurestore_online."snap__{version}"'
@@ -481,7 +481,7 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
             for size in SIZES:
                 for concurrency in args.concurrency:
                     cell: dict[str, Any] = {"workers": workers, "entities": size, "concurrency": concurrency}
-                    order = CONTENDERS if cell_number % 2 == 0 else CONTENDERS[::-1]
+                    order = rotated(CONTENDERS, cell_number)
                     cell_number += 1
                     for name in order:
                         measured = asyncio.run(drive(services[name].url, load[size], concurrency, args.warmup,
@@ -545,10 +545,10 @@ def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
              "verdict": "PASS" if one["rps_ratio"] >= RPS_TARGET else "FAIL"},
             {"target": f"1 entity x{TARGET_CELL}: ours p99 <= {P99_TARGET_1}x the floor's",
              "ours": one["ours"]["p99_ms"], "floor": one["floor"]["p99_ms"], "ratio": one["p99_ratio"], "unit": "ms",
-             "verdict": "PASS" if one["p99_ratio"] <= P99_TARGET_1 else "FAIL"},
+             "verdict": verdict(one["p99_ratio"], P99_TARGET_1)},
             {"target": f"100 entities x{TARGET_CELL}: ours p99 <= {P99_TARGET_100}x the floor's",
              "ours": hundred["ours"]["p99_ms"], "floor": hundred["floor"]["p99_ms"], "ratio": hundred["p99_ratio"],
-             "unit": "ms", "verdict": "PASS" if hundred["p99_ratio"] <= P99_TARGET_100 else "FAIL"},
+             "unit": "ms", "verdict": verdict(hundred["p99_ratio"], P99_TARGET_100)},
         ]
     chosen = max(workers, key=lambda w: cell(w, 1)["ours"]["rps"])
     return {"chosen_workers": chosen,
@@ -561,19 +561,16 @@ def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     s = report["result"]
     console = header(report, "HTTP lookup service benchmark", 150,
-                            machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
-                            versions_note=f", PostgreSQL {s['postgres_server_version']}")
+                     machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
+                     versions_note=f", PostgreSQL {s['postgres_server_version']}")
     settings = report["settings"]
-    table = Table(title=f"{report['rows']:,} events, {s['users']:,} users, {FEATURES} features; loopback, "
-                        f"{settings['warmup']:g}s warm-up + {settings['duration']:g}s per cell and contender; "
-                        "latency in ms as the load generator sees it")
-    for column in ("workers", "entities", "in flight", "ours req/s", "floor req/s", "ratio", "ours p50", "floor p50",
-                   "ours p99", "floor p99", "p99 ratio", "errors ours/floor"):
-        table.add_column(column, justify="right")
+    cells = table(f"{report['rows']:,} events, {s['users']:,} users, {FEATURES} features; loopback, "
+                  f"{settings['warmup']:g}s warm-up + {settings['duration']:g}s per cell and contender; "
+                  "latency in ms as the load generator sees it",
+                  ("workers", "entities", "in flight", "ours req/s", "floor req/s", "ratio", "ours p50", "floor p50",
+                   "ours p99", "floor p99", "p99 ratio", "errors ours/floor"), left=())
     targeted = {(report["judgement"]["chosen_workers"], 1, TARGET_CELL), (report["judgement"]["chosen_workers"], 100,
                                                                            TARGET_CELL)}
     for c in s["cells"]:
@@ -582,15 +579,14 @@ def print_report(report: dict[str, Any]) -> None:
         if o["errors"] or f["errors"]:
             errors = f"[bold red]{errors}[/bold red]"
         mark = " *" if (c["workers"], c["entities"], c["concurrency"]) in targeted else ""
-        table.add_row(str(c["workers"]), str(c["entities"]), f"{c['concurrency']}{mark}", f"{o['rps']:,.0f}",
+        cells.add_row(str(c["workers"]), str(c["entities"]), f"{c['concurrency']}{mark}", f"{o['rps']:,.0f}",
                       f"{f['rps']:,.0f}", f"{c['rps_ratio']:.2f}x", f"{o['p50_ms']:.2f}", f"{f['p50_ms']:.2f}",
                       f"{o['p99_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{c['p99_ratio']:.2f}x", errors)
-    console.print(table)
+    console.print(cells)
 
-    cpu = Table(title="CPU per request (µs; this load generator shares the machine) and machine busy share")
-    for column in ("workers", "entities", "in flight", "service ours", "service floor", "PostgreSQL ours",
-                   "PostgreSQL floor", "client ours", "client floor", "busy ours", "busy floor"):
-        cpu.add_column(column, justify="right")
+    cpu = table("CPU per request (µs; this load generator shares the machine) and machine busy share",
+                ("workers", "entities", "in flight", "service ours", "service floor", "PostgreSQL ours",
+                 "PostgreSQL floor", "client ours", "client floor", "busy ours", "busy floor"), left=())
 
     def us(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f}"
@@ -603,18 +599,17 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(cpu)
 
     judgement = report["judgement"]
-    targets = Table(title=f"Targets (ours with {judgement['chosen_workers']} worker"
-                          f"{'s' if judgement['chosen_workers'] > 1 else ''}: {judgement['why']})")
-    for column in ("target", "workers", "ours", "floor", "ratio", "verdict"):
-        targets.add_column(column, justify="left" if column == "target" else "right")
+    targets = table(f"Targets (ours with {judgement['chosen_workers']} worker"
+                    f"{'s' if judgement['chosen_workers'] > 1 else ''}: {judgement['why']})",
+                    ("target", "workers", "ours", "floor", "ratio", "verdict"), left=("target",))
     for workers, rows in judgement["by_workers"].items():
         chosen = int(workers) == judgement["chosen_workers"]
         for t in rows:
             colour = "green" if t["verdict"] == "PASS" else "red"
-            verdict = f"[{colour}]{t['verdict']}[/{colour}]" if chosen else f"({t['verdict']})"
+            shown = f"[{colour}]{t['verdict']}[/{colour}]" if chosen else f"({t['verdict']})"
             fmt = "{:,.0f}" if t["unit"] == "req/s" else "{:.2f} ms"
             targets.add_row(t["target"], workers + ("" if chosen else " (info)"), fmt.format(t["ours"]),
-                            fmt.format(t["floor"]), f"{t['ratio']:.2f}x", verdict)
+                            fmt.format(t["floor"]), f"{t['ratio']:.2f}x", shown)
     console.print(targets)
     pools = s["pool_size"]
     console.print(f"  ours = `featurestore serve --workers N` (POST /v1/features, FastAPI, SDK lookup pool of "
@@ -694,13 +689,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log("FEATURESTORE_POSTGRES_URL is set: the view is materialized into schema featurestore_online of that "
             "database; PostgreSQL's CPU is not measured")
@@ -713,7 +702,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(case, workdir, args, log)
     errors = sum(c[name]["errors"] for c in result["cells"] for name in CONTENDERS)
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "rows": args.rows,
         "settings": {"duration": args.duration, "warmup": args.warmup, "workers": args.workers, "client": args.client,
                      "concurrency": args.concurrency, "entities": list(SIZES), "features": FEATURES},
@@ -721,10 +710,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     if warning := changed_during_run(found_versions):
         report["warning"] = warning
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
     if errors:
         sys.exit(1)
 
