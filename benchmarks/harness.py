@@ -2,26 +2,21 @@
 
 Plain functions; each script keeps its own data, contenders, result checks and targets. A script:
 
-    log = progress()                         # progress to stderr; the report goes to stdout
-    found = versions("psycopg")              # at the start: the code the timings use
+    log, found = progress(), versions("psycopg")   # progress to stderr; the code the timings use
     times: dict[str, list[float]] = {}
     for number, order in interleaved(["ours", "floor"], repeat):   # the order rotates each round
         for name in order:
             seconds, answer = timed(lambda: run(name), collect=True)
-            check(answer)                    # results are compared before any time counts
+            check(answer)                           # results are compared before any time counts
             times.setdefault(name, []).append(seconds)
     ratio = median(times["ours"]) / median(times[fastest(times, ["floor"])])
-    report = {"command": command(), "machine": machine(), "versions": found, "seconds": times,
-              "verdict": verdict(ratio, 1.2)}
+    report = {"command": command(), "machine": machine(), "versions": found, "verdict": verdict(ratio, 1.2)}
     if warning := changed_during_run(found):
         report["warning"] = warning
-    emit(report, args.format, print_report)  # JSON, or the script's printer, which starts with
+    emit(report, args.format, print_report)         # JSON, or the script's printer, which starts with
     console = header(report, "My benchmark", 120)   # title, command, machine, versions, warning
-    rows = table("ours against the floor", ["contender", "time (s)", "min-max", "target"], left=("contender", "target"))
-    rows.add_row("ours", ..., spread(report["seconds"]["ours"]), mark(report["verdict"], "<=1.2x"))
-
-Peak memory: a child process does one contender's work and prints `{"peak_kib": peak_kib(), ...}` as its
-last line; the parent runs it with `child_report([sys.executable, script, ...], name)`.
+    rows = table("ours against the floor", ["contender", "min-max", "target"], left=("contender", "target"))
+    rows.add_row("ours", spread(times["ours"]), mark(report["verdict"], "<=1.2x"))
 """
 
 from __future__ import annotations
@@ -44,7 +39,31 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 T = TypeVar("T")
-CORE_PACKAGES = ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot")
+
+
+# --------------------------------------------------------------------------- the contenders' inputs
+
+
+def sql_literal(path: Path) -> str:
+    """A path as an SQL string literal: sql_literal(Path("it's.parquet")) == "'it''s.parquet'"."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def duck() -> Any:
+    """A fresh in-memory DuckDB connection in UTC, with DuckDB's default threads and memory limit."""
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
+
+
+def page_in(*paths: Path) -> None:
+    """Read files through once: the OS file cache holds them before any timer (else the first contender pays)."""
+    for path in paths:
+        with open(path, "rb") as data:
+            while data.read(1 << 24):
+                pass
 
 
 # --------------------------------------------------------------------------- timing
@@ -60,10 +79,7 @@ def timed(work: Callable[[], T], *, collect: bool = False) -> tuple[float, T]:
 
 
 def rotated(items: Sequence[T], number: int) -> list[T]:
-    """`items` rotated left by `number` places: round `number`'s order, so that no contender always goes first.
-
-        rotated(["ours", "asof", "rank"], 1) == ["asof", "rank", "ours"]
-    """
+    """Round `number`'s order, so that no contender always goes first: rotated(["a", "b", "c"], 1) == ["b", "c", "a"]."""
     shift = number % len(items)
     return [*items[shift:], *items[:shift]]
 
@@ -74,7 +90,7 @@ def interleaved(contenders: Sequence[T], repeat: int) -> Iterator[tuple[int, lis
 
 
 def median(values: Sequence[float]) -> float | None:
-    """The median, or None without values."""
+    """The median; None without values."""
     return statistics.median(values) if values else None
 
 
@@ -95,9 +111,7 @@ def spread(values: Sequence[float], digits: int = 2) -> str:
 
 def verdict(ratio: float | None, target: float, *, strict: bool = False) -> str | None:
     """"PASS" when `ratio` <= `target` (< when `strict`), else "FAIL"; None without a ratio."""
-    if ratio is None:
-        return None
-    return "PASS" if (ratio < target if strict else ratio <= target) else "FAIL"
+    return None if ratio is None else "PASS" if (ratio < target if strict else ratio <= target) else "FAIL"
 
 
 def percentiles(values: Sequence[float], points: Sequence[int] = (50, 99)) -> dict[str, float]:
@@ -121,13 +135,10 @@ def results_differ(message: str) -> SystemExit:
 def status_kib(field: str) -> int | None:
     """A KiB field of /proc/self/status ("VmRSS": now, "VmHWM": the peak), or None."""
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+        lines = Path("/proc/self/status").read_text().splitlines()
     except OSError:
-        pass
-    return None
+        return None
+    return next((int(line.split()[1]) for line in lines if line.startswith(field + ":")), None)
 
 
 def peak_kib() -> int:
@@ -152,7 +163,8 @@ def reset_peak() -> bool:
 
 
 def child_report(command: list[str], name: str) -> dict[str, Any]:
-    """Run a child process that does one contender's work; returns the JSON object of its last line of output."""
+    """Run a child process that does one contender's work and prints `{"peak_kib": peak_kib(), ...}` as its last
+    line of output; returns that JSON object."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"memory child '{name}' failed (exit {done.returncode}):\n{done.stderr}")
@@ -169,19 +181,16 @@ def command() -> str:
 
 def machine() -> dict[str, Any]:
     """Cores (and those usable here), RAM, CPU model, platform, Python, and the 1-minute load now."""
-    ram = None
     try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        ram: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        pass
-    cpu = platform.processor() or platform.machine()
+        ram = None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        cpuinfo = []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor() or platform.machine())
     try:
         load: float | None = os.getloadavg()[0]
     except OSError:
@@ -192,13 +201,12 @@ def machine() -> dict[str, Any]:
 
 
 def versions(*extra: str) -> dict[str, Any]:
-    """The versions of featurestore's core packages (None when missing) and of the `extra` packages a benchmark
-    also uses (left out when missing); featurestore's path, a digest of its sources, and its git commit
-    (with "(with local edits)" when its package has uncommitted changes)."""
+    """Versions of the core packages (None when missing) and of `extra` ones (left out when missing); featurestore's
+    path, a digest of its sources, and its git commit ("(with local edits)" when its package has some)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, Any] = {}
-    for name in (*CORE_PACKAGES, *extra):
+    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot", *extra):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -227,8 +235,8 @@ def versions(*extra: str) -> dict[str, Any]:
 
 
 def changed_during_run(found: dict[str, Any]) -> str | None:
-    """A warning when featurestore's sources differ now from when `found = versions()` was taken (the SDK is
-    often installed editable, and edited while a benchmark runs); None when unchanged."""
+    """A warning when featurestore's sources changed since `found = versions()` (an editable install being edited
+    during the run); None when unchanged."""
     now = versions()
     if now.get("featurestore_files") == found.get("featurestore_files"):
         return None
@@ -257,10 +265,7 @@ def console(width: int) -> Console:
 
 
 def header(report: dict[str, Any], title: str, width: int, machine_note: str = "", versions_note: str = "") -> Console:
-    """Print the report's title and command, its machine and versions (and warning, if any); returns the console.
-
-    `report` holds "command", "machine" (from `machine()`), "versions" (from `versions()`), maybe "warning".
-    """
+    """Print the title and the report's "command", "machine", "versions" and "warning"; returns the console."""
     out = console(width)
     m, v = report["machine"], report["versions"]
     load = f", load {m['load_1min_at_start']:.2f} at start" if m.get("load_1min_at_start") is not None else ""

@@ -47,8 +47,8 @@ if (_CHECKOUT / "featurestore" / "__init__.py").is_file() and str(_CHECKOUT) not
     sys.path.insert(0, str(_CHECKOUT))
 
 from harness import (  # noqa: E402
-    changed_during_run, command, emit, fastest, header, machine, mark, median, progress, rotated, spread, table, timed,
-    verdict, versions)
+    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, page_in, progress,
+    spread, sql_literal, table, timed, verdict, versions)
 
 GENERATOR_VERSION = 1   # bump when the generated data change, so files on disk are rebuilt
 SEED = 20241017         # salts every hash the generator draws from: the same bytes on every machine
@@ -108,19 +108,6 @@ class Case:
 
     def variant_project(self, variant: str) -> Path:
         return self.project if variant == "default" else self.folder / f"project_cache_{variant}"
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def duck() -> Any:
-    """A fresh DuckDB connection in UTC, with DuckDB's default threads and memory limit."""
-    import duckdb
-
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
 
 
 def ensure_data(case: Case, log: Callable[[str], None]) -> float:
@@ -212,10 +199,10 @@ SELECT raw.i, o.operator::INTEGER AS operator,
 FROM raw ASOF JOIN operators AS o ON raw.pick >= o.lo"""
     write_readings = f"""
 COPY (SELECT site, make_timestamp(us)::TIMESTAMPTZ AS ts, temperature, humidity, status FROM readings ORDER BY us, site)
-TO {_literal(case.readings_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.readings_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     write_events = f"""
 COPY (SELECT operator, site, make_timestamp(us)::TIMESTAMPTZ AS ts, duration, outcome FROM events ORDER BY i)
-TO {_literal(case.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     spine = f"""
 COPY (
     WITH raw AS (
@@ -246,7 +233,7 @@ COPY (
            (h(j, 27) % 2)::BIGINT AS label
     FROM picked
     ORDER BY h(j, 28))
-TO {_literal(case.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     return [*macros, operators, readings, gaps, events, write_readings, write_events, spine]
 
 
@@ -273,7 +260,7 @@ def write_project(project: Path, cache: str | None, readings: str, events: str) 
 
 def describe_data(case: Case) -> dict[str, Any]:
     """What the generated files hold (rows, keys, the heaviest operators, spine edge rows), for the report."""
-    r, e, s = (_literal(p) for p in (case.readings_path, case.events_path, case.spine_path))
+    r, e, s = (sql_literal(p) for p in (case.readings_path, case.events_path, case.spine_path))
     with duck() as connection:
         readings, sites = connection.execute(f"SELECT count(*), count(DISTINCT site) FROM read_parquet({r})").fetchone()
         per_operator = connection.execute(
@@ -315,7 +302,7 @@ def floor_sql(case: Case, kind: str) -> str:
     It may assume what the data guarantee: no NULL keys or times, unique (site, ts) readings, no invalid
     periods, microsecond UTC times.
     """
-    spine, readings, events = (_literal(p) for p in (case.spine_path, case.readings_path, case.events_path))
+    spine, readings, events = (sql_literal(p) for p in (case.spine_path, case.readings_path, case.events_path))
     if kind == "asof":
         # A reading is known at ts + 10m (equality counts); beyond the TTL (t - ts > 3h) its features are NULL.
         beyond = f"s.ts - r.ts > {_interval(TTL_US)}"
@@ -539,12 +526,9 @@ def warm_process(case: Case, log: Callable[[str], None]) -> None:
 
     import featurestore.frames  # noqa: F401
 
-    for path in (case.readings_path, case.events_path, case.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(case.readings_path, case.events_path, case.spine_path)
     with duck() as connection:
-        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({_literal(case.events_path)})")
+        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({sql_literal(case.events_path)})")
     clear_state(case.project)
     store = open_store(case.project)
     head = pq.read_table(case.spine_path).slice(0, 1000)
@@ -594,8 +578,8 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
         log(f"{view}: range-join floor {result.skipped['join']}")
     # The reference: the first floor, untimed; the other floors are checked against it in every round.
     checker.reference[view] = run_floor(case, floors[0])
-    for number in range(repeat):
-        for name in rotated(["cold", *floors, *(f"b2b:{v}" for v in variants)], number):
+    for number, order in interleaved(["cold", *floors, *(f"b2b:{v}" for v in variants)], repeat):
+        for name in order:
             if name == "cold":
                 clear_state(case.project)   # untimed
                 started = time.perf_counter()

@@ -46,8 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
-    changed_during_run, command, emit, header, machine, mark, medians, percentiles, progress, results_differ, rotated,
-    spread, table, timed, verdict, versions)
+    changed_during_run, command, duck, emit, header, machine, mark, medians, page_in, percentiles, progress,
+    results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
 from services import server_url  # noqa: E402
 from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
 
@@ -65,10 +65,6 @@ FLOOR_TABLE = "snap_latest"
 
 
 # --------------------------------------------------------------------------- projects
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _toml_string(value: str) -> str:
@@ -173,15 +169,13 @@ def floor_materialize(case: Case, url: str, csv_path: Path) -> int:
     It may assume what the data guarantees: every event is known by the run's instant (so no time
     filter), unique (user_id, ts), microsecond UTC times.
     """
-    import duckdb
     import psycopg
 
     features = ", ".join(f"f{i}" for i in range(FEATURES))
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        duck.execute(f"COPY (SELECT user_id, ts, {features} FROM read_parquet({_literal(case.events)}) "
-                     "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
-                     f"TO {_literal(csv_path)} (FORMAT csv, HEADER false)")
+    with duck() as connection:
+        connection.execute(f"COPY (SELECT user_id, ts, {features} FROM read_parquet({sql_literal(case.events)}) "
+                           "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
+                           f"TO {sql_literal(csv_path)} (FORMAT csv, HEADER false)")
     columns = ", ".join(f"f{i} double precision" for i in range(FEATURES))
     table = f"{FLOOR_SCHEMA}.{FLOOR_TABLE}"
     with psycopg.connect(url) as connection, connection.transaction():
@@ -211,15 +205,13 @@ def floor_incremental(url: str, table: str, new_file: Path, csv_path: Path) -> i
     It may assume what the data guarantees: only the new file holds rows the table lacks, every
     one known by the run's instant, unique (user_id, ts).
     """
-    import duckdb
     import psycopg
 
     features = [f"f{i}" for i in range(FEATURES)]
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        duck.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} FROM read_parquet({_literal(new_file)}) "
-                     "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
-                     f"TO {_literal(csv_path)} (FORMAT csv, HEADER false)")
+    with duck() as connection:
+        connection.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} FROM read_parquet({sql_literal(new_file)}) "
+                           "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
+                           f"TO {sql_literal(csv_path)} (FORMAT csv, HEADER false)")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ["__fs_ts", *features])
     with psycopg.connect(url) as connection, connection.transaction():
         cursor = connection.cursor()
@@ -243,16 +235,14 @@ def check_against_source(case: Case, url: str, table: str, until: datetime) -> l
 
     Times are compared as epoch microseconds (exact on both sides; DuckDB's Python times need pytz).
     """
-    import duckdb
     import psycopg
 
     features = ", ".join(f"f{i}" for i in range(FEATURES))
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        expected = duck.execute(f"SELECT user_id, epoch_us(ts), {features} FROM read_parquet({_literal(case.events)}) "
-                                f"WHERE ts <= '{until.isoformat()}'::TIMESTAMPTZ "
-                                "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1 "
-                                "ORDER BY user_id").fetchall()
+    with duck() as connection:
+        expected = connection.execute(
+            f"SELECT user_id, epoch_us(ts), {features} FROM read_parquet({sql_literal(case.events)}) "
+            f"WHERE ts <= '{until.isoformat()}'::TIMESTAMPTZ "
+            "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1 ORDER BY user_id").fetchall()
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SET TIME ZONE 'UTC'")
         got = connection.execute(f"SELECT user_id, (extract(epoch FROM __fs_ts) * 1000000)::bigint, {features} "
@@ -375,9 +365,7 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
 
     with psycopg.connect(url) as connection:
         result.server_version = connection.execute("SHOW server_version").fetchone()[0]
-    with open(case.events, "rb") as data:
-        while data.read(1 << 24):
-            pass
+    page_in(case.events)
     log("warm-up: one untimed run of each contender")
     drop_online(url)
     reset_floor(url)

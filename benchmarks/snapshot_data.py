@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import duck, sql_literal
+
 SEED = 20240601
 GENERATOR_VERSION = 5  # bump when the generated data changes, so cached files are rebuilt
 TTL_DAYS = 7
@@ -151,10 +153,6 @@ def _write_spine(case: Case, users: int, ev_user: np.ndarray, ev_ts: np.ndarray)
 
 def last_event(case: Case) -> datetime:
     """The time of the case's latest event."""
-    import duckdb
-
-    path = "'" + str(case.events).replace("'", "''") + "'"
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        micros = connection.execute(f"SELECT epoch_us(max(ts)) FROM read_parquet({path})").fetchone()[0]
+    with duck() as connection:
+        micros = connection.execute(f"SELECT epoch_us(max(ts)) FROM read_parquet({sql_literal(case.events)})").fetchone()[0]
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from harness import (changed_during_run, child_report, command, emit, fastest, header, machine, mark, median,
-                     peak_kib, progress, reset_peak, results_differ, spread, status_kib, table, timed, verdict,
-                     versions)
+from harness import (changed_during_run, child_report, command, duck, emit, fastest, header, machine, mark, median,
+                     page_in, peak_kib, progress, reset_peak, results_differ, spread, sql_literal, status_kib, table,
+                     timed, verdict, versions)
 from snapshot_data import TTL_DAYS, Case, ensure_data, make_case
 
 COLD_TIME_TARGET = 1.2   # ours / floor, cold cache
@@ -51,13 +51,9 @@ TIMED = ("cold", "warm", "asof", "rank")
 # --------------------------------------------------------------------------- contenders
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def floor_sql(case: Case, kind: str) -> str:
     """The hand-written floor queries: spine columns then features, in spine (file row) order."""
-    spine, events = _literal(case.spine_path), _literal(case.events)
+    spine, events = sql_literal(case.spine_path), sql_literal(case.events)
     if kind == "asof":
         features = ",\n       ".join(f"CASE WHEN s.ts - e.ts > INTERVAL {TTL_DAYS} DAY THEN NULL ELSE e.{f} END AS {f}"
                                       for f in case.feature_names)
@@ -81,14 +77,8 @@ ORDER BY s.file_row_number"""
 
 
 def run_floor(case: Case, kind: str) -> pa.Table:
-    import duckdb
-
-    connection = duckdb.connect()
-    try:
-        connection.execute("SET TimeZone = 'UTC'")
+    with duck() as connection:
         return connection.sql(floor_sql(case, kind)).to_arrow_table()
-    finally:
-        connection.close()
 
 
 def clear_state(case: Case) -> None:
@@ -257,10 +247,7 @@ def warm_process(case: Case) -> None:
 
     with duckdb.connect() as connection:
         connection.sql("SELECT 1").fetchall()
-    for path in (case.events, case.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(case.events, case.spine_path)
     run_floor(case, "asof")
 
 

@@ -55,8 +55,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
-    changed_during_run, command, emit, fastest, header, machine, mark, median, medians, percentiles, progress,
-    results_differ, rotated, spread, table, timed, verdict, versions)
+    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, medians, page_in,
+    percentiles, progress, results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
 from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
@@ -126,19 +126,6 @@ def make_shape(workdir: Path, name: str, events: int, spine: int, users: int, ho
     return Shape(name, events, spine, users, hot_share, windows, folder)
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def duck() -> Any:
-    """A fresh DuckDB connection in UTC, with the defaults (threads, memory) DuckDB picks."""
-    import duckdb
-
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
-
-
 def ensure_data(shape: Shape, log: Callable[[str], None]) -> float:
     """Generate the shape's files unless an identical generation is on disk; returns the seconds spent."""
     meta = {"generator": GENERATOR_VERSION, "seed": SEED, "events": shape.events, "spine": shape.spine,
@@ -195,7 +182,7 @@ SELECT raw.i, CASE WHEN raw.hot < {hot} THEN 1 ELSE u.user_id END AS user_id, ra
 FROM raw ASOF JOIN users AS u ON raw.pick >= u.lo"""
     write_events = f"""
 COPY (SELECT user_id, make_timestamp(us)::TIMESTAMPTZ AS ts, amount, merchant_id FROM events ORDER BY i)
-TO {_literal(shape.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(shape.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     spine = f"""
 COPY (
     WITH raw AS (
@@ -217,7 +204,7 @@ COPY (
            (h26 % 2)::BIGINT AS label
     FROM drawn JOIN events AS ev ON ev.i = drawn.e
     ORDER BY h(j, 27))
-TO {_literal(shape.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(shape.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     return [draw, u01, normal, weights, events, write_events, spine]
 
 
@@ -254,7 +241,7 @@ def floor_sql(shape: Shape, kind: str) -> str:
     The floor may assume what the data guarantees: no NULL keys or times (so no NULL rows), no lag,
     no invalid periods, `amount` never NULL (so count(*) is a count of the joined rows).
     """
-    spine, events = _literal(shape.spine_path), _literal(shape.events_path)
+    spine, events = sql_literal(shape.spine_path), sql_literal(shape.events_path)
     longest = max(shape.windows, key=WINDOWS.__getitem__)
     if kind == "join":
         aggregates = []
@@ -315,8 +302,8 @@ def join_pairs(shape: Shape) -> int:
     with duck() as connection:
         return int(connection.execute(f"""
 WITH e AS (SELECT user_id, count(*) AS n, epoch_us(max(ts)) - epoch_us(min(ts)) AS span
-           FROM read_parquet({_literal(shape.events_path)}) GROUP BY user_id),
-     s AS (SELECT user_id, count(*) AS n FROM read_parquet({_literal(shape.spine_path)}) GROUP BY user_id)
+           FROM read_parquet({sql_literal(shape.events_path)}) GROUP BY user_id),
+     s AS (SELECT user_id, count(*) AS n FROM read_parquet({sql_literal(shape.spine_path)}) GROUP BY user_id)
 SELECT coalesce(sum(s.n * e.n * least(1, {longest} / greatest(e.span, 1))), 0)
 FROM e JOIN s USING (user_id)""").fetchone()[0])
 
@@ -425,12 +412,9 @@ def warm(shape: Shape, store: Any) -> None:
     dialects, pyarrow's Parquet reader)."""
     import pyarrow.parquet as pq
 
-    for path in (shape.events_path, shape.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(shape.events_path, shape.spine_path)
     with duck() as connection:
-        connection.execute(f"SELECT count(*), sum(amount), max(ts) FROM read_parquet({_literal(shape.events_path)})")
+        connection.execute(f"SELECT count(*), sum(amount), max(ts) FROM read_parquet({sql_literal(shape.events_path)})")
     store.training_frame(pq.read_table(shape.spine_path).slice(0, 1000), ["activity.*"], timestamp="ts")
 
 
@@ -447,9 +431,9 @@ def run_offline(shape: Shape, repeat: int, cap: int, forced: bool, log: Callable
         result.skipped["join"] = f"~{result.pairs:,} pairs > --join-floor-cap {cap:,}"
         contenders.remove("join")
     result.times = {name: [] for name in contenders}
-    for number in range(repeat):
+    for number, order in interleaved(contenders, repeat):
         tables: dict[str, pa.Table] = {}
-        for name in rotated(contenders, number):
+        for name in order:
             if name == "ours":
                 seconds, (tables[name], sql) = timed(lambda: run_ours(store, shape), collect=True)
                 result.plans = chosen_plans(sql, shape.windows)
@@ -533,10 +517,10 @@ def prepare_online(shape: Shape, log: Callable[[str], None]) -> OnlineSetup:
     shift = _epoch_us(until) - (START_US + SPAN_DAYS * DAY_US)
     with duck() as connection:
         connection.execute(f"COPY (SELECT user_id, ts + {_interval(shift)} AS ts, amount, merchant_id "
-                           f"FROM read_parquet({_literal(shape.events_path)})) TO {_literal(events)} "
+                           f"FROM read_parquet({sql_literal(shape.events_path)})) TO {sql_literal(events)} "
                            f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
         users = [row[0] for row in connection.execute(
-            f"SELECT DISTINCT user_id FROM read_parquet({_literal(events)}) ORDER BY user_id").fetchall()]
+            f"SELECT DISTINCT user_id FROM read_parquet({sql_literal(events)}) ORDER BY user_id").fetchall()]
     store = FeatureStore(project, consumer="benchmark")
     try:
         seconds, runs = timed(lambda: store.materialize(until=until))
@@ -566,7 +550,7 @@ def expected_values(setup: OnlineSetup, keys: list[int], at: datetime) -> dict[s
     counts = ", ".join(f"count(*) FILTER (WHERE {ts} >= {at_us - WINDOWS[w]})" for w in WINDOWS)
     with duck() as connection:
         connection.execute("CREATE TEMP TABLE wanted AS SELECT unnest($1::BIGINT[]) AS user_id", [sorted(set(keys))])
-        source = f"read_parquet({_literal(setup.events)})"
+        source = f"read_parquet({sql_literal(setup.events)})"
         window = connection.execute(
             f"SELECT user_id, {counts} FROM {source} WHERE user_id IN (SELECT user_id FROM wanted) "
             f"AND {ts} >= {at_us - max(WINDOWS.values())} AND {ts} < {at_us} GROUP BY user_id").fetchall()
