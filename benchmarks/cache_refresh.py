@@ -3,7 +3,7 @@
     python benchmarks/cache_refresh.py                       # 4M events in 20 daily-ish files, then 1 more
     python benchmarks/cache_refresh.py --rows 400000 --parts 10
 
-The events of `training_frame.py` (same generator and seed) are split by time into
+The events of `snapshot_data.py` (training_frame.py's) are split by time into
 `--parts` Parquet files under `data/events/`, the view reads `data/events/*.parquet`,
 and the cache is filled. Then the next slice of events lands as one new file, and the
 cache is brought up to date twice, each timed `--repeat` times: incrementally (what

@@ -4,7 +4,7 @@
     python benchmarks/online.py --rows 200000 --repeat 2 --lookups 500
     python benchmarks/online.py --format json > result.json
 
-The events of `training_frame.py` (same generator, seed and `--workdir`) feed one
+The events of `snapshot_data.py` (same generator, seed and `--workdir`) feed one
 snapshot view, `snap` (user_id, ts, f0..f9, TTL 7 days). Three things are measured,
 each against what a careful engineer would write by hand, on the same PostgreSQL
 server, in the same process:
@@ -72,7 +72,7 @@ def _toml_string(value: str) -> str:
 
 
 def write_project(folder: Path, case: Case, events: str) -> Path:
-    """A project with the benchmark's `snap` view (the same definition as training_frame.py) over `events`."""
+    """A project with the benchmark's `snap` view (the same definition as snapshot_data.py's) over `events`."""
     (folder / "definitions").mkdir(parents=True, exist_ok=True)
     (folder / "featurestore.toml").write_text(
         f'definitions = "definitions"\n\n[sources]\nevents = {_toml_string(events)}\n')

@@ -4,7 +4,7 @@
     python benchmarks/serve.py --duration 3 --workers 1 # a quicker look
     python benchmarks/serve.py --format json > result.json
 
-The events of `training_frame.py` (same generator, seed and `--workdir`) feed one snapshot
+The events of `snapshot_data.py` (same generator, seed and `--workdir`) feed one snapshot
 view, `snap` (user_id, ts, f0..f9, no TTL, so every looked-up value is the stored one),
 materialized into PostgreSQL. Two services, each a separate uvicorn process on 127.0.0.1
 with the same number of workers, answer the same requests on the same PostgreSQL:
@@ -126,7 +126,7 @@ if __name__ == "__main__":  # python floor_app.py HOST PORT WORKERS: served as `
 
 
 def write_project(folder: Path, case: Case) -> Path:
-    """The benchmark's `snap` view, like training_frame.py's but without a TTL: lookups at the current time see
+    """The benchmark's `snap` view, like snapshot_data.py's but without a TTL: lookups at the current time see
     every stored value (the data is from 2024), so the answers carry real numbers to compare."""
     (folder / "definitions").mkdir(parents=True, exist_ok=True)
     (folder / "featurestore.toml").write_text(

@@ -4,7 +4,7 @@
     python benchmarks/spark.py --rows 200000 --spine 20000 --repeat 1
     python benchmarks/spark.py --master local[4] --format json > result.json
 
-The data and the snapshot view `snap` (TTL 7 days, 10 features) are training_frame.py's; a
+The data and the snapshot view `snap` (TTL 7 days, 10 features) are snapshot_data.py's; a
 window view `win` over the same events adds count(*) and sum(f0) over 1 and 7 days. Two frames:
 
 - `snap.*`: ours on DuckDB, ours on Spark, and a floor on Spark: the range join ranked by
