@@ -662,8 +662,8 @@ def print_report(report: dict[str, Any]) -> None:
         med, seconds, floor = view["median_seconds"], view["seconds"], view["median_seconds"][view["floor"]]
         plans = " | ".join(view["plans"].get("cold", []))
         rows.add_row(f"ours, cold (fresh store, no .featurestore/; plan: {plans})", f"{med['cold']:.3f}",
-                      spread(seconds["cold"], 3), f"{view['cold_ratio']:.2f}",
-                      "", mark(view["targets"]["cold"]["verdict"], f"<={COLD_TARGET}x"))
+                     spread(seconds["cold"], 3), f"{view['cold_ratio']:.2f}",
+                     "", mark(view["targets"]["cold"]["verdict"], f"<={COLD_TARGET}x"))
         for kind in VIEW_FLOORS[view["view"]]:
             label = FLOOR_LABELS[kind] + (" (the floor)" if kind == view["floor"] else "")
             if kind in view["skipped"]:
@@ -679,9 +679,9 @@ def print_report(report: dict[str, Any]) -> None:
                 target = view["targets"].get(name)
                 plan = f"; plan: {' | '.join(view['plans'].get(name, []))}"
                 rows.add_row(f"{variant} cache: {title}{plan}", f"{med[name]:.3f}", spread(seconds[name], 3),
-                              f"{median(ratios[name]):.2f}", spread(ratios[name]),
-                              mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
-                              if target else "")
+                             f"{median(ratios[name]):.2f}", spread(ratios[name]),
+                             mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
+                             if target else "")
         console.print(rows)
         console.print(f"  x floor: cold = median / the best floor's median ('{view['floor']}'); back to back = median "
                       f"of each round's call / the best floor in that round. Cold includes loading the project "

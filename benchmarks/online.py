@@ -434,7 +434,7 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         floor_sum = checksum(url_b, floor_table, "__fs_ts")
         if floor_sum != inc_sum:
             raise results_differ(f"after the incremental run the online table is {inc_sum}, the floor's {floor_sum} "
-                          "(count, sum of row hashes)")
+                                 "(count, sum of row hashes)")
         execute(url_b, f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
         drop_online(url_b)
         seconds, runs = timed(lambda: store.materialize(until=split.until), collect=True)
@@ -443,7 +443,7 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         full_sum = checksum(url_b, online_table(store), "__fs_ts")
         if inc_sum != full_sum:
             raise results_differ(f"after the incremental run the online table is {inc_sum}, after a full run {full_sum} "
-                          "(count, sum of row hashes)")
+                                 "(count, sum of row hashes)")
         if number == 0:
             problems = check_against_source(case, url_b, online_table(store), split.until)
             if problems:
@@ -506,22 +506,22 @@ def print_report(report: dict[str, Any]) -> None:
 
     rps, fmed = full["rows_per_second"], full["median_seconds"]
     rows.add_row("full materialization, s", f"{fmed['ours']:.3f}", f"{fmed['floor']:.3f}", "", "",
-                  spread(full["seconds"]["ours"], 3), spread(full["seconds"]["floor"], 3))
+                 spread(full["seconds"]["ours"], 3), spread(full["seconds"]["floor"], 3))
     rows.add_row("full materialization, rows/s", f"{rps['ours']:,.0f}", f"{rps['floor']:,.0f}",
-                  f"{full['ratio']:.2f}x", mark(full["target"], f">={FULL_TARGET}x"), "", "")
+                 f"{full['ratio']:.2f}x", mark(full["target"], f">={FULL_TARGET}x"), "", "")
     med = inc["median_seconds"]
     rows.add_row(f"+{NEW_SHARE:.0%} rows: incremental vs full run, s", f"{med['incremental']:.3f}",
-                  f"{med['full']:.3f} (full)", f"{inc['ratio']:.1%}", mark(inc["target"], f"<{INCREMENTAL_TARGET:.0%}"),
-                  spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["full"], 3))
+                 f"{med['full']:.3f} (full)", f"{inc['ratio']:.1%}", mark(inc["target"], f"<{INCREMENTAL_TARGET:.0%}"),
+                 spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["full"], 3))
     rows.add_row(f"+{NEW_SHARE:.0%} rows: incremental run vs hand-written upsert, s", f"{med['incremental']:.3f}",
-                  f"{med['floor']:.3f}", f"{inc['ratio_to_floor']:.2f}x", f"(floor: {inc['floor_ratio']:.1%} of full)",
-                  spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["floor"], 3))
+                 f"{med['floor']:.3f}", f"{inc['ratio_to_floor']:.2f}x", f"(floor: {inc['floor_ratio']:.1%} of full)",
+                 spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["floor"], 3))
     for size in LOOKUP_SIZES:
         r = s["lookups"][str(size)]
         for p in ("p50", "p99"):
             rows.add_row(f"lookup {size} entit{'y' if size == 1 else 'ies'}, {p}, us", f"{r['ours_us'][p]:,.0f}",
-                          f"{r['floor_us'][p]:,.0f}", f"{r['ratio'][p]:.2f}x",
-                          mark(r["target_p99"], f"<={LOOKUP_P99_TARGET}x") if p == "p99" else "", "", "")
+                         f"{r['floor_us'][p]:,.0f}", f"{r['ratio'][p]:.2f}x",
+                         mark(r["target_p99"], f"<={LOOKUP_P99_TARGET}x") if p == "p99" else "", "", "")
     console.print(rows)
     runs = inc["runs"]
     console.print(f"  full: floor = DuckDB latest-row query -> CSV -> COPY into a fresh table -> primary key, on the "

@@ -318,20 +318,20 @@ def print_report(report: dict[str, Any]) -> None:
         ours_mem = memory.get("ours", {})
         warm = med["ours_warm"]
         rows.add_row(f"ours, cold (median, {len(scale['seconds']['cold'])} calls)", f"{med['ours_cold']:.3f}",
-                      spread(scale["seconds"]["cold"]), f"{ratio['cold']:.2f}",
-                      mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
-                      mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x", "-"),
-                      mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x", "-"))
+                     spread(scale["seconds"]["cold"]), f"{ratio['cold']:.2f}",
+                     mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
+                     mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x", "-"),
+                     mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x", "-"))
         rows.add_row(f"ours, warm (median, {len(scale['seconds']['warm'])} calls)",
-                      "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["warm"]),
-                      "-" if warm is None else f"{ratio['warm']:.2f}",
-                      mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
-                      mark(targets["warm_time"], "<1x", "-"), "")
+                     "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["warm"]),
+                     "-" if warm is None else f"{ratio['warm']:.2f}",
+                     mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
+                     mark(targets["warm_time"], "<1x", "-"), "")
         for kind, label in (("asof", "floor: ASOF join"), ("rank", "floor: join + rank")):
             rows.add_row(label, f"{med[kind]:.3f}", spread(scale["seconds"][kind]),
-                          f"{med[kind] / med[scale['floor']]:.2f}",
-                          mib(memory.get(kind, {}).get("peak_kib")), mem_ratio(memory.get(kind, {}).get("peak_kib")),
-                          "", "")
+                         f"{med[kind] / med[scale['floor']]:.2f}",
+                         mib(memory.get(kind, {}).get("peak_kib")), mem_ratio(memory.get(kind, {}).get("peak_kib")),
+                         "", "")
         console.print(rows)
         console.print(f"  floor time = '{scale['floor']}' median; floor memory = '{scale.get('memory_floor', '-')}' "
                       f"peak. Ours cold = a first call on a fresh project (no cache), including "

@@ -591,7 +591,7 @@ def run_lookups(setup: OnlineSetup, keys: list[int], log: Callable[[str], None])
         want = expected[kind][key]
         if got[0] != key or tuple(got[1:]) != want:
             raise results_differ(f"online {kind} lookup of user {key} at {at.isoformat()}: got {got}, DuckDB over the "
-                         f"Parquet file says {want}")
+                                 f"Parquet file says {want}")
         checked += 1
 
     store = FeatureStore(setup.project, consumer="benchmark")
@@ -719,7 +719,7 @@ def print_report(report: dict[str, Any]) -> None:
 
         plans = ", ".join(f"{w} {p}" for w, p in shape["ours_plans"].items())
         rows.add_row(f"ours: store.training_frame (plans: {plans})", f"{med['ours']:.2f}", spread(seconds["ours"]),
-                      f"{shape['ratio']:.2f}", mark(shape["target"], f"<={OFFLINE_TARGET}x"))
+                     f"{shape['ratio']:.2f}", mark(shape["target"], f"<={OFFLINE_TARGET}x"))
         for kind in FLOORS:
             label = FLOOR_LABELS[kind] + (" (the floor)" if kind == shape["floor"] else "")
             if kind in shape["skipped"]:
@@ -754,8 +754,8 @@ def print_report(report: dict[str, Any]) -> None:
             for p in ("p50", "p99"):
                 fmt = "{:,.0f}" if unit == "µs" else "{:.2f}"
                 rows.add_row(f"{label}: {p} ({unit})", fmt.format(result["window_us"][p] / scale),
-                              fmt.format(result["snapshot_us"][p] / scale), f"{result['ratio'][p]:.2f}x",
-                              mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
+                             fmt.format(result["snapshot_us"][p] / scale), f"{result['ratio'][p]:.2f}x",
+                             mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
         console.print(rows)
         runs = ", ".join(f"{r['view']} {r['mode']} {r['rows_written']:,} rows {r['seconds']:.1f}s"
                          for r in online["materialize_runs"])
