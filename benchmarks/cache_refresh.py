@@ -3,7 +3,7 @@
     python benchmarks/cache_refresh.py                       # 4M events in 20 daily-ish files, then 1 more
     python benchmarks/cache_refresh.py --rows 400000 --parts 10
 
-The events of `training_frame.py` (same generator and seed) are split by time into
+The events of `snapshot_data.py` (training_frame.py's) are split by time into
 `--parts` Parquet files under `data/events/`, the view reads `data/events/*.parquet`,
 and the cache is filled. Then the next slice of events lands as one new file, and the
 cache is brought up to date twice, each timed `--repeat` times: incrementally (what
@@ -15,18 +15,16 @@ identical cached rows. Prints a table (or `--format json`).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_frame import Case, ensure_data, make_case  # noqa: E402
+from harness import console, emit, medians, progress, table, timed  # noqa: E402
+from snapshot_data import Case, ensure_data, make_case  # noqa: E402
 
 
 def build_project(case: Case, folder: Path, parts: int) -> tuple[Path, Any]:
@@ -58,10 +56,9 @@ def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
     with duck.offline(store.settings.offline_database, store.settings.temp_directory) as connection:
         if not incremental:  # forget what was cached: the next fill rebuilds
             connection.execute(f"DROP SCHEMA IF EXISTS {cache.SCHEMA} CASCADE")
-        started = time.perf_counter()
-        kind = cache.fill(connection, project, view,
-                          lambda: register_sources(connection, project, [view], every_source=False, loaded=set()))
-        seconds = time.perf_counter() - started
+        seconds, kind = timed(lambda: cache.fill(
+            connection, project, view,
+            lambda: register_sources(connection, project, [view], every_source=False, loaded=set())))
         read = connection.execute(f"SELECT read_rows FROM {cache.SCHEMA}.catalog").fetchall()[0][0]
     store.close()
     return seconds, kind, read
@@ -88,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/featurestore-bench"))
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
-    log = (lambda message: print(message, file=sys.stderr))
+    log = progress()
     case = make_case(args.workdir, args.rows, args.rows // 8, 10)
     ensure_data(case, log)
     folder, latest = build_project(case, args.workdir / f"refresh_rows{args.rows}_parts{args.parts}", args.parts)
@@ -112,19 +109,21 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{kind}: {seconds:.3f}s, {read[kind]:,} rows read")
     if checksums["incremental"] != checksums["full"]:
         raise SystemExit("CACHED ROWS DIFFER between the incremental refresh and the rebuild")
-    result = {"rows": args.rows, "parts": args.parts, "new_file_rows": latest.num_rows,
-              "median_seconds": {k: statistics.median(v) for k, v in times.items()}, "seconds": times,
-              "rows_read": read}
+    result: dict[str, Any] = {"rows": args.rows, "parts": args.parts, "new_file_rows": latest.num_rows,
+                              "median_seconds": medians(times), "seconds": times, "rows_read": read}
     result["speedup"] = result["median_seconds"]["full"] / result["median_seconds"]["incremental"]
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-        return
-    print(f"{args.rows:,} events in {args.parts} files, then one more of {latest.num_rows:,} rows; "
-          f"medians of {args.repeat}; cached rows identical either way")
-    print(f"{'refresh':<12} {'time (s)':>9} {'rows read':>12}")
+    emit(result, args.format, print_report)
+
+
+def print_report(result: dict[str, Any]) -> None:
+    out = console(110)
+    out.print(f"{result['rows']:,} events in {result['parts']} files, then one more of {result['new_file_rows']:,} "
+              f"rows; medians of {len(result['seconds']['full'])}; cached rows identical either way")
+    rows = table(None, ("refresh", "time (s)", "rows read"), left=("refresh",))
     for kind in ("incremental", "full"):
-        print(f"{kind:<12} {result['median_seconds'][kind]:>9.3f} {read[kind]:>12,}")
-    print(f"incremental is {result['speedup']:.1f}x faster")
+        rows.add_row(kind, f"{result['median_seconds'][kind]:.3f}", f"{result['rows_read'][kind]:,}")
+    out.print(rows)
+    out.print(f"incremental is {result['speedup']:.1f}x faster")
 
 
 if __name__ == "__main__":

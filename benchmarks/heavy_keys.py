@@ -25,20 +25,16 @@ kept; a difference stops the run with RESULTS DIFFER (exit status 1). See benchm
 from __future__ import annotations
 
 import argparse
-import gc
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +45,10 @@ import pyarrow as pa
 _CHECKOUT = Path(__file__).resolve().parent.parent
 if (_CHECKOUT / "featurestore" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
     sys.path.insert(0, str(_CHECKOUT))
+
+from harness import (  # noqa: E402
+    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, page_in, progress,
+    spread, sql_literal, table, timed, verdict, versions)
 
 GENERATOR_VERSION = 1   # bump when the generated data change, so files on disk are rebuilt
 SEED = 20241017         # salts every hash the generator draws from: the same bytes on every machine
@@ -108,19 +108,6 @@ class Case:
 
     def variant_project(self, variant: str) -> Path:
         return self.project if variant == "default" else self.folder / f"project_cache_{variant}"
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def duck() -> Any:
-    """A fresh DuckDB connection in UTC, with DuckDB's default threads and memory limit."""
-    import duckdb
-
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
 
 
 def ensure_data(case: Case, log: Callable[[str], None]) -> float:
@@ -212,10 +199,10 @@ SELECT raw.i, o.operator::INTEGER AS operator,
 FROM raw ASOF JOIN operators AS o ON raw.pick >= o.lo"""
     write_readings = f"""
 COPY (SELECT site, make_timestamp(us)::TIMESTAMPTZ AS ts, temperature, humidity, status FROM readings ORDER BY us, site)
-TO {_literal(case.readings_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.readings_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     write_events = f"""
 COPY (SELECT operator, site, make_timestamp(us)::TIMESTAMPTZ AS ts, duration, outcome FROM events ORDER BY i)
-TO {_literal(case.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     spine = f"""
 COPY (
     WITH raw AS (
@@ -246,7 +233,7 @@ COPY (
            (h(j, 27) % 2)::BIGINT AS label
     FROM picked
     ORDER BY h(j, 28))
-TO {_literal(case.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(case.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     return [*macros, operators, readings, gaps, events, write_readings, write_events, spine]
 
 
@@ -273,7 +260,7 @@ def write_project(project: Path, cache: str | None, readings: str, events: str) 
 
 def describe_data(case: Case) -> dict[str, Any]:
     """What the generated files hold (rows, keys, the heaviest operators, spine edge rows), for the report."""
-    r, e, s = (_literal(p) for p in (case.readings_path, case.events_path, case.spine_path))
+    r, e, s = (sql_literal(p) for p in (case.readings_path, case.events_path, case.spine_path))
     with duck() as connection:
         readings, sites = connection.execute(f"SELECT count(*), count(DISTINCT site) FROM read_parquet({r})").fetchone()
         per_operator = connection.execute(
@@ -315,7 +302,7 @@ def floor_sql(case: Case, kind: str) -> str:
     It may assume what the data guarantee: no NULL keys or times, unique (site, ts) readings, no invalid
     periods, microsecond UTC times.
     """
-    spine, readings, events = (_literal(p) for p in (case.spine_path, case.readings_path, case.events_path))
+    spine, readings, events = (sql_literal(p) for p in (case.spine_path, case.readings_path, case.events_path))
     if kind == "asof":
         # A reading is known at ts + 10m (equality counts); beyond the TTL (t - ts > 3h) its features are NULL.
         beyond = f"s.ts - r.ts > {_interval(TTL_US)}"
@@ -505,22 +492,14 @@ class ViewResult:
         self.times.setdefault(name, []).append(seconds)
 
     def median(self, name: str) -> float | None:
-        values = self.times.get(name)
-        return statistics.median(values) if values else None
+        return median(self.times.get(name, []))
 
     @property
     def floor(self) -> str:
-        return min(self.floors, key=lambda k: self.median(k) or float("inf"))
+        return fastest(self.times, self.floors)
 
     def round_floor(self, number: int) -> float:
         return min(self.times[k][number] for k in self.floors)
-
-
-def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    started = time.perf_counter()
-    value = work()
-    return time.perf_counter() - started, value
 
 
 class Checker:
@@ -547,12 +526,9 @@ def warm_process(case: Case, log: Callable[[str], None]) -> None:
 
     import featurestore.offline.frames  # noqa: F401
 
-    for path in (case.readings_path, case.events_path, case.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(case.readings_path, case.events_path, case.spine_path)
     with duck() as connection:
-        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({_literal(case.events_path)})")
+        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({sql_literal(case.events_path)})")
     clear_state(case.project)
     store = open_store(case.project)
     head = pq.read_table(case.spine_path).slice(0, 1000)
@@ -580,7 +556,7 @@ def back_to_back(case: Case, project: Path, view: str, result: ViewResult, check
     try:
         for call in ("call1", "call2", "call3"):
             name = f"{variant}:{call}"
-            seconds, (table, sql) = _timed(lambda: run_ours(store, case, view))
+            seconds, (table, sql) = timed(lambda: run_ours(store, case, view), collect=True)
             result.add(name, seconds)
             result.sql[name] = sql
             result.plans.setdefault(name, set()).add(plan_of(sql, view))
@@ -602,16 +578,14 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
         log(f"{view}: range-join floor {result.skipped['join']}")
     # The reference: the first floor, untimed; the other floors are checked against it in every round.
     checker.reference[view] = run_floor(case, floors[0])
-    for number in range(repeat):
-        contenders = ["cold", *floors, *(f"b2b:{v}" for v in variants)]
-        shift = number % len(contenders)
-        for name in contenders[shift:] + contenders[:shift]:
+    for number, order in interleaved(["cold", *floors, *(f"b2b:{v}" for v in variants)], repeat):
+        for name in order:
             if name == "cold":
                 clear_state(case.project)   # untimed
                 started = time.perf_counter()
                 store = open_store(case.project)
                 load = time.perf_counter() - started
-                seconds, (table, sql) = _timed(lambda: run_ours(store, case, view))
+                seconds, (table, sql) = timed(lambda: run_ours(store, case, view), collect=True)
                 result.project_load.append(load)
                 result.add("cold", load + seconds)
                 result.sql["cold"] = sql
@@ -624,7 +598,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
                 back_to_back(case, case.variant_project(variant), view, result, checker, variant, number)
                 continue
             else:
-                seconds, table = _timed(lambda: run_floor(case, name))
+                seconds, table = timed(lambda: run_floor(case, name), collect=True)
                 result.add(name, seconds)
                 checker.check(view, table, f"floor {name}, round {number + 1}")
             del table
@@ -642,10 +616,6 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
 # --------------------------------------------------------------------------- report
 
 
-def _verdict(ratio: float | None, target: float) -> str | None:
-    return None if ratio is None else ("PASS" if ratio <= target else "FAIL")
-
-
 def summarize(result: ViewResult, variants: list[str]) -> dict[str, Any]:
     floor = result.median(result.floor)
     cold = result.median("cold")
@@ -655,96 +625,29 @@ def summarize(result: ViewResult, variants: list[str]) -> dict[str, Any]:
         "seconds": result.times, "median_seconds": {k: result.median(k) for k in result.times},
         "project_load_seconds_in_cold": result.project_load,
         "ratio_to_same_round_floor": result.ratios,
-        "median_ratio_to_same_round_floor": {k: statistics.median(v) for k, v in result.ratios.items()},
+        "median_ratio_to_same_round_floor": {k: median(v) for k, v in result.ratios.items()},
         "plans": {k: sorted(v) for k, v in result.plans.items()},
         "our_sql": result.sql,
     }
     out["cold_ratio"] = cold / floor
     targets = {"cold": {"target": f"<= {COLD_TARGET}x the best floor", "ratio": cold / floor,
-                        "verdict": _verdict(cold / floor, COLD_TARGET)}}
+                        "verdict": verdict(cold / floor, COLD_TARGET)}}
     for variant in variants:
         ratios = out["median_ratio_to_same_round_floor"]
         targets[f"{variant}:call2"] = {"target": f"<= {SECOND_TARGET}x the same round's floor",
                                       "ratio": ratios[f"{variant}:call2"],
-                                      "verdict": _verdict(ratios[f"{variant}:call2"], SECOND_TARGET)}
+                                      "verdict": verdict(ratios[f"{variant}:call2"], SECOND_TARGET)}
         targets[f"{variant}:call3"] = {"target": f"<= {REPEATED_TARGET}x the same round's floor",
                                       "ratio": ratios[f"{variant}:call3"],
-                                      "verdict": _verdict(ratios[f"{variant}:call3"], REPEATED_TARGET)}
+                                      "verdict": verdict(ratios[f"{variant}:call3"], REPEATED_TARGET)}
     out["targets"] = targets
     return out
 
 
-def machine() -> dict[str, Any]:
-    ram = None
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
-    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "ram_gib": None if ram is None else round(ram / 2**30, 1), "cpu": cpu,
-            "platform": platform.platform(), "python": platform.python_version(), "load_1min_at_start": load}
-
-
-def versions() -> dict[str, Any]:
-    """featurestore (with its git commit, and whether its package had local edits), DuckDB, pyarrow, ..."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, Any] = {}
-    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    import featurestore
-
-    package = Path(featurestore.__file__).resolve().parent
-    root = package.parent
-    found["featurestore_path"] = str(package)
-    # What the timings ran: a digest of the package's sources (a commit elsewhere in the checkout is no change).
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    found["featurestore_files"] = digest.hexdigest()[:12]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "featurestore"], capture_output=True, text=True, timeout=10).stdout.strip()
-        if commit:
-            found["featurestore_commit"] = commit + (" (with local edits)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
-
-
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 130)
-    m, v = report["machine"], report["versions"]
-    load = f", load {m['load_1min_at_start']:.2f} at start" if m.get("load_1min_at_start") is not None else ""
-    console.print(f"[bold]Few heavy keys benchmark[/bold]  {report['command']}")
-    console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
-                  f"{m['platform']}, Python {m['python']}{load}")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
-    if "warning" in report:
-        console.print(f"[bold red]warning:[/bold red] {report['warning']}")
+    console = header(report, "Few heavy keys benchmark", 130)
     d = report["data"]
     heavy = ", ".join(f"{n:,}" for n in list(d["events_per_operator"].values())[:4])
     console.print(f"data: {d['readings']:,} readings at {d['sites']} sites ({d['hours_missing_share']:.1%} of hours "
@@ -752,29 +655,21 @@ def print_report(report: dict[str, Any]) -> None:
                   f"{report['spine']:,} spine rows ({d['spine_rows_at_a_known_at_time']:,} at a reading's known-at "
                   f"time, {d['spine_rows_at_an_event_time']:,} at an event's time); in {report['data_folder']}")
 
-    def mark(verdict: str | None, target: str) -> str:
-        colour = {"PASS": "green", "FAIL": "red"}.get(verdict or "")
-        return f"{target} [{colour}]{verdict}[/{colour}]" if colour else ""
-
-    def spread(values: list[float], fmt: str = "{:.3f}") -> str:
-        return f"{fmt.format(min(values))}-{fmt.format(max(values))}" if len(values) > 1 else "-"
-
     for view in report["views"]:
-        table = Table(title=f"{view['view']}.* ({', '.join(view['features'])}): medians of {report['repeat']} "
-                            f"interleaved round{'s' if report['repeat'] > 1 else ''}")
-        for column in ("contender", "time (s)", "min-max (s)", "x floor", "min-max x", "target"):
-            table.add_column(column, justify="left" if column in ("contender", "target") else "right")
+        rows = table(f"{view['view']}.* ({', '.join(view['features'])}): medians of {report['repeat']} "
+                     f"interleaved round{'s' if report['repeat'] > 1 else ''}",
+                     ("contender", "time (s)", "min-max (s)", "x floor", "min-max x", "target"), left=("contender", "target"))
         med, seconds, floor = view["median_seconds"], view["seconds"], view["median_seconds"][view["floor"]]
         plans = " | ".join(view["plans"].get("cold", []))
-        table.add_row(f"ours, cold (fresh store, no .featurestore/; plan: {plans})", f"{med['cold']:.3f}",
-                      spread(seconds["cold"]), f"{view['cold_ratio']:.2f}",
-                      "", mark(view["targets"]["cold"]["verdict"], f"<={COLD_TARGET}x"))
+        rows.add_row(f"ours, cold (fresh store, no .featurestore/; plan: {plans})", f"{med['cold']:.3f}",
+                     spread(seconds["cold"], 3), f"{view['cold_ratio']:.2f}",
+                     "", mark(view["targets"]["cold"]["verdict"], f"<={COLD_TARGET}x"))
         for kind in VIEW_FLOORS[view["view"]]:
             label = FLOOR_LABELS[kind] + (" (the floor)" if kind == view["floor"] else "")
             if kind in view["skipped"]:
-                table.add_row(label, "-", "", "", "", view["skipped"][kind])
+                rows.add_row(label, "-", "", "", "", view["skipped"][kind])
             else:
-                table.add_row(label, f"{med[kind]:.3f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "", "")
+                rows.add_row(label, f"{med[kind]:.3f}", spread(seconds[kind], 3), f"{med[kind] / floor:.2f}", "", "")
         for variant in report["cache_variants"]:
             ratios = view["ratio_to_same_round_floor"]
             titles = {"call1": "call 1 (cache cleared)", "call2": "call 2 (at once)",
@@ -783,30 +678,29 @@ def print_report(report: dict[str, Any]) -> None:
                 name = f"{variant}:{call}"
                 target = view["targets"].get(name)
                 plan = f"; plan: {' | '.join(view['plans'].get(name, []))}"
-                table.add_row(f"{variant} cache: {title}{plan}", f"{med[name]:.3f}", spread(seconds[name]),
-                              f"{statistics.median(ratios[name]):.2f}", spread(ratios[name], "{:.2f}"),
-                              mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
-                              if target else "")
-        console.print(table)
+                rows.add_row(f"{variant} cache: {title}{plan}", f"{med[name]:.3f}", spread(seconds[name], 3),
+                             f"{median(ratios[name]):.2f}", spread(ratios[name]),
+                             mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
+                             if target else "")
+        console.print(rows)
         console.print(f"  x floor: cold = median / the best floor's median ('{view['floor']}'); back to back = median "
                       f"of each round's call / the best floor in that round. Cold includes loading the project "
-                      f"(median {statistics.median(view['project_load_seconds_in_cold']):.3f}s).")
+                      f"(median {median(view['project_load_seconds_in_cold']):.3f}s).")
     console.print(f"  range join: ~{report['data']['join_pairs_estimate']:,} (spine row, event) pairs with the same "
                   f"operator (a hash join on operator tests each against the window); cap "
                   f"{report['join_floor_cap']:,.0f}.")
     for check in report["checks"]:
         console.print(f"  check: {escape(check)}")
-    table = Table(title="Targets")
-    for column in ("view", "measure", "ours x floor", "target", "verdict"):
-        table.add_column(column, justify="right" if column == "ours x floor" else "left")
+    targets = table("Targets", ("view", "measure", "ours x floor", "target", "verdict"),
+                    left=("view", "measure", "target", "verdict"))
     measures = {"cold": "cold frame (median / best floor's median)",
                 "call2": "second of two back-to-back calls", "call3": "repeated call, cache ready (call 3)"}
     for view in report["views"]:
         for name, t in view["targets"].items():
             variant, _, call = name.rpartition(":")
             label = measures[call] + (f", cache {variant}" if variant else "")
-            table.add_row(view["view"], label, f"{t['ratio']:.2f}", t["target"], mark(t["verdict"], ""))
-    console.print(table)
+            targets.add_row(view["view"], label, f"{t['ratio']:.2f}", t["target"], mark(t["verdict"], ""))
+    console.print(targets)
 
 
 # --------------------------------------------------------------------------- main
@@ -857,13 +751,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     found_versions = versions()   # the SDK may be edited while this runs: name the code the timings used
     found_machine = machine()
     workdir = Path(args.workdir).resolve()
@@ -891,7 +779,7 @@ def main(argv: list[str] | None = None) -> None:
         checks.append(f"operator_activity: {empty:,} rows have an empty 3h window")
     checks += sorted(checker.notes)
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]), "machine": found_machine, "versions": found_versions,
+        "command": command(), "machine": found_machine, "versions": found_versions,
         "repeat": args.repeat, "events": args.events, "spine": args.spine, "data_folder": str(case.folder),
         "generated_seconds": generated, "data": data, "join_floor_cap": args.join_floor_cap,
         "cache_variants": list(CACHE_VARIANTS),
@@ -900,14 +788,9 @@ def main(argv: list[str] | None = None) -> None:
                     "call3": f"a repeated call (cache ready) <= {REPEATED_TARGET}x the floor"},
         "views": [summarize(r, variants) for r in results], "checks": checks,
     }
-    now = versions()
-    if now.get("featurestore_files") != found_versions.get("featurestore_files"):
-        report["warning"] = (f"featurestore's files changed during the run (commit "
-                             f"{found_versions.get('featurestore_commit')} -> {now.get('featurestore_commit')})")
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    if warning := changed_during_run(found_versions):
+        report["warning"] = warning
+    emit(report, args.format, print_report)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python benchmarks/online.py --rows 200000 --repeat 2 --lookups 500
     python benchmarks/online.py --format json > result.json
 
-The events of `training_frame.py` (same generator, seed and `--workdir`) feed one
+The events of `snapshot_data.py` (same generator, seed and `--workdir`) feed one
 snapshot view, `snap` (user_id, ts, f0..f9, TTL 7 days). Three things are measured,
 each against what a careful engineer would write by hand, on the same PostgreSQL
 server, in the same process:
@@ -34,19 +34,22 @@ import gc
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_frame import (  # noqa: E402
-    ROW_GROUP, TTL_DAYS, Case, changed_during_run, ensure_data, machine, make_case, report_header, versions)
+from harness import (  # noqa: E402
+    changed_during_run, command, duck, emit, header, machine, mark, medians, page_in, percentiles, progress,
+    results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
+from services import server_url  # noqa: E402
+from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -64,16 +67,12 @@ FLOOR_TABLE = "snap_latest"
 # --------------------------------------------------------------------------- projects
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
 def write_project(folder: Path, case: Case, events: str) -> Path:
-    """A project with the benchmark's `snap` view (the same definition as training_frame.py) over `events`."""
+    """A project with the benchmark's `snap` view (the same definition as snapshot_data.py's) over `events`."""
     (folder / "definitions").mkdir(parents=True, exist_ok=True)
     (folder / "featurestore.toml").write_text(
         f'definitions = "definitions"\n\n[sources]\nevents = {_toml_string(events)}\n')
@@ -130,23 +129,7 @@ def build_split(case: Case, folder: Path, log: Callable[[str], None]) -> Split:
                  datetime.fromisoformat(info["last"]) + timedelta(seconds=1))
 
 
-def last_event(case: Case) -> datetime:
-    import duckdb
-
-    with duckdb.connect() as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        micros = connection.execute(
-            f"SELECT epoch_us(max(ts)) FROM read_parquet({_literal(case.events)})").fetchone()[0]
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
-
-
 # --------------------------------------------------------------------------- PostgreSQL helpers
-
-
-def server_url(store: Any) -> str:
-    from featurestore.engines import postgres
-
-    return postgres.resolve_url(store.settings.postgres_url, store.settings.state_dir)
 
 
 def execute(url: str, statement: str) -> None:
@@ -186,15 +169,13 @@ def floor_materialize(case: Case, url: str, csv_path: Path) -> int:
     It may assume what the data guarantees: every event is known by the run's instant (so no time
     filter), unique (user_id, ts), microsecond UTC times.
     """
-    import duckdb
     import psycopg
 
     features = ", ".join(f"f{i}" for i in range(FEATURES))
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        duck.execute(f"COPY (SELECT user_id, ts, {features} FROM read_parquet({_literal(case.events)}) "
-                     "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
-                     f"TO {_literal(csv_path)} (FORMAT csv, HEADER false)")
+    with duck() as connection:
+        connection.execute(f"COPY (SELECT user_id, ts, {features} FROM read_parquet({sql_literal(case.events)}) "
+                           "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
+                           f"TO {sql_literal(csv_path)} (FORMAT csv, HEADER false)")
     columns = ", ".join(f"f{i} double precision" for i in range(FEATURES))
     table = f"{FLOOR_SCHEMA}.{FLOOR_TABLE}"
     with psycopg.connect(url) as connection, connection.transaction():
@@ -224,15 +205,13 @@ def floor_incremental(url: str, table: str, new_file: Path, csv_path: Path) -> i
     It may assume what the data guarantees: only the new file holds rows the table lacks, every
     one known by the run's instant, unique (user_id, ts).
     """
-    import duckdb
     import psycopg
 
     features = [f"f{i}" for i in range(FEATURES)]
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        duck.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} FROM read_parquet({_literal(new_file)}) "
-                     "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
-                     f"TO {_literal(csv_path)} (FORMAT csv, HEADER false)")
+    with duck() as connection:
+        connection.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} FROM read_parquet({sql_literal(new_file)}) "
+                           "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
+                           f"TO {sql_literal(csv_path)} (FORMAT csv, HEADER false)")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ["__fs_ts", *features])
     with psycopg.connect(url) as connection, connection.transaction():
         cursor = connection.cursor()
@@ -256,16 +235,14 @@ def check_against_source(case: Case, url: str, table: str, until: datetime) -> l
 
     Times are compared as epoch microseconds (exact on both sides; DuckDB's Python times need pytz).
     """
-    import duckdb
     import psycopg
 
     features = ", ".join(f"f{i}" for i in range(FEATURES))
-    with duckdb.connect() as duck:
-        duck.execute("SET TimeZone = 'UTC'")
-        expected = duck.execute(f"SELECT user_id, epoch_us(ts), {features} FROM read_parquet({_literal(case.events)}) "
-                                f"WHERE ts <= '{until.isoformat()}'::TIMESTAMPTZ "
-                                "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1 "
-                                "ORDER BY user_id").fetchall()
+    with duck() as connection:
+        expected = connection.execute(
+            f"SELECT user_id, epoch_us(ts), {features} FROM read_parquet({sql_literal(case.events)}) "
+            f"WHERE ts <= '{until.isoformat()}'::TIMESTAMPTZ "
+            "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1 ORDER BY user_id").fetchall()
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SET TIME ZONE 'UTC'")
         got = connection.execute(f"SELECT user_id, (extract(epoch FROM __fs_ts) * 1000000)::bigint, {features} "
@@ -323,8 +300,7 @@ def run_lookups(store: Any, url: str, table: str, at: datetime, user_ids: list[i
             ours_ns, floor_ns = [], []
             gc.collect()
             for number, ids in enumerate(batches[WARMUP_LOOKUPS:]):
-                order = ("ours", "floor") if number % 2 == 0 else ("floor", "ours")
-                for who in order:
+                for who in rotated(("ours", "floor"), number):
                     if who == "ours":
                         started = time.perf_counter_ns()
                         frame = store.online({"user_id": ids}, features, at=at)
@@ -335,17 +311,11 @@ def run_lookups(store: Any, url: str, table: str, at: datetime, user_ids: list[i
                         floor_ns.append(time.perf_counter_ns() - started)
                 if number % CHECK_EVERY == 0:
                     check(ids, frame, rows)
-            ours_us, floor_us = np.array(ours_ns) / 1000, np.array(floor_ns) / 1000
-            results[str(size)] = {
-                "calls": lookups,
-                "ours_us": {"p50": float(np.percentile(ours_us, 50)), "p99": float(np.percentile(ours_us, 99)),
-                            "mean": float(ours_us.mean()), "max": float(ours_us.max())},
-                "floor_us": {"p50": float(np.percentile(floor_us, 50)), "p99": float(np.percentile(floor_us, 99)),
-                             "mean": float(floor_us.mean()), "max": float(floor_us.max())},
-            }
+            results[str(size)] = {"calls": lookups, "ours_us": percentiles(np.array(ours_ns) / 1000),
+                                  "floor_us": percentiles(np.array(floor_ns) / 1000)}
             r = results[str(size)]
             r["ratio"] = {p: r["ours_us"][p] / r["floor_us"][p] for p in ("p50", "p99")}
-            r["target_p99"] = _verdict(r["ratio"]["p99"] <= LOOKUP_P99_TARGET)
+            r["target_p99"] = verdict(r["ratio"]["p99"], LOOKUP_P99_TARGET)
             log(f"lookups of {size} entit{'y' if size == 1 else 'ies'}: ours p50 {r['ours_us']['p50']:.0f}us "
                 f"p99 {r['ours_us']['p99']:.0f}us, floor p50 {r['floor_us']['p50']:.0f}us "
                 f"p99 {r['floor_us']['p99']:.0f}us")
@@ -369,20 +339,6 @@ class Result:
     lookups: dict[str, Any] = field(default_factory=dict)
     server_version: str = ""
     checks: list[str] = field(default_factory=list)
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    value = work()
-    return time.perf_counter() - started, value
-
-
-def _differ(message: str) -> SystemExit:
-    return SystemExit(f"RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  {message}")
 
 
 def _expect(runs: list[Any], mode: str, what: str) -> Any:
@@ -409,9 +365,7 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
 
     with psycopg.connect(url) as connection:
         result.server_version = connection.execute("SHOW server_version").fetchone()[0]
-    with open(case.events, "rb") as data:
-        while data.read(1 << 24):
-            pass
+    page_in(case.events)
     log("warm-up: one untimed run of each contender")
     drop_online(url)
     reset_floor(url)
@@ -423,23 +377,21 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         drop_online(url)
         store = FeatureStore(full_project)
         _ = store.project  # loading the project is not materialization
-        gc.collect()
-        seconds, runs = _timed(lambda: store.materialize(until=until))
+        seconds, runs = timed(lambda: store.materialize(until=until), collect=True)
         run_ = _expect(runs, "backfill", "full materialization")
         result.full["ours"].append(seconds)
         result.users = run_.written
         reset_floor(url)
-        gc.collect()
-        seconds, _ = _timed(lambda: floor_materialize(case, url, csv_path))
+        seconds, _ = timed(lambda: floor_materialize(case, url, csv_path), collect=True)
         result.full["floor"].append(seconds)
         ours_sum = checksum(url, online_table(store), "__fs_ts")
         floor_sum = checksum(url, f"{FLOOR_SCHEMA}.{FLOOR_TABLE}", "ts")
         if ours_sum != floor_sum:
-            raise _differ(f"online table {ours_sum} vs floor table {floor_sum} (count, sum of row hashes)")
+            raise results_differ(f"online table {ours_sum} vs floor table {floor_sum} (count, sum of row hashes)")
         if number == 0:
             problems = check_against_source(case, url, online_table(store), until)
             if problems:
-                raise _differ("\n  ".join(problems))
+                raise results_differ("\n  ".join(problems))
             result.checks.append(f"full: the online table equals the floor's table ({ours_sum[0]:,} rows, same "
                                  "row-hash sum every round) and, row by row, DuckDB's latest rows read from Parquet")
         log(f"full {number + 1}/{repeat}: ours {result.full['ours'][-1]:.3f}s, floor {result.full['floor'][-1]:.3f}s "
@@ -465,40 +417,37 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         store = FeatureStore(split.project)
         url_b = server_url(store)
         drop_online(url_b)
-        gc.collect()
-        seconds, runs = _timed(lambda: store.materialize(until=split.history_until))
+        seconds, runs = timed(lambda: store.materialize(until=split.history_until), collect=True)
         _expect(runs, "backfill", "history backfill")
         result.incremental["history_backfill"].append(seconds)
         reset_floor(url_b)
         floor_table = floor_incremental_table(url_b, online_table(store))
         shutil.copyfile(split.pending, split.landed)
-        gc.collect()
-        seconds, runs = _timed(lambda: store.materialize(until=split.until))
+        seconds, runs = timed(lambda: store.materialize(until=split.until), collect=True)
         inc = _expect(runs, "incremental", "run after the new file")
         result.incremental["incremental"].append(seconds)
         result.incremental_runs.append({"read": inc.read, "written": inc.written, "late": inc.late})
         inc_sum = checksum(url_b, online_table(store), "__fs_ts")
-        gc.collect()
-        seconds, floor_written = _timed(lambda: floor_incremental(url_b, floor_table, split.landed, csv_path))
+        seconds, floor_written = timed(lambda: floor_incremental(url_b, floor_table, split.landed, csv_path),
+                                       collect=True)
         result.incremental["floor"].append(seconds)
         floor_sum = checksum(url_b, floor_table, "__fs_ts")
         if floor_sum != inc_sum:
-            raise _differ(f"after the incremental run the online table is {inc_sum}, the floor's {floor_sum} "
-                          "(count, sum of row hashes)")
+            raise results_differ(f"after the incremental run the online table is {inc_sum}, the floor's {floor_sum} "
+                                 "(count, sum of row hashes)")
         execute(url_b, f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
         drop_online(url_b)
-        gc.collect()
-        seconds, runs = _timed(lambda: store.materialize(until=split.until))
+        seconds, runs = timed(lambda: store.materialize(until=split.until), collect=True)
         _expect(runs, "backfill", "full run after the new file")
         result.incremental["full"].append(seconds)
         full_sum = checksum(url_b, online_table(store), "__fs_ts")
         if inc_sum != full_sum:
-            raise _differ(f"after the incremental run the online table is {inc_sum}, after a full run {full_sum} "
-                          "(count, sum of row hashes)")
+            raise results_differ(f"after the incremental run the online table is {inc_sum}, after a full run {full_sum} "
+                                 "(count, sum of row hashes)")
         if number == 0:
             problems = check_against_source(case, url_b, online_table(store), split.until)
             if problems:
-                raise _differ("\n  ".join(problems))
+                raise results_differ("\n  ".join(problems))
         log(f"incremental {number + 1}/{repeat}: {result.incremental['incremental'][-1]:.3f}s "
             f"(read {inc.read:,}, wrote {inc.written:,}), floor {result.incremental['floor'][-1]:.3f}s "
             f"(wrote {floor_written:,}), full {result.incremental['full'][-1]:.3f}s, "
@@ -519,7 +468,7 @@ def _fetch(url: str, statement: str) -> list[tuple]:
 
 
 def summary(result: Result) -> dict[str, Any]:
-    med = {k: statistics.median(v) for k, v in result.full.items()}
+    med = medians(result.full)
     rows = result.case.rows
     full = {
         "source_rows": rows, "online_rows": result.users, "until": result.events_until.isoformat(),
@@ -527,8 +476,8 @@ def summary(result: Result) -> dict[str, Any]:
         "rows_per_second": {k: rows / v for k, v in med.items()},
         "ratio": med["floor"] / med["ours"],  # ours rows/s over the floor's
     }
-    full["target"] = _verdict(full["ratio"] >= FULL_TARGET)
-    inc_med = {k: statistics.median(v) for k, v in result.incremental.items()}
+    full["target"] = "PASS" if full["ratio"] >= FULL_TARGET else "FAIL"
+    inc_med = medians(result.incremental)
     split = result.split
     assert split is not None
     incremental = {
@@ -539,51 +488,41 @@ def summary(result: Result) -> dict[str, Any]:
         "floor_ratio": inc_med["floor"] / inc_med["full"],  # the hand-written incremental run's share of a full run
         "ratio_to_floor": inc_med["incremental"] / inc_med["floor"],
     }
-    incremental["target"] = _verdict(incremental["ratio"] < INCREMENTAL_TARGET)
+    incremental["target"] = verdict(incremental["ratio"], INCREMENTAL_TARGET, strict=True)
     return {"rows": rows, "features": result.case.features, "data_folder": str(result.case.folder),
             "postgres_server_version": result.server_version, "full_materialization": full,
             "incremental": incremental, "lookups": result.lookups, "checks": result.checks}
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     s = report["result"]
-    console = report_header(report, "Online store benchmark", 130,
-                            versions_note=f", PostgreSQL {s['postgres_server_version']}")
+    console = header(report, "Online store benchmark", 130, versions_note=f", PostgreSQL {s['postgres_server_version']}")
     full, inc = s["full_materialization"], s["incremental"]
-    table = Table(title=f"{s['rows']:,} events, {full['online_rows']:,} users, {s['features']} features, "
-                        f"TTL {TTL_DAYS}d; medians of {report['repeat']} rounds, latency percentiles of "
-                        f"{report['lookups']:,} calls")
-    for column in ("measure", "ours", "floor", "ratio", "target", "ours min-max", "floor min-max"):
-        table.add_column(column, justify="left" if column in ("measure", "target") else "right")
-
-    def spread(values: list[float]) -> str:
-        return f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else "-"
-
-    def mark(verdict: str, target: str) -> str:
-        colour = "green" if verdict == "PASS" else "red"
-        return f"{target} [{colour}]{verdict}[/{colour}]"
+    rows = table(f"{s['rows']:,} events, {full['online_rows']:,} users, {s['features']} features, "
+                 f"TTL {TTL_DAYS}d; medians of {report['repeat']} rounds, latency percentiles of "
+                 f"{report['lookups']:,} calls",
+                 ("measure", "ours", "floor", "ratio", "target", "ours min-max", "floor min-max"),
+                 left=("measure", "target"))
 
     rps, fmed = full["rows_per_second"], full["median_seconds"]
-    table.add_row("full materialization, s", f"{fmed['ours']:.3f}", f"{fmed['floor']:.3f}", "", "",
-                  spread(full["seconds"]["ours"]), spread(full["seconds"]["floor"]))
-    table.add_row("full materialization, rows/s", f"{rps['ours']:,.0f}", f"{rps['floor']:,.0f}",
-                  f"{full['ratio']:.2f}x", mark(full["target"], f">={FULL_TARGET}x"), "", "")
+    rows.add_row("full materialization, s", f"{fmed['ours']:.3f}", f"{fmed['floor']:.3f}", "", "",
+                 spread(full["seconds"]["ours"], 3), spread(full["seconds"]["floor"], 3))
+    rows.add_row("full materialization, rows/s", f"{rps['ours']:,.0f}", f"{rps['floor']:,.0f}",
+                 f"{full['ratio']:.2f}x", mark(full["target"], f">={FULL_TARGET}x"), "", "")
     med = inc["median_seconds"]
-    table.add_row(f"+{NEW_SHARE:.0%} rows: incremental vs full run, s", f"{med['incremental']:.3f}",
-                  f"{med['full']:.3f} (full)", f"{inc['ratio']:.1%}", mark(inc["target"], f"<{INCREMENTAL_TARGET:.0%}"),
-                  spread(inc["seconds"]["incremental"]), spread(inc["seconds"]["full"]))
-    table.add_row(f"+{NEW_SHARE:.0%} rows: incremental run vs hand-written upsert, s", f"{med['incremental']:.3f}",
-                  f"{med['floor']:.3f}", f"{inc['ratio_to_floor']:.2f}x", f"(floor: {inc['floor_ratio']:.1%} of full)",
-                  spread(inc["seconds"]["incremental"]), spread(inc["seconds"]["floor"]))
+    rows.add_row(f"+{NEW_SHARE:.0%} rows: incremental vs full run, s", f"{med['incremental']:.3f}",
+                 f"{med['full']:.3f} (full)", f"{inc['ratio']:.1%}", mark(inc["target"], f"<{INCREMENTAL_TARGET:.0%}"),
+                 spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["full"], 3))
+    rows.add_row(f"+{NEW_SHARE:.0%} rows: incremental run vs hand-written upsert, s", f"{med['incremental']:.3f}",
+                 f"{med['floor']:.3f}", f"{inc['ratio_to_floor']:.2f}x", f"(floor: {inc['floor_ratio']:.1%} of full)",
+                 spread(inc["seconds"]["incremental"], 3), spread(inc["seconds"]["floor"], 3))
     for size in LOOKUP_SIZES:
         r = s["lookups"][str(size)]
         for p in ("p50", "p99"):
-            table.add_row(f"lookup {size} entit{'y' if size == 1 else 'ies'}, {p}, us", f"{r['ours_us'][p]:,.0f}",
-                          f"{r['floor_us'][p]:,.0f}", f"{r['ratio'][p]:.2f}x",
-                          mark(r["target_p99"], f"<={LOOKUP_P99_TARGET}x") if p == "p99" else "", "", "")
-    console.print(table)
+            rows.add_row(f"lookup {size} entit{'y' if size == 1 else 'ies'}, {p}, us", f"{r['ours_us'][p]:,.0f}",
+                         f"{r['floor_us'][p]:,.0f}", f"{r['ratio'][p]:.2f}x",
+                         mark(r["target_p99"], f"<={LOOKUP_P99_TARGET}x") if p == "p99" else "", "", "")
+    console.print(rows)
     runs = inc["runs"]
     console.print(f"  full: floor = DuckDB latest-row query -> CSV -> COPY into a fresh table -> primary key, on the "
                   f"same server; rows/s = {s['rows']:,} source rows / median time.")
@@ -620,13 +559,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log(f"FEATURESTORE_POSTGRES_URL is set: schemas {ONLINE_SCHEMA} and {FLOOR_SCHEMA} of that database are "
             "dropped and rewritten")
@@ -636,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"case: {args.rows:,} events, {FEATURES} features, {args.repeat} rounds, {args.lookups:,} lookups")
     result = run(case, workdir, args.repeat, args.lookups, log)
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "repeat": args.repeat, "lookups": args.lookups,
         "targets": {"full_materialization": f"ours rows/s >= {FULL_TARGET}x floor",
                     "incremental": f"incremental time < {INCREMENTAL_TARGET:.0%} of a full run",
@@ -645,10 +578,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     if warning := changed_during_run(found_versions):
         report["warning"] = warning
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
 
 
 if __name__ == "__main__":

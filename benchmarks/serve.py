@@ -4,7 +4,7 @@
     python benchmarks/serve.py --duration 3 --workers 1 # a quicker look
     python benchmarks/serve.py --format json > result.json
 
-The events of `training_frame.py` (same generator, seed and `--workdir`) feed one snapshot
+The events of `snapshot_data.py` (same generator, seed and `--workdir`) feed one snapshot
 view, `snap` (user_id, ts, f0..f9, no TTL, so every looked-up value is the stored one),
 materialized into PostgreSQL. Two services, each a separate uvicorn process on 127.0.0.1
 with the same number of workers, answer the same requests on the same PostgreSQL:
@@ -35,29 +35,22 @@ import itertools
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online import last_event, server_url  # noqa: E402
-from training_frame import (  # noqa: E402
-    Case,
-    changed_during_run,
-    ensure_data,
-    machine,
-    make_case,
-    report_header,
-    versions,
-)
+from harness import (  # noqa: E402
+    changed_during_run, command, emit, header, machine, percentiles, progress, rotated, table, timed, verdict, versions)
+from services import (  # noqa: E402
+    HEADERS, TICKS_PER_SECOND, Service, free_port, launch, processes, release_handles, server_url, stop, tree, wait_ready)
+from snapshot_data import Case, ensure_data, last_event, make_case  # noqa: E402
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request
@@ -68,8 +61,6 @@ P99_TARGET_1 = 1.5               # 1 entity: ours p99 <= 1.5x the floor's
 P99_TARGET_100 = 2.0             # 100 entities: ours p99 <= 2x the floor's
 BODIES = 2048                    # distinct request bodies per size, cycled in the same order for both sides
 CHECKED_REQUESTS = 25            # requests per size compared between the two services before timing
-READY_SECONDS = 120
-HEADERS = {"content-type": "application/json", "x-consumer": "benchmark"}
 CONTENDERS = ("ours", "floor")
 
 FLOOR_APP = '''\
@@ -135,7 +126,7 @@ if __name__ == "__main__":  # python floor_app.py HOST PORT WORKERS: served as `
 
 
 def write_project(folder: Path, case: Case) -> Path:
-    """The benchmark's `snap` view, like training_frame.py's but without a TTL: lookups at the current time see
+    """The benchmark's `snap` view, like snapshot_data.py's but without a TTL: lookups at the current time see
     every stored value (the data is from 2024), so the answers carry real numbers to compare."""
     (folder / "definitions").mkdir(parents=True, exist_ok=True)
     (folder / "featurestore.toml").write_text(
@@ -163,39 +154,6 @@ def our_pool_size() -> int:
 # --------------------------------------------------------------------------- CPU accounting (Linux /proc)
 
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def processes() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far), for every process visible in /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            data = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2:].split()
-        found[int(entry.name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK)
-    return found
-
-
-def tree(snapshot: dict[int, tuple[int, float]], root: int | None) -> set[int]:
-    if root is None or root not in snapshot:
-        return set()
-    members, frontier = {root}, [root]
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in snapshot.items():
-        children.setdefault(parent, []).append(pid)
-    while frontier:
-        for child in children.get(frontier.pop(), []):
-            if child not in members:
-                members.add(child)
-                frontier.append(child)
-    return members
-
-
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far."""
     try:
@@ -204,7 +162,7 @@ def machine_busy() -> tuple[float, float]:
         return 0.0, 0.0
     total = sum(fields[:8])
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (total - idle) / _TICK, total / _TICK
+    return (total - idle) / TICKS_PER_SECOND, total / TICKS_PER_SECOND
 
 
 @dataclass
@@ -236,87 +194,6 @@ def postgres_root(store: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- the services
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Service:
-    name: str
-    workers: int
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-
-def launch(name: str, command: list[str], env: dict[str, str], url: str, workers: int, log_path: Path) -> Service:
-    with open(log_path, "wb") as log_file:  # in a session of its own: stopped as a group, like Ctrl-C would
-        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    return Service(name, workers, url, process, log_path)
-
-
-def wait_ready(service: Service, probe: bytes) -> None:
-    """Until the service answers a lookup with 200 (its first one also opens its connections)."""
-    import httpx
-
-    deadline = time.monotonic() + READY_SECONDS
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        while True:
-            if service.process.poll() is not None:
-                raise SystemExit(f"{service.name} (workers={service.workers}) exited with status "
-                                 f"{service.process.returncode} before it answered; its log {service.log_path}:\n"
-                                 f"{service.log_path.read_text()[-3000:]}")
-            try:
-                if client.post(service.url, content=probe, headers=HEADERS).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{service.name} (workers={service.workers}) did not answer {service.url} within "
-                                 f"{READY_SECONDS}s; its log {service.log_path}:\n"
-                                 f"{service.log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-
-def stop(service: Service) -> set[int]:
-    """Stop a service this script started, as Ctrl-C would: SIGINT to its process group (its own session), so
-    uvicorn and its workers shut down cleanly; SIGKILL what is left after 20 s. Returns the pids it had."""
-    members = tree(processes(), service.process.pid)
-    try:
-        os.killpg(service.process.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in members):
-        service.process.poll()
-        time.sleep(0.1)
-    try:
-        os.killpg(service.process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    service.process.wait()
-    return members
-
-
-def release_handles(store: Any, pids: set[int]) -> None:
-    """Forget the embedded PostgreSQL's handles of stopped service processes.
-
-    The embedded server (pgserver) stops when the last process that opened it exits, and each process
-    removes itself from `.handle_pids.json` at exit, but uvicorn's worker processes (multiprocessing
-    children) skip atexit handlers: without this the server would run on after the benchmark.
-    """
-    path = store.settings.state_dir / "pgdata" / ".handle_pids.json"
-    if store.settings.postgres_url or not path.is_file():
-        return
-    listed = json.loads(path.read_text())
-    kept = [pid for pid in listed if pid not in pids or Path(f"/proc/{pid}").exists()]
-    if kept != listed:
-        path.write_text(json.dumps(kept))
 
 
 def service_commands(project: Path, folder: Path, workers: int, floor_env: dict[str, str]) -> dict[str, Any]:
@@ -511,8 +388,7 @@ async def drive(url: str, requests: list[bytes], concurrency: int, warmup: float
     seconds = after.at - before.at
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {"requests": len(latencies), "seconds": seconds, "rps": len(latencies) / seconds,
-            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+            **{f"{name}_ms": value for name, value in percentiles(ms, (50, 90, 99)).items()},
             "errors": sum(errors.values()), "errors_during_warmup": warmup_errors, "error_kinds": errors,
             "_cpu": (before, after)}
 
@@ -543,10 +419,9 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
     (folder / "floor_app.py").write_text(FLOOR_APP)
     until = last_event(case) + timedelta(seconds=1)
     store = FeatureStore(project)
-    started = time.perf_counter()
-    runs = store.materialize(until=until)
+    seconds, runs = timed(lambda: store.materialize(until=until))
     log("materialized: " + ", ".join(f"{r.view} {r.mode} ({r.written:,} rows written)" for r in runs)
-        + f" in {time.perf_counter() - started:.1f}s")
+        + f" in {seconds:.1f}s")
     url = server_url(store)
     version = store.views["snap"].version
     table = f'featurestore_online."snap__{version}"'
@@ -606,7 +481,7 @@ def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str]
             for size in SIZES:
                 for concurrency in args.concurrency:
                     cell: dict[str, Any] = {"workers": workers, "entities": size, "concurrency": concurrency}
-                    order = CONTENDERS if cell_number % 2 == 0 else CONTENDERS[::-1]
+                    order = rotated(CONTENDERS, cell_number)
                     cell_number += 1
                     for name in order:
                         measured = asyncio.run(drive(services[name].url, load[size], concurrency, args.warmup,
@@ -670,10 +545,10 @@ def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
              "verdict": "PASS" if one["rps_ratio"] >= RPS_TARGET else "FAIL"},
             {"target": f"1 entity x{TARGET_CELL}: ours p99 <= {P99_TARGET_1}x the floor's",
              "ours": one["ours"]["p99_ms"], "floor": one["floor"]["p99_ms"], "ratio": one["p99_ratio"], "unit": "ms",
-             "verdict": "PASS" if one["p99_ratio"] <= P99_TARGET_1 else "FAIL"},
+             "verdict": verdict(one["p99_ratio"], P99_TARGET_1)},
             {"target": f"100 entities x{TARGET_CELL}: ours p99 <= {P99_TARGET_100}x the floor's",
              "ours": hundred["ours"]["p99_ms"], "floor": hundred["floor"]["p99_ms"], "ratio": hundred["p99_ratio"],
-             "unit": "ms", "verdict": "PASS" if hundred["p99_ratio"] <= P99_TARGET_100 else "FAIL"},
+             "unit": "ms", "verdict": verdict(hundred["p99_ratio"], P99_TARGET_100)},
         ]
     chosen = max(workers, key=lambda w: cell(w, 1)["ours"]["rps"])
     return {"chosen_workers": chosen,
@@ -686,19 +561,16 @@ def judge(result: dict[str, Any], workers: list[int]) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     s = report["result"]
-    console = report_header(report, "HTTP lookup service benchmark", 150,
-                            machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
-                            versions_note=f", PostgreSQL {s['postgres_server_version']}")
+    console = header(report, "HTTP lookup service benchmark", 150,
+                     machine_note=f"; {s['machine_busy_before']:.0%} busy just before the run",
+                     versions_note=f", PostgreSQL {s['postgres_server_version']}")
     settings = report["settings"]
-    table = Table(title=f"{report['rows']:,} events, {s['users']:,} users, {FEATURES} features; loopback, "
-                        f"{settings['warmup']:g}s warm-up + {settings['duration']:g}s per cell and contender; "
-                        "latency in ms as the load generator sees it")
-    for column in ("workers", "entities", "in flight", "ours req/s", "floor req/s", "ratio", "ours p50", "floor p50",
-                   "ours p99", "floor p99", "p99 ratio", "errors ours/floor"):
-        table.add_column(column, justify="right")
+    cells = table(f"{report['rows']:,} events, {s['users']:,} users, {FEATURES} features; loopback, "
+                  f"{settings['warmup']:g}s warm-up + {settings['duration']:g}s per cell and contender; "
+                  "latency in ms as the load generator sees it",
+                  ("workers", "entities", "in flight", "ours req/s", "floor req/s", "ratio", "ours p50", "floor p50",
+                   "ours p99", "floor p99", "p99 ratio", "errors ours/floor"), left=())
     targeted = {(report["judgement"]["chosen_workers"], 1, TARGET_CELL), (report["judgement"]["chosen_workers"], 100,
                                                                            TARGET_CELL)}
     for c in s["cells"]:
@@ -707,15 +579,14 @@ def print_report(report: dict[str, Any]) -> None:
         if o["errors"] or f["errors"]:
             errors = f"[bold red]{errors}[/bold red]"
         mark = " *" if (c["workers"], c["entities"], c["concurrency"]) in targeted else ""
-        table.add_row(str(c["workers"]), str(c["entities"]), f"{c['concurrency']}{mark}", f"{o['rps']:,.0f}",
+        cells.add_row(str(c["workers"]), str(c["entities"]), f"{c['concurrency']}{mark}", f"{o['rps']:,.0f}",
                       f"{f['rps']:,.0f}", f"{c['rps_ratio']:.2f}x", f"{o['p50_ms']:.2f}", f"{f['p50_ms']:.2f}",
                       f"{o['p99_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{c['p99_ratio']:.2f}x", errors)
-    console.print(table)
+    console.print(cells)
 
-    cpu = Table(title="CPU per request (µs; this load generator shares the machine) and machine busy share")
-    for column in ("workers", "entities", "in flight", "service ours", "service floor", "PostgreSQL ours",
-                   "PostgreSQL floor", "client ours", "client floor", "busy ours", "busy floor"):
-        cpu.add_column(column, justify="right")
+    cpu = table("CPU per request (µs; this load generator shares the machine) and machine busy share",
+                ("workers", "entities", "in flight", "service ours", "service floor", "PostgreSQL ours",
+                 "PostgreSQL floor", "client ours", "client floor", "busy ours", "busy floor"), left=())
 
     def us(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f}"
@@ -728,18 +599,17 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(cpu)
 
     judgement = report["judgement"]
-    targets = Table(title=f"Targets (ours with {judgement['chosen_workers']} worker"
-                          f"{'s' if judgement['chosen_workers'] > 1 else ''}: {judgement['why']})")
-    for column in ("target", "workers", "ours", "floor", "ratio", "verdict"):
-        targets.add_column(column, justify="left" if column == "target" else "right")
+    targets = table(f"Targets (ours with {judgement['chosen_workers']} worker"
+                    f"{'s' if judgement['chosen_workers'] > 1 else ''}: {judgement['why']})",
+                    ("target", "workers", "ours", "floor", "ratio", "verdict"), left=("target",))
     for workers, rows in judgement["by_workers"].items():
         chosen = int(workers) == judgement["chosen_workers"]
         for t in rows:
             colour = "green" if t["verdict"] == "PASS" else "red"
-            verdict = f"[{colour}]{t['verdict']}[/{colour}]" if chosen else f"({t['verdict']})"
+            shown = f"[{colour}]{t['verdict']}[/{colour}]" if chosen else f"({t['verdict']})"
             fmt = "{:,.0f}" if t["unit"] == "req/s" else "{:.2f} ms"
             targets.add_row(t["target"], workers + ("" if chosen else " (info)"), fmt.format(t["ours"]),
-                            fmt.format(t["floor"]), f"{t['ratio']:.2f}x", verdict)
+                            fmt.format(t["floor"]), f"{t['ratio']:.2f}x", shown)
     console.print(targets)
     pools = s["pool_size"]
     console.print(f"  ours = `featurestore serve --workers N` (POST /v1/features, FastAPI, SDK lookup pool of "
@@ -819,13 +689,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log("FEATURESTORE_POSTGRES_URL is set: the view is materialized into schema featurestore_online of that "
             "database; PostgreSQL's CPU is not measured")
@@ -838,7 +702,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(case, workdir, args, log)
     errors = sum(c[name]["errors"] for c in result["cells"] for name in CONTENDERS)
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "rows": args.rows,
         "settings": {"duration": args.duration, "warmup": args.warmup, "workers": args.workers, "client": args.client,
                      "concurrency": args.concurrency, "entities": list(SIZES), "features": FEATURES},
@@ -846,10 +710,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     if warning := changed_during_run(found_versions):
         report["warning"] = warning
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
     if errors:
         sys.exit(1)
 

@@ -4,7 +4,7 @@
     python benchmarks/spark.py --rows 200000 --spine 20000 --repeat 1
     python benchmarks/spark.py --master local[4] --format json > result.json
 
-The data and the snapshot view `snap` (TTL 7 days, 10 features) are training_frame.py's; a
+The data and the snapshot view `snap` (TTL 7 days, 10 features) are snapshot_data.py's; a
 window view `win` over the same events adds count(*) and sum(f0) over 1 and 7 days. Two frames:
 
 - `snap.*`: ours on DuckDB, ours on Spark, and a floor on Spark: the range join ranked by
@@ -21,18 +21,17 @@ rounds. Needs `pip install 'featurestore[spark]'` and Java 17+.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_frame import TTL_DAYS, ensure_data, make_case, machine, report_header, versions  # noqa: E402
+from harness import command, emit, header, machine, medians, progress, table, timed, versions  # noqa: E402
+from snapshot_data import TTL_DAYS, ensure_data, make_case  # noqa: E402
 
 WINDOW_VIEW = ("-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
                "-- description: benchmark window view\n-- windows: 1d, 7d\n"
@@ -50,12 +49,6 @@ LEFT JOIN parquet.`{case.events}` AS e
   ON s.user_id = e.user_id AND e.ts <= s.ts AND e.ts >= s.ts - INTERVAL {TTL_DAYS} DAYS
 QUALIFY row_number() OVER (PARTITION BY s.rn ORDER BY e.ts DESC) = 1
 ORDER BY s.rn"""
-
-
-def timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = work()
-    return time.perf_counter() - started, result
 
 
 def same(a: pa.Table, b: pa.Table, label: str) -> float:
@@ -116,34 +109,32 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 floor_s, floor = timed(lambda: spark.sql(floor_sql(case)).toArrow())
                 same(duck, floor, "ours vs the hand-written Spark floor")
                 seconds.setdefault("snapshot/spark floor", []).append(floor_s)
-    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    med = medians(seconds)
     return {
-        "command": " ".join(["python", *sys.argv]), "machine": machine(), "versions": versions("pyspark"),
+        "command": command(), "machine": machine(), "versions": versions("pyspark"),
         "rows": args.rows, "spine": args.spine, "master": args.master, "repeat": args.repeat,
         "spark_start_seconds": round(start_seconds, 2),
         "largest_relative_difference": differences,
-        "seconds": {key: round(value, 3) for key, value in medians.items()},
+        "seconds": {key: round(value, 3) for key, value in med.items()},
         "spread": {key: [round(min(v), 3), round(max(v), 3)] for key, v in seconds.items()},
         "ratios": {
-            "snapshot: spark / duckdb": round(medians["snapshot/spark"] / medians["snapshot/duckdb"], 2),
-            "snapshot: ours on spark / spark floor": round(medians["snapshot/spark"] / medians["snapshot/spark floor"], 2),
-            "snapshot+windows: spark / duckdb": round(medians["snapshot+windows/spark"]
-                                                      / medians["snapshot+windows/duckdb"], 2),
+            "snapshot: spark / duckdb": round(med["snapshot/spark"] / med["snapshot/duckdb"], 2),
+            "snapshot: ours on spark / spark floor": round(med["snapshot/spark"] / med["snapshot/spark floor"], 2),
+            "snapshot+windows: spark / duckdb": round(med["snapshot+windows/spark"]
+                                                      / med["snapshot+windows/duckdb"], 2),
         },
     }
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    console = report_header(report, "Spark vs DuckDB benchmark", 110)
+    console = header(report, "Spark vs DuckDB benchmark", 110)
     console.print(f"{report['rows']:,} events x {report['spine']:,} spine rows; Spark {report['master']}, "
                   f"started in {report['spark_start_seconds']} s (not in the times below)")
-    table = Table("frame / engine", "median s", "spread s")
+    rows = table(None, ("frame / engine", "median s", "spread s"), left=("frame / engine", "median s", "spread s"))
     for key, value in report["seconds"].items():
         low, high = report["spread"][key]
-        table.add_row(key, f"{value:.2f}", f"{low:.2f}–{high:.2f}")
-    console.print(table)
+        rows.add_row(key, f"{value:.2f}", f"{low:.2f}–{high:.2f}")
+    console.print(rows)
     for name, ratio in report["ratios"].items():
         console.print(f"{name}: {ratio:.2f}x")
     console.print("Spark's values against DuckDB's, largest relative difference (float sums added in another "
@@ -160,14 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the data and the project go")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-    report = run(args, progress.log)
-    if args.format == "json":
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+    emit(run(args, progress()), args.format, print_report)
 
 
 if __name__ == "__main__":

@@ -25,28 +25,22 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-SEED = 20240601
-GENERATOR_VERSION = 5  # bump when the generated data changes, so cached files are rebuilt
-TTL_DAYS = 7
-EVENTS_PER_USER = 40
-SPAN_DAYS = 180
-START_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
-DAY_US = 86_400_000_000
-ROW_GROUP = 131_072
+from harness import (changed_during_run, child_report, command, duck, emit, fastest, header, machine, mark, median,
+                     page_in, peak_kib, progress, reset_peak, results_differ, spread, sql_literal, status_kib, table,
+                     timed, verdict, versions)
+from snapshot_data import TTL_DAYS, Case, ensure_data, make_case
+
 COLD_TIME_TARGET = 1.2   # ours / floor, cold cache
 COLD_MEMORY_TARGET = 1.5  # ours / floor, peak RSS, cold cache
 WARM_TIME_TARGET = 1.0   # ours / floor, warm cache: strictly faster
@@ -54,131 +48,12 @@ CONTENDERS = ("ours", "asof", "rank")  # in peak-memory children
 TIMED = ("cold", "warm", "asof", "rank")
 
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Case:
-    """One benchmark size, and where its files live."""
-
-    rows: int
-    spine: int
-    features: int
-    folder: Path
-
-    @property
-    def project(self) -> Path:
-        return self.folder / "project"
-
-    @property
-    def events(self) -> Path:
-        return self.project / "data" / "events.parquet"
-
-    @property
-    def spine_path(self) -> Path:
-        return self.folder / "spine.parquet"
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f"f{i}" for i in range(self.features)]
-
-
-def make_case(workdir: Path, rows: int, spine: int, features: int) -> Case:
-    return Case(rows, spine, features, workdir / f"rows{rows}_spine{spine}_features{features}")
-
-
-def ensure_data(case: Case, log: Callable[[str], None]) -> float:
-    """Generate the case's files unless an identical generation is already on disk; returns seconds spent."""
-    meta = {"generator": GENERATOR_VERSION, "seed": SEED, "rows": case.rows, "spine": case.spine,
-            "features": case.features, "ttl_days": TTL_DAYS}
-    stamp = case.folder / "generated.json"
-    fresh = stamp.is_file() and json.loads(stamp.read_text()) == meta
-    if fresh and case.events.is_file() and case.spine_path.is_file():
-        write_project(case)
-        return 0.0
-    log(f"generating {case.rows:,} events and {case.spine:,} spine rows in {case.folder}")
-    started = time.perf_counter()
-    if case.folder.exists():
-        shutil.rmtree(case.folder)
-    case.events.parent.mkdir(parents=True)
-    write_project(case)
-    users, user_id, ts = _write_events(case)
-    _write_spine(case, users, user_id, ts)
-    stamp.write_text(json.dumps(meta) + "\n")
-    return time.perf_counter() - started
-
-
-def write_project(case: Case) -> None:
-    (case.project / "definitions").mkdir(parents=True, exist_ok=True)
-    (case.project / "featurestore.toml").write_text(
-        'definitions = "definitions"\n\n[sources]\nevents = "data/events.parquet"\n')
-    (case.project / "definitions" / "snap.sql").write_text(
-        "-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
-        f"-- description: benchmark snapshot view\n-- ttl: {TTL_DAYS}d\n"
-        f"SELECT user_id, ts, {', '.join(case.feature_names)} FROM events\n")
-
-
-def _write_events(case: Case) -> tuple[int, np.ndarray, np.ndarray]:
-    """Events in time order with unique times (so unique (user_id, ts)); user activity is log-normally skewed."""
-    rng = np.random.default_rng(SEED)
-    users = max(case.rows // EVENTS_PER_USER, 1)
-    weights = rng.lognormal(0.0, 0.8, users)
-    weights /= weights.sum()
-    ts = np.sort(START_US + rng.integers(0, SPAN_DAYS * DAY_US, case.rows, dtype=np.int64))
-    # Strictly increasing: a repeated instant moves up by a microsecond or so (the span dwarfs the row count).
-    steps = np.arange(case.rows, dtype=np.int64)
-    ts = np.maximum.accumulate(ts - steps) + steps
-    user_id = rng.choice(np.arange(1, users + 1, dtype=np.int64), size=case.rows, p=weights)
-
-    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")),
-                        *[(name, pa.float64()) for name in case.feature_names]])
-    # Random doubles do not dictionary-encode; trying costs more than the rest of the generation.
-    with pq.ParquetWriter(case.events, schema, use_dictionary=["user_id"]) as writer:
-        for start in range(0, case.rows, ROW_GROUP):
-            stop = min(start + ROW_GROUP, case.rows)
-            n = stop - start
-            values = rng.standard_normal((case.features, n))
-            missing = rng.integers(0, 20, (case.features, n), dtype=np.uint8) == 0  # 5% NULLs
-            columns = [pa.array(user_id[start:stop]), pa.array(ts[start:stop], type=pa.timestamp("us", tz="UTC"))]
-            columns += [pa.array(values[i], mask=missing[i]) for i in range(case.features)]
-            writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=ROW_GROUP)
-    return users, user_id, ts
-
-
-def _write_spine(case: Case, users: int, ev_user: np.ndarray, ev_ts: np.ndarray) -> None:
-    """Spine rows in random order: mostly known users at random times, plus the edge cases of the contract."""
-    rng = np.random.default_rng(SEED + 1)
-    n = case.spine
-    user_id = rng.integers(1, users + 1, n, dtype=np.int64)
-    ts = START_US + rng.integers(0, (SPAN_DAYS + TTL_DAYS) * DAY_US, n, dtype=np.int64)
-    kind = rng.random(n)
-    picked = rng.integers(0, len(ev_ts), n)
-    exact = kind < 0.15                       # exactly at an event's time: the event is known (<=)
-    at_ttl = (kind >= 0.15) & (kind < 0.20)   # exactly TTL after an event: still within TTL
-    unknown = (kind >= 0.20) & (kind < 0.24)  # users with no events at all
-    user_id[exact | at_ttl] = ev_user[picked[exact | at_ttl]]
-    ts[exact] = ev_ts[picked[exact]]
-    ts[at_ttl] = ev_ts[picked[at_ttl]] + TTL_DAYS * DAY_US
-    user_id[unknown] = users + 1 + rng.integers(0, users, int(unknown.sum()))
-    null_key = (kind >= 0.24) & (kind < 0.241)  # a NULL key matches nothing
-    table = pa.table({
-        "user_id": pa.array(user_id, mask=null_key),
-        "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
-        "label": pa.array(rng.integers(0, 2, n, dtype=np.int64)),
-    })
-    pq.write_table(table, case.spine_path, row_group_size=ROW_GROUP)
-
-
 # --------------------------------------------------------------------------- contenders
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def floor_sql(case: Case, kind: str) -> str:
     """The hand-written floor queries: spine columns then features, in spine (file row) order."""
-    spine, events = _literal(case.spine_path), _literal(case.events)
+    spine, events = sql_literal(case.spine_path), sql_literal(case.events)
     if kind == "asof":
         features = ",\n       ".join(f"CASE WHEN s.ts - e.ts > INTERVAL {TTL_DAYS} DAY THEN NULL ELSE e.{f} END AS {f}"
                                       for f in case.feature_names)
@@ -202,14 +77,8 @@ ORDER BY s.file_row_number"""
 
 
 def run_floor(case: Case, kind: str) -> pa.Table:
-    import duckdb
-
-    connection = duckdb.connect()
-    try:
-        connection.execute("SET TimeZone = 'UTC'")
+    with duck() as connection:
         return connection.sql(floor_sql(case, kind)).to_arrow_table()
-    finally:
-        connection.close()
 
 
 def clear_state(case: Case) -> None:
@@ -266,37 +135,6 @@ def compare(ours: pa.Table, floor: pa.Table, label: str) -> list[str]:
 # --------------------------------------------------------------------------- memory (child processes)
 
 
-def _status_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_kib() -> int:
-    peak = _status_kib("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss // 1024 if sys.platform == "darwin" else maxrss  # bytes on macOS, KiB on Linux
-
-
-def _reset_peak() -> bool:
-    """Reset the RSS high-water mark (Linux >= 4.0), so a second run's peak is its own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child_main(args: argparse.Namespace) -> None:
     """Do one contender's work (ours: a cold run, then a warm one) and print its peak RSS as JSON."""
     case = make_case(Path(args.workdir), args.rows, args.spine, args.features)
@@ -305,41 +143,34 @@ def child_main(args: argparse.Namespace) -> None:
         import featurestore  # noqa: F401  (its import cost is part of the baseline, like duckdb's below)
 
         store = fresh_store(case)
-        report["baseline_kib"] = _status_kib("VmRSS")
-        started = time.perf_counter()
-        table, _ = run_ours(store, case)
-        report["seconds"] = time.perf_counter() - started
-        report["rows"] = table.num_rows
-        del table
+        report["baseline_kib"] = status_kib("VmRSS")
+        report["seconds"], (frame, _) = timed(lambda: run_ours(store, case))
+        report["rows"] = frame.num_rows
+        del frame
         second_read(store, case)  # the cold peak includes the cache fill, which the second read makes
         gc.collect()
-        report["peak_kib"] = _peak_kib()
-        report["warm_reset"] = _reset_peak()
-        table, _ = run_ours(store, case)
-        del table
+        report["peak_kib"] = peak_kib()
+        report["warm_reset"] = reset_peak()
+        frame, _ = run_ours(store, case)
+        del frame
         gc.collect()
-        report["warm_peak_kib"] = _peak_kib()
+        report["warm_peak_kib"] = peak_kib()
     else:
         import duckdb  # noqa: F401
 
-        report["baseline_kib"] = _status_kib("VmRSS")
-        started = time.perf_counter()
-        table = run_floor(case, args.child)
-        report["seconds"] = time.perf_counter() - started
-        report["rows"] = table.num_rows
-        del table
+        report["baseline_kib"] = status_kib("VmRSS")
+        report["seconds"], frame = timed(lambda: run_floor(case, args.child))
+        report["rows"] = frame.num_rows
+        del frame
         gc.collect()
-        report["peak_kib"] = _peak_kib()
-    print(json.dumps(report))
+        report["peak_kib"] = peak_kib()
+    print(json.dumps(report))  # one line: the parent reads the last
 
 
 def measure_memory(case: Case, workdir: Path, contender: str) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", contender, "--workdir", str(workdir),
-               "--rows", str(case.rows), "--spine", str(case.spine), "--features", str(case.features)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"memory child '{contender}' failed (exit {done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_report([sys.executable, str(Path(__file__).resolve()), "--child", contender, "--workdir",
+                         str(workdir), "--rows", str(case.rows), "--spine", str(case.spine), "--features",
+                         str(case.features)], contender)
 
 
 # --------------------------------------------------------------------------- timing
@@ -356,16 +187,15 @@ class Result:
     sql: str = ""
 
     def median(self, name: str) -> float | None:
-        values = self.times[name]
-        return statistics.median(values) if values else None
+        return median(self.times[name])
 
     @property
     def cold(self) -> float:
-        return statistics.median(self.times["cold"])
+        return self.median("cold") or float("nan")
 
     @property
     def floor_name(self) -> str:
-        return min(("asof", "rank"), key=lambda name: self.median(name) or float("inf"))
+        return fastest(self.times, ("asof", "rank"))
 
     @property
     def floor_seconds(self) -> float:
@@ -384,12 +214,12 @@ class Result:
             "seconds": {name: values for name, values in self.times.items()},
             "median_seconds": {"ours_cold": self.cold, "ours_warm": warm,
                                "asof": self.median("asof"), "rank": self.median("rank")},
-            "project_load_seconds_in_cold_run": statistics.median(self.project_load_seconds),
-            "second_call_seconds": statistics.median(self.fill_seconds),
+            "project_load_seconds_in_cold_run": median(self.project_load_seconds),
+            "second_call_seconds": median(self.fill_seconds),
             "floor": self.floor_name,
             "time_ratio": {"cold": self.cold / floor, "warm": None if warm is None else warm / floor},
-            "targets": {"cold_time": _verdict(self.cold / floor, COLD_TIME_TARGET, strict=False),
-                        "warm_time": None if warm is None else _verdict(warm / floor, WARM_TIME_TARGET, strict=True)},
+            "targets": {"cold_time": verdict(self.cold / floor, COLD_TIME_TARGET),
+                        "warm_time": None if warm is None else verdict(warm / floor, WARM_TIME_TARGET, strict=True)},
         }
         if self.memory:
             floor_peak = self.memory[self.floor_memory_name]["peak_kib"]
@@ -398,18 +228,8 @@ class Result:
             out["memory_floor"] = self.floor_memory_name
             out["memory_ratio"] = {"cold": ours["peak_kib"] / floor_peak, "warm": ours["warm_peak_kib"] / floor_peak}
             out["first_call_in_new_process_seconds"] = {name: self.memory[name]["seconds"] for name in CONTENDERS}
-            out["targets"]["cold_memory"] = _verdict(ours["peak_kib"] / floor_peak, COLD_MEMORY_TARGET, strict=False)
+            out["targets"]["cold_memory"] = verdict(ours["peak_kib"] / floor_peak, COLD_MEMORY_TARGET)
         return out
-
-
-def _verdict(ratio: float, target: float, *, strict: bool) -> str:
-    return "PASS" if (ratio < target if strict else ratio <= target) else "FAIL"
-
-
-def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    value = work()
-    return time.perf_counter() - started, value
 
 
 def warm_process(case: Case) -> None:
@@ -427,10 +247,7 @@ def warm_process(case: Case) -> None:
 
     with duckdb.connect() as connection:
         connection.sql("SELECT 1").fetchall()
-    for path in (case.events, case.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(case.events, case.spine_path)
     run_floor(case, "asof")
 
 
@@ -448,23 +265,22 @@ def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Cal
         store = FeatureStore(case.project)
         _ = store.project
         result.project_load_seconds.append(time.perf_counter() - started)
-        seconds, (cold, sql) = _timed(lambda: run_ours(store, case))
+        seconds, (cold, sql) = timed(lambda: run_ours(store, case))
         result.times["cold"].append(seconds + result.project_load_seconds[-1])
         result.sql = sql
         # The second frame of the view fills the cache inside the call (timed on its own), then joins.
-        result.fill_seconds.append(_timed(lambda: second_read(store, case))[0])
-        seconds, (warm, _) = _timed(lambda: run_ours(store, case))
+        result.fill_seconds.append(timed(lambda: second_read(store, case))[0])
+        seconds, (warm, _) = timed(lambda: run_ours(store, case))
         result.times["warm"].append(seconds)
         floors = {}
         for kind in ("asof", "rank"):
-            seconds, floors[kind] = _timed(lambda: run_floor(case, kind))
+            seconds, floors[kind] = timed(lambda: run_floor(case, kind))
             result.times[kind].append(seconds)
         if round_number == 0:  # both of our paths (a cache is a new way to be wrong) against both floors
             problems = [p for kind in floors for run, ours in (("cold", cold), ("warm", warm))
                         for p in compare(ours, floors[kind], f"ours ({run}) vs {kind}")]
             if problems:
-                raise SystemExit("RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  "
-                                 + "\n  ".join(problems))
+                raise results_differ("\n  ".join(problems))
             log(f"check: ours (cold and warm), asof and rank agree on all {cold.num_rows:,} rows x "
                 f"{cold.num_columns} columns")
         log(f"round {round_number + 1}/{repeat}: ours cold {result.times['cold'][-1]:.3f}s (second call, "
@@ -482,94 +298,16 @@ def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Cal
 # --------------------------------------------------------------------------- reporting
 
 
-def machine() -> dict[str, Any]:
-    ram = None
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "ram_gib": None if ram is None else round(ram / 2**30, 1), "cpu": cpu,
-            "platform": platform.platform(), "python": platform.python_version()}
-
-
-def versions(*extra: str) -> dict[str, Any]:
-    """The versions of featurestore's core packages (None when missing), of the `extra` packages a
-    benchmark also uses (left out when missing), and the featurestore commit."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, Any] = {}
-    for name in ("featurestore", "duckdb", "pyarrow", "numpy", "sqlglot", *extra):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            if name not in extra:
-                found[name] = None
-    import featurestore
-
-    # The package is often installed editable: name the commit it was run from, and whether it had local edits.
-    root = Path(featurestore.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "featurestore"], capture_output=True, text=True, timeout=10).stdout.strip()
-        if commit:
-            found["featurestore_commit"] = commit + (" (with local edits)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
-
-
-def changed_during_run(found_versions: dict[str, Any]) -> str | None:
-    """A warning when the featurestore commit differs now from `found_versions`' (taken at the start)."""
-    before, now = found_versions.get("featurestore_commit"), versions().get("featurestore_commit")
-    return None if now == before else f"featurestore changed during the run ({before} -> {now})"
-
-
-def report_header(report: dict[str, Any], title: str, width: int, machine_note: str = "",
-                  versions_note: str = "") -> Any:
-    """A rich console (at least `width` wide when piped) with the report's title, machine, versions, warning."""
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, width)
-    m, v = report["machine"], report["versions"]
-    console.print(f"[bold]{title}[/bold]  {report['command']}")
-    console.print(f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, {m['cpu']}, "
-                  f"{m['platform']}, Python {m['python']}{machine_note}")
-    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + versions_note)
-    if "warning" in report:
-        console.print(f"[bold red]warning:[/bold red] {report['warning']}")
-    return console
-
-
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    console = report_header(report, "Training frame benchmark", 120)
+    console = header(report, "Training frame benchmark", 120)
     for scale in report["scales"]:
-        table = Table(title=f"{scale['rows']:,} events x {scale['spine']:,} spine rows, {scale['features']} features, "
-                            f"TTL {TTL_DAYS}d, {report['repeat']} rounds")
-        for column in ("contender", "time (s)", "min-max", "x floor", "peak RSS (MiB)", "x floor", "time target",
-                       "memory target"):
-            table.add_column(column, justify="left" if column in ("contender", "time target", "memory target")
-                             else "right")
+        rows = table(f"{scale['rows']:,} events x {scale['spine']:,} spine rows, {scale['features']} features, "
+                     f"TTL {TTL_DAYS}d, {report['repeat']} rounds",
+                     ("contender", "time (s)", "min-max", "x floor", "peak RSS (MiB)", "x floor", "time target",
+                      "memory target"), left=("contender", "time target", "memory target"))
         med, ratio, targets = scale["median_seconds"], scale["time_ratio"], scale["targets"]
         memory = scale.get("memory_kib", {})
         mem_floor = memory.get(scale.get("memory_floor", ""), {}).get("peak_kib")
-
-        def spread(values: list[float]) -> str:
-            return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "-"
 
         def mib(kib: int | None) -> str:
             return "-" if kib is None else f"{kib / 1024:,.0f}"
@@ -577,28 +315,24 @@ def print_report(report: dict[str, Any]) -> None:
         def mem_ratio(kib: int | None) -> str:
             return "-" if kib is None or not mem_floor else f"{kib / mem_floor:.2f}"
 
-        def mark(verdict: str | None, target: str) -> str:
-            colour = {"PASS": "green", "FAIL": "red"}.get(verdict or "")
-            return f"{target} [{colour}]{verdict}[/{colour}]" if colour else "-"
-
         ours_mem = memory.get("ours", {})
         warm = med["ours_warm"]
-        table.add_row(f"ours, cold (median, {len(scale['seconds']['cold'])} calls)", f"{med['ours_cold']:.3f}",
-                      spread(scale["seconds"]["cold"]), f"{ratio['cold']:.2f}",
-                      mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
-                      mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x"),
-                      mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x"))
-        table.add_row(f"ours, warm (median, {len(scale['seconds']['warm'])} calls)",
-                      "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["warm"]),
-                      "-" if warm is None else f"{ratio['warm']:.2f}",
-                      mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
-                      mark(targets["warm_time"], "<1x"), "")
+        rows.add_row(f"ours, cold (median, {len(scale['seconds']['cold'])} calls)", f"{med['ours_cold']:.3f}",
+                     spread(scale["seconds"]["cold"]), f"{ratio['cold']:.2f}",
+                     mib(ours_mem.get("peak_kib")), mem_ratio(ours_mem.get("peak_kib")),
+                     mark(targets["cold_time"], f"<={COLD_TIME_TARGET}x", "-"),
+                     mark(targets.get("cold_memory"), f"<={COLD_MEMORY_TARGET}x", "-"))
+        rows.add_row(f"ours, warm (median, {len(scale['seconds']['warm'])} calls)",
+                     "-" if warm is None else f"{warm:.3f}", spread(scale["seconds"]["warm"]),
+                     "-" if warm is None else f"{ratio['warm']:.2f}",
+                     mib(ours_mem.get("warm_peak_kib")), mem_ratio(ours_mem.get("warm_peak_kib")),
+                     mark(targets["warm_time"], "<1x", "-"), "")
         for kind, label in (("asof", "floor: ASOF join"), ("rank", "floor: join + rank")):
-            table.add_row(label, f"{med[kind]:.3f}", spread(scale["seconds"][kind]),
-                          f"{med[kind] / med[scale['floor']]:.2f}",
-                          mib(memory.get(kind, {}).get("peak_kib")), mem_ratio(memory.get(kind, {}).get("peak_kib")),
-                          "", "")
-        console.print(table)
+            rows.add_row(label, f"{med[kind]:.3f}", spread(scale["seconds"][kind]),
+                         f"{med[kind] / med[scale['floor']]:.2f}",
+                         mib(memory.get(kind, {}).get("peak_kib")), mem_ratio(memory.get(kind, {}).get("peak_kib")),
+                         "", "")
+        console.print(rows)
         console.print(f"  floor time = '{scale['floor']}' median; floor memory = '{scale.get('memory_floor', '-')}' "
                       f"peak. Ours cold = a first call on a fresh project (no cache), including "
                       f"{scale['project_load_seconds_in_cold_run']:.3f}s of loading the project; warm = the next call, "
@@ -647,13 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child_main(args)
         return
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     # The SDK is often installed editable and edited while this runs: name the code the timings used.
     found_versions = versions()
     workdir = Path(args.workdir).resolve()
@@ -664,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"case: {rows:,} events x {spine:,} spine rows, {args.features} features")
         results.append(run_case(case, workdir, args.repeat, not args.no_memory, log))
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "repeat": args.repeat,
         "targets": {"cold_time": f"ours <= {COLD_TIME_TARGET}x floor",
                     "cold_memory": f"ours <= {COLD_MEMORY_TARGET}x floor",
@@ -684,10 +412,7 @@ def main(argv: list[str] | None = None) -> None:
             "floor_growth": results[1].floor_seconds / results[0].floor_seconds,
             "ours_growth": results[1].cold / results[0].cold,
         }
-    if args.format == "json":
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
 
 
 if __name__ == "__main__":

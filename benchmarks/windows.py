@@ -42,20 +42,22 @@ import json
 import os
 import random
 import re
-import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
-from training_frame import changed_during_run, machine, report_header, versions  # noqa: E402
+from harness import (  # noqa: E402
+    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, medians, page_in,
+    percentiles, progress, results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
+from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
 SEED = 20240901         # salts every hash the generator draws from: same bytes on every machine
@@ -124,19 +126,6 @@ def make_shape(workdir: Path, name: str, events: int, spine: int, users: int, ho
     return Shape(name, events, spine, users, hot_share, windows, folder)
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def duck() -> Any:
-    """A fresh DuckDB connection in UTC, with the defaults (threads, memory) DuckDB picks."""
-    import duckdb
-
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    return connection
-
-
 def ensure_data(shape: Shape, log: Callable[[str], None]) -> float:
     """Generate the shape's files unless an identical generation is on disk; returns the seconds spent."""
     meta = {"generator": GENERATOR_VERSION, "seed": SEED, "events": shape.events, "spine": shape.spine,
@@ -193,7 +182,7 @@ SELECT raw.i, CASE WHEN raw.hot < {hot} THEN 1 ELSE u.user_id END AS user_id, ra
 FROM raw ASOF JOIN users AS u ON raw.pick >= u.lo"""
     write_events = f"""
 COPY (SELECT user_id, make_timestamp(us)::TIMESTAMPTZ AS ts, amount, merchant_id FROM events ORDER BY i)
-TO {_literal(shape.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(shape.events_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     spine = f"""
 COPY (
     WITH raw AS (
@@ -215,7 +204,7 @@ COPY (
            (h26 % 2)::BIGINT AS label
     FROM drawn JOIN events AS ev ON ev.i = drawn.e
     ORDER BY h(j, 27))
-TO {_literal(shape.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
+TO {sql_literal(shape.spine_path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"""
     return [draw, u01, normal, weights, events, write_events, spine]
 
 
@@ -252,7 +241,7 @@ def floor_sql(shape: Shape, kind: str) -> str:
     The floor may assume what the data guarantees: no NULL keys or times (so no NULL rows), no lag,
     no invalid periods, `amount` never NULL (so count(*) is a count of the joined rows).
     """
-    spine, events = _literal(shape.spine_path), _literal(shape.events_path)
+    spine, events = sql_literal(shape.spine_path), sql_literal(shape.events_path)
     longest = max(shape.windows, key=WINDOWS.__getitem__)
     if kind == "join":
         aggregates = []
@@ -313,8 +302,8 @@ def join_pairs(shape: Shape) -> int:
     with duck() as connection:
         return int(connection.execute(f"""
 WITH e AS (SELECT user_id, count(*) AS n, epoch_us(max(ts)) - epoch_us(min(ts)) AS span
-           FROM read_parquet({_literal(shape.events_path)}) GROUP BY user_id),
-     s AS (SELECT user_id, count(*) AS n FROM read_parquet({_literal(shape.spine_path)}) GROUP BY user_id)
+           FROM read_parquet({sql_literal(shape.events_path)}) GROUP BY user_id),
+     s AS (SELECT user_id, count(*) AS n FROM read_parquet({sql_literal(shape.spine_path)}) GROUP BY user_id)
 SELECT coalesce(sum(s.n * e.n * least(1, {longest} / greatest(e.span, 1))), 0)
 FROM e JOIN s USING (user_id)""").fetchone()[0])
 
@@ -378,10 +367,6 @@ def compare(ours: pa.Table, floor: pa.Table, label: str) -> list[str]:
     return problems
 
 
-def differ(message: str) -> SystemExit:
-    return SystemExit(f"RESULTS DIFFER, benchmark aborted (a benchmark of a wrong answer is worthless):\n  {message}")
-
-
 # --------------------------------------------------------------------------- offline: timing
 
 
@@ -399,12 +384,11 @@ class Offline:
     checks: list[str] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
-        values = self.times.get(name)
-        return statistics.median(values) if values else None
+        return median(self.times.get(name, []))
 
     @property
     def floor(self) -> str:
-        return min((k for k in FLOORS if self.times.get(k)), key=lambda k: self.median(k) or float("inf"))
+        return fastest(self.times, FLOORS)
 
     def summary(self) -> dict[str, Any]:
         floor = self.median(self.floor) or float("nan")
@@ -414,18 +398,12 @@ class Offline:
             "users": self.shape.users, "hot_share": self.shape.hot_share, "windows": list(self.shape.windows),
             "aggregates": AGGREGATES, "data_folder": str(self.shape.folder),
             "generated_seconds": self.generated_seconds, "estimated_join_pairs": self.pairs,
-            "seconds": self.times, "median_seconds": {k: self.median(k) for k in self.times},
+            "seconds": self.times, "median_seconds": medians(self.times),
             "skipped": self.skipped, "floor": self.floor, "ratio": ours / floor,
             "ratio_to": {k: ours / m for k in FLOORS if (m := self.median(k))},
             "ours_plans": self.plans, "forced_plan_seconds": self.forced,
-            "target": "PASS" if ours / floor <= OFFLINE_TARGET else "FAIL", "checks": self.checks,
+            "target": verdict(ours / floor, OFFLINE_TARGET), "checks": self.checks,
         }
-
-
-def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    value = work()
-    return time.perf_counter() - started, value
 
 
 def warm(shape: Shape, store: Any) -> None:
@@ -434,12 +412,9 @@ def warm(shape: Shape, store: Any) -> None:
     dialects, pyarrow's Parquet reader)."""
     import pyarrow.parquet as pq
 
-    for path in (shape.events_path, shape.spine_path):
-        with open(path, "rb") as data:
-            while data.read(1 << 24):
-                pass
+    page_in(shape.events_path, shape.spine_path)
     with duck() as connection:
-        connection.execute(f"SELECT count(*), sum(amount), max(ts) FROM read_parquet({_literal(shape.events_path)})")
+        connection.execute(f"SELECT count(*), sum(amount), max(ts) FROM read_parquet({sql_literal(shape.events_path)})")
     store.training_frame(pq.read_table(shape.spine_path).slice(0, 1000), ["activity.*"], timestamp="ts")
 
 
@@ -456,16 +431,14 @@ def run_offline(shape: Shape, repeat: int, cap: int, forced: bool, log: Callable
         result.skipped["join"] = f"~{result.pairs:,} pairs > --join-floor-cap {cap:,}"
         contenders.remove("join")
     result.times = {name: [] for name in contenders}
-    for number in range(repeat):
-        order = contenders[number % len(contenders):] + contenders[:number % len(contenders)]
+    for number, order in interleaved(contenders, repeat):
         tables: dict[str, pa.Table] = {}
         for name in order:
-            gc.collect()
             if name == "ours":
-                seconds, (tables[name], sql) = _timed(lambda: run_ours(store, shape))
+                seconds, (tables[name], sql) = timed(lambda: run_ours(store, shape), collect=True)
                 result.plans = chosen_plans(sql, shape.windows)
             else:
-                seconds, tables[name] = _timed(lambda: run_floor(shape, name))
+                seconds, tables[name] = timed(lambda: run_floor(shape, name), collect=True)
             result.times[name].append(seconds)
         log(f"{shape.name} round {number + 1}/{repeat}: " + ", ".join(
             f"{name} {result.times[name][-1]:.2f}s" for name in contenders)
@@ -486,7 +459,7 @@ def check_offline(result: Offline, tables: dict[str, pa.Table], store: Any, forc
     if "join" in tables and "frames" in tables:
         problems += compare(tables["frames"], tables["join"], "frames floor vs join floor")
     if problems:
-        raise differ("\n  ".join(problems))
+        raise results_differ("\n  ".join(problems))
     floors = [k for k in FLOORS if k in tables]
     rows = tables["ours"].num_rows
     nonzero = {w: int(np.count_nonzero(tables["ours"].column(f"n_{w}").to_numpy())) for w in shape.windows}
@@ -500,14 +473,13 @@ def check_offline(result: Offline, tables: dict[str, pa.Table], store: Any, forc
         if plan == "join" and result.pairs > cap:
             result.forced[plan] = None
             continue
-        gc.collect()
-        seconds, (table, _) = _timed(lambda: run_ours(store, shape, plan))
+        seconds, (frame, _) = timed(lambda: run_ours(store, shape, plan), collect=True)
         result.forced[plan] = seconds
-        problems = compare(table, tables[result.floor], f"ours with plan={plan} vs the {result.floor} floor")
+        problems = compare(frame, tables[result.floor], f"ours with plan={plan} vs the {result.floor} floor")
         if problems:
-            raise differ("\n  ".join(problems))
+            raise results_differ("\n  ".join(problems))
         log(f"{shape.name}: ours with plan={plan} forced: {seconds:.2f}s (agrees)")
-        del table
+        del frame
 
 
 # --------------------------------------------------------------------------- online
@@ -545,13 +517,13 @@ def prepare_online(shape: Shape, log: Callable[[str], None]) -> OnlineSetup:
     shift = _epoch_us(until) - (START_US + SPAN_DAYS * DAY_US)
     with duck() as connection:
         connection.execute(f"COPY (SELECT user_id, ts + {_interval(shift)} AS ts, amount, merchant_id "
-                           f"FROM read_parquet({_literal(shape.events_path)})) TO {_literal(events)} "
+                           f"FROM read_parquet({sql_literal(shape.events_path)})) TO {sql_literal(events)} "
                            f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
         users = [row[0] for row in connection.execute(
-            f"SELECT DISTINCT user_id FROM read_parquet({_literal(events)}) ORDER BY user_id").fetchall()]
+            f"SELECT DISTINCT user_id FROM read_parquet({sql_literal(events)}) ORDER BY user_id").fetchall()]
     store = FeatureStore(project, consumer="benchmark")
     try:
-        seconds, runs = _timed(lambda: store.materialize(until=until))
+        seconds, runs = timed(lambda: store.materialize(until=until))
         server_version = _server_version(store)
     finally:
         store.close()
@@ -578,7 +550,7 @@ def expected_values(setup: OnlineSetup, keys: list[int], at: datetime) -> dict[s
     counts = ", ".join(f"count(*) FILTER (WHERE {ts} >= {at_us - WINDOWS[w]})" for w in WINDOWS)
     with duck() as connection:
         connection.execute("CREATE TEMP TABLE wanted AS SELECT unnest($1::BIGINT[]) AS user_id", [sorted(set(keys))])
-        source = f"read_parquet({_literal(setup.events)})"
+        source = f"read_parquet({sql_literal(setup.events)})"
         window = connection.execute(
             f"SELECT user_id, {counts} FROM {source} WHERE user_id IN (SELECT user_id FROM wanted) "
             f"AND {ts} >= {at_us - max(WINDOWS.values())} AND {ts} < {at_us} GROUP BY user_id").fetchall()
@@ -594,17 +566,11 @@ def expected_values(setup: OnlineSetup, keys: list[int], at: datetime) -> dict[s
     return found
 
 
-def _percentiles(micros: list[float]) -> dict[str, float]:
-    values = np.array(micros)
-    return {"p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90)),
-            "p99": float(np.percentile(values, 99)), "mean": float(values.mean()), "max": float(values.max())}
-
-
 def latency_summary(name: str, window: list[float], snapshot: list[float]) -> dict[str, Any]:
-    out: dict[str, Any] = {"calls": len(window), "window_us": _percentiles(window),
-                           "snapshot_us": _percentiles(snapshot)}
+    out: dict[str, Any] = {"calls": len(window), "window_us": percentiles(window, (50, 90, 99)),
+                           "snapshot_us": percentiles(snapshot, (50, 90, 99))}
     out["ratio"] = {p: out["window_us"][p] / out["snapshot_us"][p] for p in ("p50", "p99")}
-    out["target"] = "PASS" if out["ratio"]["p99"] <= ONLINE_TARGET else "FAIL"
+    out["target"] = verdict(out["ratio"]["p99"], ONLINE_TARGET)
     out["measure"] = name
     return out
 
@@ -624,8 +590,8 @@ def run_lookups(setup: OnlineSetup, keys: list[int], log: Callable[[str], None])
         got = frame.row(0)
         want = expected[kind][key]
         if got[0] != key or tuple(got[1:]) != want:
-            raise differ(f"online {kind} lookup of user {key} at {at.isoformat()}: got {got}, DuckDB over the "
-                         f"Parquet file says {want}")
+            raise results_differ(f"online {kind} lookup of user {key} at {at.isoformat()}: got {got}, DuckDB over the "
+                                 f"Parquet file says {want}")
         checked += 1
 
     store = FeatureStore(setup.project, consumer="benchmark")
@@ -640,8 +606,7 @@ def run_lookups(setup: OnlineSetup, keys: list[int], log: Callable[[str], None])
         gc.freeze()  # the SDK's heap out of the collector's reach: a full collection would stall one call at random
         try:
             for number, key in enumerate(timed):
-                order = list(ONLINE_FEATURES) if number % 2 == 0 else list(ONLINE_FEATURES)[::-1]
-                for kind in order:
+                for kind in rotated(list(ONLINE_FEATURES), number):
                     features = ONLINE_FEATURES[kind]
                     started = time.perf_counter_ns()
                     frames[kind] = store.online({"user_id": [key]}, features, at=at)
@@ -694,8 +659,7 @@ def run_http(setup: OnlineSetup, keys: list[int], log: Callable[[str], None]) ->
             gc.freeze()
             try:
                 for number, payload in enumerate(payloads):
-                    order = list(ONLINE_FEATURES) if number % 2 == 0 else list(ONLINE_FEATURES)[::-1]
-                    for kind in order:
+                    for kind in rotated(list(ONLINE_FEATURES), number):
                         started = time.perf_counter_ns()
                         _post(client, url, payload[kind])
                         ns[kind].append((time.perf_counter_ns() - started) / 1000)
@@ -732,7 +696,7 @@ def _check_http(client: Any, url: str, store: Any, keys: list[int], body: Callab
                 if served == tuple(local):
                     break
                 if attempt:
-                    raise differ(f"HTTP {kind} lookup of user {key}: served {served}, in process {tuple(local)}")
+                    raise results_differ(f"HTTP {kind} lookup of user {key}: served {served}, in process {tuple(local)}")
             compared += 1
     return compared
 
@@ -740,46 +704,35 @@ def _check_http(client: Any, url: str, store: Any, keys: list[int], body: Callab
 # --------------------------------------------------------------------------- reporting
 
 
-def _mark(verdict: str | None, target: str) -> str:
-    colour = {"PASS": "green", "FAIL": "red"}.get(verdict or "")
-    return f"{target} [{colour}]{verdict}[/{colour}]" if colour else ""
-
-
 def print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
     online = report.get("online")
     note = f", PostgreSQL {online['postgres_server_version']}" if online else ""
-    console = report_header(report, "Window aggregate benchmark", 130, versions_note=note)
+    console = header(report, "Window aggregate benchmark", 130, versions_note=note)
     for shape in report["offline"]:
         hot = f", {shape['hot_share']:.0%} on user 1" if shape["hot_share"] else ""
-        table = Table(title=f"Offline ({shape['shape']}): {shape['events']:,} events x {shape['spine']:,} spine rows, "
-                            f"{shape['users']:,} users{hot}; windows {', '.join(shape['windows'])} x "
-                            f"{len(shape['aggregates'])} aggregates; medians of {report['repeat']} "
-                            f"round{'s' if report['repeat'] > 1 else ''}")
-        for column in ("contender", "time (s)", "min-max", "x floor", "target"):
-            table.add_column(column, justify="left" if column in ("contender", "target") else "right")
+        rows = table(f"Offline ({shape['shape']}): {shape['events']:,} events x {shape['spine']:,} spine rows, "
+                     f"{shape['users']:,} users{hot}; windows {', '.join(shape['windows'])} x "
+                     f"{len(shape['aggregates'])} aggregates; medians of {report['repeat']} "
+                     f"round{'s' if report['repeat'] > 1 else ''}",
+                     ("contender", "time (s)", "min-max", "x floor", "target"), left=("contender", "target"))
         med, seconds, floor = shape["median_seconds"], shape["seconds"], shape["median_seconds"][shape["floor"]]
 
-        def spread(values: list[float]) -> str:
-            return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "-"
-
         plans = ", ".join(f"{w} {p}" for w, p in shape["ours_plans"].items())
-        table.add_row(f"ours: store.training_frame (plans: {plans})", f"{med['ours']:.2f}", spread(seconds["ours"]),
-                      f"{shape['ratio']:.2f}", _mark(shape["target"], f"<={OFFLINE_TARGET}x"))
+        rows.add_row(f"ours: store.training_frame (plans: {plans})", f"{med['ours']:.2f}", spread(seconds["ours"]),
+                     f"{shape['ratio']:.2f}", mark(shape["target"], f"<={OFFLINE_TARGET}x"))
         for kind in FLOORS:
             label = FLOOR_LABELS[kind] + (" (the floor)" if kind == shape["floor"] else "")
             if kind in shape["skipped"]:
-                table.add_row(label, "skipped", "", "", shape["skipped"][kind])
+                rows.add_row(label, "skipped", "", "", shape["skipped"][kind])
             else:
-                table.add_row(label, f"{med[kind]:.2f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "")
+                rows.add_row(label, f"{med[kind]:.2f}", spread(seconds[kind]), f"{med[kind] / floor:.2f}", "")
         for plan, value in shape["forced_plan_seconds"].items():
             label = f"(info) ours, plan={plan} forced, 1 run"
             if value is None:
-                table.add_row(label, "skipped", "", "", "as the join floor")
+                rows.add_row(label, "skipped", "", "", "as the join floor")
             else:
-                table.add_row(label, f"{value:.2f}", "-", f"{value / floor:.2f}", "")
-        console.print(table)
+                rows.add_row(label, f"{value:.2f}", "-", f"{value / floor:.2f}", "")
+        console.print(rows)
         longest = max(shape["windows"], key=WINDOWS.get)
         skipped = " (above --join-floor-cap: the range join was not run)" if shape["skipped"] else ""
         console.print(f"  estimated range-join pairs (spine row, event) within {longest}: "
@@ -787,11 +740,10 @@ def print_report(report: dict[str, Any]) -> None:
         for check in shape["checks"]:
             console.print(f"  check: {check}")
     if online:
-        table = Table(title=f"Online: 1 user x 3 features per lookup (window view: "
-                            f"{', '.join(ONLINE_FEATURES['window'])}; snapshot view: "
-                            f"{', '.join(ONLINE_FEATURES['snapshot'])})")
-        for column in ("measure", "window view", "snapshot view", "ratio", "target"):
-            table.add_column(column, justify="left" if column in ("measure", "target") else "right")
+        rows = table(f"Online: 1 user x 3 features per lookup (window view: "
+                     f"{', '.join(ONLINE_FEATURES['window'])}; snapshot view: "
+                     f"{', '.join(ONLINE_FEATURES['snapshot'])})",
+                     ("measure", "window view", "snapshot view", "ratio", "target"), left=("measure", "target"))
         for part in ("in_process", "http"):
             result = online.get(part)
             if not result:
@@ -801,10 +753,10 @@ def print_report(report: dict[str, Any]) -> None:
                 f"POST /v1/features, 1 in flight, {result['calls']:,} requests"
             for p in ("p50", "p99"):
                 fmt = "{:,.0f}" if unit == "µs" else "{:.2f}"
-                table.add_row(f"{label}: {p} ({unit})", fmt.format(result["window_us"][p] / scale),
-                              fmt.format(result["snapshot_us"][p] / scale), f"{result['ratio'][p]:.2f}x",
-                              _mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
-        console.print(table)
+                rows.add_row(f"{label}: {p} ({unit})", fmt.format(result["window_us"][p] / scale),
+                             fmt.format(result["snapshot_us"][p] / scale), f"{result['ratio'][p]:.2f}x",
+                             mark(result["target"], f"<={ONLINE_TARGET}x") if p == "p99" else "")
+        console.print(rows)
         runs = ", ".join(f"{r['view']} {r['mode']} {r['rows_written']:,} rows {r['seconds']:.1f}s"
                          for r in online["materialize_runs"])
         console.print(f"  materialize(until=T={online['until']}): {online['materialize_seconds']:.1f}s ({runs}); the "
@@ -876,13 +828,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from rich.console import Console
-
-    progress = Console(stderr=True)
-
-    def log(message: str) -> None:
-        progress.log(message)
-
+    log = progress()
     if os.environ.get("FEATURESTORE_POSTGRES_URL") and not args.no_online:
         log("FEATURESTORE_POSTGRES_URL is set: the views are materialized into schema featurestore_online there")
     found_versions = versions("polars", "psycopg", "httpx", "uvicorn", "fastapi")
@@ -897,7 +843,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"offline, {shape.name}: {shape.describe()}")
         offline.append(run_offline(shape, args.repeat, int(args.join_floor_cap), not args.no_forced_plans, log))
     report: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "machine": machine(), "versions": found_versions, "repeat": args.repeat,
         "targets": {"offline": f"ours <= {OFFLINE_TARGET}x the faster hand-written DuckDB query",
                     "online": f"window view p99 <= {ONLINE_TARGET}x the snapshot view's p99 (in process and HTTP)"},
@@ -919,10 +865,7 @@ def main(argv: list[str] | None = None) -> None:
         report["online"] = online
     if warning := changed_during_run(found_versions):
         report["warning"] = warning
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_report(report)
+    emit(report, args.format, print_report)
 
 
 if __name__ == "__main__":
