@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import console, emit, medians, progress, table, timed  # noqa: E402
-from snapshot_data import Case, ensure_data, make_case  # noqa: E402
+from harness import console, emit, medians, progress, table, timed
+from snapshot_data import Case, ensure_data, make_case
 
 
 def build_project(case: Case, folder: Path, parts: int) -> tuple[Path, Any]:
@@ -46,8 +46,9 @@ def build_project(case: Case, folder: Path, parts: int) -> tuple[Path, Any]:
 
 def refresh(folder: Path, incremental: bool) -> tuple[float, str, int]:
     """Time one cache refresh of `snap` after the last file landed; returns seconds, kind, rows read."""
-    from featurestore import FeatureStore, cache
+    from featurestore import FeatureStore
     from featurestore.engines import duckdb as duck
+    from featurestore.offline import cache
     from featurestore.offline.sources import register_sources
 
     store = FeatureStore(folder)

@@ -79,7 +79,8 @@ def timed(work: Callable[[], T], *, collect: bool = False) -> tuple[float, T]:
 
 
 def rotated(items: Sequence[T], number: int) -> list[T]:
-    """Round `number`'s order, so that no contender always goes first: rotated(["a", "b", "c"], 1) == ["b", "c", "a"]."""
+    """Round `number`'s order, so that no contender always goes first:
+    rotated(["a", "b", "c"], 1) == ["b", "c", "a"]."""
     shift = number % len(items)
     return [*items[shift:], *items[:shift]]
 

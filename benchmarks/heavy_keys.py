@@ -47,8 +47,25 @@ if (_CHECKOUT / "featurestore" / "__init__.py").is_file() and str(_CHECKOUT) not
     sys.path.insert(0, str(_CHECKOUT))
 
 from harness import (  # noqa: E402
-    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, page_in, progress,
-    spread, sql_literal, table, timed, verdict, versions)
+    changed_during_run,
+    command,
+    duck,
+    emit,
+    fastest,
+    header,
+    interleaved,
+    machine,
+    mark,
+    median,
+    page_in,
+    progress,
+    spread,
+    sql_literal,
+    table,
+    timed,
+    verdict,
+    versions,
+)
 
 GENERATOR_VERSION = 1   # bump when the generated data change, so files on disk are rebuilt
 SEED = 20241017         # salts every hash the generator draws from: the same bytes on every machine
@@ -422,8 +439,8 @@ def plan_of(sql: str, view: str) -> str:
 def _compatible(a: pa.DataType, b: pa.DataType) -> bool:
     kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp, pa.types.is_string)
     return any(kind(a) and kind(b) for kind in kinds) and (
-        not pa.types.is_timestamp(a) or (a.tz or "").upper() in ("UTC", "ETC/UTC", "+00:00")
-        and (b.tz or "").upper() in ("UTC", "ETC/UTC", "+00:00"))
+        not pa.types.is_timestamp(a) or ((a.tz or "").upper() in ("UTC", "ETC/UTC", "+00:00")
+        and (b.tz or "").upper() in ("UTC", "ETC/UTC", "+00:00")))
 
 
 def compare(ours: pa.Table, floor: pa.Table, label: str) -> tuple[list[str], list[str]]:
@@ -528,7 +545,8 @@ def warm_process(case: Case, log: Callable[[str], None]) -> None:
 
     page_in(case.readings_path, case.events_path, case.spine_path)
     with duck() as connection:
-        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({sql_literal(case.events_path)})")
+        events = sql_literal(case.events_path)
+        connection.execute(f"SELECT count(*), sum(duration), max(ts) FROM read_parquet({events})")
     clear_state(case.project)
     store = open_store(case.project)
     head = pq.read_table(case.spine_path).slice(0, 1000)
@@ -585,7 +603,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
                 started = time.perf_counter()
                 store = open_store(case.project)
                 load = time.perf_counter() - started
-                seconds, (table, sql) = timed(lambda: run_ours(store, case, view), collect=True)
+                seconds, (table, sql) = timed(lambda store=store: run_ours(store, case, view), collect=True)
                 result.project_load.append(load)
                 result.add("cold", load + seconds)
                 result.sql["cold"] = sql
@@ -598,7 +616,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
                 back_to_back(case, case.variant_project(variant), view, result, checker, variant, number)
                 continue
             else:
-                seconds, table = timed(lambda: run_floor(case, name), collect=True)
+                seconds, table = timed(lambda name=name: run_floor(case, name), collect=True)
                 result.add(name, seconds)
                 checker.check(view, table, f"floor {name}, round {number + 1}")
             del table
@@ -658,7 +676,8 @@ def print_report(report: dict[str, Any]) -> None:
     for view in report["views"]:
         rows = table(f"{view['view']}.* ({', '.join(view['features'])}): medians of {report['repeat']} "
                      f"interleaved round{'s' if report['repeat'] > 1 else ''}",
-                     ("contender", "time (s)", "min-max (s)", "x floor", "min-max x", "target"), left=("contender", "target"))
+                     ("contender", "time (s)", "min-max (s)", "x floor", "min-max x", "target"),
+                     left=("contender", "target"))
         med, seconds, floor = view["median_seconds"], view["seconds"], view["median_seconds"][view["floor"]]
         plans = " | ".join(view["plans"].get("cold", []))
         rows.add_row(f"ours, cold (fresh store, no .featurestore/; plan: {plans})", f"{med['cold']:.3f}",

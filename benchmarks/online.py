@@ -45,11 +45,30 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
-    changed_during_run, command, duck, emit, header, machine, mark, medians, page_in, percentiles, progress,
-    results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
-from services import server_url  # noqa: E402
-from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case  # noqa: E402
+from services import server_url
+
+from harness import (
+    changed_during_run,
+    command,
+    duck,
+    emit,
+    header,
+    machine,
+    mark,
+    medians,
+    page_in,
+    percentiles,
+    progress,
+    results_differ,
+    rotated,
+    spread,
+    sql_literal,
+    table,
+    timed,
+    verdict,
+    versions,
+)
+from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case
 
 FEATURES = 10
 NEW_SHARE = 0.01            # the share of events (the latest) that arrives as a new file
@@ -209,7 +228,8 @@ def floor_incremental(url: str, table: str, new_file: Path, csv_path: Path) -> i
 
     features = [f"f{i}" for i in range(FEATURES)]
     with duck() as connection:
-        connection.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} FROM read_parquet({sql_literal(new_file)}) "
+        connection.execute(f"COPY (SELECT user_id, ts, {', '.join(features)} "
+                           f"FROM read_parquet({sql_literal(new_file)}) "
                            "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1) "
                            f"TO {sql_literal(csv_path)} (FORMAT csv, HEADER false)")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ["__fs_ts", *features])
@@ -377,7 +397,7 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         drop_online(url)
         store = FeatureStore(full_project)
         _ = store.project  # loading the project is not materialization
-        seconds, runs = timed(lambda: store.materialize(until=until), collect=True)
+        seconds, runs = timed(lambda store=store: store.materialize(until=until), collect=True)
         run_ = _expect(runs, "backfill", "full materialization")
         result.full["ours"].append(seconds)
         result.users = run_.written
@@ -417,19 +437,20 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
         store = FeatureStore(split.project)
         url_b = server_url(store)
         drop_online(url_b)
-        seconds, runs = timed(lambda: store.materialize(until=split.history_until), collect=True)
+        seconds, runs = timed(lambda store=store: store.materialize(until=split.history_until), collect=True)
         _expect(runs, "backfill", "history backfill")
         result.incremental["history_backfill"].append(seconds)
         reset_floor(url_b)
         floor_table = floor_incremental_table(url_b, online_table(store))
         shutil.copyfile(split.pending, split.landed)
-        seconds, runs = timed(lambda: store.materialize(until=split.until), collect=True)
+        seconds, runs = timed(lambda store=store: store.materialize(until=split.until), collect=True)
         inc = _expect(runs, "incremental", "run after the new file")
         result.incremental["incremental"].append(seconds)
         result.incremental_runs.append({"read": inc.read, "written": inc.written, "late": inc.late})
         inc_sum = checksum(url_b, online_table(store), "__fs_ts")
-        seconds, floor_written = timed(lambda: floor_incremental(url_b, floor_table, split.landed, csv_path),
-                                       collect=True)
+        seconds, floor_written = timed(
+            lambda floor_table=floor_table, url_b=url_b: floor_incremental(url_b, floor_table, split.landed, csv_path),
+            collect=True)
         result.incremental["floor"].append(seconds)
         floor_sum = checksum(url_b, floor_table, "__fs_ts")
         if floor_sum != inc_sum:
@@ -437,13 +458,13 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
                                  "(count, sum of row hashes)")
         execute(url_b, f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
         drop_online(url_b)
-        seconds, runs = timed(lambda: store.materialize(until=split.until), collect=True)
+        seconds, runs = timed(lambda store=store: store.materialize(until=split.until), collect=True)
         _expect(runs, "backfill", "full run after the new file")
         result.incremental["full"].append(seconds)
         full_sum = checksum(url_b, online_table(store), "__fs_ts")
         if inc_sum != full_sum:
-            raise results_differ(f"after the incremental run the online table is {inc_sum}, after a full run {full_sum} "
-                                 "(count, sum of row hashes)")
+            raise results_differ(f"after the incremental run the online table is {inc_sum}, "
+                                 f"after a full run {full_sum} (count, sum of row hashes)")
         if number == 0:
             problems = check_against_source(case, url_b, online_table(store), split.until)
             if problems:
@@ -496,7 +517,8 @@ def summary(result: Result) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     s = report["result"]
-    console = header(report, "Online store benchmark", 130, versions_note=f", PostgreSQL {s['postgres_server_version']}")
+    console = header(report, "Online store benchmark", 130,
+                     versions_note=f", PostgreSQL {s['postgres_server_version']}")
     full, inc = s["full_materialization"], s["incremental"]
     rows = table(f"{s['rows']:,} events, {full['online_rows']:,} users, {s['features']} features, "
                  f"TTL {TTL_DAYS}d; medians of {report['repeat']} rounds, latency percentiles of "
@@ -530,8 +552,8 @@ def print_report(report: dict[str, Any]) -> None:
                   f"(backfill median {med['history_backfill']:.3f}s), then part-001 lands; the incremental run "
                   f"read {runs[0]['read']:,} entities' latest rows and wrote {runs[0]['written']:,} "
                   f"({runs[0]['late']:,} late); full = the same data backfilled into an empty schema; floor = the new "
-                  "file's latest row per user -> CSV -> COPY into a temporary table -> INSERT ... ON CONFLICT DO UPDATE "
-                  "WHERE newer, into a copy of the same table.")
+                  "file's latest row per user -> CSV -> COPY into a temporary table -> INSERT ... ON CONFLICT DO "
+                  "UPDATE WHERE newer, into a copy of the same table.")
     console.print("  lookups: floor = prepared SELECT ... WHERE user_id = ANY(%s) on one open connection, rows as "
                   "tuples, no TTL, no ordering; ours = store.online() -> polars DataFrame in request order.")
     for check in s["checks"]:

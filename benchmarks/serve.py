@@ -46,11 +46,37 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
-    changed_during_run, command, emit, header, machine, percentiles, progress, rotated, table, timed, verdict, versions)
-from services import (  # noqa: E402
-    HEADERS, TICKS_PER_SECOND, Service, free_port, launch, processes, release_handles, server_url, stop, tree, wait_ready)
-from snapshot_data import Case, ensure_data, last_event, make_case  # noqa: E402
+import contextlib
+
+from services import (
+    HEADERS,
+    TICKS_PER_SECOND,
+    Service,
+    free_port,
+    launch,
+    processes,
+    release_handles,
+    server_url,
+    stop,
+    tree,
+    wait_ready,
+)
+
+from harness import (
+    changed_during_run,
+    command,
+    emit,
+    header,
+    machine,
+    percentiles,
+    progress,
+    rotated,
+    table,
+    timed,
+    verdict,
+    versions,
+)
+from snapshot_data import Case, ensure_data, last_event, make_case
 
 FEATURES = 10
 SIZES = (1, 100)                 # entities per request
@@ -202,8 +228,8 @@ def service_commands(project: Path, folder: Path, workers: int, floor_env: dict[
         floor_port = free_port()
     env = dict(os.environ)
     return {
-        "ours": ([sys.executable, "-m", "featurestore.cli.main", "--project", str(project), "serve", "--host", "127.0.0.1",
-                  "--port", str(ours_port), "--workers", str(workers)], env,
+        "ours": ([sys.executable, "-m", "featurestore.cli.main", "--project", str(project), "serve",
+                  "--host", "127.0.0.1", "--port", str(ours_port), "--workers", str(workers)], env,
                  f"http://127.0.0.1:{ours_port}/v1/features"),
         "floor": ([sys.executable, str(folder / "floor_app.py"), "127.0.0.1", str(floor_port), str(workers)],
                   {**env, **floor_env, "PYTHONPATH": str(folder)}, f"http://127.0.0.1:{floor_port}/lookup"),
@@ -290,10 +316,8 @@ class _Raw:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
         self.reader = self.writer = None
 
 
@@ -410,8 +434,9 @@ def account(cell: dict[str, Any], service: Service, postgres_pid: int | None) ->
 
 
 def run(case: Case, workdir: Path, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from featurestore import FeatureStore
     import psycopg
+
+    from featurestore import FeatureStore
 
     ensure_data(case, log)
     folder = workdir / f"serve_rows{case.rows}_features{case.features}"
@@ -693,7 +718,8 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("FEATURESTORE_POSTGRES_URL"):
         log("FEATURESTORE_POSTGRES_URL is set: the view is materialized into schema featurestore_online of that "
             "database; PostgreSQL's CPU is not measured")
-    found_versions = versions("fastapi", "starlette", "uvicorn", "httpx", "orjson", "psycopg", "psycopg-pool", "pydantic")
+    found_versions = versions("fastapi", "starlette", "uvicorn", "httpx", "orjson", "psycopg", "psycopg-pool",
+                              "pydantic")
     workdir = Path(args.workdir).resolve()
     case = make_case(workdir, args.rows, max(args.rows // 8, 1), FEATURES)
     cells = len(SIZES) * len(args.concurrency) * len(args.workers) * 2

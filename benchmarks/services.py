@@ -1,7 +1,7 @@
 """Processes the benchmarks start, and the PostgreSQL they use: HTTP services on loopback and /proc helpers.
 
     port = free_port()
-    service = launch("featurestore serve", [sys.executable, "-m", "featurestore.cli", ..., "--port", str(port)],
+    service = launch("featurestore serve", [sys.executable, "-m", "featurestore.cli.main", ..., "--port", str(port)],
                      dict(os.environ), f"http://127.0.0.1:{port}/v1/features", 1, folder / "serve.log")
     try:
         wait_ready(service, probe)          # until it answers the probe request with 200
@@ -14,6 +14,7 @@ Used by serve.py and windows.py (services), online.py and serve.py (`server_url`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -109,18 +110,14 @@ def stop(service: Service) -> set[int]:
     """Stop a service this script started, as Ctrl-C would: SIGINT to its process group (its own session), so
     uvicorn and its workers shut down cleanly; SIGKILL what is left after 20 s. Returns the pids it had."""
     members = tree(processes(), service.process.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(service.process.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in members):
         service.process.poll()
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(service.process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     service.process.wait()
     return members
 

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -154,5 +154,6 @@ def _write_spine(case: Case, users: int, ev_user: np.ndarray, ev_ts: np.ndarray)
 def last_event(case: Case) -> datetime:
     """The time of the case's latest event."""
     with duck() as connection:
-        micros = connection.execute(f"SELECT epoch_us(max(ts)) FROM read_parquet({sql_literal(case.events)})").fetchone()[0]
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
+        query = f"SELECT epoch_us(max(ts)) FROM read_parquet({sql_literal(case.events)})"
+        micros = connection.execute(query).fetchone()[0]
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)

@@ -30,8 +30,8 @@ from typing import Any
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import command, emit, header, machine, medians, progress, table, timed, versions  # noqa: E402
-from snapshot_data import TTL_DAYS, ensure_data, make_case  # noqa: E402
+from harness import command, emit, header, machine, medians, progress, table, timed, versions
+from snapshot_data import TTL_DAYS, ensure_data, make_case
 
 WINDOW_VIEW = ("-- entity: user_id\n-- timestamp: ts\n-- owner: bench@example.com\n"
                "-- description: benchmark window view\n-- windows: 1d, 7d\n"
@@ -97,8 +97,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     for round_number in range(args.repeat):
         for name, features in FRAMES.items():
             log(f"round {round_number + 1}/{args.repeat}: {name}")
-            duck_s, duck = timed(lambda: store.training_frame(spine, features, cache=False).to_arrow())
-            spark_s, on_spark = timed(lambda: store.training_frame(spine, features, engine="spark",
+            duck_s, duck = timed(
+                lambda features=features: store.training_frame(spine, features, cache=False).to_arrow())
+            spark_s, on_spark = timed(lambda features=features: store.training_frame(spine, features, engine="spark",
                                                                    spark=spark).to_arrow())
             if on_spark.schema != duck.schema:
                 raise SystemExit(f"RESULTS DIFFER: {name}: types")

@@ -15,8 +15,8 @@ table, or the benchmark stops: timing a wrong answer is worthless.
 Times are medians of `--repeat` interleaved rounds. Each round times our cold
 call (a fresh FeatureStore on a project with no `.featurestore/` state, so no
 cache of view rows), times the second call (which fills the cache inside the call), times
-our warm call (the view's rows cached), then the two floors. Peak memory is the high-water RSS of a child process that does only one
-contender's work. See benchmarks/README.md.
+our warm call (the view's rows cached), then the two floors. Peak memory is the high-water RSS of
+a child process that does only one contender's work. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,9 +36,30 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from harness import (changed_during_run, child_report, command, duck, emit, fastest, header, machine, mark, median,
-                     page_in, peak_kib, progress, reset_peak, results_differ, spread, sql_literal, status_kib, table,
-                     timed, verdict, versions)
+from harness import (
+    changed_during_run,
+    child_report,
+    command,
+    duck,
+    emit,
+    fastest,
+    header,
+    machine,
+    mark,
+    median,
+    page_in,
+    peak_kib,
+    progress,
+    reset_peak,
+    results_differ,
+    spread,
+    sql_literal,
+    status_kib,
+    table,
+    timed,
+    verdict,
+    versions,
+)
 from snapshot_data import TTL_DAYS, Case, ensure_data, make_case
 
 COLD_TIME_TARGET = 1.2   # ours / floor, cold cache
@@ -265,16 +286,16 @@ def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Cal
         store = FeatureStore(case.project)
         _ = store.project
         result.project_load_seconds.append(time.perf_counter() - started)
-        seconds, (cold, sql) = timed(lambda: run_ours(store, case))
+        seconds, (cold, sql) = timed(lambda store=store: run_ours(store, case))
         result.times["cold"].append(seconds + result.project_load_seconds[-1])
         result.sql = sql
         # The second frame of the view fills the cache inside the call (timed on its own), then joins.
-        result.fill_seconds.append(timed(lambda: second_read(store, case))[0])
-        seconds, (warm, _) = timed(lambda: run_ours(store, case))
+        result.fill_seconds.append(timed(lambda store=store: second_read(store, case))[0])
+        seconds, (warm, _) = timed(lambda store=store: run_ours(store, case))
         result.times["warm"].append(seconds)
         floors = {}
         for kind in ("asof", "rank"):
-            seconds, floors[kind] = timed(lambda: run_floor(case, kind))
+            seconds, floors[kind] = timed(lambda kind=kind: run_floor(case, kind))
             result.times[kind].append(seconds)
         if round_number == 0:  # both of our paths (a cache is a new way to be wrong) against both floors
             problems = [p for kind in floors for run, ours in (("cold", cold), ("warm", warm))
@@ -286,6 +307,7 @@ def run_case(case: Case, workdir: Path, repeat: int, measure_mem: bool, log: Cal
         log(f"round {round_number + 1}/{repeat}: ours cold {result.times['cold'][-1]:.3f}s (second call, "
             f"filling the cache, {result.fill_seconds[-1]:.3f}s), warm {result.times['warm'][-1]:.3f}s, "
             f"asof {result.times['asof'][-1]:.3f}s, rank {result.times['rank'][-1]:.3f}s")
+        store.close()
         del cold, warm, floors, store
         gc.collect()
     if measure_mem:
@@ -312,8 +334,8 @@ def print_report(report: dict[str, Any]) -> None:
         def mib(kib: int | None) -> str:
             return "-" if kib is None else f"{kib / 1024:,.0f}"
 
-        def mem_ratio(kib: int | None) -> str:
-            return "-" if kib is None or not mem_floor else f"{kib / mem_floor:.2f}"
+        def mem_ratio(kib: int | None, floor: int | None = mem_floor) -> str:
+            return "-" if kib is None or not floor else f"{kib / floor:.2f}"
 
         ours_mem = memory.get("ours", {})
         warm = med["ours_warm"]

@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,32 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (  # noqa: E402
-    changed_during_run, command, duck, emit, fastest, header, interleaved, machine, mark, median, medians, page_in,
-    percentiles, progress, results_differ, rotated, spread, sql_literal, table, timed, verdict, versions)
-from services import HEADERS, free_port, launch, release_handles, stop, wait_ready  # noqa: E402
+from services import HEADERS, free_port, launch, release_handles, stop, wait_ready
+
+from harness import (
+    changed_during_run,
+    command,
+    duck,
+    emit,
+    fastest,
+    header,
+    interleaved,
+    machine,
+    mark,
+    median,
+    medians,
+    page_in,
+    percentiles,
+    progress,
+    results_differ,
+    rotated,
+    spread,
+    sql_literal,
+    table,
+    timed,
+    verdict,
+    versions,
+)
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
 SEED = 20240901         # salts every hash the generator draws from: same bytes on every machine
@@ -438,7 +460,7 @@ def run_offline(shape: Shape, repeat: int, cap: int, forced: bool, log: Callable
                 seconds, (tables[name], sql) = timed(lambda: run_ours(store, shape), collect=True)
                 result.plans = chosen_plans(sql, shape.windows)
             else:
-                seconds, tables[name] = timed(lambda: run_floor(shape, name), collect=True)
+                seconds, tables[name] = timed(lambda name=name: run_floor(shape, name), collect=True)
             result.times[name].append(seconds)
         log(f"{shape.name} round {number + 1}/{repeat}: " + ", ".join(
             f"{name} {result.times[name][-1]:.2f}s" for name in contenders)
@@ -473,7 +495,7 @@ def check_offline(result: Offline, tables: dict[str, pa.Table], store: Any, forc
         if plan == "join" and result.pairs > cap:
             result.forced[plan] = None
             continue
-        seconds, (frame, _) = timed(lambda: run_ours(store, shape, plan), collect=True)
+        seconds, (frame, _) = timed(lambda plan=plan: run_ours(store, shape, plan), collect=True)
         result.forced[plan] = seconds
         problems = compare(frame, tables[result.floor], f"ours with plan={plan} vs the {result.floor} floor")
         if problems:
@@ -499,7 +521,7 @@ class OnlineSetup:
 
 
 def _epoch_us(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def prepare_online(shape: Shape, log: Callable[[str], None]) -> OnlineSetup:
@@ -513,7 +535,7 @@ def prepare_online(shape: Shape, log: Callable[[str], None]) -> OnlineSetup:
     events = project / "data" / "events.parquet"
     write_project(project, shape.windows, "data/events.parquet")
     events.parent.mkdir(parents=True, exist_ok=True)
-    until = datetime.now(timezone.utc).replace(microsecond=0)
+    until = datetime.now(UTC).replace(microsecond=0)
     shift = _epoch_us(until) - (START_US + SPAN_DAYS * DAY_US)
     with duck() as connection:
         connection.execute(f"COPY (SELECT user_id, ts + {_interval(shift)} AS ts, amount, merchant_id "
@@ -696,7 +718,8 @@ def _check_http(client: Any, url: str, store: Any, keys: list[int], body: Callab
                 if served == tuple(local):
                     break
                 if attempt:
-                    raise results_differ(f"HTTP {kind} lookup of user {key}: served {served}, in process {tuple(local)}")
+                    raise results_differ(f"HTTP {kind} lookup of user {key}: served {served}, "
+                                         f"in process {tuple(local)}")
             compared += 1
     return compared
 
