@@ -199,11 +199,10 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
             problem("", key, f"unknown setting '{key}'", did_you_mean(key, allowed) or f"valid settings: {', '.join(allowed)}")
             continue
         keys = allowed[key]
-        if keys is not None or key == "sources":
-            if not isinstance(value, dict):
-                problem("", key, f"'{key}' must be a table ([{key}])")
-                raw[key] = {}
-                continue
+        if (keys is not None or key == "sources") and not isinstance(value, dict):
+            problem("", key, f"'{key}' must be a table ([{key}])")
+            raw[key] = {}
+            continue
         if keys is not None:
             for sub in value:
                 if sub not in keys:

@@ -238,8 +238,8 @@ def test_deprecated_views_warn_then_are_refused_after_their_sunset(project: Proj
         store.training_frame(spine, ["soon.*"])
     for read in (lambda **k: store.training_frame(spine, ["past.*"], **k),
                  lambda **k: store.online({"user_id": [1]}, ["past.past_amount"], **k)):
-        with pytest.raises(SunsetError, match="view 'past' reached its sunset on 2020-01-01 and is no longer served; "
-                                              "use spend.amount.*allow_deprecated=True"):
+        with pytest.raises(SunsetError, match=r"view 'past' reached its sunset on 2020-01-01 and is no longer served; "
+                                              r"use spend\.amount.*allow_deprecated=True"):
             read()
         with pytest.warns(FeatureDeprecationWarning, match="was to be removed on 2020-01-01"):
             assert len(read(allow_deprecated=True)) == 1

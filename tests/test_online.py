@@ -153,7 +153,7 @@ def test_a_tie_with_a_stored_row_is_refused(project: ProjectDir) -> None:
     store.materialize(until=until)
     pq.write_table(events_table(6).slice(5, 1).set_column(2, "amount", pa.array([50.0])),  # user 2 at 5h, again
                    project.root / "data" / "events_late.parquet")
-    with pytest.raises(FeatureStoreError, match="several rows with user_id=2 and ts=2026-01-01 05:00:00.*created"):
+    with pytest.raises(FeatureStoreError, match=r"several rows with user_id=2 and ts=2026-01-01 05:00:00.*created"):
         FeatureStore(project.root).materialize(until=until)
     assert store.online({"user_id": [2]}, ["spend.amount"], at=until)["amount"].to_list() == [5.0]  # untouched
     store.close()
@@ -199,7 +199,7 @@ def test_a_changed_view_is_backfilled_into_a_new_table_and_switched(store: Featu
 
 
 def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
-    with pytest.raises(FeatureStoreError, match="not materialized.*featurestore materialize"):
+    with pytest.raises(FeatureStoreError, match=r"not materialized.*featurestore materialize"):
         store.online({"user_id": [1]}, ["spend.amount"])
     store.materialize(until=T0 + timedelta(hours=5))
     with pytest.raises(FeatureStoreError, match="no feature 'amont'; did you mean 'amount'"):

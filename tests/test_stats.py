@@ -106,8 +106,8 @@ def test_drift_of_online_values_against_a_snapshot(store: FeatureStore, tmp_path
     spine = pa.table({"user_id": [i % 20 for i in range(60)],
                       "ts": pa.array([T0 + timedelta(hours=i) for i in range(60)], pa.timestamp("us", tz="UTC"))})
     snapshot = store.training_frame(spine, ["spend.*"]).save_snapshot(tmp_path / "snap")
-    with pytest.raises(FeatureStoreError, match="view 'spend' .* is not in the online store; run `featurestore "
-                                                "materialize --view spend` first"):
+    with pytest.raises(FeatureStoreError, match=r"view 'spend' .* is not in the online store; run `featurestore "
+                                                r"materialize --view spend` first"):
         store.drift("spend", snapshot)
     store.materialize(until=T0 + timedelta(hours=200))
     found = {item["feature"]: item for item in store.drift("spend", snapshot)}

@@ -122,7 +122,7 @@ def test_bad_input_is_a_clear_error(store: FeatureStore, spine: dict, features: 
 def test_same_feature_name_in_two_views(store: FeatureStore, project: ProjectDir) -> None:
     project.view("other", HEADER + "SELECT user_id, ts, card_id AS amount FROM events\n")
     store = FeatureStore(project.root)
-    with pytest.raises(FeatureStoreError, match="'spend.amount'.*'other.amount'|'other.amount'.*'spend.amount'"):
+    with pytest.raises(FeatureStoreError, match=r"'spend\.amount'.*'other\.amount'|'other\.amount'.*'spend\.amount'"):
         store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"])
     frame = store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"], full_names=True)
     assert frame.columns[-2:] == ["spend__amount", "other__amount"]
@@ -217,7 +217,7 @@ def test_the_cache_setting_says_when_view_rows_are_cached(project: ProjectDir, s
 
 def test_an_unknown_cache_setting_names_the_choices(project: ProjectDir) -> None:
     project.write_config('[offline]\ncache = "always"\n')
-    with pytest.raises(FeatureStoreError, match="offline.cache: 'always' is not a choice"):
+    with pytest.raises(FeatureStoreError, match=r"offline\.cache: 'always' is not a choice"):
         FeatureStore(project.root)
 
 

@@ -183,7 +183,7 @@ def _statement_lines(text: str) -> list[int]:
         elif expecting:
             lines.append(token.line)
             expecting = False
-    return lines + [1, 1]
+    return [*lines, 1, 1]
 
 
 def line_of(node: exp.Expr, default: int = 1) -> int:

@@ -239,7 +239,7 @@ def _changed_rows(project: Project, view: FeatureView, columns: list[str], until
         return latest_rows(view, [(prepared_rows(project, view, columns), watermark)], until)
     added = added_files(project, view, before, sources)
     if added:
-        ((name, new),) = added.items()
+        ((name, _),) = added.items()
         old = {name: [entry[0] for entry in before[name]]}
         return latest_rows(view, [(prepared_rows(project, view, columns, files=old), watermark),
                                   (prepared_rows(project, view, columns, files=added), None)], until)
