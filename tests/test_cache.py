@@ -64,8 +64,8 @@ def cached_rows(store: FeatureStore) -> list[dict[str, Any]]:
 
     view = store.views["snap"]
     with duckdb.connect(str(store.settings.offline_database), read_only=True) as connection:
-        table = connection.sql(f'SELECT * REPLACE (__fs_until::VARCHAR AS __fs_until) FROM featurestore_cache."snap__{view.version}" '
-                               'ORDER BY ALL').to_arrow_table()
+        table = connection.sql('SELECT * REPLACE (__fs_until::VARCHAR AS __fs_until) '
+                               f'FROM featurestore_cache."snap__{view.version}" ORDER BY ALL').to_arrow_table()
     return table.to_pylist()
 
 

@@ -285,7 +285,8 @@ def test_concurrent_runs_queue_and_agree(tmp_path: Path, online_database: str) -
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err for _, err in results]
-    assert sorted(out.strip() for out, _ in results) == ["backfill", "unchanged"]  # the second waited, then had nothing to do
+    # the second waited, then had nothing to do
+    assert sorted(out.strip() for out, _ in results) == ["backfill", "unchanged"]
     store = FeatureStore(project.root)
     concurrent = online_table(online_database, store, "big")
     reset(online_database)

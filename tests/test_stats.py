@@ -74,7 +74,8 @@ def test_statistics_equal_numpy_on_the_same_rows(store: FeatureStore) -> None:
     counts, edges = np.histogram(known, bins=10, range=(known.min(), known.max()))
     assert [b["count"] for b in amount["histogram"]] == counts.tolist()
     assert [b["low"] for b in amount["histogram"]] == pytest.approx(edges[:-1].tolist())
-    assert found["kind"]["top"] == [{"value": "a", "count": 67}, {"value": "b", "count": 67}, {"value": "c", "count": 66}]
+    assert found["kind"]["top"] == [{"value": "a", "count": 67}, {"value": "b", "count": 67},
+                                    {"value": "c", "count": 66}]
     later = {item["feature"]: item for item in store.stats("spend", since=T0 + timedelta(hours=150))}
     assert later["amount"]["rows"] == 50 and later["amount"]["nulls"] == 5
 

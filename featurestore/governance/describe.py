@@ -44,7 +44,8 @@ def describe_view(project: Project, name: str, url: str | None, now: datetime | 
         consumers: dict[str, dict[str, Any]] = {}
         for feature in view.features:
             for consumer, info in recent.get((view.name, feature.name), {}).items():
-                slot = consumers.setdefault(consumer, {"consumer": consumer, "reads": 0, "last_read": info["last_read"]})
+                slot = consumers.setdefault(consumer, {"consumer": consumer, "reads": 0,
+                                                       "last_read": info["last_read"]})
                 slot["reads"] += info["reads"]
                 slot["last_read"] = max(slot["last_read"], info["last_read"])
         result["recorded_consumers"] = [{**c, "last_read": c["last_read"].isoformat()}

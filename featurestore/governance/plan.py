@@ -243,7 +243,8 @@ def _consumer_text(consumers: list[dict[str, Any]]) -> str:
         return "none"
     parts = []
     for c in consumers:
-        notes = (["declared"] if c["declared"] else []) + ([f"last read {c['last_read'][:10]}"] if c["last_read"] else [])
+        notes = ((["declared"] if c["declared"] else [])
+                 + ([f"last read {c['last_read'][:10]}"] if c["last_read"] else []))
         parts.append(f"{c['consumer']} ({', '.join(notes)})")
     return ", ".join(parts)
 
