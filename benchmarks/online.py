@@ -45,8 +45,6 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import server_url
-
 from harness import (
     changed_during_run,
     command,
@@ -68,6 +66,7 @@ from harness import (
     verdict,
     versions,
 )
+from services import server_url
 from snapshot_data import ROW_GROUP, TTL_DAYS, Case, ensure_data, last_event, make_case
 
 FEATURES = 10

@@ -48,20 +48,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from services import (
-    HEADERS,
-    TICKS_PER_SECOND,
-    Service,
-    free_port,
-    launch,
-    processes,
-    release_handles,
-    server_url,
-    stop,
-    tree,
-    wait_ready,
-)
-
 from harness import (
     changed_during_run,
     command,
@@ -75,6 +61,19 @@ from harness import (
     timed,
     verdict,
     versions,
+)
+from services import (
+    HEADERS,
+    TICKS_PER_SECOND,
+    Service,
+    free_port,
+    launch,
+    processes,
+    release_handles,
+    server_url,
+    stop,
+    tree,
+    wait_ready,
 )
 from snapshot_data import Case, ensure_data, last_event, make_case
 

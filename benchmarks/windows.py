@@ -54,8 +54,6 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import HEADERS, free_port, launch, release_handles, stop, wait_ready
-
 from harness import (
     changed_during_run,
     command,
@@ -80,6 +78,7 @@ from harness import (
     verdict,
     versions,
 )
+from services import HEADERS, free_port, launch, release_handles, stop, wait_ready
 
 GENERATOR_VERSION = 2   # bump when the generated data change, so cached files are rebuilt
 SEED = 20240901         # salts every hash the generator draws from: same bytes on every machine

@@ -179,8 +179,8 @@ def load_settings(start: Path | str | None = None, *, search_parents: bool = Tru
         raw = raw.get("tool", {}).get("featurestore", {}) if isinstance(raw.get("tool"), dict) else {}
         if not isinstance(raw, dict):
             raise InvalidProjectError([Problem(path, _line_of(text, "tool", "featurestore"),
-                                               "[tool.featurestore] must be a table", "write it as a [tool.featurestore] "
-                                               "section", code="config")], root)
+                                               "[tool.featurestore] must be a table",
+                                               "write it as a [tool.featurestore] section", code="config")], root)
     return _parse(raw, root, path, text, section_prefix)
 
 
@@ -191,26 +191,29 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
         line = _line_of(text, prefix + section if section else prefix.rstrip("."), key)
         problems.append(Problem(path, line, message, hint, code="config"))
 
-    allowed = {"definitions": None, "offline": {"database", "cache"}, "online": {"postgres_url", "lookback", "on_failed_expectation"}, "sources": None,
+    allowed = {"definitions": None, "offline": {"database", "cache"},
+               "online": {"postgres_url", "lookback", "on_failed_expectation"}, "sources": None,
                "server": {"max_entities", "keys", "allow_after_sunset"}}
     raw = dict(raw)
     for key, value in list(raw.items()):
         if key not in allowed:
-            problem("", key, f"unknown setting '{key}'", did_you_mean(key, allowed) or f"valid settings: {', '.join(allowed)}")
+            problem("", key, f"unknown setting '{key}'",
+                    did_you_mean(key, allowed) or f"valid settings: {', '.join(allowed)}")
             continue
         keys = allowed[key]
-        if keys is not None or key == "sources":
-            if not isinstance(value, dict):
-                problem("", key, f"'{key}' must be a table ([{key}])")
-                raw[key] = {}
-                continue
+        if (keys is not None or key == "sources") and not isinstance(value, dict):
+            problem("", key, f"'{key}' must be a table ([{key}])")
+            raw[key] = {}
+            continue
         if keys is not None:
             for sub in value:
                 if sub not in keys:
-                    problem(key, sub, f"unknown setting '{key}.{sub}'", did_you_mean(sub, keys) or f"valid: {', '.join(sorted(keys))}")
+                    problem(key, sub, f"unknown setting '{key}.{sub}'",
+                            did_you_mean(sub, keys) or f"valid: {', '.join(sorted(keys))}")
 
     definitions = _string(raw.get("definitions", "definitions"), problem, "", "definitions")
-    database = _string(raw.get("offline", {}).get("database", ".featurestore/offline.duckdb"), problem, "offline", "database")
+    database = _string(raw.get("offline", {}).get("database", ".featurestore/offline.duckdb"), problem,
+                       "offline", "database")
     offline_cache = _string(raw.get("offline", {}).get("cache", "on_second_read"), problem, "offline", "cache")
     if offline_cache not in _CACHE_CHOICES:
         problem("offline", "cache", f"offline.cache: '{offline_cache}' is not a choice",

@@ -107,13 +107,15 @@ def _resolve(view: FeatureView, binder: duck.Binder,
     names = [c.name for c in columns]
     output = {c.name: c for c in columns}
     for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(Problem(path, _projection_line(view, name, sql_line), f"output column '{name}' appears more than once",
+        problems.append(Problem(path, _projection_line(view, name, sql_line),
+                                f"output column '{name}' appears more than once",
                                 "give each output column its own name with AS", code="duplicate-column"))
     listing = ", ".join(names)
     for key in view.entity:
         if key not in output:
             problems.append(Problem(path, view.line("entity"), f"entity key '{key}' is not an output column of the SQL",
-                                    f"select it, or fix the annotation (output columns: {listing})", code="missing-column"))
+                                    f"select it, or fix the annotation (output columns: {listing})",
+                                    code="missing-column"))
     event_time_type = ""
     if view.windows:
         found, event_time_type = _check_event_time(view, binder)
@@ -124,11 +126,13 @@ def _resolve(view: FeatureView, binder: duck.Binder,
             if column is None:
                 continue
             if column not in output:
-                problems.append(Problem(path, view.line(role), f"{role} column '{column}' is not an output column of the SQL",
+                problems.append(Problem(path, view.line(role),
+                                        f"{role} column '{column}' is not an output column of the SQL",
                                         f"select it, or fix the annotation (output columns: {listing})",
                                         code="missing-column"))
             elif role == "timestamp" and not duck.is_time_type(output[column].type):
-                problems.append(Problem(path, view.line(role), f"timestamp column '{column}' has type {output[column].type}",
+                problems.append(Problem(path, view.line(role),
+                                        f"timestamp column '{column}' has type {output[column].type}",
                                         f"make it a TIMESTAMP, TIMESTAMPTZ or DATE, e.g. CAST({column} AS TIMESTAMPTZ)",
                                         code="timestamp-type"))
     if problems:
@@ -176,10 +180,12 @@ def _check_event_time(view: FeatureView, binder: duck.Binder) -> tuple[list[Prob
     except duck.BindError:
         return [Problem(view.path, view.line("timestamp"),
                         f"timestamp '{view.timestamp}' is not a column of the table this window view aggregates",
-                        "name the event-time column of the source rows (a window view's timestamp is not an output column)",
+                        "name the event-time column of the source rows "
+                        "(a window view's timestamp is not an output column)",
                         code="missing-column")], ""
     if not duck.is_time_type(columns[0].type):
-        return [Problem(view.path, view.line("timestamp"), f"timestamp column '{view.timestamp}' has type {columns[0].type}",
+        return [Problem(view.path, view.line("timestamp"),
+                        f"timestamp column '{view.timestamp}' has type {columns[0].type}",
                         "name a TIMESTAMP, TIMESTAMPTZ or DATE column", code="timestamp-type")], ""
     return [], columns[0].type
 

@@ -185,10 +185,8 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
         connection.execute("SET TimeZone = 'UTC'")
         connection.register("events", events)
         connection.register("spine", spine_table)
-        if plan == "intervals" and not view.created:  # as the cache fill does: it refuses every tie
-            checks = [duplicates(view, prepare_rows(view, rows, []))]
-        else:  # as a frame does: refuses a tie whose value it would return
-            checks = []
+        # The cache fill refuses every tie; a frame, only a tie whose value it would return.
+        checks = [duplicates(view, prepare_rows(view, rows, []))] if plan == "intervals" and not view.created else []
         result = connection.sql(query.sql(dialect="duckdb")).to_arrow_table()
         connection.register("result", result)
         checks.append(ties(join, 0, "result", repeated=result.num_rows != len(spine)))

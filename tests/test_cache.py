@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import T0, ProjectDir
 
 from featurestore import FeatureStore
+
+from support import T0, ProjectDir
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 50)
 FIRST_READ = '[offline]\ncache = "on_first_read"\n'  # every frame brings the cache up to date first
@@ -63,8 +64,8 @@ def cached_rows(store: FeatureStore) -> list[dict[str, Any]]:
 
     view = store.views["snap"]
     with duckdb.connect(str(store.settings.offline_database), read_only=True) as connection:
-        table = connection.sql(f'SELECT * REPLACE (__fs_until::VARCHAR AS __fs_until) FROM featurestore_cache."snap__{view.version}" '
-                               'ORDER BY ALL').to_arrow_table()
+        table = connection.sql('SELECT * REPLACE (__fs_until::VARCHAR AS __fs_until) '
+                               f'FROM featurestore_cache."snap__{view.version}" ORDER BY ALL').to_arrow_table()
     return table.to_pylist()
 
 

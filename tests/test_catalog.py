@@ -13,10 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore
 from featurestore.catalog.page import build_site
+
+from support import T0, ProjectDir, reset
 
 pytestmark = pytest.mark.browser
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"
@@ -70,7 +71,8 @@ def test_the_catalog_page_in_chromium(browser: Any, site: Path) -> None:
     spend = browser.find_element(By.ID, "view-spend")
     assert "payments@example.com" in spend.text and "what users spend" in spend.text and "money" in spend.text
     assert "online up to 2026-01-01T06:00:00+00:00" in spend.text  # freshness
-    rows = {row.find_element(By.TAG_NAME, "code").text: row for row in spend.find_elements(By.CSS_SELECTOR, "tr.feature")}
+    rows = {row.find_element(By.TAG_NAME, "code").text: row
+            for row in spend.find_elements(By.CSS_SELECTOR, "tr.feature")}
     assert "fraud_model" in rows["amount"].text and "unused" not in rows["amount"].get_attribute("class")
     assert "unused" in rows["doubled"].get_attribute("class") and rows["doubled"].find_element(By.CLASS_NAME, "badge")
     assert "events.amount" in rows["doubled"].text  # lineage to the source column

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import sqlglot
-from support import SNAPSHOT, T0, WINDOW, ProjectDir
 
 from featurestore.compiler.render import DIALECTS
 from featurestore.config import load_settings
 from featurestore.project import load_project
+
+from support import SNAPSHOT, T0, WINDOW, ProjectDir
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -34,7 +35,8 @@ def test_form_does_not_change_the_version(project: ProjectDir) -> None:
                amount   -- the amount
         from EVENTS
     """)
-    project.view("activity", WINDOW.replace("count(*) AS n", "COUNT(*)  as  n").replace("-- windows: 3h, 1d", "-- windows: 3h,1d"))
+    project.view("activity",
+                 WINDOW.replace("count(*) AS n", "COUNT(*)  as  n").replace("-- windows: 3h, 1d", "-- windows: 3h,1d"))
     assert versions(project) == before
 
 
@@ -57,7 +59,8 @@ def test_logic_changes_the_version(project: ProjectDir, change) -> None:
 def test_windows_change_the_version_and_upstream_changes_propagate(project: ProjectDir) -> None:
     project.view("activity", WINDOW)
     project.view("spend", SNAPSHOT)
-    project.view("doubled", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\nSELECT user_id, ts, amount * 2 AS d FROM spend\n")
+    project.view("doubled", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n"
+                            "SELECT user_id, ts, amount * 2 AS d FROM spend\n")
     before = versions(project)
     project.view("activity", WINDOW.replace("3h, 1d", "3h, 7d"))
     project.view("spend", SNAPSHOT.replace("FROM events", "FROM events WHERE amount > 1"))
@@ -75,7 +78,8 @@ def golden_project(project: ProjectDir) -> ProjectDir:
         -- timestamp: ts
         -- owner: team@example.com
         WITH recent AS (SELECT * FROM spend WHERE amount > 1)
-        SELECT user_id, ts, avg(amount) OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS avg3
+        SELECT user_id, ts, avg(amount) OVER (PARTITION BY user_id ORDER BY ts
+                                              ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS avg3
         FROM recent
     """)
     return project

@@ -146,7 +146,8 @@ def test_accounts_keep_a_profile_history(demo: Demo) -> None:
 
 def test_card_events_include_same_instant_ties(demo: Demo) -> None:
     conn = _events(demo)
-    assert _scalar(conn, "SELECT count(*) FROM (SELECT 1 FROM card_events GROUP BY user_id, ts HAVING count(*) > 1)") > 0
+    assert _scalar(conn, "SELECT count(*) FROM (SELECT 1 FROM card_events GROUP BY user_id, ts "
+                         "HAVING count(*) > 1)") > 0
     assert _scalar(conn, "SELECT count(DISTINCT card_id) < count(*) FROM card_events")
 
 

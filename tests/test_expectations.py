@@ -9,16 +9,18 @@ from datetime import timedelta
 import psycopg
 import pyarrow as pa
 import pytest
-from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
+
+from support import T0, ProjectDir, reset
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 UNTIL = T0 + timedelta(hours=10)
 
 
 @pytest.fixture
-def project_with_events(project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProjectDir]:
+def project_with_events(project: ProjectDir, postgres_url: str,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[ProjectDir]:
     monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
     reset(postgres_url)
     # user_id = i % 3, amount = i - 4 (negative for i < 4), ts = T0 + i hours; user 2's label is NULL
@@ -39,7 +41,8 @@ def quarantined(postgres_url: str) -> list[tuple]:
 def test_validate_reports_bad_expectations_at_their_line(project_with_events: ProjectDir,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     project = project_with_events
-    project.view("spend", HEADER + "-- expect: amont >= 0, label not null\nSELECT user_id, ts, amount, label FROM events\n")
+    project.view("spend", HEADER + "-- expect: amont >= 0, label not null\n"
+                                   "SELECT user_id, ts, amount, label FROM events\n")
     code, problems = project.validate(capsys)
     assert code == 1
     assert (problems[0]["line"], problems[0]["message"]) == (
@@ -48,7 +51,8 @@ def test_validate_reports_bad_expectations_at_their_line(project_with_events: Pr
     project.view("spend", HEADER + "-- expect: sum(amount) > 0\nSELECT user_id, ts, amount, label FROM events\n")
     code, problems = project.validate(capsys)
     assert code == 1 and "must be one condition on one row's features" in problems[0]["message"]
-    project.view("spend", HEADER + "-- expect: amount > 0; DROP TABLE events\nSELECT user_id, ts, amount, label FROM events\n")
+    project.view("spend", HEADER + "-- expect: amount > 0; DROP TABLE events\n"
+                                   "SELECT user_id, ts, amount, label FROM events\n")
     code, problems = project.validate(capsys)
     assert code == 1 and "must be one condition" in problems[0]["message"]  # one condition, never a statement
     project.view("spend", HEADER + "-- expect: amount >= -10, coalesce(label, 'y') IN ('x', 'y'), label not null\n"
@@ -59,7 +63,8 @@ def test_validate_reports_bad_expectations_at_their_line(project_with_events: Pr
 def test_a_failed_expectation_stops_the_run_and_writes_nothing(project_with_events: ProjectDir,
                                                                postgres_url: str) -> None:
     project = project_with_events
-    project.view("spend", HEADER + "-- expect: amount >= 0, label not null\nSELECT user_id, ts, amount, label FROM events\n")
+    project.view("spend", HEADER + "-- expect: amount >= 0, label not null\n"
+                                   "SELECT user_id, ts, amount, label FROM events\n")
     store = FeatureStore(project.root, consumer="test")
     with pytest.raises(FeatureStoreError, match=r"spend.sql:4: view 'spend': 1 row fails `expect: NOT label IS NULL` "
                                                 r"\(e.g. \{\"user_id\":2,.*nothing was written.*quarantine"):
@@ -91,8 +96,8 @@ def test_quarantined_rows_keep_nan_as_null(project_with_events: ProjectDir, post
     project = project_with_events
     project.write_config('[online]\non_failed_expectation = "quarantine"\n')
     project.view("spend", HEADER + "-- expect: ratio < 1\n"
-                                   "SELECT user_id, ts, CASE WHEN user_id = 0 THEN 'NaN'::DOUBLE ELSE amount END AS ratio "
-                                   "FROM events\n")
+                                   "SELECT user_id, ts, CASE WHEN user_id = 0 THEN 'NaN'::DOUBLE ELSE amount END "
+                                   "AS ratio FROM events\n")
     store = FeatureStore(project.root, consumer="test")
     [run] = store.materialize(until=UNTIL)
     assert run.quarantined == 3  # NaN is greater than every number in DuckDB; users 1 and 2 have 3.0 and 4.0
@@ -106,7 +111,8 @@ def test_window_expectations_hold_for_the_features_served(project_with_events: P
     project = project_with_events
     project.write_config('[online]\non_failed_expectation = "quarantine"\n')
     project.view("activity", HEADER + "-- windows: 6h\n-- expect: low_6h >= -2\n"
-                                      "SELECT user_id, count(*) AS n, min(amount) AS low FROM events GROUP BY user_id\n")
+                                      "SELECT user_id, count(*) AS n, min(amount) AS low FROM events "
+                                      "GROUP BY user_id\n")
     store = FeatureStore(project.root, consumer="test")
     # At 6h the window holds events 0..5: the lows are -4 (user 0), -3 (user 1) and -2 (user 2).
     [run] = store.materialize(until=T0 + timedelta(hours=6))

@@ -12,16 +12,18 @@ from typing import Any
 
 import polars as pl
 import pytest
-from support import T0, ProjectDir, events_table
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureDeprecationWarning, SunsetError
 from featurestore.governance.registry import SCHEMA
 
+from support import T0, ProjectDir, events_table
+
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: {owner}\n"
 SPEND = HEADER.format(owner="fraud@example.com") + "SELECT user_id, ts, amount, card_id FROM events\n"
 RISK = HEADER.format(owner="risk@example.com") + "SELECT user_id, ts, amount * 2 AS doubled FROM events\n"
-PROFILE = HEADER.format(owner="identity@example.com") + "-- tags: pii\nSELECT user_id, ts, 'c' || card_id AS card FROM events\n"
+PROFILE = (HEADER.format(owner="identity@example.com")
+           + "-- tags: pii\nSELECT user_id, ts, 'c' || card_id AS card FROM events\n")
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +113,8 @@ def test_a_pull_request_is_planned_against_the_registry_and_git(repo: ProjectDir
         assert (change["view"], change["because"], change["features_added"], change["features_removed"]) == (
             "spend", "logic", ["card_number"], ["card_id"])
         assert [c["consumer"] for c in change["consumers"]] == ["fraud_model"] and change["breaking"]
-        assert change["backfill"]["online_table"] == f'featurestore_online."spend__{FeatureStore(repo.root).views["spend"].version}"'
+        assert change["backfill"]["online_table"] == \
+            f'featurestore_online."spend__{FeatureStore(repo.root).views["spend"].version}"'
         assert [r["view"] for r in result["reformatted"]] == ["profile"]
         assert [(d["view"], d["sunset"], d["hint"]) for d in result["deprecations"]] == [
             ("legacy", "2099-06-30", "use spend.amount")]
@@ -237,8 +240,8 @@ def test_deprecated_views_warn_then_are_refused_after_their_sunset(project: Proj
         store.training_frame(spine, ["soon.*"])
     for read in (lambda **k: store.training_frame(spine, ["past.*"], **k),
                  lambda **k: store.online({"user_id": [1]}, ["past.past_amount"], **k)):
-        with pytest.raises(SunsetError, match="view 'past' reached its sunset on 2020-01-01 and is no longer served; "
-                                              "use spend.amount.*allow_deprecated=True"):
+        with pytest.raises(SunsetError, match=r"view 'past' reached its sunset on 2020-01-01 and is no longer served; "
+                                              r"use spend\.amount.*allow_deprecated=True"):
             read()
         with pytest.warns(FeatureDeprecationWarning, match="was to be removed on 2020-01-01"):
             assert len(read(allow_deprecated=True)) == 1

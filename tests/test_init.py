@@ -17,7 +17,8 @@ def test_starter_project_validates(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["--project", str(tmp_path / "starter"), "views", "--format", "json"]) == 0
     views = {v["view"]: v for v in json.loads(capsys.readouterr().out)}
     assert views["customer_orders"]["kind"] == "window"
-    assert [f["name"] for f in views["customer_orders"]["features"]] == ["orders_1d", "orders_7d", "spend_1d", "spend_7d"]
+    assert [f["name"] for f in views["customer_orders"]["features"]] == [
+        "orders_1d", "orders_7d", "spend_1d", "spend_7d"]
     assert views["customer_profile"]["kind"] == "snapshot"
 
 

@@ -32,7 +32,8 @@ LAYERS = [
 ]
 # What the server may import: the package (FeatureStore and the errors), the errors, the view
 # specs the SDK returns (store.views), and the catalog page.
-SERVER_MAY_IMPORT = {"featurestore", "featurestore.errors", "featurestore.definitions.spec", "featurestore.catalog.page"}
+SERVER_MAY_IMPORT = {"featurestore", "featurestore.errors", "featurestore.definitions.spec",
+                     "featurestore.catalog.page"}
 
 
 def layer_of(module: str) -> int:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from support import SNAPSHOT, T0, ProjectDir, events_table
 
 from featurestore import FeatureStore
+
+from support import SNAPSHOT, T0, ProjectDir, events_table
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from support import SNAPSHOT, WINDOW, ProjectDir
 
 from featurestore import BadRequestError, FeatureStore, UnknownNameError
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.demo import write_demo_data
 from featurestore.project import Project
+
+from support import SNAPSHOT, WINDOW, ProjectDir
 
 REPO = Path(__file__).parent.parent
 

@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from snapshot_cases import UTC_US, cases, definition, has_ties
-from support import T0, ProjectDir, events_table, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.engines.postgres import lock_key
 
 from reference import Rules
+from snapshot_cases import UTC_US, cases, definition, has_ties
+from support import T0, ProjectDir, events_table, reset
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
 UTC = UTC
@@ -147,7 +147,7 @@ def test_a_tie_with_a_stored_row_is_refused(project: ProjectDir) -> None:
     store.materialize(until=until)
     pq.write_table(events_table(6).slice(5, 1).set_column(2, "amount", pa.array([50.0])),  # user 2 at 5h, again
                    project.root / "data" / "events_late.parquet")
-    with pytest.raises(FeatureStoreError, match="several rows with user_id=2 and ts=2026-01-01 05:00:00.*created"):
+    with pytest.raises(FeatureStoreError, match=r"several rows with user_id=2 and ts=2026-01-01 05:00:00.*created"):
         FeatureStore(project.root).materialize(until=until)
     assert store.online({"user_id": [2]}, ["spend.amount"], at=until)["amount"].to_list() == [5.0]  # untouched
     store.close()
@@ -193,7 +193,7 @@ def test_a_changed_view_is_backfilled_into_a_new_table_and_switched(store: Featu
 
 
 def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
-    with pytest.raises(FeatureStoreError, match="not materialized.*featurestore materialize"):
+    with pytest.raises(FeatureStoreError, match=r"not materialized.*featurestore materialize"):
         store.online({"user_id": [1]}, ["spend.amount"])
     store.materialize(until=T0 + timedelta(hours=5))
     with pytest.raises(FeatureStoreError, match="no feature 'amont'; did you mean 'amount'"):
@@ -279,7 +279,8 @@ def test_concurrent_runs_queue_and_agree(tmp_path: Path, online_database: str) -
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err for _, err in results]
-    assert sorted(out.strip() for out, _ in results) == ["backfill", "unchanged"]  # the second waited, then had nothing to do
+    # the second waited, then had nothing to do
+    assert sorted(out.strip() for out, _ in results) == ["backfill", "unchanged"]
     store = FeatureStore(project.root)
     concurrent = online_table(online_database, store, "big")
     reset(online_database)

@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore
+
+from support import T0, ProjectDir, reset
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 25)
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -17,7 +17,8 @@ YEAR_US = 365 * 24 * 3600 * 10**6
 
 
 def view(header: str, sql: str):
-    loaded, _ = parse_definition(Path("v.sql"), "-- entity: k\n-- timestamp: ts\n-- owner: o@example.com\n" + header + sql)
+    loaded, _ = parse_definition(Path("v.sql"),
+                                 "-- entity: k\n-- timestamp: ts\n-- owner: o@example.com\n" + header + sql)
     built, problems = build_view(loaded)
     assert built is not None, problems
     return built
@@ -45,7 +46,8 @@ def test_few_heavy_keys_never_get_a_hash_join_on_the_keys_alone() -> None:
     assert plans.plans["3h"] == "frames" or plans.bucket is not None
     # Offered running totals for the counts, it takes them: two ASOF joins instead of a framed aggregate each.
     offered = {"3h": ["n_3h"], "1d": ["n_1d"]}
-    with_totals = window_plans(windowed, shape(336_776, 400_000, 16, YEAR_US, [3 * HOUR, 6 * HOUR, 24 * HOUR, 48 * HOUR]),
+    with_totals = window_plans(windowed,
+                               shape(336_776, 400_000, 16, YEAR_US, [3 * HOUR, 6 * HOUR, 24 * HOUR, 48 * HOUR]),
                                {"3h": 2, "1d": 2}, totals=offered)
     assert with_totals.totals == ("n_3h", "n_1d")
     assert min(with_totals.costs.values()) < min(plans.costs.values())

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from snapshot_cases import BASE, EXAMPLES, HEAVY_EXAMPLES, PLANS, STEP, cases, has_ties, heavy_cases, run
 
 from featurestore.definitions.loader import parse_definition
 from featurestore.definitions.selection import select_features
@@ -22,6 +21,7 @@ from featurestore.definitions.spec import Column, build_view
 from featurestore.errors import FeatureStoreError
 
 from reference import Ambiguous, Rules, SnapshotIndex, as_of
+from snapshot_cases import BASE, EXAMPLES, HEAVY_EXAMPLES, PLANS, STEP, cases, has_ties, heavy_cases, run
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,7 +38,7 @@ def test_snapshot_views_match_the_reference(case: dict, plan: str) -> None:
         ambiguous = True
     event(f"ambiguous: {ambiguous}")
     if ambiguous:
-        with pytest.raises(FeatureStoreError, match="several rows with .*-- created"):
+        with pytest.raises(FeatureStoreError, match=r"several rows with .*-- created"):
             run(rows, rules, spine, case["flavour"], case["nanos"], plan)
         return
     actual = run(rows, rules, spine, case["flavour"], case["nanos"], plan)
@@ -64,7 +64,7 @@ def test_few_heavy_keys_match_the_reference_under_every_plan(case: dict) -> None
         event(f"spine rows with a value: {valued * 10 // len(spine) * 10}%+")
     for plan in PLANS:
         if expected is None or (plan.startswith("intervals") and not rules.created and has_ties(rows, rules)):
-            with pytest.raises(FeatureStoreError, match="several rows with .*-- created"):
+            with pytest.raises(FeatureStoreError, match=r"several rows with .*-- created"):
                 run(rows, rules, spine, case["flavour"], case["nanos"], plan)
             continue
         actual = run(rows, rules, spine, case["flavour"], case["nanos"], plan)
@@ -99,7 +99,7 @@ def test_duplicates_without_a_tie_break_are_refused_where_a_frame_would_use_them
             {"k": 3, "c": "x", "ts": BASE, "created": 5, "v": 5, "s": "e"}]
     rules = Rules(entity=("k",), timestamp="ts", ttl=timedelta(hours=1), features=("v", "s"))
     spine = [{"k": 1, "c": "x", "t": BASE + STEP, "label": 0}]
-    with pytest.raises(FeatureStoreError, match="several rows with k=1 and ts=2026-01-01 00:00:00.*-- created"):
+    with pytest.raises(FeatureStoreError, match=r"several rows with k=1 and ts=2026-01-01 00:00:00.*-- created"):
         run(rows, rules, spine, "utc", [0], plan)
     # Other keys, a later row, or a tie beyond the TTL: the value does not come from the tied rows.
     spine = [{"k": 2, "c": "x", "t": BASE + STEP, "label": 0}, {"k": 1, "c": "x", "t": BASE + 3 * STEP, "label": 0},
@@ -110,7 +110,7 @@ def test_duplicates_without_a_tie_break_are_refused_where_a_frame_would_use_them
     assert [r["v"] for r in run(rows, since, [{"k": 1, "c": "x", "t": BASE + STEP, "label": 0}], "utc", [0], plan)] \
         == [None]
     # The cache (intervals) refuses every tie: it serves every spine.
-    with pytest.raises(FeatureStoreError, match="several rows with k=[13]"):
+    with pytest.raises(FeatureStoreError, match=r"several rows with k=[13]"):
         run(rows, rules, spine, "utc", [0] * 3, "intervals")
 
 
@@ -156,12 +156,12 @@ def test_feature_selection_errors_name_the_fix() -> None:
     view = view.model_copy(update={"columns": (Column(name="k", type="BIGINT"), Column(name="ts", type="TIMESTAMP"),
                                                Column(name="v", type="BIGINT"))})
     views = {"spend": view}
-    with pytest.raises(FeatureStoreError, match="unknown view 'spnd'.*did you mean 'spend'"):
+    with pytest.raises(FeatureStoreError, match=r"unknown view 'spnd'.*did you mean 'spend'"):
         select_features(views, ["spnd.v"])
     with pytest.raises(FeatureStoreError, match="no feature 'vv'; did you mean 'v'"):
         select_features(views, ["spend.vv"])
-    with pytest.raises(FeatureStoreError, match="'view.feature' or 'view.\\*'"):
+    with pytest.raises(FeatureStoreError, match=r"'view\.feature' or 'view\.\*'"):
         select_features(views, ["spend"])
-    with pytest.raises(FeatureStoreError, match="spine's column 'v' and feature 'spend.v'.*full_names=True"):
+    with pytest.raises(FeatureStoreError, match=r"spine's column 'v' and feature 'spend\.v'.*full_names=True"):
         select_features(views, ["spend.*"], taken=["k", "ts", "v"])
     assert [s.output for s in select_features(views, ["spend.*"], full_names=True, taken=["v"])] == ["spend__v"]

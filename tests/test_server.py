@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import T0, ProjectDir
 
 from featurestore import FeatureStore
+
+from support import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 KEYS = {"fraud": "fs_fraud_secret", "analytics": "fs_analytics_secret"}
@@ -36,7 +37,8 @@ def write_project(project: ProjectDir, server: str = "") -> None:
 
 
 @pytest.fixture
-def served(project: ProjectDir, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FeatureStore]]:
+def served(project: ProjectDir, postgres_url: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FeatureStore]]:
     from fastapi.testclient import TestClient
 
     from server import create_app
@@ -61,7 +63,8 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
         "spend.amount": sdk["amount"].to_list(), "spend.card_id": sdk["card_id"].to_list(),
         "spend.big": sdk["big"].to_list(), "profile.card": sdk["card"].to_list()}}
     assert response.json()["features"]["spend.amount"] == [5.0, 3.0, None]
-    windows = client.post("/v1/features", json={"entities": {"user_id": [2, 99]}, "features": ["cards.*", "spend.amount"]})
+    windows = client.post("/v1/features", json={"entities": {"user_id": [2, 99]},
+                                                "features": ["cards.*", "spend.amount"]})
     sdk = store.online({"user_id": [2, 99]}, ["cards.*", "spend.amount"])
     assert windows.json()["features"] == {name: sdk[name.split(".")[1]].to_list() for name in (
         "cards.cards_3h", "cards.cards_30000d", "cards.top_3h", "cards.top_30000d", "spend.amount")}
@@ -310,7 +313,8 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     body = str(os.getpid()).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 """
 

@@ -14,10 +14,11 @@ from sklearn.base import clone
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.sklearn import FeatureStoreTransformer
+
+from support import T0, ProjectDir, reset
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import psycopg
 import pytest
+
 from support import ProjectDir
 
 
@@ -91,9 +92,10 @@ def test_a_compiled_postgres_frame_runs_there_and_equals_the_training_frame(
     from datetime import timedelta
 
     import pyarrow as pa
-    from support import SNAPSHOT, T0, WINDOW
 
     from featurestore import FeatureStore
+
+    from support import SNAPSHOT, T0, WINDOW
 
     monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
     labels = [(0, T0 + timedelta(hours=3)), (1, T0 + timedelta(hours=4, microseconds=1)), (2, T0),

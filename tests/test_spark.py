@@ -19,17 +19,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import snapshot_cases as snapshots
-import window_cases as windows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import ProjectDir
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
 from featurestore.offline.frames import training_frame
 
+import snapshot_cases as snapshots
+import window_cases as windows
 from reference import Ambiguous, as_of
+from support import ProjectDir
 
 pytestmark = pytest.mark.spark
 
@@ -164,8 +164,8 @@ def test_a_csv_source_is_refused_until_the_session_has_a_table_of_its_name(spark
     project.write_config()
     project.view("spend", HEADER + "SELECT user_id, ts, amount FROM card_events\n")
     store = FeatureStore(tmp_path, consumer="test")
-    with pytest.raises(FeatureStoreError, match="reads source 'card_events', a csv file, which Spark does not read "
-                                                "in place.*createOrReplaceTempView\\('card_events'\\)"):
+    with pytest.raises(FeatureStoreError, match=r"reads source 'card_events', a csv file, which Spark does not read "
+                                                r"in place.*createOrReplaceTempView\('card_events'\)"):
         store.training_frame(spine(), ["spend.amount"], timestamp="t", engine="spark", spark=spark)
     spark.createDataFrame(events()).createOrReplaceTempView("card_events")
     try:
@@ -181,8 +181,8 @@ def test_nanosecond_event_times_are_refused_with_the_fix(spark: Any, tmp_path: P
     project.parquet("events", table.set_column(2, "ts", table.column("ts").cast(pa.timestamp("ns", tz="UTC"))))
     project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")
     store = FeatureStore(tmp_path, consumer="test")
-    with pytest.raises(FeatureStoreError, match="spend.sql: view 'spend' has nanosecond times in 'ts', which Spark "
-                                                "cannot read; store them in microseconds"):
+    with pytest.raises(FeatureStoreError, match=r"spend\.sql: view 'spend' has nanosecond times in 'ts', which Spark "
+                                                r"cannot read; store them in microseconds"):
         store.training_frame(spine(), ["spend.amount"], timestamp="t", engine="spark", spark=spark)
 
 
@@ -194,8 +194,8 @@ def test_duckdb_only_plans_and_functions_are_refused(spark: Any, tmp_path: Path)
     with pytest.raises(FeatureStoreError, match="plan 'asof' runs only on DuckDB"):
         training_frame(store.project, spine(), ["spend.micros"], timestamp="t", engine="spark", spark=spark,
                        plan="asof")
-    with pytest.raises(FeatureStoreError, match="spend.sql: view 'spend' cannot be written in spark SQL: it calls "
-                                                "epoch_us\\(\\)"):
+    with pytest.raises(FeatureStoreError, match=r"spend\.sql: view 'spend' cannot be written in spark SQL: it calls "
+                                                r"epoch_us\(\)"):
         store.training_frame(spine(), ["spend.micros"], timestamp="t", engine="spark", spark=spark)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from support import T0, ProjectDir, reset
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.governance.stats import psi
+
+from support import T0, ProjectDir, reset
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 AMOUNTS = [float(i % 37) if i % 10 else None for i in range(200)]  # every tenth NULL
@@ -72,7 +73,8 @@ def test_statistics_equal_numpy_on_the_same_rows(store: FeatureStore) -> None:
     counts, edges = np.histogram(known, bins=10, range=(known.min(), known.max()))
     assert [b["count"] for b in amount["histogram"]] == counts.tolist()
     assert [b["low"] for b in amount["histogram"]] == pytest.approx(edges[:-1].tolist())
-    assert found["kind"]["top"] == [{"value": "a", "count": 67}, {"value": "b", "count": 67}, {"value": "c", "count": 66}]
+    assert found["kind"]["top"] == [{"value": "a", "count": 67}, {"value": "b", "count": 67},
+                                    {"value": "c", "count": 66}]
     later = {item["feature"]: item for item in store.stats("spend", since=T0 + timedelta(hours=150))}
     assert later["amount"]["rows"] == 50 and later["amount"]["nulls"] == 5
 
@@ -104,8 +106,8 @@ def test_drift_of_online_values_against_a_snapshot(store: FeatureStore, tmp_path
     spine = pa.table({"user_id": [i % 20 for i in range(60)],
                       "ts": pa.array([T0 + timedelta(hours=i) for i in range(60)], pa.timestamp("us", tz="UTC"))})
     snapshot = store.training_frame(spine, ["spend.*"]).save_snapshot(tmp_path / "snap")
-    with pytest.raises(FeatureStoreError, match="view 'spend' .* is not in the online store; run `featurestore "
-                                                "materialize --view spend` first"):
+    with pytest.raises(FeatureStoreError, match=r"view 'spend' .* is not in the online store; run `featurestore "
+                                                r"materialize --view spend` first"):
         store.drift("spend", snapshot)
     store.materialize(until=T0 + timedelta(hours=200))
     found = {item["feature"]: item for item in store.drift("spend", snapshot)}

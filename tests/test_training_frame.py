@@ -12,10 +12,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import T0, ProjectDir
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.cli.main import main
+
+from support import T0, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
@@ -65,7 +66,8 @@ def test_every_spine_kind_gives_the_same_frame(store: FeatureStore, project: Pro
         spine = str(project.root / "spine.parquet")
         pq.write_table(pa.table(rows), spine)
     else:
-        spine = ("SELECT * FROM (VALUES (2, TIMESTAMPTZ '2026-01-01 05:00:00+00', 1), (0, TIMESTAMPTZ '2026-01-01 03:00:00+00', 0),"
+        spine = ("SELECT * FROM (VALUES (2, TIMESTAMPTZ '2026-01-01 05:00:00+00', 1),"
+                 " (0, TIMESTAMPTZ '2026-01-01 03:00:00+00', 0),"
                  " (NULL, TIMESTAMPTZ '2026-01-01 03:00:00+00', 1), (1, TIMESTAMPTZ '2026-01-01 00:00:00+00', 0),"
                  " (7, TIMESTAMPTZ '2026-01-01 09:00:00+00', 1), (0, TIMESTAMPTZ '2026-01-01 04:00:00+00', 0))"
                  " AS s(user_id, ts, target)")
@@ -73,7 +75,8 @@ def test_every_spine_kind_gives_the_same_frame(store: FeatureStore, project: Pro
 
 
 def test_sql_spine_reads_sources(store: FeatureStore) -> None:
-    frame = store.training_frame("SELECT user_id, ts + INTERVAL 1 HOUR AS ts FROM events ORDER BY card_id", ["spend.amount"])
+    frame = store.training_frame("SELECT user_id, ts + INTERVAL 1 HOUR AS ts FROM events ORDER BY card_id",
+                                 ["spend.amount"])
     assert frame.to_arrow().column("amount").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
 
 
@@ -112,7 +115,8 @@ def test_null_spine_times_get_null_features(store: FeatureStore) -> None:
     ({"user_id": [1], "ts": [T0], "amount": [1.0]}, ["spend.amount"], {}, "full_names=True"),
     ({"user_id": [1], "ts": [T0], "__fs_row": [1]}, ["spend.amount"], {}, "reserved"),
 ])
-def test_bad_input_is_a_clear_error(store: FeatureStore, spine: dict, features: list, kwargs: dict, message: str) -> None:
+def test_bad_input_is_a_clear_error(store: FeatureStore, spine: dict, features: list, kwargs: dict,
+                                    message: str) -> None:
     with pytest.raises(FeatureStoreError, match=None) as raised:
         store.training_frame(pa.table(spine), features, **kwargs)
     assert message in str(raised.value)
@@ -121,7 +125,7 @@ def test_bad_input_is_a_clear_error(store: FeatureStore, spine: dict, features: 
 def test_same_feature_name_in_two_views(store: FeatureStore, project: ProjectDir) -> None:
     project.view("other", HEADER + "SELECT user_id, ts, card_id AS amount FROM events\n")
     store = FeatureStore(project.root)
-    with pytest.raises(FeatureStoreError, match="'spend.amount'.*'other.amount'|'other.amount'.*'spend.amount'"):
+    with pytest.raises(FeatureStoreError, match=r"'spend\.amount'.*'other\.amount'|'other\.amount'.*'spend\.amount'"):
         store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"])
     frame = store.training_frame(pa.table(spine_rows()), ["spend.amount", "other.amount"], full_names=True)
     assert frame.columns[-2:] == ["spend__amount", "other__amount"]
@@ -186,7 +190,8 @@ def test_cache_is_filled_at_the_second_read_and_refreshed_when_sources_change(
     assert store.cache_status() == []  # read once: computed inline, nothing cached
     assert store.training_frame(spine, ["spend.amount"]).to_arrow().column("amount").to_pylist() == [3.0]
     [entry] = store.cache_status()  # read again: cached by that call, before it returned
-    assert (entry["view"], entry["version"], entry["rows"], entry["fresh"]) == ("spend", store.views["spend"].version, 6, True)
+    assert (entry["view"], entry["version"], entry["rows"], entry["fresh"]) == (
+        "spend", store.views["spend"].version, 6, True)
     assert "__fs_until" in store.training_frame(spine, ["spend.amount"]).sql  # joined from the cache
     project.parquet("events", events_table(9))  # the source grows: user 0 now has a row at 6h
     assert store.cache_status()[0]["fresh"] is False
@@ -216,7 +221,7 @@ def test_the_cache_setting_says_when_view_rows_are_cached(project: ProjectDir, s
 
 def test_an_unknown_cache_setting_names_the_choices(project: ProjectDir) -> None:
     project.write_config('[offline]\ncache = "always"\n')
-    with pytest.raises(FeatureStoreError, match="offline.cache: 'always' is not a choice"):
+    with pytest.raises(FeatureStoreError, match=r"offline\.cache: 'always' is not a choice"):
         FeatureStore(project.root)
 
 
@@ -233,7 +238,8 @@ def test_cache_follows_duckdb_and_postgres_sources(project: ProjectDir, postgres
     database = project.root / ".featurestore" / "offline.duckdb"
     database.parent.mkdir(exist_ok=True)
     with duckdb.connect(str(database)) as connection:
-        connection.execute("CREATE TABLE limits AS SELECT 1::BIGINT AS user_id, TIMESTAMPTZ '2026-01-01' AS since, 10 AS cap")
+        connection.execute("CREATE TABLE limits AS SELECT 1::BIGINT AS user_id, TIMESTAMPTZ '2026-01-01' AS since, "
+                           "10 AS cap")
     project.sources.update({"tiers": '{ postgres = "public.tiers" }', "limits": '{ duckdb = "limits" }'})
     project.write_config()
     project.view("tier", HEADER.replace("ts", "since") + "SELECT user_id, since, tier FROM tiers\n")
@@ -259,9 +265,11 @@ def test_concurrent_frames_wait_for_each_other(store: FeatureStore, project: Pro
 
     script = ("import sys, pyarrow as pa, datetime as dt; from featurestore import FeatureStore\n"
               "s = FeatureStore(sys.argv[1])\n"
-              "spine = pa.table({'user_id': [0, 1, 2] * 200, 'ts': [dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)] * 600})\n"
+              "spine = pa.table({'user_id': [0, 1, 2] * 200, "
+              "'ts': [dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)] * 600})\n"
               "for _ in range(5):\n"
-              "    print(sum(v or 0 for v in s.training_frame(spine, ['spend.amount']).to_arrow().column('amount').to_pylist()))\n")
+              "    print(sum(v or 0 for v in s.training_frame(spine, ['spend.amount'])"
+              ".to_arrow().column('amount').to_pylist()))\n")
     runs = [subprocess.Popen([sys.executable, "-c", script, str(project.root)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [run.communicate(timeout=120) for run in runs]
@@ -285,7 +293,8 @@ def test_duplicate_rows_without_tie_break_are_a_data_error(project: ProjectDir, 
             frame = store.training_frame(pa.table({"user_id": [9, 9], "ts": when}), ["dup.amount"], cache=cache)
     assert frame.to_arrow().column("amount").to_pylist() == [None, None]
     assert store.cache_status() == []
-    project.view("dup", HEADER + "-- created: card_id\nSELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount, card_id FROM events\n")
+    project.view("dup", HEADER + "-- created: card_id\n"
+                                 "SELECT user_id, TIMESTAMPTZ '2026-01-01' AS ts, amount, card_id FROM events\n")
     store = FeatureStore(project.root)
     spine = pa.table({"user_id": [0], "ts": pa.array([T0 + timedelta(days=3)], pa.timestamp("us", tz="UTC"))})
     assert store.training_frame(spine, ["dup.amount"], cache=cache).to_arrow().column("amount").to_pylist() == [3.0]
@@ -304,8 +313,9 @@ def test_sources_of_any_time_precision(project: ProjectDir, unit: str) -> None:
     project.view("precise_view", HEADER + "SELECT user_id, ts, value FROM precise\n")
     store = FeatureStore(project.root)
     hour = T0 + timedelta(hours=1)
-    spine = pa.table({"user_id": [1, 1, 1], "ts": pa.array([hour, hour + timedelta(microseconds=1),
-                                                            hour + timedelta(microseconds=2)], pa.timestamp("us", tz="UTC"))})
+    spine = pa.table({"user_id": [1, 1, 1],
+                      "ts": pa.array([hour, hour + timedelta(microseconds=1), hour + timedelta(microseconds=2)],
+                                     pa.timestamp("us", tz="UTC"))})
     expected = {"s": [42, 42, 42], "ms": [42, 42, 42], "us": [None, 42, 42], "ns": [None, None, 42]}[unit]
     assert store.training_frame(spine, ["precise_view.value"]).to_arrow().column("value").to_pylist() == expected
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support import SNAPSHOT, WINDOW, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
@@ -55,7 +56,8 @@ CASES = [
     ("header_only", HEADER, "empty", 1, "holds no SQL", "write one SELECT"),
     ("entity_missing", "-- entity: account_id\n-- timestamp: ts\n-- owner: a@b.c\nSELECT user_id, ts FROM events\n",
      "missing-column", 1, "entity key 'account_id' is not an output column", "output columns: user_id, ts"),
-    ("timestamp_missing", "-- entity: user_id\n-- owner: a@b.c\n-- timestamp: event_time\nSELECT user_id, ts FROM events\n",
+    ("timestamp_missing", "-- entity: user_id\n-- owner: a@b.c\n-- timestamp: event_time\n"
+     "SELECT user_id, ts FROM events\n",
      "missing-column", 3, "timestamp column 'event_time' is not an output column", "select it"),
     ("timestamp_type", HEADER + "SELECT user_id, amount AS ts FROM events\n",
      "timestamp-type", 2, "has type DOUBLE", "TIMESTAMP"),
@@ -70,11 +72,12 @@ CASES = [
      'Referenced column "amout" not found', 'did you mean "amount"'),
     ("duplicate_column", HEADER + "SELECT user_id, ts, amount,\n  card_id AS amount\nFROM events\n",
      "duplicate-column", 5, "output column 'amount' appears more than once", "AS"),
-    ("aggregate_no_windows", HEADER + "SELECT user_id, max(ts) AS ts, sum(amount) AS total\nFROM events\nGROUP BY user_id\n",
-     "aggregate-without-windows", 6, "aggregates over all of history", "-- windows:"),
+    ("aggregate_no_windows", HEADER + "SELECT user_id, max(ts) AS ts, sum(amount) AS total\nFROM events\n"
+     "GROUP BY user_id\n", "aggregate-without-windows", 6, "aggregates over all of history", "-- windows:"),
     ("windows_not_grouped", HEADER + "-- windows: 1d\nSELECT user_id, amount FROM events\n",
      "window-shape", 4, "GROUP BY over exactly the entity keys", "GROUP BY user_id"),
-    ("windows_wrong_group", HEADER + "-- windows: 1d\nSELECT user_id, count(*) AS n FROM events GROUP BY user_id, card_id\n",
+    ("windows_wrong_group", HEADER + "-- windows: 1d\n"
+     "SELECT user_id, count(*) AS n FROM events GROUP BY user_id, card_id\n",
      "window-shape", 4, "GROUP BY over exactly the entity keys", "GROUP BY user_id"),
     ("window_unsupported_aggregate", HEADER + "-- windows: 1d\nSELECT user_id,\n  median(amount) AS m\n"
      "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "arg_max"),
@@ -83,12 +86,15 @@ CASES = [
     ("window_last_descending", HEADER + "-- windows: 1d\nSELECT user_id,\n  last(card_id ORDER BY ts DESC) AS first\n"
      "FROM events GROUP BY user_id\n", "window-aggregate", 6, "not a supported window aggregate", "count(DISTINCT x)"),
     ("following", HEADER + "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts\n"
-     "    ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS s\nFROM events\n", "reads-future", 5, "FOLLOWING", "CURRENT ROW"),
-    ("lead", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\nFROM events\n",
-     "reads-future", 5, "lead() reads a later row", "lag()"),
-    ("negative_lag_fn", HEADER + "SELECT user_id, ts,\n  lag(amount, -1) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\n"
-     "FROM events\n", "reads-future", 5, "positive whole-number offset", "lag(x, 2)"),
-    ("now", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts < now()\n", "reads-clock", 6, "NOW() reads the clock", "as of t"),
+     "    ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS s\nFROM events\n",
+     "reads-future", 5, "FOLLOWING", "CURRENT ROW"),
+    ("lead", HEADER + "SELECT user_id, ts,\n  lead(amount) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\n"
+     "FROM events\n", "reads-future", 5, "lead() reads a later row", "lag()"),
+    ("negative_lag_fn", HEADER + "SELECT user_id, ts,\n"
+     "  lag(amount, -1) OVER (PARTITION BY user_id ORDER BY ts) AS nxt\nFROM events\n",
+     "reads-future", 5, "positive whole-number offset", "lag(x, 2)"),
+    ("now", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts < now()\n",
+     "reads-clock", 6, "NOW() reads the clock", "as of t"),
     ("current_timestamp", HEADER + "SELECT user_id, ts,\n  current_timestamp - ts AS age\nFROM events\n",
      "reads-clock", 5, "CURRENT_TIMESTAMP reads the clock", "as of t"),
     ("current_date", HEADER + "SELECT user_id, ts\nFROM events\nWHERE ts::DATE = current_date\n",
@@ -195,13 +201,16 @@ def test_cli_never_shows_a_traceback(project: ProjectDir) -> None:
 
 
 LEAKS = [
-    ("partition_no_order", "SELECT user_id, ts,\n  count(*) OVER (PARTITION BY user_id) AS n\nFROM events\n", 5, "whole partition"),
-    ("order_desc", "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts DESC) AS s\nFROM events\n", 5, "DESC"),
-    ("qualify_latest", "SELECT user_id, ts, amount FROM events\nQUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1\n",
-     5, "DESC"),
-    ("percent_rank", "SELECT user_id, ts,\n  percent_rank() OVER (PARTITION BY user_id ORDER BY ts) AS p\nFROM events\n", 5,
+    ("partition_no_order", "SELECT user_id, ts,\n  count(*) OVER (PARTITION BY user_id) AS n\nFROM events\n", 5,
      "whole partition"),
-    ("lag_expression", "SELECT user_id, ts,\n  lag(amount, 0 - 1) OVER (ORDER BY ts) AS p\nFROM events\n", 5, "positive"),
+    ("order_desc", "SELECT user_id, ts,\n  sum(amount) OVER (PARTITION BY user_id ORDER BY ts DESC) AS s\n"
+     "FROM events\n", 5, "DESC"),
+    ("qualify_latest", "SELECT user_id, ts, amount FROM events\n"
+     "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1\n", 5, "DESC"),
+    ("percent_rank", "SELECT user_id, ts,\n  percent_rank() OVER (PARTITION BY user_id ORDER BY ts) AS p\n"
+     "FROM events\n", 5, "whole partition"),
+    ("lag_expression", "SELECT user_id, ts,\n  lag(amount, 0 - 1) OVER (ORDER BY ts) AS p\nFROM events\n", 5,
+     "positive"),
     ("now_string", "SELECT user_id, ts\nFROM events\nWHERE ts < 'now'::TIMESTAMP\n", 6, "reads the clock"),
     ("age_one_argument", "SELECT user_id, ts,\n  age(ts) AS a\nFROM events\n", 5, "measures from today"),
     ("sample", "SELECT user_id, ts\nFROM events USING SAMPLE 10%\n", 5, "sampling is random"),
@@ -224,18 +233,20 @@ def test_leaks_are_refused(project: ProjectDir, capsys: pytest.CaptureFixture[st
 SAFE = [
     ("partition_by_time", "SELECT user_id, ts, amount FROM events\n"
      "QUALIFY row_number() OVER (PARTITION BY user_id, ts ORDER BY card_id DESC) = 1\n"),
-    ("ignore_nulls", "SELECT user_id, ts,\n  last_value(amount IGNORE NULLS) OVER (PARTITION BY user_id ORDER BY ts) AS a\n"
-     "FROM events\n"),
-    ("bounded_subquery", "SELECT e.user_id, e.ts,\n  (SELECT count(*) FROM events o WHERE o.user_id = e.user_id AND o.ts <= e.ts) AS n\n"
-     "FROM events e\n"),
+    ("ignore_nulls", "SELECT user_id, ts,\n"
+     "  last_value(amount IGNORE NULLS) OVER (PARTITION BY user_id ORDER BY ts) AS a\nFROM events\n"),
+    ("bounded_subquery", "SELECT e.user_id, e.ts,\n"
+     "  (SELECT count(*) FROM events o WHERE o.user_id = e.user_id AND o.ts <= e.ts) AS n\nFROM events e\n"),
     ("trailing_comment", "SELECT user_id, ts FROM events;  -- the end\n"),
-    ("bucket_end", "SELECT user_id, date_trunc('day', ts) + INTERVAL 1 DAY AS ts, count(*) AS n\nFROM events\nGROUP BY ALL\n"),
+    ("bucket_end", "SELECT user_id, date_trunc('day', ts) + INTERVAL 1 DAY AS ts, count(*) AS n\n"
+     "FROM events\nGROUP BY ALL\n"),
     ("todo_comment", "-- TODO: add more features\n-- see https://example.com/docs\nSELECT user_id, ts FROM events\n"),
 ]
 
 
 @pytest.mark.parametrize(("name", "sql"), SAFE, ids=[c[0] for c in SAFE])
-def test_leak_free_sql_is_accepted(project: ProjectDir, capsys: pytest.CaptureFixture[str], name: str, sql: str) -> None:
+def test_leak_free_sql_is_accepted(project: ProjectDir, capsys: pytest.CaptureFixture[str], name: str,
+                                   sql: str) -> None:
     project.view(name, HEADER + sql)
     assert project.validate(capsys) == (0, [])
 
@@ -248,7 +259,8 @@ def test_window_views_group_by_positions_and_all(project: ProjectDir, capsys: py
 
 
 def test_header_errors_do_not_hide_sql_errors(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
-    project.view("spend", HEADER + "-- ttl: 3x\nSELECT user_id, ts,\n  lead(amount) OVER (ORDER BY ts) AS x\nFROM events\n")
+    project.view("spend", HEADER + "-- ttl: 3x\nSELECT user_id, ts,\n  lead(amount) OVER (ORDER BY ts) AS x\n"
+                                   "FROM events\n")
     code, problems = project.validate(capsys)
     assert code == 1
     assert [(p["line"], p["code"]) for p in problems] == [(4, "bad-annotation"), (6, "reads-future")]
@@ -266,7 +278,8 @@ def test_a_cycle_does_not_hide_other_views(project: ProjectDir, capsys: pytest.C
 
 def test_a_cte_inside_a_subquery_does_not_hide_a_view(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
     project.view("a1", SNAPSHOT)
-    project.view("zz", HEADER + "SELECT a.user_id, a.ts FROM a1 a\nWHERE EXISTS (WITH a1 AS (SELECT 1 AS z) SELECT z FROM a1)\n")
+    project.view("zz", HEADER + "SELECT a.user_id, a.ts FROM a1 a\n"
+                                "WHERE EXISTS (WITH a1 AS (SELECT 1 AS z) SELECT z FROM a1)\n")
     assert project.validate(capsys) == (0, [])
     code, out, _ = project.run("compile", "zz", capsys=capsys)
     assert code == 0 and 'WITH "a1" AS (' in out

@@ -28,6 +28,16 @@ import pyarrow as pa
 import pytest
 import sqlglot
 from hypothesis import HealthCheck, given, settings
+
+from featurestore.compiler.checks import check_query
+from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
+from featurestore.compiler.windows import WindowRows, event_rows
+from featurestore.config import parse_duration
+from featurestore.definitions.loader import parse_definition
+from featurestore.definitions.selection import select_features
+from featurestore.definitions.spec import Column, build_view
+
+from reference import Measure, WindowIndex, window_events
 from window_cases import (
     BASE,
     EPOCH,
@@ -49,16 +59,6 @@ from window_cases import (
     row,
     value_of,
 )
-
-from featurestore.compiler.checks import check_query
-from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
-from featurestore.compiler.windows import WindowRows, event_rows
-from featurestore.config import parse_duration
-from featurestore.definitions.loader import parse_definition
-from featurestore.definitions.selection import select_features
-from featurestore.definitions.spec import Column, build_view
-
-from reference import Measure, WindowIndex, window_events
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

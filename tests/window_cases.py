@@ -423,7 +423,8 @@ def heavy_cases(draw: st.DrawFn) -> Case:
     for (k, c), shape in zip(keys, per_key):
         for ts in instants(shape, BASE + rng.randrange(86_400) * timedelta(seconds=1), rng):
             events.append(event(ts, k=k, c=c or rng.choice("xy"), v=value(list(range(-20, 21))), o=value([0, 1, 2, 3]),
-                                w=value([-1.5, -0.5, 0.0, 0.5, 2.0, 3.5]), s=value(["a", "b", "c"]), ns=rng.choice(event_nanos)))
+                                w=value([-1.5, -0.5, 0.0, 0.5, 2.0, 3.5]), s=value(["a", "b", "c"]),
+                                ns=rng.choice(event_nanos)))
     timed = list(events)
     assume(timed)  # a timeline whose outages took every event: nothing to check (rare)
     for _ in range(rng.randint(0, 5)):  # events without a time or a key

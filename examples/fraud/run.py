@@ -114,9 +114,8 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 def serve(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "featurestore.cli.main", "serve", "--project", str(root), "--port", str(port)]
-    log = open(root / ".featurestore" / "example-server.log", "w")  # read only if it fails to start
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    log.close()  # the server holds its own copy
+    with open(root / ".featurestore" / "example-server.log", "w") as log:  # read only if it fails to start
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)  # the server holds its own copy
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{values['average_precision']:.3f}, ROC AUC {values['roc_auc']:.3f}")
 
     out = (root / args.out).resolve()
-    frame = store.training_frame(train[SPINE + ["transaction_id", "amount", "is_fraud"]], FEATURES)
+    frame = store.training_frame(train[[*SPINE, "transaction_id", "amount", "is_fraud"]], FEATURES)
     snapshot = out / f"snapshot-{frame.content_hash()[:12]}"
     if not (snapshot / "manifest.json").exists():
         frame.save_snapshot(snapshot)

@@ -154,7 +154,8 @@ def _window_shape(view: FeatureView) -> list[Problem]:
     keys = ", ".join(view.entity)
     shape = f"write `SELECT {keys}, <aggregates> FROM <source> GROUP BY {keys}`"
     if not isinstance(query, exp.Select):
-        return [_problem(view, query, "a view with windows must be one SELECT … GROUP BY the entity keys", shape, "window-shape")]
+        return [_problem(view, query, "a view with windows must be one SELECT … GROUP BY the entity keys", shape,
+                         "window-shape")]
     group = query.args.get("group")
     grouped = _grouping_names(query)
     if not group or grouped is None or set(grouped) != set(view.entity) or len(grouped) != len(view.entity):

@@ -107,11 +107,13 @@ def _windowed(item: LookupView, at: exp.Expr) -> exp.Select:
         assert window is not None
         within = None if window.length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
             this=at.copy(), expression=interval(window.length)))
-        value = _postgres_aggregate(by_column[selected.feature.column], types[selected.feature.column] == "text", within)
+        value = _postgres_aggregate(by_column[selected.feature.column], types[selected.feature.column] == "text",
+                                    within)
         columns.append(exp.alias_(value, selected.output, quoted=True))
     table = exp.table_(item.table[1], db=item.table[0], quoted=True, alias=exp.to_identifier("e", quoted=True))
     return exp.select(*columns).from_(table).where(exp.and_(
-        *[exp.EQ(this=exp.column(k, "e", quoted=True), expression=exp.column(k, "r", quoted=True)) for k in view.entity],
+        *[exp.EQ(this=exp.column(k, "e", quoted=True), expression=exp.column(k, "r", quoted=True))
+          for k in view.entity],
         exp.GTE(this=known.copy(), expression=exp.Sub(this=at.copy(), expression=interval(longest))),
         exp.LT(this=known.copy(), expression=at.copy())))
 
@@ -159,7 +161,8 @@ def _postgres_aggregate(aggregate: Aggregate, text: bool, within: exp.Expr | Non
     assert aggregate.order is not None
     order = exp.column(aggregate.order, "e", quoted=True)
     ordered = exp.Order(this=value.copy(), expressions=[
-        exp.Ordered(this=order, desc=True), exp.Ordered(this=_bytewise(value.copy()) if text else value.copy(), desc=True)])
+        exp.Ordered(this=order, desc=True),
+        exp.Ordered(this=_bytewise(value.copy()) if text else value.copy(), desc=True)])
     latest = over(exp.ArrayAgg(this=ordered), exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null())),
                   exp.Not(this=exp.Is(this=order.copy(), expression=exp.Null())))
     return exp.Bracket(this=exp.Paren(this=latest), expressions=[exp.Literal.number(1)], offset=1)  # 1-based

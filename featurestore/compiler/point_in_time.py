@@ -11,10 +11,10 @@
 Exactly docs/semantics.md: the row with the greatest `ts` such that `ts + lag <= t`,
 ties broken by `created`, NULL beyond TTL or before `available_since`. Engines without ASOF
 joins (Spark, warehouses) get the "last" join: the spine and the rows in one stream per key in
-known-at order, where a running max finds each spine row's latest row, which an equi-join fetches. Without `created`, a tie
-is a data error: the query also returns the keys and time of each row it took (`taken_columns`),
-and `ties` finds a taken row that is not alone. Times are compared as UTC microseconds; a finer
-spine time is floored and a finer row time is ceiled, so rounding never lets
+known-at order, where a running max finds each spine row's latest row, which an equi-join fetches.
+Without `created`, a tie is a data error: the query also returns the keys and time of each row it
+took (`taken_columns`), and `ties` finds a taken row that is not alone. Times are compared as UTC
+microseconds; a finer spine time is floored and a finer row time is ceiled, so rounding never lets
 a row be seen before it is known.
 """
 
@@ -118,7 +118,8 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
         table = exp.to_table(f"__fs_{alias}", quoted=True).as_(alias, quoted=True)
         condition = exp.and_(*[exp.EQ(this=exp.column(key, "s", quoted=True),
                                      expression=exp.column(key, alias, quoted=True)) for key in item.view.entity],
-                             exp.GTE(this=exp.column(T, "s", quoted=True), expression=exp.column(KNOWN, alias, quoted=True)))
+                             exp.GTE(this=exp.column(T, "s", quoted=True),
+                                     expression=exp.column(KNOWN, alias, quoted=True)))
         if item.join in ("ranked", "last"):
             ctes.append(_cte(f"__fs_{alias}_rows", rows))
             if item.join == "ranked":
@@ -126,7 +127,8 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
                                                                      item.bucket)))
             else:
                 ctes.append(_cte(f"__fs_{alias}_hit", _latest_known(item.view, f"__fs_{alias}_rows")))
-                ctes.append(_cte(f"__fs_{alias}", _fetch_latest(item.view, f"__fs_{alias}_hit", f"__fs_{alias}_rows", alias)))
+                ctes.append(_cte(f"__fs_{alias}",
+                                 _fetch_latest(item.view, f"__fs_{alias}_hit", f"__fs_{alias}_rows", alias)))
             query = query.join(table, on=exp.EQ(this=exp.column(ROW, "s", quoted=True),
                                                 expression=exp.column(ROW, alias, quoted=True)), join_type="LEFT")
         elif item.join == "intervals":
@@ -160,8 +162,8 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
 def taken_columns(item: Any, number: int) -> list[str]:
     """The hidden columns holding the keys and time of the row taken from view `number` (NULL where none
     or where its value is not used), when the view's rows may hold ties; else none."""
-    if not isinstance(item, ViewRows) or item.view.created or item.join == "intervals":  # a tie-break, or cached rows, which are free of ties
-        return []
+    if not isinstance(item, ViewRows) or item.view.created or item.join == "intervals":
+        return []  # a tie-break, or cached rows, which are free of ties
     return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, TS)]
 
 
@@ -239,7 +241,8 @@ def two_buckets(relation: str, time: str, width: timedelta) -> exp.Select:
     shifts = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(n)]) for n in (0, 1)],
                         alias=exp.TableAlias(this=exp.to_identifier("d"), columns=[exp.to_identifier("shift")]))
     bucket = exp.Sub(this=bucket_of(exp.column(time, "r", quoted=True), width), expression=exp.column("shift", "d"))
-    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")), exp.alias_(bucket, BUCKET, quoted=True)) \
+    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")),
+                      exp.alias_(bucket, BUCKET, quoted=True)) \
         .from_(exp.to_table(relation, quoted=True).as_("r")).join(shifts, join_type="CROSS")
 
 
@@ -260,7 +263,8 @@ def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta)
     end = exp.func("least", exp.column(UNTIL, "p", quoted=True), *ends)
     first = bucket_of(exp.column(KNOWN, "p", quoted=True), width)
     final = bucket_of(exp.Sub(this=end, expression=interval(timedelta(microseconds=1))), width)  # `end` is exclusive
-    buckets = exp.Explode(this=exp.GenerateSeries(start=first, end=exp.Add(this=final, expression=exp.Literal.number(1)),
+    buckets = exp.Explode(this=exp.GenerateSeries(start=first,
+                                                  end=exp.Add(this=final, expression=exp.Literal.number(1)),
                                                   is_end_exclusive=True))
     return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p", quoted=True)),
                       exp.alias_(buckets, BUCKET, quoted=True)).from_(_aliased(intervals, "p"))
@@ -274,7 +278,8 @@ def _latest_known(view: FeatureView, rows: str) -> exp.Select:
     """Per spine row with keys and a time, the time of the latest row of its keys known by then (or NULL).
 
         SELECT __fs_row, keys, __fs_t, __fs_hit FROM (
-          SELECT *, max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_time, __fs_side ROWS UNBOUNDED PRECEDING) AS __fs_hit
+          SELECT *, max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_time, __fs_side
+                                       ROWS UNBOUNDED PRECEDING) AS __fs_hit
           FROM (SELECT keys, __fs_known AS __fs_time, 0 AS __fs_side, NULL AS __fs_row, __fs_ts FROM rows
                 UNION ALL SELECT keys, __fs_t, 1, __fs_row, NULL FROM spine WHERE keys AND __fs_t NOT NULL))
         WHERE __fs_side = 1
@@ -424,7 +429,8 @@ def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
         shift = exp.Literal.number(0 if rounding == "floor" else 999)
         # Floor division that is right for instants before 1970 too.
         micros = exp.IntDiv(this=exp.Paren(this=exp.Sub(this=exp.Add(this=nanos, expression=shift), expression=exp.Mod(
-            this=exp.Paren(this=exp.Add(this=exp.Mod(this=exp.Paren(this=exp.Add(this=nanos.copy(), expression=shift.copy())),
+            this=exp.Paren(this=exp.Add(this=exp.Mod(this=exp.Paren(this=exp.Add(this=nanos.copy(),
+                                                                                 expression=shift.copy())),
                                                      expression=exp.Literal.number(1000)),
                                         expression=exp.Literal.number(1000))),
             expression=exp.Literal.number(1000)))), expression=exp.Literal.number(1000))

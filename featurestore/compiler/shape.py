@@ -1,7 +1,8 @@
 """One cheap pass over a view's rows (or events) and the spine that sizes the join plans.
 
     key_shape(["site"], rows, "__fs_known", "__fs_spine", [timedelta(hours=3)])
-    →  WITH "r" AS (SELECT site, count(*) AS n, epoch_us(max(t)) - epoch_us(min(t)) AS span FROM (<rows>) GROUP BY site),
+    →  WITH "r" AS (SELECT site, count(*) AS n, epoch_us(max(t)) - epoch_us(min(t)) AS span FROM (<rows>)
+                    GROUP BY site),
             "s" AS (SELECT site, count(*) AS n FROM "__fs_spine" WHERE site IS NOT NULL GROUP BY site)
        SELECT (SELECT sum(n) FROM s), (SELECT sum(n) FROM r), (SELECT count(*) FROM r), (SELECT sum(span) FROM r),
               sum(s.n * r.n), sum(s.n * r.n * least(1, 10800000000 / greatest(r.span, 1)))
@@ -30,7 +31,8 @@ def key_shape(keys: list[str], rows: exp.Query, time: str, spine: str, widths: l
         return [exp.column(k, quoted=True) for k in keys]
 
     moment = exp.column(time, quoted=True)
-    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=moment)), expression=exp.func("epoch_us", exp.Min(this=moment.copy())))
+    span = exp.Sub(this=exp.func("epoch_us", exp.Max(this=moment)),
+                   expression=exp.func("epoch_us", exp.Min(this=moment.copy())))
     per_key = exp.select(*columns(), exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True),
                          exp.alias_(span, "span", quoted=True)).from_(exp.Subquery(
         this=rows, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True)))).where(
@@ -51,7 +53,8 @@ def key_shape(keys: list[str], rows: exp.Query, time: str, spine: str, widths: l
     query = exp.select(*totals, exp.Sum(this=product), *near).from_(
         exp.to_table("__fs_r", quoted=True).as_("r", quoted=True)).join(
         exp.to_table("__fs_s", quoted=True).as_("s", quoted=True),
-        on=exp.and_(*[exp.EQ(this=exp.column(k, "r", quoted=True), expression=exp.column(k, "s", quoted=True)) for k in keys]))
+        on=exp.and_(*[exp.EQ(this=exp.column(k, "r", quoted=True), expression=exp.column(k, "s", quoted=True))
+                      for k in keys]))
     query.set("with_", exp.With(expressions=[
         exp.CTE(this=per_key, alias=exp.TableAlias(this=exp.to_identifier("__fs_r", quoted=True))),
         exp.CTE(this=asked, alias=exp.TableAlias(this=exp.to_identifier("__fs_s", quoted=True)))]))

@@ -209,7 +209,8 @@ class WindowRows:
                 body = _framed(view, spine, events, items, dialect)
             ctes.append(_cte(name, body))
             joins.append((exp.to_table(name, quoted=True).as_(alias, quoted=True),
-                          exp.EQ(this=exp.column(ROW, "s", quoted=True), expression=exp.column(ROW, alias, quoted=True))))
+                          exp.EQ(this=exp.column(ROW, "s", quoted=True),
+                                 expression=exp.column(ROW, alias, quoted=True))))
             where.update((output, alias) for _, _, output in items)
         types = {c.name: c.type for c in view.columns}
         valid = exp.and_(*[exp.Not(this=exp.Is(this=exp.column(k, "s", quoted=True), expression=exp.Null()))
@@ -292,7 +293,8 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
         assert bucket >= longest
         asked = _aliased(two_buckets(spine, T, bucket), "s")
         happened = _aliased(one_bucket(events, KNOWN, bucket), "e")
-        on = exp.and_(exp.EQ(this=exp.column(BUCKET, "s", quoted=True), expression=exp.column(BUCKET, "e", quoted=True)), on)
+        on = exp.and_(exp.EQ(this=exp.column(BUCKET, "s", quoted=True),
+                             expression=exp.column(BUCKET, "e", quoted=True)), on)
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
         where = None if length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
@@ -317,7 +319,8 @@ def _framed(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
     # at half the cost of a frame ending 1 µs before the current row.
     just_before = exp.Sub(this=exp.column(T, quoted=True), expression=interval(_MICROSECOND))
     asked = exp.select(*[k.copy() for k in keys], exp.alias_(just_before, TIME, quoted=True),
-                       *[exp.Null() for _ in inputs], exp.column(ROW, quoted=True)).from_(exp.to_table(spine, quoted=True)).where(
+                       *[exp.Null() for _ in inputs], exp.column(ROW, quoted=True)) \
+        .from_(exp.to_table(spine, quoted=True)).where(
         exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
                  exp.Not(this=exp.Is(this=exp.column(T, quoted=True), expression=exp.Null()))))
     union = exp.union(happened, asked, distinct=False)
@@ -343,7 +346,8 @@ def _running(view: FeatureView, events: str, items: list[tuple[Aggregate, timede
     known = exp.column(KNOWN, quoted=True)
     per_time: list[exp.Expr] = []
     running: list[exp.Expr] = []
-    over = exp.Window(partition_by=[k.copy() for k in keys], order=exp.Order(expressions=[exp.Ordered(this=known.copy())]),
+    over = exp.Window(partition_by=[k.copy() for k in keys],
+                      order=exp.Order(expressions=[exp.Ordered(this=known.copy())]),
                       spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
     for value, kind in dict.fromkeys((a.value, a.kind) for a, _, _ in items):
         for name, call in ((_count_of(value), exp.Count), *([(_sum_of(value), exp.Sum)] if kind == "sum" else [])):

@@ -62,7 +62,8 @@ def build_graph(views: dict[str, FeatureView], sources: set[str], broken: set[st
             if target not in known:
                 problems.append(Problem(**where, message=f"'{table.name}' is neither a source nor a view",
                                         hint=did_you_mean(target, known)
-                                        or "declare it under [sources] in featurestore.toml, or add a view of that name",
+                                        or ("declare it under [sources] in featurestore.toml, "
+                                            "or add a view of that name"),
                                         code="unknown-table"))
                 continue
             if target in views and views[target].windows:

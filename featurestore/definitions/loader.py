@@ -107,7 +107,8 @@ def parse_definition(path: Path, text: str) -> tuple[Definition, list[Problem]]:
             continue
         key, value = match.group(1), match.group(2) or ""
         if key in annotations:
-            problems.append(Problem(path, number, f"annotation '{key}' is given twice (first on line {annotations[key].line})",
+            problems.append(Problem(path, number,
+                                    f"annotation '{key}' is given twice (first on line {annotations[key].line})",
                                     "keep one of them", code="duplicate-annotation"))
             continue
         annotations[key] = Annotation(key, value, number)
@@ -132,7 +133,8 @@ def _parse_sql(path: Path, text: str, problems: list[Problem]) -> exp.Query | No
         return None
     if not statements:
         problems.append(Problem(path, 1, "the file holds no SQL",
-                                "write one SELECT after the header, e.g. `SELECT user_id, ts, amount FROM transactions`",
+                                "write one SELECT after the header, "
+                                "e.g. `SELECT user_id, ts, amount FROM transactions`",
                                 code="empty"))
         return None
     if len(statements) > 1:
@@ -183,7 +185,7 @@ def _statement_lines(text: str) -> list[int]:
         elif expecting:
             lines.append(token.line)
             expecting = False
-    return lines + [1, 1]
+    return [*lines, 1, 1]
 
 
 def line_of(node: exp.Expr, default: int = 1) -> int:

@@ -210,7 +210,8 @@ class FeatureView(_Frozen):
         for part in _split(value):
             start, sep, end = part.partition("..")
             if not sep:
-                raise ValueError(f"'{part}' is not an interval; write START..END, e.g. 2024-03-01..2024-03-02T12:00:00Z")
+                raise ValueError(f"'{part}' is not an interval; write START..END, "
+                                 "e.g. 2024-03-01..2024-03-02T12:00:00Z")
             interval = Interval(start=parse_instant(start), end=parse_instant(end))
             if interval.end < interval.start:
                 raise ValueError(f"interval '{part}' ends before it starts")
@@ -316,7 +317,8 @@ def build_view(definition: Definition) -> tuple[FeatureView | None, list[Problem
         word = match.group(1).lower() if match else ""
         if word in ANNOTATIONS and word not in definition.annotations:
             problem = (f"this comment looks like the annotation '{word}', but keys are lowercase"
-                       if match and match.group(2) else f"this comment looks like the annotation '{word}' without its colon")
+                       if match and match.group(2)
+                       else f"this comment looks like the annotation '{word}' without its colon")
             problems.append(Problem(path, line, problem, f"write `-- {word}: …`", code="annotation-syntax",
                                     severity="warning"))
     late = re.search(r"^\s*--\s*(entity|timestamp|owner)\s*:", definition.text, re.MULTILINE)
@@ -399,7 +401,8 @@ def parse_instant(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"'{text}' is not an ISO 8601 date or instant (e.g. 2024-01-01 or 2024-01-01T06:00:00Z)") from None
+        raise ValueError(f"'{text}' is not an ISO 8601 date or instant "
+                         "(e.g. 2024-01-01 or 2024-01-01T06:00:00Z)") from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -413,7 +413,5 @@ def abandon(connection: duckdb.DuckDBPyConnection) -> None:
     """Roll back the open transaction if DuckDB can; closing the connection discards it anyway."""
     import duckdb
 
-    try:
+    with contextlib.suppress(duckdb.Error):
         connection.execute("ROLLBACK")
-    except duckdb.Error:
-        pass

@@ -8,6 +8,7 @@ and it stops when the last of them exits.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import re
 import warnings
 from pathlib import Path
@@ -48,10 +49,8 @@ def before_release(callback: Any) -> None:
 
 def _last_writes() -> None:
     for callback in list(_before_release):
-        try:
+        with contextlib.suppress(Exception):
             callback()
-        except Exception:
-            pass
 
 
 def resolve_url(postgres_url: str | None, state_dir: Path) -> str:
@@ -301,7 +300,7 @@ def encode_binary(batch: Any, kinds: list[str]) -> bytes:
                 fields.append((f"v{i}", ">" + BINARY_COPY_TYPES[kind][1]))
         layout = np.empty(len(chosen), dtype=np.dtype(fields))
         layout["n"] = len(kinds)
-        for i, kind in enumerate(kinds):
+        for i, _kind in enumerate(kinds):
             if i in nulls:
                 layout[f"l{i}"] = -1
             else:

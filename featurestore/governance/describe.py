@@ -44,7 +44,8 @@ def describe_view(project: Project, name: str, url: str | None, now: datetime | 
         consumers: dict[str, dict[str, Any]] = {}
         for feature in view.features:
             for consumer, info in recent.get((view.name, feature.name), {}).items():
-                slot = consumers.setdefault(consumer, {"consumer": consumer, "reads": 0, "last_read": info["last_read"]})
+                slot = consumers.setdefault(consumer, {"consumer": consumer, "reads": 0,
+                                                       "last_read": info["last_read"]})
                 slot["reads"] += info["reads"]
                 slot["last_read"] = max(slot["last_read"], info["last_read"])
         result["recorded_consumers"] = [{**c, "last_read": c["last_read"].isoformat()}
@@ -72,20 +73,20 @@ def _data_span(project: Project, view: Any) -> dict[str, Any]:
     else:
         columns = column_sources(project.views, project.sources, view.name, view.timestamp)
     per_source = []
-    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
-        with duck.errors_as_feature_store_errors():
-            register_sources(connection, project, [view], every_source=True, loaded=set())
-            rows, first, last = duck.first_row(connection, span.sql(dialect="duckdb"))
-            for reference in columns:
-                name, _, column = reference.partition(".")
-                source = settings.sources[name]
-                table = exp.to_table(source.table, quoted=True) if isinstance(source, DuckDBSource) else \
-                    exp.to_table(name, quoted=True)
-                found = exp.column(column, quoted=True)
-                count, low, high = duck.first_row(connection, exp.select(
-                    exp.Count(this=exp.Star()), exp.cast(exp.Min(this=found), "VARCHAR"),
-                    exp.cast(exp.Max(this=found.copy()), "VARCHAR")).from_(table).sql(dialect="duckdb"))
-                per_source.append({"column": reference, "rows": count, "first": low, "last": high})
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection, \
+            duck.errors_as_feature_store_errors():
+        register_sources(connection, project, [view], every_source=True, loaded=set())
+        rows, first, last = duck.first_row(connection, span.sql(dialect="duckdb"))
+        for reference in columns:
+            name, _, column = reference.partition(".")
+            source = settings.sources[name]
+            table = exp.to_table(source.table, quoted=True) if isinstance(source, DuckDBSource) else \
+                exp.to_table(name, quoted=True)
+            found = exp.column(column, quoted=True)
+            count, low, high = duck.first_row(connection, exp.select(
+                exp.Count(this=exp.Star()), exp.cast(exp.Min(this=found), "VARCHAR"),
+                exp.cast(exp.Max(this=found.copy()), "VARCHAR")).from_(table).sql(dialect="duckdb"))
+            per_source.append({"column": reference, "rows": count, "first": low, "last": high})
     return {"rows" if not view.windows else "events": rows, "first": first, "last": last, "sources": per_source,
             "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
             "available_since": view.available_since.isoformat() if view.available_since else None}

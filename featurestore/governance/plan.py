@@ -185,7 +185,7 @@ def render_plan_markdown(result: dict[str, Any], against: str) -> str:
                   f"{'has' if len(affected) == 1 else 'have'} consumers.", ""]
     if not any(result[k] for k in ("added", "removed", "changed", "reformatted", "deprecations", "owner_changes",
                                    "annotation_changes", "deprecated_in_use")):
-        return "\n".join(lines + ["No changes."]) + "\n"
+        return "\n".join([*lines, "No changes."]) + "\n"
     if result["added"]:
         lines += ["### Added", "", "| view | owner | features | backfill |", "|---|---|---|---|"]
         lines += [f"| `{i['view']}` | {i['owner']} | {_codes(i['features'])} | {_backfill_text(i['backfill'])} |"
@@ -243,7 +243,8 @@ def _consumer_text(consumers: list[dict[str, Any]]) -> str:
         return "none"
     parts = []
     for c in consumers:
-        notes = (["declared"] if c["declared"] else []) + ([f"last read {c['last_read'][:10]}"] if c["last_read"] else [])
+        notes = ((["declared"] if c["declared"] else [])
+                 + ([f"last read {c['last_read'][:10]}"] if c["last_read"] else []))
         parts.append(f"{c['consumer']} ({', '.join(notes)})")
     return ", ".join(parts)
 

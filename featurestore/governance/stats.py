@@ -62,20 +62,20 @@ def feature_stats(project: Project, name: str, *, since: datetime | None = None)
 def _offline_values(project: Project, view: FeatureView, since: datetime | None) -> Any:
     """An Arrow table with a column per feature of the view (window features named as the frame names them)."""
     settings = project.settings
-    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
-        with duck.errors_as_feature_store_errors():
-            register_sources(connection, project, [view], every_source=False, loaded=set())
-            if not view.windows:
-                columns = list(dict.fromkeys(f.column for f in view.features))
-                rows = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
-                    exp.Subquery(this=prepared_rows(project, view, columns), alias=exp.TableAlias(
-                        this=exp.to_identifier("p", quoted=True))))
-                if since is not None:
-                    rows = rows.where(exp.GTE(this=exp.column("__fs_ts", quoted=True), expression=instant(since)))
-                return duck.arrow(connection, rows.sql(dialect="duckdb"))
-            # A window view's features for every entity with events, as of just after its last event is known.
-            events = window_events(project, view)
-            spine_table = duck.arrow(connection, _distinct_keys_at_end(view, events, since))
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection, \
+            duck.errors_as_feature_store_errors():
+        register_sources(connection, project, [view], every_source=False, loaded=set())
+        if not view.windows:
+            columns = list(dict.fromkeys(f.column for f in view.features))
+            rows = exp.select(*[exp.column(c, quoted=True) for c in columns]).from_(
+                exp.Subquery(this=prepared_rows(project, view, columns), alias=exp.TableAlias(
+                    this=exp.to_identifier("p", quoted=True))))
+            if since is not None:
+                rows = rows.where(exp.GTE(this=exp.column("__fs_ts", quoted=True), expression=instant(since)))
+            return duck.arrow(connection, rows.sql(dialect="duckdb"))
+        # A window view's features for every entity with events, as of just after its last event is known.
+        events = window_events(project, view)
+        spine_table = duck.arrow(connection, _distinct_keys_at_end(view, events, since))
     frame = training_frame(project, spine_table, [f"{view.name}.*"], timestamp="_stats_at", cache=False)
     return frame.to_arrow()
 

@@ -1,6 +1,7 @@
 """Features nobody reads: the clean-up list.
 
-    unused_features(project, url, days=30)  → [{"feature": "view.f", "owner": ..., "last_read": ..., "online_bytes": ...}, ...]
+    unused_features(project, url, days=30)
+    → [{"feature": "view.f", "owner": ..., "last_read": ..., "online_bytes": ...}, ...]
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ project (its state dir), in one recorder for the whole process.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import threading
@@ -164,10 +165,8 @@ class _Recorder:
             for project in projects:
                 if stop.is_set():
                     return
-                try:
+                with contextlib.suppress(Exception):
                     _write_behind(project)
-                except Exception:
-                    pass
             with self.lock:
                 if not stop.is_set() and not any(p.recorders for p in self.projects.values()):
                     self.thread = None  # every store was dropped unclosed: what is left waits for exit
@@ -186,10 +185,8 @@ def _flush_all() -> None:
     with _recorder.lock:
         projects = list(_recorder.projects.values())
     for project in projects:
-        try:
+        with contextlib.suppress(Exception):
             _flush_now(project, project.settings)
-        except Exception:
-            pass
 
 
 atexit.register(_flush_all)

@@ -1,6 +1,7 @@
 """Whether a view's sources changed: the state of every source it reads, directly or through other views.
 
-    state = source_state(connection, project, view)   # {"events": [[path, size, mtime_ns], ...], "accounts": [rows, checksum]}
+    state = source_state(connection, project, view)   # {"events": [[path, size, mtime_ns], ...],
+                                                      #  "accounts": [rows, checksum]}
     state_digest(state)                               # "3f1c…": equal digests, equal sources
     added_files(project, view, before, state)         # {"events": [new files]} when a row-wise view's files only grew
 

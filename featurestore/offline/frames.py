@@ -49,11 +49,12 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     """Every spine row with the selected features as of its `timestamp` (docs/semantics.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
-    computed inline, or first cached when the project's `[offline] cache` setting says so. `plan` chooses how uncached
-    views are joined (auto; asof, ranked or last for snapshot views; join, frames or totals, running
-    totals for counts and integer sums, for window views); it exists for benchmarks and tests. `engine="spark"` runs the join on Apache Spark
-    (`spark`, a SparkSession, or a local one) from the same definitions, with the same answer and
-    types; the spine is read here as for DuckDB, and the cache is DuckDB's, so it is not used.
+    computed inline, or first cached when the project's `[offline] cache` setting says so. `plan`
+    chooses how uncached views are joined (auto; asof, ranked or last for snapshot views; join,
+    frames or totals, running totals for counts and integer sums, for window views); it exists for
+    benchmarks and tests. `engine="spark"` runs the join on Apache Spark (`spark`, a SparkSession,
+    or a local one) from the same definitions, with the same answer and types; the spine is read
+    here as for DuckDB, and the cache is DuckDB's, so it is not used.
     """
     if engine not in ENGINES:
         raise FeatureStoreError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
@@ -64,24 +65,24 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     settings = project.settings
     cached = _cache_views(project, features, full_names) if cache and engine == "duckdb" else set()
     # Frames only read the offline database, so several processes can build frames at once.
-    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection:
-        with duck.errors_as_feature_store_errors():
-            loaded: set[str] = set()
-            if isinstance(spine, str) and not spine.strip().lower().endswith(".parquet"):
-                register_sources(connection, project, [], every_source=True, loaded=loaded)
-            spine_table = _spine_arrow(spine, connection, project)
-            spine_columns = _describe_spine(connection, spine_table)
-            selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
-            grouped = by_view(selected)
-            views = [project.views[name] for name in grouped]
-            _check_spine(spine_columns, timestamp, views)
-            if engine == "spark":
-                result, sql, joins, choices = spark_frame(connection, project, spine_table, spine_columns, timestamp, grouped,
-                                                  plan, spark, loaded)
-                result = as_duckdb_types(result, feature_schema(connection, result.column_names, joins))
-            else:
-                result, sql, joins, choices = _duckdb_frame(connection, project, spine_table, spine_columns,
-                                                            timestamp, grouped, plan, loaded, cached=cached)
+    with duck.offline(settings.offline_database, settings.temp_directory, read_only=True) as connection, \
+            duck.errors_as_feature_store_errors():
+        loaded: set[str] = set()
+        if isinstance(spine, str) and not spine.strip().lower().endswith(".parquet"):
+            register_sources(connection, project, [], every_source=True, loaded=loaded)
+        spine_table = _spine_arrow(spine, connection, project)
+        spine_columns = _describe_spine(connection, spine_table)
+        selected = select_features(project.views, features, full_names=full_names, taken=spine_table.column_names)
+        grouped = by_view(selected)
+        views = [project.views[name] for name in grouped]
+        _check_spine(spine_columns, timestamp, views)
+        if engine == "spark":
+            result, sql, joins, choices = spark_frame(connection, project, spine_table, spine_columns, timestamp,
+                                                      grouped, plan, spark, loaded)
+            result = as_duckdb_types(result, feature_schema(connection, result.column_names, joins))
+        else:
+            result, sql, joins, choices = _duckdb_frame(connection, project, spine_table, spine_columns,
+                                                        timestamp, grouped, plan, loaded, cached=cached)
     hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
     table = spine_table
     for name in result.column_names:

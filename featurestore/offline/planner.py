@@ -32,7 +32,9 @@ from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import format_duration
 from featurestore.engines import duckdb as duck
 
-__all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice", "Shape", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice", "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
+__all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice",
+           "Shape", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice",
+           "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
@@ -66,7 +68,8 @@ class Shape:
                    {width: float(value or 0) for width, value in zip(widths, near)})
 
     def describe(self) -> str:
-        return (f"shape: {_count(self.spine)} spine rows with keys, {_count(self.rows)} rows over {_count(self.keys)} keys, "
+        return (f"shape: {_count(self.spine)} spine rows with keys, "
+                f"{_count(self.rows)} rows over {_count(self.keys)} keys, "
                 f"{_count(self.pairs)} pairs of equal keys")
 
 
@@ -153,7 +156,8 @@ def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True, only: str | 
             costs["ranked in buckets"] = HASHED * (2 * s + r) + COMPARED * shape.near.get(2 * bucket, shape.pairs) + \
                 RANKED * within
     best = min((name for name in costs if only is None or name.split(" ")[0] == only), key=costs.__getitem__)
-    return Choice(view.name, best.split(" ")[0], costs, shape, _ranked_bucket(view) if best == "ranked in buckets" else None)
+    return Choice(view.name, best.split(" ")[0], costs, shape,
+                  _ranked_bucket(view) if best == "ranked in buckets" else None)
 
 
 def cached_widths(view: Any) -> list[timedelta]:

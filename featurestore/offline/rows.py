@@ -1,6 +1,7 @@
 """A view's rows and a window view's events, read from its sources as the compiler renders them.
 
-    prepared_rows(project, view, ["amount"])   # SELECT keys, __fs_ts, __fs_known, amount FROM (<the view over its sources>)
+    prepared_rows(project, view, ["amount"])   # SELECT keys, __fs_ts, __fs_known, amount
+                                               # FROM (<the view over its sources>)
     window_events(project, view)               # SELECT keys, __fs_ts, __fs_known, <aggregate inputs> FROM ...
 
 Frames, the cache, materialization and statistics all read views through these, so every path

@@ -73,7 +73,8 @@ class TrainingFrame:
 
         folder = Path(path)
         if (folder / MANIFEST).exists():
-            raise FeatureStoreError(f"a snapshot already exists in {folder}; snapshots are immutable, choose a new path")
+            raise FeatureStoreError(f"a snapshot already exists in {folder}; "
+                                    "snapshots are immutable, choose a new path")
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(self._table, folder / DATA)
         if "spine_hash" not in self.info:
@@ -119,7 +120,8 @@ def _content_hash(table: Any) -> str:
         kind = column.type
         digest.update(f"{name}\x00{kind}\x00{len(column)}\x00".encode())
         digest.update(column.is_null().to_numpy(zero_copy_only=False).tobytes())
-        if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind) \
+                or pa.types.is_duration(kind):
             column = column.cast(pa.int64())
             kind = column.type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):

@@ -87,8 +87,8 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
             columns_read = list(dict.fromkeys(f.column for f in view.features))
             rows = prepared_rows(project, view, columns_read, dialect="spark")
             write(rows, "spark", view)
-            choice = snapshot_choice(connection, view, prepared_rows(project, view, columns_read), plan, buckets=False) \
-                if measured else forced(view, _SPARK_SNAPSHOT_PLANS.get(plan, "last"))
+            choice = (snapshot_choice(connection, view, prepared_rows(project, view, columns_read), plan, buckets=False)
+                      if measured else forced(view, _SPARK_SNAPSHOT_PLANS.get(plan, "last")))
             if choice.plan != "ranked" or view.ttl is None:  # Spark has no ASOF join: the portable one
                 choice = replace(choice, plan="last")
             joins.append(ViewRows(view, rows, items, prepared=True, join=choice.plan))

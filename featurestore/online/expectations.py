@@ -60,14 +60,15 @@ def check_expectations(project: Project, offline: Any, view: FeatureView, until:
         return []
     condition, count = failing[0]
     shown = f"(SELECT {_shown(offline, checked)} FROM {checked}) AS c"
-    example = duck.first_row(offline, f"SELECT to_json(c)::VARCHAR FROM {shown} WHERE ({condition}) IS FALSE LIMIT 1")[0]
+    example = duck.first_row(offline,
+                             f"SELECT to_json(c)::VARCHAR FROM {shown} WHERE ({condition}) IS FALSE LIMIT 1")[0]
     what = ("row" if count == 1 else "rows") if not view.windows else \
         ("entity's features" if count == 1 else "entities' features")
     if project.settings.on_failed_expectation == "fail":
         others = "".join(f"; {n:,} fail `{c}`" for c, n in failing[1:])
         raise FeatureStoreError(
-            f"{view.path}:{view.line('expect')}: view '{view.name}': {count:,} {what} {'fails' if count == 1 else 'fail'} "
-            f"`expect: {condition}` "
+            f"{view.path}:{view.line('expect')}: view '{view.name}': {count:,} {what} "
+            f"{'fails' if count == 1 else 'fail'} `expect: {condition}` "
             f"(e.g. {example}){others}; nothing was written. Fix the data or the expectation, or set [online] "
             "on_failed_expectation = \"quarantine\" to set failing rows aside")
     any_fails = " OR ".join(f"({c}) IS FALSE" for c, _ in failing)

@@ -127,8 +127,9 @@ def _ensure_schema(url: str) -> None:
                            "watermark timestamptz NOT NULL, fingerprint text, rows_written bigint, late bigint, "
                            "materialized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (view, version))")
         connection.execute(f"ALTER TABLE {SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS state text")
-        connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (view text, version text, expectation text, "
-                           "row jsonb, until timestamptz, quarantined_at timestamptz NOT NULL DEFAULT now())")
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (view text, version text, "
+                           "expectation text, row jsonb, until timestamptz, "
+                           "quarantined_at timestamptz NOT NULL DEFAULT now())")
 
 
 def _columns(view: FeatureView) -> list[tuple[str, str]]:
@@ -239,7 +240,7 @@ def _changed_rows(project: Project, view: FeatureView, columns: list[str], until
         return latest_rows(view, [(prepared_rows(project, view, columns), watermark)], until)
     added = added_files(project, view, before, sources)
     if added:
-        ((name, new),) = added.items()
+        ((name, _),) = added.items()
         old = {name: [entry[0] for entry in before[name]]}
         return latest_rows(view, [(prepared_rows(project, view, columns, files=old), watermark),
                                   (prepared_rows(project, view, columns, files=added), None)], until)
