@@ -402,13 +402,13 @@ def close_store(store: Any) -> None:
     store.close()
 
 
-def plan_of(sql: str, view: str) -> str:
-    """The plan ours ran, read from `frame.sql`: its `-- plan` comment lines when there are any; else, for the
+def join_of(sql: str, view: str) -> str:
+    """The join ours ran, read from `frame.sql`: its `-- join` comment lines when there are any; else, for the
     window view, the CTE (`__fs_v0j` range join, `__fs_v0f` window frames) that first names each window's
     count column; for the snapshot view, an ASOF join, the cached rows' `__fs_until` (intervals), a
     `__fs_v0_hit` CTE (last) or `RANK() OVER` (ranked)."""
-    comments = [line.strip().removeprefix("-- plan").strip() for line in sql.splitlines()
-                if line.strip().startswith("-- plan ")]
+    comments = [line.strip().removeprefix("-- join").strip() for line in sql.splitlines()
+                if line.strip().startswith("-- join ")]
     if comments:
         return "; ".join(comments)
     if view == "operator_activity":
@@ -430,7 +430,7 @@ def plan_of(sql: str, view: str) -> str:
         return "last"
     if re.search(r"\bRANK\(\) OVER", sql, re.IGNORECASE):
         return "ranked (range join + rank)"
-    return "? (no ASOF, no known plan CTE)"
+    return "? (no ASOF, no known join CTE)"
 
 
 # --------------------------------------------------------------------------- checking
@@ -500,7 +500,7 @@ class ViewResult:
     times: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
     project_load: list[float] = field(default_factory=list)
-    plans: dict[str, set[str]] = field(default_factory=dict)   # call -> plans seen
+    joins: dict[str, set[str]] = field(default_factory=dict)   # call -> joins seen
     sql: dict[str, str] = field(default_factory=dict)           # call -> the SQL ours ran (last round)
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -577,7 +577,7 @@ def back_to_back(case: Case, project: Path, view: str, result: ViewResult, check
             seconds, (table, sql) = timed(lambda: run_ours(store, case, view), collect=True)
             result.add(name, seconds)
             result.sql[name] = sql
-            result.plans.setdefault(name, set()).add(plan_of(sql, view))
+            result.joins.setdefault(name, set()).add(join_of(sql, view))
             checker.check(view, table, f"ours back to back ({variant}), {call}, round {number + 1}")
             del table
     finally:
@@ -607,7 +607,7 @@ def run_view(case: Case, view: str, repeat: int, cap: float, pairs: int, variant
                 result.project_load.append(load)
                 result.add("cold", load + seconds)
                 result.sql["cold"] = sql
-                result.plans.setdefault("cold", set()).add(plan_of(sql, view))
+                result.joins.setdefault("cold", set()).add(join_of(sql, view))
                 close_store(store)
                 clear_state(case.project)
                 checker.check(view, table, f"ours cold, round {number + 1}")
@@ -644,7 +644,7 @@ def summarize(result: ViewResult, variants: list[str]) -> dict[str, Any]:
         "project_load_seconds_in_cold": result.project_load,
         "ratio_to_same_round_floor": result.ratios,
         "median_ratio_to_same_round_floor": {k: median(v) for k, v in result.ratios.items()},
-        "plans": {k: sorted(v) for k, v in result.plans.items()},
+        "joins": {k: sorted(v) for k, v in result.joins.items()},
         "our_sql": result.sql,
     }
     out["cold_ratio"] = cold / floor
@@ -679,8 +679,8 @@ def print_report(report: dict[str, Any]) -> None:
                      ("contender", "time (s)", "min-max (s)", "x floor", "min-max x", "target"),
                      left=("contender", "target"))
         med, seconds, floor = view["median_seconds"], view["seconds"], view["median_seconds"][view["floor"]]
-        plans = " | ".join(view["plans"].get("cold", []))
-        rows.add_row(f"ours, cold (fresh store, no .featurestore/; plan: {plans})", f"{med['cold']:.3f}",
+        joins = " | ".join(view["joins"].get("cold", []))
+        rows.add_row(f"ours, cold (fresh store, no .featurestore/; join: {joins})", f"{med['cold']:.3f}",
                      spread(seconds["cold"], 3), f"{view['cold_ratio']:.2f}",
                      "", mark(view["targets"]["cold"]["verdict"], f"<={COLD_TARGET}x"))
         for kind in VIEW_FLOORS[view["view"]]:
@@ -696,8 +696,8 @@ def print_report(report: dict[str, Any]) -> None:
             for call, title in titles.items():
                 name = f"{variant}:{call}"
                 target = view["targets"].get(name)
-                plan = f"; plan: {' | '.join(view['plans'].get(name, []))}"
-                rows.add_row(f"{variant} cache: {title}{plan}", f"{med[name]:.3f}", spread(seconds[name], 3),
+                join = f"; join: {' | '.join(view['joins'].get(name, []))}"
+                rows.add_row(f"{variant} cache: {title}{join}", f"{med[name]:.3f}", spread(seconds[name], 3),
                              f"{median(ratios[name]):.2f}", spread(ratios[name]),
                              mark(target["verdict"], f"<={SECOND_TARGET if call == 'call2' else REPEATED_TARGET}x")
                              if target else "")

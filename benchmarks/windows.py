@@ -330,13 +330,13 @@ FROM e JOIN s USING (user_id)""").fetchone()[0])
 
 
 def run_ours(store: Any, shape: Shape, plan: str = "auto") -> tuple[pa.Table, str]:
-    """Ours through the public API; with another `plan`, the same frame function with its plan forced."""
+    """Ours through the public API; with another `plan` (a window method), the same frame function with it forced."""
     if plan == "auto":
         frame = store.training_frame(str(shape.spine_path), ["activity.*"], timestamp="ts")
     else:
         from featurestore.offline.frames import training_frame
 
-        frame = training_frame(store.project, str(shape.spine_path), ["activity.*"], timestamp="ts", plan=plan)
+        frame = training_frame(store.project, str(shape.spine_path), ["activity.*"], timestamp="ts", join=plan)
     return frame.to_arrow(), frame.sql
 
 

@@ -55,7 +55,7 @@ EXAMPLES = int(os.environ.get("FEATURESTORE_EXAMPLES", "1000"))
 HEAVY_EXAMPLES = max(10, EXAMPLES // 20)
 
 
-# "… in buckets": the hash joins that also match a time bucket (what the planner picks for few heavy keys).
+# "… in buckets": the hash joins that also match a time bucket (what the join chooser picks for few heavy keys).
 PLANS = ("asof", "intervals", "ranked", "last", "ranked in buckets", "intervals in buckets")
 
 

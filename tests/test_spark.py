@@ -55,7 +55,7 @@ def both(root: Path, spine: pa.Table, features: list[str], spark: Any, *, timest
     """The frame by DuckDB and by Spark; they must be equal, types included. Returns it."""
     project = FeatureStore(root, consumer="test").project
     duck = training_frame(project, spine, features, timestamp=timestamp, cache=False, full_names=full_names)
-    on_spark = training_frame(project, spine, features, timestamp=timestamp, engine="spark", spark=spark, plan=plan,
+    on_spark = training_frame(project, spine, features, timestamp=timestamp, engine="spark", spark=spark, join=plan,
                               full_names=full_names)
     assert on_spark.info["engine"] == "spark" and "ASOF" not in on_spark.sql
     assert on_spark.to_arrow().schema == duck.to_arrow().schema
@@ -69,7 +69,7 @@ def refused(root: Path, spine: pa.Table, features: list[str], spark: Any, match:
     with pytest.raises(FeatureStoreError, match=match):
         training_frame(project, spine, features, timestamp="t", cache=False)
     with pytest.raises(FeatureStoreError, match=match):
-        training_frame(project, spine, features, timestamp="t", engine="spark", spark=spark, plan=plan)
+        training_frame(project, spine, features, timestamp="t", engine="spark", spark=spark, join=plan)
 
 
 def snapshot_spine(case: dict) -> pa.Table:
@@ -186,14 +186,14 @@ def test_nanosecond_event_times_are_refused_with_the_fix(spark: Any, tmp_path: P
         store.training_frame(spine(), ["spend.amount"], timestamp="t", engine="spark", spark=spark)
 
 
-def test_duckdb_only_plans_and_functions_are_refused(spark: Any, tmp_path: Path) -> None:
+def test_duckdb_only_joins_and_functions_are_refused(spark: Any, tmp_path: Path) -> None:
     project = ProjectDir(tmp_path)
     project.parquet("events", events())
     project.view("spend", HEADER + "SELECT user_id, ts, epoch_us(ts) AS micros FROM events\n")
     store = FeatureStore(tmp_path, consumer="test")
-    with pytest.raises(FeatureStoreError, match="plan 'asof' runs only on DuckDB"):
+    with pytest.raises(FeatureStoreError, match="join 'asof' runs only on DuckDB"):
         training_frame(store.project, spine(), ["spend.micros"], timestamp="t", engine="spark", spark=spark,
-                       plan="asof")
+                       join="asof")
     with pytest.raises(FeatureStoreError, match=r"spend\.sql: view 'spend' cannot be written in spark SQL: it calls "
                                                 r"epoch_us\(\)"):
         store.training_frame(spine(), ["spend.micros"], timestamp="t", engine="spark", spark=spark)

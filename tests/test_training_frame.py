@@ -174,11 +174,11 @@ def test_frame_cli(store: FeatureStore, project: ProjectDir, capsys: pytest.Capt
                      "--features", "spend.amount", "--explain", "--format", form, "--consumer", "t"]) == 0
         shown = capsys.readouterr().out
         if form == "json":
-            [plan] = json.loads(shown)["plans"]
-            assert plan["view"] == "spend" and plan["plan"] in ("asof", "ranked", "intervals")
-            assert plan["plan"] in plan["estimated_seconds"] or plan["bucket"]
+            [join] = json.loads(shown)["joins"]
+            assert join["view"] == "spend" and join["join"] in ("asof", "ranked", "intervals")
+            assert join["join"] in join["estimated_seconds"] or join["bucket"]
         else:
-            assert shown.startswith("spend: ") and "estimated" in shown and "-- plan spend: " in shown
+            assert shown.startswith("spend: ") and "estimated" in shown and "-- join spend: " in shown
 
 
 def test_cache_is_filled_at_the_second_read_and_refreshed_when_sources_change(

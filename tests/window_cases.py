@@ -46,7 +46,7 @@ US = timedelta(microseconds=1)
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 5)
 
 
-# A heavy case holds up to ~10k events and a few hundred spine rows, run under two plans per window:
+# A heavy case holds up to ~10k events and a few hundred spine rows, run under two methods per window:
 # about as costly as ten small ones, so a quarter of EXAMPLES (a twentieth of FEATURESTORE_EXAMPLES:
 # 50 by default, about 20 s on two cores), at least 10.
 HEAVY_EXAMPLES = max(10, EXAMPLES // 4)
@@ -178,7 +178,7 @@ class Case:
     view: View
     events: list[dict]
     spine: list[dict]
-    plans: dict[str, str] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
     event_flavour: str = "utc"
     spine_flavour: str = "utc"
     features: tuple[str, ...] = ()
@@ -259,14 +259,14 @@ def run(case: Case) -> Result:
         references = [f"view.{name}" for name in case.features] or ["view.*"]
         selected = select_features({view.name: view}, references, full_names=case.full_names,
                                    taken=["k", "c", "t", "label"])
-        # The "join" plan in time buckets (what the planner picks for few heavy keys) for odd spines.
-        joined = [w.length for w in view.windows if case.plans.get(w.label) == "join"]
+        # The "join" method in time buckets (what the join chooser picks for few heavy keys) for odd spines.
+        joined = [w.length for w in view.windows if case.methods.get(w.label) == "join"]
         bucket = max(joined) if joined and len(case.spine) % 2 else None
         # "totals": the window's counts and integer sums from running totals, its other features framed.
-        totals = frozenset(output_column(a, label) for a in aggregates(view) for label, plan in case.plans.items()
-                           if plan == "totals" and by_totals(view, a))
-        windows = WindowRows(view, event_rows(view, view.query), tuple(selected), plans=dict(case.plans), bucket=bucket,
-                             totals=totals)
+        totals = frozenset(output_column(a, label) for a in aggregates(view) for label, method in case.methods.items()
+                           if method == "totals" and by_totals(view, a))
+        windows = WindowRows(view, event_rows(view, view.query), tuple(selected), methods=dict(case.methods),
+                             bucket=bucket, totals=totals)
         relation = connection.sql(point_in_time(Spine("spine", spine_columns, "t"), [windows]).sql(dialect="duckdb"))
         types = dict(zip(relation.columns, [str(kind) for kind in relation.types]))
         table = relation.to_arrow_table()
@@ -369,10 +369,10 @@ def cases(draw: st.DrawFn) -> Case:
                 where=draw(st.sampled_from([None, None, *WHERES])))
     spine_flavour = draw(st.sampled_from(FLAVOURS))
     spine = draw(st.lists(spine_rows(view, events, spine_flavour), min_size=sizes(draw), max_size=16))
-    plans = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in windows}
+    methods = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in windows}
     names = [f"{a.name}_{label}" for a in aggregates for label in windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
-    return Case(view, events, spine, plans, event_flavour, spine_flavour, features, draw(st.booleans()))
+    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()))
 
 
 @st.composite
@@ -481,7 +481,7 @@ def heavy_cases(draw: st.DrawFn) -> Case:
         t, k, c = unmatched(origin, t, k, c, composite, rng)
         ns = rng.choice([0, 0, 1, 500, 999]) if "nanos" in spine_flavour else 0
         spine.append(row(t, k, c, rng.randint(0, 1), ns))
-    plans = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in view.windows}
+    methods = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in view.windows}
     names = [f"{a.name}_{label}" for a in view.aggregates for label in view.windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
-    return Case(view, events, spine, plans, event_flavour, spine_flavour, features, draw(st.booleans()))
+    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()))

@@ -94,11 +94,11 @@ def frame(args: argparse.Namespace) -> int:
     summary = {"rows": len(frame), "columns": frame.columns, "seconds": round(elapsed, 3),
                "view_versions": frame.info["view_versions"], "engine": args.engine}
     if args.explain and args.format == "json":
-        summary |= {"plans": frame.info["plans"], "sql": frame.sql}
+        summary |= {"joins": frame.info["joins"], "sql": frame.sql}
     elif args.explain:
-        from featurestore.offline.planner import explain
+        from featurestore.offline.joins import explain
 
-        print(explain(frame.info["plans"]))
+        print(explain(frame.info["joins"]))
         print(f"\n{len(frame):,} rows in {elapsed:.2f}s; the SQL that ran:\n")
         print(frame.sql)
     if args.out:

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     frame.add_argument("--out", metavar="FILE", help="write the frame to this Parquet file")
     frame.add_argument("--head", type=int, default=10, help="rows to print when not writing a file (default 10)")
     frame.add_argument("--explain", action="store_true",
-                       help="print how each view was joined (its plan, and the estimated time of each plan "
+                       help="print how each view was joined (its join, and the estimated time of each way "
                             "considered, from the shape of the data) and the SQL that ran, instead of rows")
     frame.add_argument("--format", choices=FORMATS, default="text")
     frame.add_argument("--consumer", help=_CONSUMER_HELP)

@@ -8,7 +8,7 @@ e.keys = k and t - W <= e.ts + lag < t. A view's events come first (`event_rows`
               CASE WHEN ok THEN amount END AS __fs_a1
        FROM card_events WHERE <ts> IS NOT NULL AND NOT <invalid>
 
-then each window is answered by one of two plans (`WindowRows.plans`), chosen per window:
+then each window is answered by one of two methods (`WindowRows.methods`), chosen per window:
 
 - "join": a range join of the spine with the events, grouped by spine row. Cheap while few
   events fall in one window of one key; quadratic on a hot key with a long window.
@@ -23,7 +23,7 @@ Counts and sums of integers may instead come from running totals (`WindowRows.to
 per key and known-at time, the total of every event known by then; a window's value is the total
 known just before t less the total known just before t - W, each found by an ASOF join. Integer
 arithmetic makes the difference exact, and two ASOF joins cost less than a framed aggregate on a
-key with many events. (Sums and averages of floating-point numbers keep the other plans: a
+key with many events. (Sums and averages of floating-point numbers keep the other methods: a
 difference of running totals is not exactly the window's sum.)
 
 Aggregates: count(*), count(x), count(DISTINCT x), sum, avg, min, max, and the latest value
@@ -50,7 +50,7 @@ from featurestore.definitions.spec import FeatureView
 __all__ = ["Aggregate", "WindowRows", "aggregate_call", "aggregates", "by_totals", "event_rows", "output_column"]
 
 Kind = Literal["count", "count_distinct", "sum", "avg", "min", "max", "latest"]
-Plan = Literal["join", "frames", "totals"]
+Method = Literal["join", "frames", "totals"]
 _MICROSECOND = timedelta(microseconds=1)
 # What a sum of integers gives in DuckDB: running totals of these are exact.
 _INTEGER_SUMS = re.compile(r"^(HUGEINT|INT128|UHUGEINT|UINT128|BIGINT|INT64|INTEGER|INT32|SMALLINT|TINYINT|UBIGINT)$")
@@ -162,15 +162,15 @@ def by_totals(view: FeatureView, aggregate: Aggregate) -> bool:
 
 @dataclass(frozen=True)
 class WindowRows:
-    """A window view's events (`event_rows`) and the features taken from it, each window by its plan."""
+    """A window view's events (`event_rows`) and the features taken from it, each window by its method."""
 
     view: FeatureView
     rows: exp.Query
     selected: tuple[Selected, ...]
-    plans: dict[str, Plan] = field(default_factory=dict)  # window label → plan; "frames" where absent
-    # DuckDB only: the output columns (`output_column`) computed from running totals, whatever their window's plan.
+    methods: dict[str, Method] = field(default_factory=dict)  # window label → method; "frames" where absent
+    # DuckDB only: the output columns (`output_column`) computed from running totals, whatever their window's method.
     totals: frozenset[str] = frozenset()
-    # DuckDB only: the "join" plan's hash join also matches time buckets of this width (at least its
+    # DuckDB only: the "join" method's hash join also matches time buckets of this width (at least its
     # longest window), so a spine row meets its key's events near its time, not all of them.
     bucket: timedelta | None = None
 
@@ -186,24 +186,24 @@ class WindowRows:
         joins: list[tuple[exp.Expr, exp.Expr]] = []
         selects: list[exp.Expr] = []
         wanted = list(dict.fromkeys((s.feature.column, s.feature.window) for s in self.selected))
-        groups: dict[Plan, list[tuple[Aggregate, timedelta, str]]] = {}
+        groups: dict[Method, list[tuple[Aggregate, timedelta, str]]] = {}
         for column, window in wanted:
             assert window is not None
             output = output_column(by_column[column], window.label)
-            plan = self.plans.get(window.label, "frames")
+            method = self.methods.get(window.label, "frames")
             if output in self.totals:
-                plan = "totals"
-            elif plan == "totals":  # a window all of whose features were running totals before this one was asked
-                plan = "frames"
-            groups.setdefault(plan, []).append((by_column[column], window.length, output))
+                method = "totals"
+            elif method == "totals":  # a window all of whose features were running totals before this one was asked
+                method = "frames"
+            groups.setdefault(method, []).append((by_column[column], window.length, output))
         where: dict[str, str] = {}  # output column → alias of the CTE that computes it
-        for plan, items in groups.items():
-            alias = f"v{number}{plan[0]}"
+        for method, items in groups.items():
+            alias = f"v{number}{method[0]}"
             name = f"__fs_{alias}"
-            if plan == "totals":
+            if method == "totals":
                 ctes.append(_cte(f"{name}_running", _running(view, events, items)))
                 body = _totals(view, spine, f"{name}_running", items)
-            elif plan == "join":
+            elif method == "join":
                 body = _joined(view, spine, events, items, dialect, self.bucket)
             else:
                 body = _framed(view, spine, events, items, dialect)
@@ -278,7 +278,7 @@ def aggregate_call(aggregate: Aggregate, alias: str | None = None, *, dialect: s
 
 def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
             dialect: str, bucket: timedelta | None = None) -> exp.Select:
-    """The "join" plan. With `bucket` (DuckDB), an event sits in the bucket of its known-at time and
+    """The "join" method. With `bucket` (DuckDB), an event sits in the bucket of its known-at time and
     a spine row at t looks in the buckets of t and t - bucket, which hold every event of [t - W, t)."""
     longest = max(length for _, length, _ in items)
     t = exp.column(T, "s", quoted=True)
@@ -364,7 +364,7 @@ def _running(view: FeatureView, events: str, items: list[tuple[Aggregate, timede
 
 
 def _totals(view: FeatureView, spine: str, running: str, items: list[tuple[Aggregate, timedelta, str]]) -> exp.Select:
-    """The "totals" plan: per spine row, the running totals known just before t ("r0") and just before
+    """The "totals" method: per spine row, the running totals known just before t ("r0") and just before
     each t - W ("r1", …), by ASOF joins; a window's count is the difference, a sum is NULL where the
     window counts no value (as sum() is). Events are known strictly before t and at or after t - W."""
     t = exp.column(T, "s", quoted=True)

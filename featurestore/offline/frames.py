@@ -2,7 +2,7 @@
 
     frame = training_frame(project, spine, ["user_spend_trend.*", "cards_added.cards_added_3h"])
 
-Each view is joined by the plan `offline.planner` estimates cheapest for its shape (from its
+Each view is joined the way `offline.joins` estimates cheapest for its shape (from its
 cached rows when `offline.cache` holds them fresh), in DuckDB, or on Spark (`offline.spark_frame`).
 """
 
@@ -32,11 +32,11 @@ from featurestore.engines import ENGINES
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError, Problem, did_you_mean
 from featurestore.offline.cache import cache_state, cached_table, fill, read_before
-from featurestore.offline.planner import Choice, plan_header, snapshot_choice, window_choice
+from featurestore.offline.joins import Choice, join_header, snapshot_choice, window_choice
 from featurestore.offline.rows import prepared_rows, refuse_ties, row_numbers, window_events
 from featurestore.offline.snapshots import TrainingFrame
 from featurestore.offline.sources import register_sources
-from featurestore.offline.spark_frame import SPARK_PLANS, as_duckdb_types, feature_schema, spark_frame
+from featurestore.offline.spark_frame import SPARK_JOINS, as_duckdb_types, feature_schema, spark_frame
 from featurestore.project import Project
 
 __all__ = ["data_problems", "frame_sql", "training_frame"]
@@ -44,12 +44,12 @@ _STRINGS = {"VARCHAR"}
 
 
 def training_frame(project: Project, spine: Any, features: Iterable[str] | str, *, timestamp: str = "ts",
-                   full_names: bool = False, cache: bool = True, plan: str = "auto", engine: str = "duckdb",
+                   full_names: bool = False, cache: bool = True, join: str = "auto", engine: str = "duckdb",
                    spark: Any = None) -> TrainingFrame:
     """Every spine row with the selected features as of its `timestamp` (docs/semantics.md).
 
     With `cache`, views whose cached rows are fresh are joined from the cache; the others are
-    computed inline, or first cached when the project's `[offline] cache` setting says so. `plan`
+    computed inline, or first cached when the project's `[offline] cache` setting says so. `join`
     chooses how uncached views are joined (auto; asof, ranked or last for snapshot views; join,
     frames or totals, running totals for counts and integer sums, for window views); it exists for
     benchmarks and tests. `engine="spark"` runs the join on Apache Spark (`spark`, a SparkSession,
@@ -58,10 +58,10 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
     """
     if engine not in ENGINES:
         raise FeatureStoreError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
-    plans = SPARK_PLANS if engine == "spark" else _DUCKDB_PLANS
-    if plan not in plans:
-        only = " runs only on DuckDB" if plan in _DUCKDB_PLANS else " is not a plan"
-        raise FeatureStoreError(f"plan '{plan}'{only}; with engine '{engine}' choose one of {', '.join(plans)}")
+    known = SPARK_JOINS if engine == "spark" else _DUCKDB_JOINS
+    if join not in known:
+        only = " runs only on DuckDB" if join in _DUCKDB_JOINS else " is not a join"
+        raise FeatureStoreError(f"join '{join}'{only}; with engine '{engine}' choose one of {', '.join(known)}")
     settings = project.settings
     cached = _cache_views(project, features, full_names) if cache and engine == "duckdb" else set()
     # Frames only read the offline database, so several processes can build frames at once.
@@ -78,11 +78,11 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         _check_spine(spine_columns, timestamp, views)
         if engine == "spark":
             result, sql, joins, choices = spark_frame(connection, project, spine_table, spine_columns, timestamp,
-                                                      grouped, plan, spark, loaded)
+                                                      grouped, join, spark, loaded)
             result = as_duckdb_types(result, feature_schema(connection, result.column_names, joins))
         else:
             result, sql, joins, choices = _duckdb_frame(connection, project, spine_table, spine_columns,
-                                                        timestamp, grouped, plan, loaded, cached=cached)
+                                                        timestamp, grouped, join, loaded, cached=cached)
     hidden = {name for number, item in enumerate(joins) for name in taken_columns(item, number)}
     table = spine_table
     for name in result.column_names:
@@ -93,13 +93,13 @@ def training_frame(project: Project, spine: Any, features: Iterable[str] | str, 
         "view_versions": {v.name: v.version for v in views},
         "timestamp": timestamp,
         "engine": engine,
-        "plans": [choice.as_dict() for choice in choices],
+        "joins": [choice.as_dict() for choice in choices],
     }
     return TrainingFrame(table, sql, info, spine_table.num_columns)
 
 
 def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                  timestamp: str, grouped: dict[str, list[Selected]], plan: str, loaded: set[str], *,
+                  timestamp: str, grouped: dict[str, list[Selected]], join: str, loaded: set[str], *,
                   cached: set[str]) -> tuple[Any, str, list[Any], list[Choice]]:
     """The features of every spine row, computed by DuckDB (one statement): the result, its SQL and
     the joins. Views named in `cached` are joined from their cached rows, the others computed from
@@ -113,23 +113,23 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
         if view.windows:
             register_sources(connection, project, [view], every_source=False, loaded=loaded)
             events = window_events(project, view)
-            choice = window_choice(connection, view, events, items, plan)
-            joins.append(WindowRows(view, events, tuple(items), choice.plans, bucket=choice.bucket,
+            choice = window_choice(connection, view, events, items, join)
+            joins.append(WindowRows(view, events, tuple(items), choice.methods, bucket=choice.bucket,
                                     totals=frozenset(choice.totals)))
         elif name in cached:
             rows = exp.select("*").from_(cached_table(view))
-            choice = snapshot_choice(connection, view, rows, plan if plan == "auto" else "intervals",
+            choice = snapshot_choice(connection, view, rows, join if join == "auto" else "intervals",
                                       cached=True)
-            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.plan, bucket=choice.bucket))
+            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.join, bucket=choice.bucket))
         else:
             register_sources(connection, project, [view], every_source=False, loaded=loaded)
             rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)))
-            choice = snapshot_choice(connection, view, rows, plan)
-            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.plan, bucket=choice.bucket))
+            choice = snapshot_choice(connection, view, rows, join)
+            joins.append(ViewRows(view, rows, tuple(items), prepared=True, join=choice.join, bucket=choice.bucket))
         choices.append(choice)
     query = point_in_time(Spine("__fs_spine", (*spine_columns, Column(name=ROW, type="BIGINT")), timestamp),
                           joins, passthrough=False)
-    sql = plan_header(choices) + query.sql(dialect="duckdb", pretty=True, comments=False)
+    sql = join_header(choices) + query.sql(dialect="duckdb", pretty=True, comments=False)
     result = duck.arrow(connection, sql)
     refuse_ties(lambda name, table: duck.load_arrow(connection, name, table),
                  lambda query: duck.first_row(connection, query.sql(dialect="duckdb")), joins, result,
@@ -137,7 +137,7 @@ def _duckdb_frame(connection: Any, project: Project, spine_table: Any, spine_col
     return result, sql, joins, choices
 
 
-_DUCKDB_PLANS = ("auto", "asof", "ranked", "last", "join", "frames", "totals")
+_DUCKDB_JOINS = ("auto", "asof", "ranked", "last", "join", "frames", "totals")
 
 
 def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str = "duckdb", spine: str = "spine",
@@ -165,8 +165,8 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
                                         f"one of those, or select other features of the view")
             events = window_events(project, view, dialect=dialect)
             write(events, dialect, view)
-            plan = "frames" if dialect in ("duckdb", "spark") else "join"
-            joins.append(WindowRows(view, events, items, {w.label: plan for w in view.windows}))
+            join = "frames" if dialect in ("duckdb", "spark") else "join"
+            joins.append(WindowRows(view, events, items, {w.label: join for w in view.windows}))
             continue
         rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)), dialect=dialect)
         write(rows, dialect, view)

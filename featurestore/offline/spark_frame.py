@@ -1,7 +1,7 @@
 """Training frames computed by Apache Spark from the same definitions, with the same answer and types.
 
 Spark has no ASOF join: snapshot views take the portable "last" join or "ranked", window views the
-"frames" or "join" plan (`offline.planner`). The spine is read by DuckDB as for any frame; only its
+"frames" or "join" join (`offline.joins`). The spine is read by DuckDB as for any frame; only its
 keys and time go to Spark.
 """
 
@@ -25,31 +25,31 @@ from featurestore.definitions.spec import Column
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError
 from featurestore.offline.changes import sources_of
-from featurestore.offline.planner import Choice, forced, plan_header, snapshot_choice, window_choice
+from featurestore.offline.joins import Choice, forced, join_header, snapshot_choice, window_choice
 from featurestore.offline.rows import prepared_rows, refuse_ties, row_numbers, window_events
 from featurestore.offline.sources import register_sources
 from featurestore.project import Project
 
-__all__ = ["SPARK_PLANS", "as_duckdb_types", "feature_schema", "spark_frame"]
+__all__ = ["SPARK_JOINS", "as_duckdb_types", "feature_schema", "spark_frame"]
 
 
-_SPARK_SNAPSHOT_PLANS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
+_SPARK_SNAPSHOT_JOINS = {"auto": "last", "last": "last", "ranked": "ranked"}  # where DuckDB cannot measure
 
 
-_SPARK_WINDOW_PLANS = {"auto": "frames", "frames": "frames", "join": "join"}
+_SPARK_WINDOW_JOINS = {"auto": "frames", "frames": "frames", "join": "join"}
 
 
-SPARK_PLANS = tuple(dict.fromkeys([*_SPARK_SNAPSHOT_PLANS, *_SPARK_WINDOW_PLANS]))
+SPARK_JOINS = tuple(dict.fromkeys([*_SPARK_SNAPSHOT_JOINS, *_SPARK_WINDOW_JOINS]))
 
 
 def spark_frame(connection: Any, project: Project, spine_table: Any, spine_columns: tuple[Column, ...],
-                 timestamp: str, grouped: dict[str, list[Selected]], plan: str, spark: Any,
+                 timestamp: str, grouped: dict[str, list[Selected]], join: str, spark: Any,
                  loaded: set[str]) -> tuple[Any, str, list[Any], list[Choice]]:
     """The features of every spine row, computed by Spark from the same trees, in Spark SQL.
 
     Spark has no ASOF join: snapshot views take the "last" join or "ranked", window views the
-    "frames" or "join" plan. With plan "auto", the choice is DuckDB's, from the same cheap pass
-    over the data, when DuckDB can read all of a view's sources (Parquet files); else the plans
+    "frames" or "join" join. With join "auto", the choice is DuckDB's, from the same cheap pass
+    over the data, when DuckDB can read all of a view's sources (Parquet files); else the joins
     whose cost does not depend on the data's shape ("last", "frames"). Only the spine's keys and
     time go to Spark, the time as UTC microseconds (floored, as DuckDB reads a finer time).
     """
@@ -64,7 +64,7 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
     spine_name = f"__fs_spine_{uuid.uuid4().hex[:12]}"
     spine_of_keys = (*[Column(name=k, type=types[k]) for k in keys], Column(name=timestamp, type="TIMESTAMPTZ"),
                      Column(name=ROW, type="BIGINT"))
-    if plan == "auto":
+    if join == "auto":
         duck.load_arrow(connection, "__fs_spine", spine_table.append_column(ROW, row_numbers(spine_table.num_rows)))
     with sparks.session(spark) as session:
         _check_spark_sources(project, views, session)
@@ -72,29 +72,29 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
         choices: list[Choice] = []
         for view in views:
             items = tuple(grouped[view.name])
-            measured = plan == "auto" and _parquet_only(project, view)
+            measured = join == "auto" and _parquet_only(project, view)
             if measured:
                 register_sources(connection, project, [view], every_source=False, loaded=loaded)
             if view.windows:
                 events = window_events(project, view, dialect="spark")
                 write(events, "spark", view)  # what Spark cannot run is an error naming the view
-                choice = window_choice(connection, view, window_events(project, view), items, plan, buckets=False) \
-                    if measured else forced(view, "windows", {w.label: _SPARK_WINDOW_PLANS.get(plan, "frames")
+                choice = window_choice(connection, view, window_events(project, view), items, join, buckets=False) \
+                    if measured else forced(view, "windows", {w.label: _SPARK_WINDOW_JOINS.get(join, "frames")
                                                                for w in view.windows})
-                joins.append(WindowRows(view, events, items, choice.plans))
+                joins.append(WindowRows(view, events, items, choice.methods))
                 choices.append(choice)
                 continue
             columns_read = list(dict.fromkeys(f.column for f in view.features))
             rows = prepared_rows(project, view, columns_read, dialect="spark")
             write(rows, "spark", view)
-            choice = (snapshot_choice(connection, view, prepared_rows(project, view, columns_read), plan, buckets=False)
-                      if measured else forced(view, _SPARK_SNAPSHOT_PLANS.get(plan, "last")))
-            if choice.plan != "ranked" or view.ttl is None:  # Spark has no ASOF join: the portable one
-                choice = replace(choice, plan="last")
-            joins.append(ViewRows(view, rows, items, prepared=True, join=choice.plan))
+            choice = (snapshot_choice(connection, view, prepared_rows(project, view, columns_read), join, buckets=False)
+                      if measured else forced(view, _SPARK_SNAPSHOT_JOINS.get(join, "last")))
+            if choice.join != "ranked" or view.ttl is None:  # Spark has no ASOF join: the portable one
+                choice = replace(choice, join="last")
+            joins.append(ViewRows(view, rows, items, prepared=True, join=choice.join))
             choices.append(choice)
         query = point_in_time(Spine(spine_name, spine_of_keys, timestamp), joins, passthrough=False, dialect="spark")
-        sql = plan_header(choices) + write(query, "spark")
+        sql = join_header(choices) + write(query, "spark")
         sparks.load_arrow(session, spine_name, sent)
         try:
             result = sparks.arrow(session, sql)

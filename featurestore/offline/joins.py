@@ -1,7 +1,11 @@
-"""How each view of a training frame is joined: the plan whose estimated work in DuckDB is least.
+"""How each view of a training frame is joined: the way whose estimated work in DuckDB is least.
+
+"Join" here is how a view meets the spine (asof, ranked, intervals, last; for a window view, per
+window a range join, window frames or running totals: its "methods"). "Plan" is the pull request's
+(governance.plan), and nothing here.
 
     shape = Shape.of(duck.first_row(connection, key_shape(...).sql(dialect="duckdb")), widths)
-    choice = snapshot_plan(view, shape)        # Choice("site_weather", "ranked", bucket=3h, costs={...})
+    choice = snapshot_join(view, shape)        # Choice("site_weather", "ranked", bucket=3h, costs={...})
     print(choice.describe())                   # what frame.sql's header and `frame --explain` show
 
 The estimates count row operations, each weighed by what it costs in DuckDB (measured on this
@@ -33,8 +37,8 @@ from featurestore.definitions.spec import format_duration
 from featurestore.engines import duckdb as duck
 
 __all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice",
-           "Shape", "cached_plan", "cached_widths", "explain", "forced", "plan_header", "snapshot_choice",
-           "snapshot_plan", "snapshot_widths", "window_choice", "window_plans", "window_widths"]
+           "Shape", "cached_join", "cached_widths", "explain", "forced", "join_header", "snapshot_choice",
+           "snapshot_join", "snapshot_widths", "window_choice", "window_joins", "window_widths"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
@@ -75,22 +79,22 @@ class Shape:
 
 @dataclass(frozen=True)
 class Choice:
-    """The plan chosen for one view, and the estimated work of each plan considered."""
+    """The join chosen for one view, and the estimated work of each join considered."""
 
     view: str
-    plan: str
+    join: str
     costs: dict[str, float]
     shape: Shape | None = None
     bucket: timedelta | None = None
-    plans: dict[str, str] = field(default_factory=dict)  # a window view's plan per window label
+    methods: dict[str, str] = field(default_factory=dict)  # a window view's join per window label
     reason: str = ""
-    totals: tuple[str, ...] = ()  # a window view's features computed from running totals, whatever the window's plan
+    totals: tuple[str, ...] = ()  # a window view's features computed from running totals, whatever the window's join
 
     def describe(self) -> str:
-        """One line: `view: plan (why); estimated work: plan n, …; shape`."""
-        chosen = self.plan + (f" in {format_duration(self.bucket)} time buckets" if self.bucket else "")
-        if self.plans:
-            chosen = ", ".join(f"{label} {plan}" for label, plan in self.plans.items()) + \
+        """One line: `view: join (why); estimated work: join n, …; shape`."""
+        chosen = self.join + (f" in {format_duration(self.bucket)} time buckets" if self.bucket else "")
+        if self.methods:
+            chosen = ", ".join(f"{label} {join}" for label, join in self.methods.items()) + \
                 (f" (joined in {format_duration(self.bucket)} time buckets)" if self.bucket else "")
         if self.totals:
             chosen += f"; running totals: {', '.join(self.totals)}"
@@ -104,7 +108,8 @@ class Choice:
         return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {"view": self.view, "plan": self.plan, "plans": self.plans or None, "totals": list(self.totals) or None,
+        return {"view": self.view, "join": self.join, "methods": self.methods or None,
+                "totals": list(self.totals) or None,
                 "bucket": format_duration(self.bucket) if self.bucket else None, "reason": self.reason or None,
                 "estimated_seconds": {name: round(cost / 1e9, 4) for name, cost in self.costs.items()},
                 "shape": None if self.shape is None else {
@@ -112,35 +117,36 @@ class Choice:
                     "keys": round(self.shape.keys), "pairs_of_equal_keys": round(self.shape.pairs)}}
 
 
-def explain(plans: list[dict[str, Any]]) -> str:
-    """`Choice.as_dict()`s as text: per view its plan, why, and what each plan considered would cost."""
+def explain(joins: list[dict[str, Any]]) -> str:
+    """`Choice.as_dict()`s as text: per view its join, why, and what each way considered would cost."""
     lines = []
-    for plan in plans:
-        chosen = ", ".join(f"{label} {how}" for label, how in plan["plans"].items()) if plan["plans"] else plan["plan"]
-        if plan["bucket"]:
-            chosen += f", joined in {plan['bucket']} time buckets"
-        if plan.get("totals"):
-            chosen += f"; running totals: {', '.join(plan['totals'])}"
-        lines.append(f"{plan['view']}: {chosen}" + (f" ({plan['reason']})" if plan["reason"] else ""))
-        if plan["shape"]:
-            shape = plan["shape"]
+    for join in joins:
+        methods = join["methods"]
+        chosen = ", ".join(f"{label} {how}" for label, how in methods.items()) if methods else join["join"]
+        if join["bucket"]:
+            chosen += f", joined in {join['bucket']} time buckets"
+        if join.get("totals"):
+            chosen += f"; running totals: {', '.join(join['totals'])}"
+        lines.append(f"{join['view']}: {chosen}" + (f" ({join['reason']})" if join["reason"] else ""))
+        if join["shape"]:
+            shape = join["shape"]
             lines.append(f"  shape: {shape['spine_rows']:,} spine rows with keys, {shape['rows']:,} rows over "
                          f"{shape['keys']:,} keys, {shape['pairs_of_equal_keys']:,} pairs of equal keys")
-        for name, seconds in sorted(plan["estimated_seconds"].items(), key=lambda item: item[1]):
+        for name, seconds in sorted(join["estimated_seconds"].items(), key=lambda item: item[1]):
             lines.append(f"  estimated {seconds:10.3f} s  {name}")
     return "\n".join(lines)
 
 
 def snapshot_widths(view: Any) -> list[timedelta]:
-    """The widths `snapshot_plan` needs measured: the TTL and twice its bucket."""
+    """The widths `snapshot_join` needs measured: the TTL and twice its bucket."""
     if view.ttl is None:
         return []
     return [view.ttl, 2 * _ranked_bucket(view)]
 
 
-def snapshot_plan(view: Any, shape: Shape, *, buckets: bool = True, only: str | None = None) -> Choice:
+def snapshot_join(view: Any, shape: Shape, *, buckets: bool = True, only: str | None = None) -> Choice:
     """"asof" or "ranked" (with or without time buckets) for a snapshot view computed from its rows;
-    with `only`, the cheaper form of that plan (every plan's estimate is still shown).
+    with `only`, the cheaper form of that join (every join's estimate is still shown).
 
     Without a TTL only the ASOF join is exact and cheap. With one, "ranked" hashes the spine and
     compares rows within the TTL (and ranks them), which needs memory for the spine instead of all
@@ -164,7 +170,7 @@ def cached_widths(view: Any) -> list[timedelta]:
     return []
 
 
-def cached_plan(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
+def cached_join(view: Any, shape: Shape, *, buckets: bool = True) -> Choice:
     """"intervals" (a hash join on the keys, or on keys and time buckets) or "asof" for cached rows.
 
     Cached rows carry the instant the next row of their keys becomes known, so a spine row finds
@@ -186,7 +192,7 @@ def window_widths(view: Any) -> list[timedelta]:
     return sorted({w for window in view.windows for w in (window.length, 2 * window.length)})
 
 
-def window_plans(view: Any, shape: Shape, aggregates: dict[str, int], *, totals: dict[str, list[str]] | None = None,
+def window_joins(view: Any, shape: Shape, aggregates: dict[str, int], *, totals: dict[str, list[str]] | None = None,
                  buckets: bool = True, only_join: bool = False, only_totals: bool = False) -> Choice:
     """Per window, "join" (a range join grouped by spine row) or "frames" (window functions over the
     union of spine and events), for the cheapest split: the shortest windows joined, the rest framed;
@@ -216,8 +222,8 @@ def window_plans(view: Any, shape: Shape, aggregates: dict[str, int], *, totals:
     outputs = tuple(name for names in totals.values() for name in names)
     if split is None:
         return Choice(view.name, "windows", costs, shape, None, {label: "totals" for label in taken}, totals=outputs)
-    plans = {**{label: "totals" for label in taken}, **split.plans}
-    return Choice(view.name, "windows", costs, shape, split.bucket, plans, totals=outputs)
+    methods = {**{label: "totals" for label in taken}, **split.methods}
+    return Choice(view.name, "windows", costs, shape, split.bucket, methods, totals=outputs)
 
 
 def _cheapest(choice: Choice) -> str:
@@ -251,8 +257,8 @@ def _window_split(view: Any, shape: Shape, aggregates: dict[str, int], *, bucket
         costs[name] = cost
         options[name] = ({w.label: "frames" for w in windows}, None)
     best = min(costs, key=costs.__getitem__)
-    plans, bucket = options[best]
-    return Choice(view.name, "windows", costs, shape, bucket, plans)
+    methods, bucket = options[best]
+    return Choice(view.name, "windows", costs, shape, bucket, methods)
 
 
 def _framed(rows: float, keys: float) -> float:
@@ -261,9 +267,9 @@ def _framed(rows: float, keys: float) -> float:
     return FRAMED * max(1.0, math.log2(per_key) / math.log2(FRAMED_KEY_ROWS)) ** 2
 
 
-def forced(view: Any, plan: str, plans: dict[str, str] | None = None) -> Choice:
-    """A plan the caller asked for (tests, benchmarks): no estimates."""
-    return Choice(view.name, plan, {}, None, None, plans or {}, reason="asked for")
+def forced(view: Any, join: str, methods: dict[str, str] | None = None) -> Choice:
+    """A join the caller asked for (tests, benchmarks): no estimates."""
+    return Choice(view.name, join, {}, None, None, methods or {}, reason="asked for")
 
 
 def _ranked_bucket(view: Any) -> timedelta:
@@ -288,33 +294,33 @@ def _count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def snapshot_choice(connection: Any, view: Any, rows: exp.Query, plan: str, *, cached: bool = False,
+def snapshot_choice(connection: Any, view: Any, rows: exp.Query, join: str, *, cached: bool = False,
                      buckets: bool = True) -> Choice:
-    """How the view's rows are joined: the cheapest plan for the shape of the rows and the spine (one
-    cheap pass, `compiler.shape.key_shape`), or `plan` if one was asked for ("ranked": the cheaper of
-    its two forms; a window view's plan means "auto" here). Cached rows are validity intervals: a hash
+    """How the view's rows are joined: the cheapest join for the shape of the rows and the spine (one
+    cheap pass, `compiler.shape.key_shape`), or `join` if one was asked for ("ranked": the cheaper of
+    its two forms; a window view's join means "auto" here). Cached rows are validity intervals: a hash
     join on them ("intervals") or an ASOF join."""
-    plan = "auto" if plan in ("join", "frames", "totals") else plan
-    if plan not in ("auto", "ranked") or (plan == "ranked" and view.ttl is None):
-        return forced(view, "asof" if plan == "ranked" else plan)
+    join = "auto" if join in ("join", "frames", "totals") else join
+    if join not in ("auto", "ranked") or (join == "ranked" and view.ttl is None):
+        return forced(view, "asof" if join == "ranked" else join)
     widths = cached_widths(view) if cached else snapshot_widths(view)
     shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), rows, "__fs_ts", "__fs_spine", widths)
                                     .sql(dialect="duckdb")), widths)
     if cached:
-        return cached_plan(view, shape, buckets=buckets)
-    choice = snapshot_plan(view, shape, buckets=buckets, only=None if plan == "auto" else plan)
-    return choice if plan == "auto" else replace(choice, reason="asked for")
+        return cached_join(view, shape, buckets=buckets)
+    choice = snapshot_join(view, shape, buckets=buckets, only=None if join == "auto" else join)
+    return choice if join == "auto" else replace(choice, reason="asked for")
 
 
 def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Selected] | tuple[Selected, ...],
-                   plan: str, *, buckets: bool = True) -> Choice:
+                   join: str, *, buckets: bool = True) -> Choice:
     """Per window of a window view, "join" or "frames", and running totals for the counts and integer
     sums where cheaper (DuckDB): the cheapest for the shape of the events and the spine (one cheap
-    pass), or `plan` if one was asked for ("join": in time buckets when they pay; "totals": running
-    totals wherever exact; a snapshot view's plan means "auto" here)."""
-    plan = plan if plan in ("join", "frames", "totals") else "auto"
-    if plan == "frames" or (plan == "join" and not buckets):
-        return forced(view, "windows", {w.label: plan for w in view.windows})
+    pass), or `join` if one was asked for ("join": in time buckets when they pay; "totals": running
+    totals wherever exact; a snapshot view's join means "auto" here)."""
+    join = join if join in ("join", "frames", "totals") else "auto"
+    if join == "frames" or (join == "join" and not buckets):
+        return forced(view, "windows", {w.label: join for w in view.windows})
     widths = window_widths(view)
     shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
                                     .sql(dialect="duckdb")), widths)
@@ -326,11 +332,11 @@ def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Sel
             aggregate, window = by_column[selected.feature.column], selected.feature.window
             if window is not None and by_totals(view, aggregate):
                 totals.setdefault(window.label, []).append(output_column(aggregate, window.label))
-    choice = window_plans(view, shape, counts, totals=totals, buckets=buckets, only_join=plan == "join",
-                                  only_totals=plan == "totals")
-    return choice if plan == "auto" else replace(choice, reason="asked for")
+    choice = window_joins(view, shape, counts, totals=totals, buckets=buckets, only_join=join == "join",
+                                  only_totals=join == "totals")
+    return choice if join == "auto" else replace(choice, reason="asked for")
 
 
-def plan_header(choices: list[Choice]) -> str:
-    """SQL comment lines naming each view's plan and the estimates that chose it."""
-    return "".join(f"-- plan {choice.describe()}\n" for choice in choices)
+def join_header(choices: list[Choice]) -> str:
+    """SQL comment lines naming each view's join and the estimates that chose it."""
+    return "".join(f"-- join {choice.describe()}\n" for choice in choices)
