@@ -18,3 +18,4 @@ SIDE = "__fs_side"  # the portable join: whether a row of the union is a spine r
 HIT = "__fs_hit"  # the portable join: the view row a spine row takes
 BUCKET = "__fs_bucket"  # a time bucket, matched by hash joins beside the keys
 TIME = "__fs_time"  # window frames: the union's order (known-at for events, t - 1 µs for spine rows)
+AT = "__fs_at"  # expectations: the instant a batch's entities are evaluated at

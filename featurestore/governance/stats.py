@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from featurestore.compiler import statistics
 from featurestore.compiler.point_in_time import instant
 from featurestore.definitions.selection import view_named
 from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
@@ -75,63 +76,47 @@ def _offline_values(project: Project, view: FeatureView, since: datetime | None)
             return duck.arrow(connection, rows.sql(dialect="duckdb"))
         # A window view's features for every entity with events, as of just after its last event is known.
         events = window_events(project, view)
-        spine_table = duck.arrow(connection, _distinct_keys_at_end(view, events, since))
-    frame = training_frame(project, spine_table, [f"{view.name}.*"], timestamp="_stats_at", cache=False)
+        spine_table = duck.arrow(connection, statistics.keys_at_end(view, events, since).sql(dialect="duckdb"))
+    frame = training_frame(project, spine_table, [f"{view.name}.*"], timestamp=statistics.AT_END, cache=False)
     return frame.to_arrow()
-
-
-def _distinct_keys_at_end(view: FeatureView, events: exp.Select, since: datetime | None) -> str:
-    """SELECT DISTINCT keys, <last known-at + 1 µs> AS _stats_at FROM events [WHERE __fs_ts >= since]."""
-    keys = ", ".join(exp.column(k, quoted=True).sql(dialect="duckdb") for k in view.entity)
-    where = "" if since is None else \
-        f" AND __fs_ts >= {instant(since).sql(dialect='duckdb')}"
-    not_null = " AND ".join(f"{exp.column(k, quoted=True).sql(dialect='duckdb')} IS NOT NULL" for k in view.entity)
-    return (f"WITH e AS ({events.sql(dialect='duckdb')}) SELECT DISTINCT {keys}, "
-            f"(SELECT max(__fs_known) FROM e) + INTERVAL 1 MICROSECOND AS _stats_at FROM e WHERE {not_null}{where}")
 
 
 def _column_stats(connection: Any, source: str, name: str, kind: str) -> dict[str, Any]:
     """The statistics of column `source` of the table `v` registered in `connection`."""
     result: dict[str, Any] = {"feature": name, "type": kind}
-    quoted = exp.column(source, quoted=True).sql(dialect="duckdb")
-    rows, nulls, distinct = connection.execute(
-        f"SELECT count(*), count(*) - count({quoted}), approx_count_distinct({quoted}) FROM v").fetchone()
+    rows, nulls, distinct = _first(connection, statistics.counts("v", source))
     result.update(rows=rows, nulls=nulls, null_fraction=round(nulls / rows, 6) if rows else None,
                   distinct=distinct)
     if _numeric(kind):
         # NaN and ±infinity are counted apart: the range, moments and bins are over finite values.
-        raw = f"CAST({quoted} AS DOUBLE)"
-        number = f"CASE WHEN isfinite({raw}) THEN {raw} END"
-        low, high, mean, stddev, *quantiles, not_finite = connection.execute(
-            f"SELECT min({number}), max({number}), avg({number}), stddev_samp({number}), "
-            + ", ".join(f"quantile_cont({number}, {q})" for q in QUANTILES)
-            + f", count({raw}) - count({number}) FROM v").fetchone()
+        low, high, mean, stddev, *quantiles, not_finite = _first(connection, statistics.moments("v", source, QUANTILES))
         result.update(min=low, max=high, mean=mean, stddev=stddev, not_finite=not_finite,
                       quantiles={str(q): value for q, value in zip(QUANTILES, quantiles)},
-                      histogram=_histogram(connection, number, low, high))
+                      histogram=_histogram(connection, source, low, high, rows - nulls - not_finite))
     elif _orderable_time(kind):
-        low, high = connection.execute(f"SELECT min({quoted})::VARCHAR, max({quoted})::VARCHAR FROM v").fetchone()
+        low, high = _first(connection, statistics.time_range("v", source))
         result.update(min=low, max=high)
     else:
-        top = connection.execute(f"SELECT {quoted}::VARCHAR, count(*) FROM v WHERE {quoted} IS NOT NULL "
-                                 f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}").fetchall()
+        top = connection.execute(statistics.top_values("v", source, TOP).sql(dialect="duckdb")).fetchall()
         result["top"] = [{"value": value, "count": count} for value, count in top]
     return result
 
 
-def _histogram(connection: Any, number: str, low: float | None, high: float | None) -> list[dict[str, Any]]:
-    """`BINS` equal-width bins over [low, high], the last one closed; counts of non-NULL values."""
+def _histogram(connection: Any, source: str, low: float | None, high: float | None,
+               finite: int) -> list[dict[str, Any]]:
+    """`BINS` equal-width bins over [low, high], the last one closed; counts of the `finite` values."""
     if low is None or high is None:
         return []
     if low == high:
-        count = connection.execute(f"SELECT count({number}) FROM v").fetchone()[0]
-        return [{"low": low, "high": high, "count": count}]
+        return [{"low": low, "high": high, "count": finite}]
     width = (high - low) / BINS
-    counts = dict(connection.execute(
-        f"SELECT least(CAST(floor(({number} - ?) / ?) AS BIGINT), {BINS - 1}) AS b, count(*) FROM v "
-        f"WHERE {number} IS NOT NULL GROUP BY b", [low, width]).fetchall())
+    counts = dict(connection.execute(statistics.bins("v", source, BINS).sql(dialect="duckdb"), [low, width]).fetchall())
     return [{"low": low + i * width, "high": high if i == BINS - 1 else low + (i + 1) * width,
              "count": counts.get(i, 0)} for i in range(BINS)]
+
+
+def _first(connection: Any, query: exp.Select) -> tuple:
+    return connection.execute(query.sql(dialect="duckdb")).fetchone()
 
 
 def _numeric(kind: str) -> bool:
