@@ -19,7 +19,8 @@ from datetime import datetime
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import instant, tie_winner
+from featurestore.compiler.point_in_time import tie_winner
+from featurestore.compiler.times import instant
 from featurestore.definitions.spec import FeatureView
 
 __all__ = ["latest_rows"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import instant, interval, known_at, value_used
+from featurestore.compiler.times import instant, interval, known_at, value_used
 from featurestore.compiler.windows import Aggregate, aggregates
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import FeatureView

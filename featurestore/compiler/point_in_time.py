@@ -21,37 +21,19 @@ a row be seen before it is known.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from sqlglot import exp
 
+from featurestore.compiler.buckets import bucket_of, one_bucket, two_buckets
 from featurestore.compiler.names import BUCKET, HIT, KNOWN, ROW, SIDE, TS, UNTIL, T
+from featurestore.compiler.times import instant, interval, known_at, utc_micros, value_used
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import Column, FeatureView
 
-__all__ = [
-    "Spine",
-    "ViewRows",
-    "bucket_of",
-    "duplicate_fix",
-    "duplicate_message",
-    "duplicates",
-    "instant",
-    "interval",
-    "known_at",
-    "one_bucket",
-    "point_in_time",
-    "prepare_rows",
-    "taken_columns",
-    "tie_winner",
-    "ties",
-    "two_buckets",
-    "utc_micros",
-    "validity_intervals",
-    "value_used",
-]
-
+__all__ = ["ROW", "Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time",
+           "prepare_rows", "taken_columns", "tie_winner", "ties", "validity_intervals"]
 
 
 @dataclass(frozen=True)
@@ -215,37 +197,6 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
         .qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
 
 
-def bucket_of(value: exp.Expr, width: timedelta) -> exp.Expr:
-    """The time bucket of an instant (DuckDB): whole `width`s since the epoch.
-
-        epoch_us(t) // 3600000000      -- width 1h
-    Any monotonic numbering whose buckets are at least `width` long does: near the epoch `//`
-    truncates, so bucket 0 is twice as long, which costs a few more candidates and nothing else.
-    """
-    return exp.IntDiv(this=exp.func("epoch_us", value.copy()), expression=exp.Literal.number(_micros(width)))
-
-
-def one_bucket(relation: str, time: str, width: timedelta) -> exp.Select:
-    """Each row of `relation` in the bucket of its `time`: SELECT *, epoch_us(time) // W AS __fs_bucket."""
-    return exp.select(exp.Star(), exp.alias_(bucket_of(exp.column(time, quoted=True), width), BUCKET, quoted=True)) \
-        .from_(exp.to_table(relation, quoted=True))
-
-
-def two_buckets(relation: str, time: str, width: timedelta) -> exp.Select:
-    """Each row of `relation` twice, in the bucket of its `time` and in the bucket before: a row
-    stamped up to `width` before `time` is in one of the two.
-
-        SELECT r.*, epoch_us(r.time) // W - d.shift AS __fs_bucket FROM relation AS r
-        CROSS JOIN (VALUES (0), (1)) AS d(shift)
-    """
-    shifts = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(n)]) for n in (0, 1)],
-                        alias=exp.TableAlias(this=exp.to_identifier("d"), columns=[exp.to_identifier("shift")]))
-    bucket = exp.Sub(this=bucket_of(exp.column(time, "r", quoted=True), width), expression=exp.column("shift", "d"))
-    return exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")),
-                      exp.alias_(bucket, BUCKET, quoted=True)) \
-        .from_(exp.to_table(relation, quoted=True).as_("r")).join(shifts, join_type="CROSS")
-
-
 def _interval_buckets(view: FeatureView, intervals: exp.Query, width: timedelta) -> exp.Select:
     """Validity intervals, each in every bucket of `width` it overlaps while its value can be used:
     until the next row is known, the TTL expires, or the spine's last time (whichever is first).
@@ -399,57 +350,8 @@ def duplicate_fix(view: FeatureView) -> str:
             f"unique on ({', '.join(view.entity)}, {view.timestamp})")
 
 
-def value_used(view: FeatureView, ts: exp.Expr, t: exp.Expr) -> exp.Expr | None:
-    """Whether a row stamped `ts` gives its values at `t`: within the TTL, from `available_since`.
-
-    None when the view has neither. (That the row is known by `t` is the join's own condition.)
-    """
-    conditions: list[exp.Expr] = []
-    if view.ttl is not None:
-        conditions.append(exp.LTE(this=exp.Sub(this=t.copy(), expression=interval(view.ttl)), expression=ts.copy()))
-    if view.available_since is not None:
-        conditions.append(exp.GTE(this=t.copy(), expression=instant(view.available_since)))
-    return exp.and_(*conditions) if conditions else None
-
-
-def known_at(view: FeatureView, ts: exp.Expr) -> exp.Expr:
-    """When a row stamped `ts` becomes known: `ts` plus the view's `available_after`."""
-    return ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=interval(view.available_after))
-
-
 def _guard(view: FeatureView, alias: str) -> exp.Expr | None:
     return value_used(view, exp.column(TS, alias, quoted=True), exp.column(T, "s", quoted=True))
-
-
-def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:
-    """`value` as TIMESTAMPTZ (UTC, microseconds). Nanoseconds are floored or ceiled, never rounded."""
-    kind = duckdb_type.upper()
-    if kind in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS", "TIMESTAMP WITH TIME ZONE_NS"):
-        nanos = exp.func("epoch_ns", value)
-        shift = exp.Literal.number(0 if rounding == "floor" else 999)
-        # Floor division that is right for instants before 1970 too.
-        micros = exp.IntDiv(this=exp.Paren(this=exp.Sub(this=exp.Add(this=nanos, expression=shift), expression=exp.Mod(
-            this=exp.Paren(this=exp.Add(this=exp.Mod(this=exp.Paren(this=exp.Add(this=nanos.copy(),
-                                                                                 expression=shift.copy())),
-                                                     expression=exp.Literal.number(1000)),
-                                        expression=exp.Literal.number(1000))),
-            expression=exp.Literal.number(1000)))), expression=exp.Literal.number(1000))
-        return exp.cast(exp.func("make_timestamp", micros), "TIMESTAMPTZ")
-    return exp.cast(value, "TIMESTAMPTZ")
-
-
-def interval(length: timedelta) -> exp.Interval:
-    """`length` as an interval of microseconds (exact; DuckDB and PostgreSQL both read it)."""
-    return exp.Interval(this=exp.Literal.string(str(_micros(length))), unit=exp.var("MICROSECOND"))
-
-
-def _micros(length: timedelta) -> int:
-    return (length.days * 86_400 + length.seconds) * 1_000_000 + length.microseconds
-
-
-def instant(value: datetime) -> exp.Expr:
-    """An instant as a TIMESTAMPTZ literal."""
-    return exp.cast(exp.Literal.string(value.isoformat()), "TIMESTAMPTZ")
 
 
 def _cte(name: str, query: exp.Query) -> exp.CTE:

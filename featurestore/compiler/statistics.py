@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlglot import exp
 
 from featurestore.compiler.names import KNOWN, TS
-from featurestore.compiler.point_in_time import instant, interval
+from featurestore.compiler.times import instant, interval
 from featurestore.definitions.spec import FeatureView
 
 __all__ = ["AT_END", "bins", "counts", "keys_at_end", "moments", "time_range", "top_values"]

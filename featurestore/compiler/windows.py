@@ -42,8 +42,10 @@ from typing import Literal
 
 from sqlglot import exp
 
+from featurestore.compiler.buckets import one_bucket, two_buckets
 from featurestore.compiler.names import BUCKET, KNOWN, TIME, TS, T
-from featurestore.compiler.point_in_time import ROW, instant, interval, known_at, one_bucket, two_buckets, utc_micros
+from featurestore.compiler.point_in_time import ROW
+from featurestore.compiler.times import instant, interval, known_at, utc_micros
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import FeatureView
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlglot import exp
 
 from featurestore.compiler import statistics
-from featurestore.compiler.point_in_time import instant
+from featurestore.compiler.times import instant
 from featurestore.definitions.selection import view_named
 from featurestore.definitions.spec import INTEGER_TYPES, FeatureView
 from featurestore.engines import duckdb as duck

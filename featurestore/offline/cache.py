@@ -20,10 +20,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import (
-    tie_winner,
-    validity_intervals,
-)
+from featurestore.compiler.point_in_time import tie_winner, validity_intervals
 from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.offline.changes import added_files, fingerprint, source_state, state_digest

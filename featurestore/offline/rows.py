@@ -15,13 +15,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from featurestore.compiler.point_in_time import (
-    duplicate_fix,
-    duplicate_message,
-    duplicates,
-    prepare_rows,
-    ties,
-)
+from featurestore.compiler.point_in_time import duplicate_fix, duplicate_message, duplicates, prepare_rows, ties
 from featurestore.compiler.render import render_query
 from featurestore.compiler.windows import event_rows
 from featurestore.definitions.spec import FeatureView

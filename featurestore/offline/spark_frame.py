@@ -11,13 +11,7 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
-from featurestore.compiler.point_in_time import (
-    ROW,
-    Spine,
-    ViewRows,
-    point_in_time,
-    taken_columns,
-)
+from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time, taken_columns
 from featurestore.compiler.render import write
 from featurestore.compiler.windows import WindowRows
 from featurestore.definitions.selection import Selected

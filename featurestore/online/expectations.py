@@ -15,7 +15,8 @@ import sqlglot
 from sqlglot import exp
 
 from featurestore.compiler.names import AT, PREFIX, ROW, TS
-from featurestore.compiler.point_in_time import Spine, instant, point_in_time
+from featurestore.compiler.point_in_time import Spine, point_in_time
+from featurestore.compiler.times import instant
 from featurestore.compiler.windows import WindowRows
 from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, FeatureView

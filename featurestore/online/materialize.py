@@ -28,7 +28,7 @@ from sqlglot import exp
 
 from featurestore.compiler.incremental import latest_rows
 from featurestore.compiler.names import TS
-from featurestore.compiler.point_in_time import instant
+from featurestore.compiler.times import instant
 from featurestore.definitions.selection import view_named
 from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
