@@ -26,9 +26,9 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines.postgres import release_embedded, resolve_url, running_url
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.governance import registry
-from featurestore.governance.describe import describe_view
-from featurestore.governance.plan import plan, records_at_ref
-from featurestore.governance.unused import unused_features
+from featurestore.governance.describe import ViewDescription, describe_view
+from featurestore.governance.plan import Plan, plan, records_at_ref
+from featurestore.governance.unused import UnusedFeature, UnusedSource, unused_features
 from featurestore.governance.usage import CONSUMER_DAYS, UsageRecorder, readers
 from featurestore.offline import cache
 from featurestore.offline.frames import data_problems, frame_sql, training_frame
@@ -264,10 +264,12 @@ class FeatureStore:
         return [{**record["entry"], "applied_at": record["applied_at"], "commit": record["commit"]}
                 for record in registry.applied_records(self._registry_url()).values()]
 
-    def plan(self, *, against: str | None = None) -> dict[str, Any]:
+    def plan(self, *, against: str | None = None) -> Plan:
         """What the working tree changes against the registry, or against git ref `against` (no database needed).
 
         Consumers are declared ones and readers of the last 30 days, where usage records are at hand.
+        A frozen model (`featurestore.governance.plan.Plan`): `added`, `removed`, `changed`, ...,
+        `breaking`, `summary`; `model_dump(mode="json")` is what `featurestore plan --format json` prints.
         """
         head = registry.project_records(self.project)
         if against is None:
@@ -283,13 +285,14 @@ class FeatureStore:
                 recorded = readers(self.settings, url, datetime.now(UTC) - timedelta(days=CONSUMER_DAYS))
             except FeatureStoreError:
                 recorded = None
-        result = plan(base, head, recorded)
-        result["against"] = label
-        result["problems_at_base"] = [p.render(self.root) for p in problems]
-        return result
+        return plan(base, head, recorded, against=label, problems_at_base=[p.render(self.root) for p in problems])
 
-    def unused(self, *, days: int = 30) -> list[dict[str, Any]]:
-        """Features no consumer read in the last `days` days (never-read ones too), then sources no view reads."""
+    def unused(self, *, days: int = 30) -> list[UnusedFeature | UnusedSource]:
+        """Features no consumer read in the last `days` days (never-read ones too), then sources no view reads.
+
+        Frozen models (`featurestore.governance.unused`): an `UnusedFeature` per feature (owner, version,
+        last read, online bytes), then an `UnusedSource` per source.
+        """
         self._usage.flush()
         return unused_features(self.project, self._registry_url(), days)
 
@@ -306,8 +309,12 @@ class FeatureStore:
         """The features computed from `source.column` (or `view.column`), directly or through other views."""
         return reverse_lineage(self.views, self.project.sources, column)
 
-    def describe(self, name: str) -> dict[str, Any]:
-        """A view's annotations, the span of its data, its online freshness and its recorded consumers."""
+    def describe(self, name: str) -> ViewDescription:
+        """A view's annotations, the span of its data, its online freshness and its recorded consumers.
+
+        A frozen model (`featurestore.governance.describe.ViewDescription`): the view's catalog entry,
+        `data`, `online` (None if not materialized) and `recorded_consumers`.
+        """
         self._usage.flush()
         return describe_view(self.project, name, self._registry_url())
 

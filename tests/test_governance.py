@@ -15,7 +15,10 @@ import pytest
 
 from featurestore import FeatureStore
 from featurestore.errors import FeatureDeprecationWarning, SunsetError
+from featurestore.governance.describe import DataSpan
+from featurestore.governance.plan import OwnerChange
 from featurestore.governance.registry import SCHEMA
+from featurestore.governance.unused import UnusedFeature, UnusedSource
 
 from support import T0, ProjectDir, events_table
 
@@ -119,6 +122,10 @@ def test_a_pull_request_is_planned_against_the_registry_and_git(repo: ProjectDir
         assert [(d["view"], d["sunset"], d["hint"]) for d in result["deprecations"]] == [
             ("legacy", "2099-06-30", "use spend.amount")]
         assert result["owner_changes"] == []
+        typed = FeatureStore(repo.root).plan(against=against)  # the SDK's model is what --format json prints
+        assert typed.model_dump(mode="json") == result
+        assert (typed.breaking, typed.changed[0].features_removed, typed.changed[0].consumers[0].consumer) == (
+            True, ("card_id",), "fraud_model")
         code, markdown, _ = repo.run(*(["plan"] + (["--against", against] if against else [])), capsys=capsys)
         assert code == 0
         assert "## Feature store plan: 1 added, 1 removed, 1 changed, 1 reformatted" in markdown
@@ -138,6 +145,8 @@ def test_plan_against_git_needs_no_database_and_reports_owners(repo: ProjectDir,
     result = json.loads(out)
     assert code == 0 and result["usage"] == "declared only" and result["changed"] == []
     assert result["owner_changes"] == [{"view": "risk", "from": "risk@example.com", "to": "fraud@example.com"}]
+    assert FeatureStore(repo.root).plan(against="main").owner_changes == (
+        OwnerChange(view="risk", from_="risk@example.com", to="fraud@example.com"),)
     code, _, err = repo.run("plan", "--against", "no-such-branch", capsys=capsys)
     assert code == 1 and "'no-such-branch' names no commit" in err
 
@@ -217,6 +226,10 @@ def test_unused_lists_unread_features_and_sources(repo: ProjectDir, database: st
     assert features["risk.doubled"]["owner"] == "risk@example.com" and features["risk.doubled"]["last_read"] is None
     assert features["risk.doubled"]["online_bytes"] > 0
     assert [f["source"] for f in found if f["kind"] == "source"] == ["orphan"]
+    typed = FeatureStore(repo.root).unused()
+    assert [item.model_dump(mode="json") for item in typed] == found
+    assert [u.feature for u in typed if isinstance(u, UnusedFeature)] == [f["feature"] for f in found[:-1]]
+    assert [u.source for u in typed if isinstance(u, UnusedSource)] == ["orphan"]
     # A read 40 days ago is not a read in the last 30 days, and shows as the last read.
     long_ago = datetime.now(UTC) - timedelta(days=40)
     sql(database, f"UPDATE {SCHEMA}.usage SET last_seen = %s, first_seen = %s", [long_ago, long_ago])
@@ -258,6 +271,10 @@ def test_describe_shows_annotations_span_freshness_and_consumers(repo: ProjectDi
     [source] = described["data"]["sources"]  # the source column the view's timestamp comes from
     assert (source["column"], source["rows"], source["first"][:19], source["last"][:19]) == (
         "events.ts", 6, "2026-01-01 00:00:00", "2026-01-01 05:00:00")
+    typed = FeatureStore(repo.root).describe("spend")
+    assert typed.model_dump(mode="json") == described
+    assert typed.data is not None
+    assert (typed.data.count, typed.data.unit, typed.owner) == (6, "rows", "fraud@example.com")
     FeatureStore(repo.root).materialize(until=T0 + timedelta(hours=6))
     read_spend(repo, "fraud_model")
     code, out, _ = repo.run("describe", "spend", "--format", "json", capsys=capsys)
@@ -269,6 +286,18 @@ def test_describe_shows_annotations_span_freshness_and_consumers(repo: ProjectDi
     assert "read in the last 30 days by: fraud_model (1 reads" in out and "data: 6 rows, from 2026-01-01" in out
     code, _, err = repo.run("describe", "spned", capsys=capsys)
     assert code == 1 and "did you mean 'spend'" in err
+
+
+def test_a_data_span_counts_rows_or_events_and_its_json_shows_that_one() -> None:
+    span = {"first": None, "last": None, "sources": [], "invalid": [["2026-01-01T00:00:00+00:00",
+                                                                      "2026-01-02T00:00:00+00:00"]],
+            "available_since": None}
+    events = DataSpan(events=3, **span)
+    assert (events.count, events.unit) == (3, "events")
+    assert events.model_dump(mode="json") == {"events": 3, **span}
+    assert list(DataSpan(rows=0, **span).model_dump()) == ["rows", *span]
+    with pytest.raises(ValueError, match="either rows or events"):
+        DataSpan(**span)
 
 
 def test_lineage_command(repo: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.errors import FeatureStoreError
+from featurestore.governance.describe import ViewDescription
 from featurestore.governance.stats import PSI_MODERATE, PSI_SIGNIFICANT
 from featurestore.governance.unused import unread_features
 from featurestore.offline.snapshots import load_snapshot
@@ -42,13 +43,13 @@ def render_catalog(store: FeatureStore, *, snapshot: str | Path | None = None,
     """The catalog page as HTML text, of `views` (default: all)."""
     names = sorted(store.views if views is None else views)
     notes: list[str] = []
-    described: dict[str, dict[str, Any]] = {}
+    described: dict[str, ViewDescription] = {}
     for name in names:
         try:
             described[name] = store.describe(name)
         except FeatureStoreError as exc:  # PostgreSQL unreachable: the rest of the page still helps
-            described[name] = {**next(v for v in store.catalog() if v["view"] == name), "data": None, "online": None,
-                               "recorded_consumers": None}
+            entry = next(v for v in store.catalog() if v["view"] == name)
+            described[name] = ViewDescription(**entry, data=None, online=None, recorded_consumers=None)
             notes.append(f"{name}: {exc}")
     try:  # every read ever, once: the unused features (as `featurestore unused` finds them) come from it
         read = store.readers()
@@ -87,53 +88,53 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _view_card(view: dict[str, Any], lineage: dict[str, Any], unused: set[str] | None,
+def _view_card(view: ViewDescription, lineage: dict[str, Any], unused: set[str] | None,
                read: dict[tuple[str, str], dict[str, dict[str, Any]]], drift: dict[str, dict[str, Any]] | None) -> str:
-    name = view["view"]
-    facts = [("kind", view["kind"]), ("entity", ", ".join(view["entity"])), ("timestamp", view["timestamp"]),
-             ("owner", view["owner"]), ("version", view["version"]), ("file", view["path"])]
+    name = view.view
+    facts = [("kind", view.kind), ("entity", ", ".join(view.entity)), ("timestamp", view.timestamp),
+             ("owner", view.owner), ("version", view.version), ("file", view.path)]
     for key in ("available_after", "available_since", "ttl", "created"):
-        if view.get(key) and view[key] != "0s":
-            facts.append((key, view[key]))
-    if view["windows"]:
-        facts.append(("windows", ", ".join(view["windows"])))
-    for start, end in view["invalid"]:
+        value = getattr(view, key)
+        if value and value != "0s":
+            facts.append((key, value))
+    if view.windows:
+        facts.append(("windows", ", ".join(view.windows)))
+    for start, end in view.invalid:
         facts.append(("invalid", f"{start} .. {end}"))
-    if view.get("data"):
-        data = view["data"]
-        count = data.get("rows", data.get("events"))
-        facts.append(("data", f"{count:,} {'rows' if 'rows' in data else 'events'}, {data['first']} to {data['last']}"))
-    online = view.get("online")
-    facts.append(("freshness", f"online up to {online['watermark']} (materialized {online['materialized_at']})"
+    if view.data:
+        data = view.data
+        facts.append(("data", f"{data.count:,} {data.unit}, {data.first} to {data.last}"))
+    online = view.online
+    facts.append(("freshness", f"online up to {online.watermark} (materialized {online.materialized_at})"
                   if online else "not materialized"))
-    consumers = sorted(set(view.get("consumers") or []) | {c["consumer"] for c in view.get("recorded_consumers") or []})
+    consumers = sorted(set(view.consumers) | {c.consumer for c in view.recorded_consumers or ()})
     facts.append(("consumers", ", ".join(consumers) or "none"))
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
-    tags = "".join(f"<span class=tag>{_e(t)}</span>" for t in view["tags"])
+    tags = "".join(f"<span class=tag>{_e(t)}</span>" for t in view.tags)
     deprecated = ""
-    if view.get("deprecated"):
-        deprecated = (f"<p class=deprecated>Deprecated: sunset {_e(view['deprecated']['sunset'])} "
-                      f"{_e(view['deprecated']['hint'])}</p>")
+    if view.deprecated:
+        deprecated = (f"<p class=deprecated>Deprecated: sunset {_e(view.deprecated.sunset)} "
+                      f"{_e(view.deprecated.hint)}</p>")
     features = []
-    for feature in view["features"]:
-        qualified = f"{name}.{feature['name']}"
-        by = read.get((name, feature["name"]), {})
+    for feature in view.features:
+        qualified = f"{name}.{feature.name}"
+        by = read.get((name, feature.name), {})
         readers = sorted(by)
         last = max((info["last_read"] for info in by.values()), default=None)
         last = last.strftime("%Y-%m-%d %H:%M") if last else ""
         is_unused = unused is not None and qualified in unused
         sources = ", ".join(lineage[qualified].sources)
-        shift = drift.get(feature["name"]) if drift else None
+        shift = drift.get(feature.name) if drift else None
         features.append(
             f"<tr class='feature{' unused' if is_unused else ''}' data-search='{_e(qualified.lower())}'>"
-            f"<td><code>{_e(feature['name'])}</code>{' <span class=badge>unused</span>' if is_unused else ''}</td>"
-            f"<td>{_e(feature['type'])}</td><td>{_e(sources)}</td><td>{_e(', '.join(readers) or '')}</td>"
+            f"<td><code>{_e(feature.name)}</code>{' <span class=badge>unused</span>' if is_unused else ''}</td>"
+            f"<td>{_e(feature.type)}</td><td>{_e(sources)}</td><td>{_e(', '.join(readers) or '')}</td>"
             f"<td>{_e(last)}</td><td>{_psi_bar(shift) if shift else ''}</td></tr>")
     # The view's own words; its features match row by row (a view shows if either matches).
-    search = " ".join([name, view["owner"], view.get("description", ""), *view["tags"]]).lower()
+    search = " ".join([name, view.owner, view.description, *view.tags]).lower()
     return f"""<section class=view id="view-{_e(name)}" data-search="{_e(search)}">
 <h2>{_e(name)} {tags}</h2>
-<p class=description>{_e(view.get("description") or "")}</p>{deprecated}
+<p class=description>{_e(view.description)}</p>{deprecated}
 <table class=facts>{rows}</table>
 <table class=features><thead><tr><th>feature</th><th>type</th><th>from</th><th>read by</th><th>last read</th>
 <th>drift (PSI)</th></tr></thead><tbody>{"".join(features)}</tbody></table>

@@ -241,39 +241,41 @@ def plan(args: argparse.Namespace) -> int:
     store = _store(args)
     result = store.plan(against=args.against)
     if args.format == "json":
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
-        print(render_plan_markdown(result, result["against"]), end="")
-    for problem in result["problems_at_base"]:
+        print(render_plan_markdown(result, result.against), end="")
+    for problem in result.problems_at_base:
         print(f"warning: at {args.against}, {problem} (left out of the comparison)", file=sys.stderr)
-    if args.fail_on == "breaking" and result["breaking"]:
+    if args.fail_on == "breaking" and result.breaking:
         print("error: the plan removes or changes views that have consumers (--fail-on breaking)", file=sys.stderr)
         return 3
     return 0
 
 
 def unused(args: argparse.Namespace) -> int:
+    from featurestore.governance.unused import UnusedFeature, UnusedSource
+
     if args.days < 1:
         raise FeatureStoreError(f"--days {args.days}: give a number of days, 1 or more")
     store = _store(args)
     found = store.unused(days=args.days)
     store.close()
     if args.format == "json":
-        print(json.dumps(found, indent=2))
+        print(json.dumps([item.model_dump(mode="json") for item in found], indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    features = [f for f in found if f["kind"] == "feature"]
+    features = [f for f in found if isinstance(f, UnusedFeature)]
     table = Table("feature", "owner", "version", "last read", "online bytes",
                   title=f"{len(features)} features no consumer read in the last {args.days} days")
     for item in features:
-        size = item["online_bytes"]
-        table.add_row(item["feature"], item["owner"], item["version"], item["last_read"] or "never",
+        size = item.online_bytes
+        table.add_row(item.feature, item.owner, item.version, item.last_read or "never",
                       f"{size:,}" if size is not None else "-")
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
-    sources = [f["source"] for f in found if f["kind"] == "source"]
+    sources = [f.source for f in found if isinstance(f, UnusedSource)]
     if sources:
         console.print(f"sources no view reads: {', '.join(sources)}")
     return 0
@@ -359,35 +361,34 @@ def describe(args: argparse.Namespace) -> int:
     found = store.describe(args.view)
     store.close()
     if args.format == "json":
-        print(json.dumps(found, indent=2, default=str))
+        print(json.dumps(found.model_dump(mode="json"), indent=2))
         return 0
-    lines = [f"{found['view']} ({found['kind']}, version {found['version']})", f"  owner: {found['owner']}"]
-    if found["description"]:
-        lines.append(f"  description: {found['description']}")
-    lines.append(f"  entity: {', '.join(found['entity'])}; timestamp: {found['timestamp']}")
+    lines = [f"{found.view} ({found.kind}, version {found.version})", f"  owner: {found.owner}"]
+    if found.description:
+        lines.append(f"  description: {found.description}")
+    lines.append(f"  entity: {', '.join(found.entity)}; timestamp: {found.timestamp}")
     for key in ("available_after", "available_since", "ttl", "created", "windows", "tags", "consumers"):
-        if found.get(key) and found[key] != "0s":
-            value = found[key]
-            lines.append(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
-    for start, end in found["invalid"]:
+        value = getattr(found, key)
+        if value and value != "0s":
+            lines.append(f"  {key}: {', '.join(value) if isinstance(value, tuple) else value}")
+    for start, end in found.invalid:
         lines.append(f"  invalid: {start} .. {end}")
-    if found["deprecated"]:
-        lines.append(f"  deprecated: sunset {found['deprecated']['sunset']} {found['deprecated']['hint']}".rstrip())
-    data = found["data"]
-    count = data.get("rows", data.get("events"))
-    lines.append(f"  data: {count:,} {'rows' if 'rows' in data else 'events'}, from {data['first']} to {data['last']}")
-    for source in data["sources"]:
-        lines.append(f"    source {source['column']}: {source['rows']:,} rows, "
-                     f"from {source['first']} to {source['last']}")
-    online = found["online"]
+    if found.deprecated:
+        lines.append(f"  deprecated: sunset {found.deprecated.sunset} {found.deprecated.hint}".rstrip())
+    data = found.data
+    if data is not None:  # always, from describe
+        lines.append(f"  data: {data.count:,} {data.unit}, from {data.first} to {data.last}")
+        for source in data.sources:
+            lines.append(f"    source {source.column}: {source.rows:,} rows, from {source.first} to {source.last}")
+    online = found.online
     if online:
-        lines.append(f"  online: data known by {online['watermark']} (lag {_lag(online['lag_seconds'])}), "
-                     f"materialized at {online['materialized_at']}")
+        lines.append(f"  online: data known by {online.watermark} (lag {_lag(online.lag_seconds)}), "
+                     f"materialized at {online.materialized_at}")
     else:
         lines.append("  online: not materialized in this version; run `featurestore materialize`")
-    consumers = found["recorded_consumers"] or []
+    consumers = found.recorded_consumers or ()
     lines.append("  read in the last 30 days by: " + (", ".join(
-        f"{c['consumer']} ({c['reads']:,} reads, last {c['last_read'][:19]})" for c in consumers) or "nobody"))
+        f"{c.consumer} ({c.reads:,} reads, last {c.last_read[:19]})" for c in consumers) or "nobody"))
     print("\n".join(lines))
     return 0
 

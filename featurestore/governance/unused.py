@@ -1,14 +1,19 @@
 """Features nobody reads: the clean-up list.
 
     unused_features(project, url, days=30)
-    → [{"feature": "view.f", "owner": ..., "last_read": ..., "online_bytes": ...}, ...]
+    → [UnusedFeature(feature="view.f", owner=..., last_read=..., online_bytes=...), ..., UnusedSource(source=...)]
+
+Frozen pydantic models whose field names are the keys of their JSON (`model_dump(mode="json")`,
+as `featurestore unused --format json` prints them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from featurestore.compiler.windows import aggregates
 from featurestore.engines import postgres
@@ -16,26 +21,55 @@ from featurestore.governance.usage import readers
 from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
 from featurestore.project import Project
 
-__all__ = ["unread_features", "unused_features"]
+__all__ = ["UnusedFeature", "UnusedSource", "unread_features", "unused_features"]
 
 
-def unused_features(project: Project, url: str, days: int, now: datetime | None = None) -> list[dict[str, Any]]:
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UnusedFeature(_Frozen):
+    """A feature no consumer read lately: its last read ever (ISO 8601; None if never) and who read it
+    then, and about what its column costs in the online table (None if not online)."""
+
+    kind: Literal["feature"] = "feature"
+    feature: str
+    view: str
+    owner: str
+    version: str
+    last_read: str | None
+    last_consumers: tuple[str, ...]
+    online_bytes: int | None
+
+
+class UnusedSource(_Frozen):
+    """A source no view reads (`feature`, `owner` and `last_read` are always None: the same keys as
+    an unused feature's, for readers of the JSON list)."""
+
+    kind: Literal["source"] = "source"
+    feature: None = None
+    source: str
+    owner: None = None
+    last_read: None = None
+
+
+def unused_features(project: Project, url: str, days: int,
+                    now: datetime | None = None) -> list[UnusedFeature | UnusedSource]:
     """Features no consumer read in the last `days` days (never-read ones included), then unread sources.
 
-    Each feature: feature, view, owner, version, last_read (ever; None if never), reads in the
-    window (0), and online_bytes: about what its column costs in the online table.
+    Each feature (`UnusedFeature`): feature, view, owner, version, last_read (ever; None if never), the
+    consumers that read it then, and online_bytes: about what its column costs in the online table.
     """
     now = now or datetime.now(UTC)
     ever = readers(project.settings, url)
     sizes = _online_bytes(url, project)
-    found: list[dict[str, Any]] = []
+    found: list[UnusedFeature | UnusedSource] = []
     for view, feature, last, reads in unread_features(project, ever, now - timedelta(days=days)):
-        found.append({"kind": "feature", "feature": feature.qualified, "view": view.name, "owner": view.owner,
-                      "version": view.version, "last_read": last.isoformat() if last else None,
-                      "last_consumers": sorted(reads), "online_bytes": sizes.get((view.name, feature.column))})
+        found.append(UnusedFeature(feature=feature.qualified, view=view.name, owner=view.owner, version=view.version,
+                                   last_read=last.isoformat() if last else None, last_consumers=sorted(reads),
+                                   online_bytes=sizes.get((view.name, feature.column))))
     read = {r for v in project.views.values() for r in v.reads}
-    for source in sorted(set(project.settings.sources) - read):
-        found.append({"kind": "source", "feature": None, "source": source, "owner": None, "last_read": None})
+    found += [UnusedSource(source=source) for source in sorted(set(project.settings.sources) - read)]
     return found
 
 
