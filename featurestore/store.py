@@ -27,7 +27,7 @@ from featurestore.engines.postgres import release_embedded, resolve_url, running
 from featurestore.errors import FeatureStoreError, Problem
 from featurestore.governance import registry
 from featurestore.governance.describe import ViewDescription, describe_view
-from featurestore.governance.plan import Plan, plan, records_at_ref
+from featurestore.governance.plan import Plan, plan
 from featurestore.governance.unused import UnusedFeature, UnusedSource, unused_features
 from featurestore.governance.usage import CONSUMER_DAYS, UsageRecorder, readers
 from featurestore.offline import cache
@@ -276,7 +276,7 @@ class FeatureStore:
             url = self._registry_url()
             base, label, problems = registry.applied_records(url), "the registry", []
         else:
-            base, commit, problems = records_at_ref(self.project, against)
+            base, commit, problems = registry.records_at_ref(self.project, against)
             label = f"git {against} ({commit[:12]})"
             url = running_url(self.settings.postgres_url, self.settings.state_dir)
         recorded = None

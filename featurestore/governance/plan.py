@@ -1,6 +1,5 @@
 """What a change of definitions does: the pull-request plan.
 
-    records_at_ref(project, "origin/main")     → the definitions at a git ref, as registry records
     plan(base_records, head_records, readers, against="the registry")
         → Plan(added=(AddedView(...), ...), removed=(...), changed=(ChangedView(...), ...), ...)
     render_plan_markdown(result, against)       → a pull-request comment
@@ -9,26 +8,19 @@ The result is frozen pydantic models whose field names are the keys of its JSON
 (`result.model_dump(mode="json")`, which `featurestore plan --format json` prints).
 
 A side of a plan is a mapping of view name to the registry's record of it (featurestore.governance.registry):
-the applied registry, the working tree, or the definitions at a git ref (`records_at_ref`).
+the applied registry, the working tree, or the definitions at a git ref (`registry.records_at_ref`).
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from featurestore.errors import FeatureStoreError, Problem
-from featurestore.governance.registry import git, project_records, require_git_ref
 from featurestore.governance.usage import Readers
 from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
-from featurestore.project import Project, validate
 
 __all__ = [
     "AddedView",
@@ -44,7 +36,6 @@ __all__ = [
     "RemovedView",
     "RetypedFeature",
     "plan",
-    "records_at_ref",
     "render_plan_markdown",
 ]
 
@@ -191,34 +182,6 @@ class Plan(_Frozen):
     summary: PlanSummary
     against: str
     problems_at_base: tuple[str, ...] = ()
-
-
-def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]], str, list[Problem]]:
-    """The registry records of the definitions at git `ref`, resolved against the working tree's sources.
-
-    Returns (records, the commit, problems of definitions at `ref` that no longer resolve).
-    """
-    settings = project.settings
-    commit = require_git_ref(settings.root, ref)
-    shown = git(settings.root, "rev-parse", "--show-prefix")
-    if shown.returncode != 0:
-        raise FeatureStoreError(f"{settings.root} is not in a git repository: {shown.stderr.decode().strip()}")
-    prefix = shown.stdout.decode().strip()
-    relative = settings.definitions.relative_to(settings.root).as_posix()
-    with tempfile.TemporaryDirectory(prefix="featurestore-plan-") as folder:
-        base = Path(folder)
-        archive = git(settings.root, "archive", "--format=tar", commit, "--", f"{prefix}{relative}")
-        if archive.returncode == 0:
-            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-                _extract(tar, base)
-        definitions = base / prefix / relative
-        definitions.mkdir(parents=True, exist_ok=True)  # no definitions at `ref`: every view is new
-        at_ref = validate(settings.model_copy(update={"definitions": definitions}))
-        records = project_records(at_ref)
-        for entry in records.values():
-            entry["entry"]["path"] = Path(entry["entry"]["path"]).relative_to(base / prefix).as_posix()
-        problems = [p for p in at_ref.problems if p.severity == "error"]
-    return records, commit, problems
 
 
 def plan(base: dict[str, dict[str, Any]], head: dict[str, dict[str, Any]], recorded: Readers | None,
@@ -421,12 +384,3 @@ def _backfill_text(backfill: Backfill) -> str:
     return f"offline only: recomputed from {sources}"
 
 
-def _extract(tar: tarfile.TarFile, folder: Path) -> None:
-    """Extract plain files and folders into `folder`, nothing outside it (Python 3.11.0–3.11.3 lack
-    extraction filters, so the members are checked here)."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(folder, filter="data")
-        return
-    members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
-               and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts]
-    tar.extractall(folder, members=members)

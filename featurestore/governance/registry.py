@@ -3,6 +3,7 @@
     records = project_records(project)            # the working tree, as the registry would hold it
     summary = apply(project, url, commit="3f2a…") # {"added": [...], "removed": [...], "changed": [...], ...}
     applied_records(url)                          # {"user_daily_stats": {"version": ..., "entry": {...}, ...}}
+    records_at_ref(project, "origin/main")        # the definitions at a git ref, as the registry would hold them
 
 Schema `featurestore_registry`:
 - `views`: the applied working tree, one row per view: its version, catalog entry (owner,
@@ -15,8 +16,11 @@ Schema `featurestore_registry`:
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,11 @@ from featurestore.compiler.render import render_view
 from featurestore.compiler.version import normalized_sql
 from featurestore.definitions.spec import FeatureView, catalog_entry
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError
-from featurestore.project import Project
+from featurestore.errors import FeatureStoreError, Problem
+from featurestore.project import Project, validate
 
 __all__ = ["SCHEMA", "applied_records", "apply", "ensure_schema", "git", "git_commit", "project_records", "record",
-           "require_git_ref"]
+           "records_at_ref", "require_git_ref"]
 
 SCHEMA = "featurestore_registry"
 
@@ -154,3 +158,42 @@ def require_git_ref(root: Path, ref: str) -> str:
         raise FeatureStoreError(f"'{ref}' names no commit in the git repository at {root}; fetch it first "
                                 "(in CI: `git fetch origin main` and use --against origin/main)")
     return found.stdout.decode().strip()
+
+
+def records_at_ref(project: Project, ref: str) -> tuple[dict[str, dict[str, Any]], str, list[Problem]]:
+    """The registry records of the definitions at git `ref`, resolved against the working tree's sources.
+
+    Returns (records, the commit, problems of definitions at `ref` that no longer resolve).
+    """
+    settings = project.settings
+    commit = require_git_ref(settings.root, ref)
+    shown = git(settings.root, "rev-parse", "--show-prefix")
+    if shown.returncode != 0:
+        raise FeatureStoreError(f"{settings.root} is not in a git repository: {shown.stderr.decode().strip()}")
+    prefix = shown.stdout.decode().strip()
+    relative = settings.definitions.relative_to(settings.root).as_posix()
+    with tempfile.TemporaryDirectory(prefix="featurestore-plan-") as folder:
+        base = Path(folder)
+        archive = git(settings.root, "archive", "--format=tar", commit, "--", f"{prefix}{relative}")
+        if archive.returncode == 0:
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                _extract(tar, base)
+        definitions = base / prefix / relative
+        definitions.mkdir(parents=True, exist_ok=True)  # no definitions at `ref`: every view is new
+        at_ref = validate(settings.model_copy(update={"definitions": definitions}))
+        records = project_records(at_ref)
+        for entry in records.values():
+            entry["entry"]["path"] = Path(entry["entry"]["path"]).relative_to(base / prefix).as_posix()
+        problems = [p for p in at_ref.problems if p.severity == "error"]
+    return records, commit, problems
+
+
+def _extract(tar: tarfile.TarFile, folder: Path) -> None:
+    """Extract plain files and folders into `folder`, nothing outside it (Python 3.11.0–3.11.3 lack
+    extraction filters, so the members are checked here)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(folder, filter="data")
+        return
+    members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
+               and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts]
+    tar.extractall(folder, members=members)
