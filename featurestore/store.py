@@ -267,7 +267,7 @@ class FeatureStore:
     def plan(self, *, against: str | None = None) -> Plan:
         """What the working tree changes against the registry, or against git ref `against` (no database needed).
 
-        Consumers are declared ones and readers of the last 30 days, where usage records are at hand.
+        Consumers are declared ones and readers of the last CONSUMER_DAYS (30) days, where usage records are at hand.
         A frozen model (`featurestore.governance.plan.Plan`): `added`, `removed`, `changed`, ...,
         `breaking`, `summary`; `model_dump(mode="json")` is what `featurestore plan --format json` prints.
         """
@@ -287,7 +287,7 @@ class FeatureStore:
                 recorded = None
         return plan(base, head, recorded, against=label, problems_at_base=[p.render(self.root) for p in problems])
 
-    def unused(self, *, days: int = 30) -> list[UnusedFeature | UnusedSource]:
+    def unused(self, *, days: int = CONSUMER_DAYS) -> list[UnusedFeature | UnusedSource]:
         """Features no consumer read in the last `days` days (never-read ones too), then sources no view reads.
 
         Frozen models (`featurestore.governance.unused`): an `UnusedFeature` per feature (owner, version,

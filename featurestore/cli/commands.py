@@ -12,6 +12,7 @@ from typing import Any
 
 from featurestore.cli.render import print_problems
 from featurestore.errors import FeatureStoreError
+from featurestore.governance import CONSUMER_DAYS
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -387,7 +388,7 @@ def describe(args: argparse.Namespace) -> int:
     else:
         lines.append("  online: not materialized in this version; run `featurestore materialize`")
     consumers = found.recorded_consumers or ()
-    lines.append("  read in the last 30 days by: " + (", ".join(
+    lines.append(f"  read in the last {CONSUMER_DAYS} days by: " + (", ".join(
         f"{c.consumer} ({c.reads:,} reads, last {c.last_read[:19]})" for c in consumers) or "nobody"))
     print("\n".join(lines))
     return 0

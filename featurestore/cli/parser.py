@@ -10,6 +10,7 @@ import argparse
 from featurestore.cli import commands
 from featurestore.compiler import DIALECTS
 from featurestore.engines import ENGINES
+from featurestore.governance import CONSUMER_DAYS
 
 __all__ = ["FORMATS", "build_parser"]
 
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="List features no consumer read in the last --days days (never-read "
                                              "ones included), with owner, version, last read and online storage; "
                                              "then sources no view reads.")
-    unused.add_argument("--days", type=int, default=30, help="the window, in days (default 30)")
+    unused.add_argument("--days", type=int, default=CONSUMER_DAYS,
+                        help=f"the window, in days (default {CONSUMER_DAYS})")
     unused.add_argument("--format", choices=FORMATS, default="text")
     unused.set_defaults(handler=commands.unused)
 

@@ -8,3 +8,7 @@ change does, what nobody uses, and how their values are distributed.
     describe   one view: annotations, data span, online freshness, consumers
     stats      feature statistics offline, and drift of online values against a training snapshot
 """
+
+# A recorded reader counts as a consumer for this long after its last read (plan, describe, unused).
+# Here, in the package, so the CLI can name it without importing the modules.
+CONSUMER_DAYS = 30

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from featurestore.governance import CONSUMER_DAYS
 from featurestore.governance.usage import Readers
 from featurestore.online.materialize import SCHEMA as ONLINE_SCHEMA
 
@@ -305,7 +306,7 @@ def render_plan_markdown(result: Plan, against: str) -> str:
     lines = [f"## Feature store plan: {counts.added} added, {counts.removed} removed, "
              f"{counts.changed} changed, {counts.reformatted} reformatted", "",
              f"Compared with {against}. Consumers: "
-             + ("declared and recorded readers of the last 30 days." if result.usage == "recorded"
+             + (f"declared and recorded readers of the last {CONSUMER_DAYS} days." if result.usage == "recorded"
                 else "declared only (no usage records at hand)."), ""]
     if result.breaking:
         affected = [i.view for i in [*result.removed, *result.changed] if i.breaking]

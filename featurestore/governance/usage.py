@@ -38,11 +38,11 @@ from typing import Any
 from featurestore.config import Settings
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError
+from featurestore.governance import CONSUMER_DAYS
 from featurestore.governance.registry import SCHEMA, ensure_schema
 
 __all__ = ["CONSUMER_DAYS", "FLUSH_SECONDS", "UNKNOWN", "Readers", "UsageRecorder", "ingest_spool", "readers"]
 
-CONSUMER_DAYS = 30  # a recorded reader counts as a consumer for this long after its last read
 Readers = dict[tuple[str, str], dict[str, dict[str, Any]]]  # (view, feature) → consumer → reads, rows, last read
 
 FLUSH_SECONDS = 5.0
