@@ -1,66 +1,74 @@
-"""Prometheus text metrics, kept in process: request latency, requests by status, lookups by feature.
+"""Prometheus metrics of the lookup service, from `prometheus_client`: request latency by route,
+requests by route and status, entity lookups by feature and consumer.
 
-Small enough to write here rather than add a client library: three metric families, one lock.
+With several workers (`featurestore serve --workers 2`) each worker is a process of its own, and
+a scrape reaches whichever worker accepts it. `featurestore serve` therefore sets
+PROMETHEUS_MULTIPROC_DIR (a folder under the project's `.featurestore/`, emptied at start) before
+the workers start: each worker writes its counts to files there, and every scrape adds up all
+workers' (prometheus_client's multiprocess mode). Without it (one process, tests), counts stay in
+the process.
 """
 
 from __future__ import annotations
 
-import threading
-from bisect import bisect_left
-from collections import Counter
+import os
+import shutil
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Metrics"]
+__all__ = ["MULTIPROCESS_ENV", "Metrics", "prepare_multiprocess"]
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+def prepare_multiprocess(folder: Path) -> None:
+    """Empty `folder` and name it in the environment, so that the workers started after this (and
+    inheriting it) share their counts there. Call it before anything imports prometheus_client."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROCESS_ENV] = str(folder)
+
+
 class Metrics:
+    """The service's metric families, on a registry of its own."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._latency: dict[str, list[int]] = {}  # route → counts per bucket (+Inf last), cumulated when rendered
-        self._latency_sum: Counter[str] = Counter()
-        self._requests: Counter[tuple[str, int]] = Counter()
-        self._lookups: Counter[tuple[tuple[str, ...], str]] = Counter()  # (features, consumer), expanded when rendered
+        import prometheus_client
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        prometheus_client.disable_created_metrics()  # no *_created series: they only double the output
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._latency = Histogram("featurestore_request_seconds", "Request latency by route.", ["route"],
+                                  buckets=_BUCKETS, registry=self.registry)
+        self._requests = Counter("featurestore_requests", "Requests by route and status.", ["route", "status"],
+                                 registry=self.registry)
+        self._lookups = Counter("featurestore_lookups", "Entity lookups by feature and consumer.",
+                                ["feature", "consumer"], registry=self.registry)
+        # The counters of a request's features, per distinct (features, consumer): resolved once.
+        self._lookup_children: dict[tuple[tuple[str, ...], str], list[Any]] = {}
 
     def request(self, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            buckets = self._latency.get(route)
-            if buckets is None:
-                buckets = self._latency[route] = [0] * (len(_BUCKETS) + 1)
-            buckets[bisect_left(_BUCKETS, seconds)] += 1
-            self._latency_sum[route] += seconds
-            self._requests[(route, status)] += 1
+        self._latency.labels(route).observe(seconds)
+        self._requests.labels(route, str(status)).inc()
 
     def lookups(self, features: tuple[str, ...], consumer: str, entities: int) -> None:
-        with self._lock:
-            self._lookups[(features, consumer)] += entities
+        children = self._lookup_children.get((features, consumer))
+        if children is None:
+            children = self._lookup_children[(features, consumer)] = [self._lookups.labels(feature, consumer)
+                                                                       for feature in features]
+        for child in children:
+            child.inc(entities)
 
-    def render(self) -> str:
-        lines = ["# HELP featurestore_request_seconds Request latency by route.",
-                 "# TYPE featurestore_request_seconds histogram"]
-        with self._lock:
-            for route, counts in sorted(self._latency.items()):
-                buckets = [sum(counts[:index + 1]) for index in range(len(counts))]
-                label = f'route="{_escape(route)}"'
-                for bound, count in zip((*_BUCKETS, "+Inf"), buckets):
-                    lines.append(f'featurestore_request_seconds_bucket{{{label},le="{bound}"}} {count}')
-                lines.append(f"featurestore_request_seconds_sum{{{label}}} {self._latency_sum[route]}")
-                lines.append(f"featurestore_request_seconds_count{{{label}}} {buckets[-1]}")
-            lines += ["# HELP featurestore_requests_total Requests by route and status.",
-                      "# TYPE featurestore_requests_total counter"]
-            for (route, status), count in sorted(self._requests.items()):
-                lines.append(f'featurestore_requests_total{{route="{_escape(route)}",status="{status}"}} {count}')
-            lines += ["# HELP featurestore_lookups_total Entity lookups by feature and consumer.",
-                      "# TYPE featurestore_lookups_total counter"]
-            lookups: Counter[tuple[str, str]] = Counter()
-            for (features, consumer), count in self._lookups.items():
-                for feature in features:
-                    lookups[(feature, consumer)] += count
-            for (feature, consumer), count in sorted(lookups.items()):
-                labels = f'feature="{_escape(feature)}",consumer="{_escape(consumer)}"'
-                lines.append(f"featurestore_lookups_total{{{labels}}} {count}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The Prometheus text exposition: every worker's counts in multiprocess mode, else this process's."""
+        from prometheus_client import CollectorRegistry, generate_latest
 
+        folder = os.environ.get(MULTIPROCESS_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=folder)
+        return generate_latest(registry)

@@ -79,9 +79,9 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
     catalog = client.get("/v1/views").json()["views"]
     assert [v["view"] for v in catalog] == list(store.views)
     assert client.get("/v1/views/profile").json()["tags"] == ["pii"]
-    metrics = client.get("/metrics").text
-    assert 'featurestore_lookups_total{feature="spend.amount",consumer="fraud_model"} 3' in metrics
-    assert 'featurestore_requests_total{route="/v1/features",status="200"} 2' in metrics
+    metrics = scraped(client.get("/metrics").text)
+    assert metrics[("featurestore_lookups_total", (("consumer", "fraud_model"), ("feature", "spend.amount")))] == 3
+    assert metrics[("featurestore_requests_total", (("route", "/v1/features"), ("status", "200")))] == 2
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
 
 
@@ -252,6 +252,48 @@ def test_no_request_causes_a_server_error(served: tuple[Any, FeatureStore]) -> N
             except Unsatisfiable:  # an operation without input has no invalid form
                 assert mode == GenerationMode.NEGATIVE
     assert failures == [] and calls > 150
+
+
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Prometheus text exposition as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_add_up_over_workers(project: ProjectDir, postgres_url: str) -> None:
+    """With two workers, every scrape (whichever worker answers it) counts every worker's requests."""
+    import httpx
+
+    write_project(project)
+    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
+    subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
+                    "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
+                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    base, folder = f"http://127.0.0.1:{port}", project.root / ".featurestore" / "metrics"
+    body = {"entities": {"user_id": [2, 0, 1]}, "features": ["spend.amount", "profile.card"]}
+    try:
+        sent, deadline = 0, time.monotonic() + 60
+        # New connections until both workers have served some (each writes files named after its pid).
+        while len({path.stem.rsplit("_", 1)[-1] for path in folder.glob("*.db")}) < 2 or sent < 20:
+            assert time.monotonic() < deadline, "both workers should serve within 60 s"
+            try:
+                assert httpx.post(f"{base}/v1/features", json=body, headers={"X-Consumer": "m"}).status_code == 200
+                sent += 1
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for _ in range(8):  # each scrape on a new connection: both workers answer some
+            metrics = scraped(httpx.get(f"{base}/metrics").text)
+            assert metrics[("featurestore_requests_total", (("route", "/v1/features"), ("status", "200")))] == sent
+            assert metrics[("featurestore_lookups_total", (("consumer", "m"), ("feature", "spend.amount")))] == 3 * sent
+            assert metrics[("featurestore_request_seconds_count", (("route", "/v1/features"),))] == sent
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def free_port() -> int:

@@ -427,6 +427,9 @@ def serve(args: argparse.Namespace) -> int:
     store = _store(args)
     _ = store.project  # a broken project stops here with its problems, before the server starts
     os.environ["FEATURESTORE_PROJECT"] = str(store.root)
+    from server.metrics import prepare_multiprocess
+
+    prepare_multiprocess(store.settings.state_dir / "metrics")  # the workers' counts, added up by every scrape
     config = uvicorn.Config("server.app:from_environment", factory=True, host=args.host, port=args.port,
                             workers=args.workers, log_level="warning", access_log=False)
     from server.workers import run_workers
