@@ -219,7 +219,9 @@ class _Instance:
 
 _ALIAS = "__fs_offline"
 _INSTANCES: dict[Path, _Instance] = {}
-_INSTANCES_LOCK = threading.Lock()
+# Re-entrant: a store the garbage collector frees releases its instance from a finalizer, which can
+# run on a thread that already holds this lock (inside `hold` or `release`, at any allocation).
+_INSTANCES_LOCK = threading.RLock()
 
 
 def hold(temp_directory: Path) -> Callable[[], None]:
