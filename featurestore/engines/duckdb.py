@@ -228,19 +228,24 @@ def hold(temp_directory: Path) -> Callable[[], None]:
     """Keep one DuckDB instance for the project whose spill folder is `temp_directory` until the
     returned function is called (a FeatureStore holds it while open; it is created at first use)."""
     with _INSTANCES_LOCK:
-        instance = _INSTANCES.setdefault(temp_directory, _Instance(temp_directory))
+        instance = _INSTANCES.get(temp_directory)
+        if instance is None:
+            instance = _INSTANCES[temp_directory] = _Instance(temp_directory)
         instance.holders += 1
     released = False
 
     def release() -> None:
+        # A finalizer may run this in the middle of `hold` on the same thread (hence the re-entrant
+        # lock); if it retires the instance `hold` just took, that store falls back to new connections.
         nonlocal released
         with _INSTANCES_LOCK:
             if released:
                 return
             released = True
             instance.holders -= 1
-            if instance.holders == 0:
-                del _INSTANCES[temp_directory]
+            if instance.holders <= 0:
+                if _INSTANCES.get(temp_directory) is instance:
+                    del _INSTANCES[temp_directory]
                 instance.close()
     return release
 
