@@ -217,7 +217,13 @@ class FeatureStore:
 
     def warm_up(self) -> None:
         """Load what a first online lookup would (libraries, the result types of every column), so
-        that it answers as fast as later ones: ~0.5 s otherwise. Servers call it before serving."""
+        that it answers as fast as later ones: ~0.5 s otherwise. Servers call it before serving.
+
+        It also lets go of the project's DuckDB: serving reads PostgreSQL only, and an idle DuckDB's
+        worker threads cost a lookup service ~20% of its requests/s (benchmarks/serve.py). A frame
+        built later on this store still works, opening DuckDB for the call."""
+        _ = self.project
+        self._release_duckdb()
         self._online.warm_up()
 
     def close(self) -> None:
