@@ -220,10 +220,8 @@ def window_joins(view: Any, shape: Shape, aggregates: dict[str, int], *, totals:
     if not only_totals and best.costs[_cheapest(best)] <= cost:
         return replace(best, costs=costs)
     outputs = tuple(name for names in totals.values() for name in names)
-    if split is None:
-        return Choice(view.name, "windows", costs, shape, None, {label: "totals" for label in taken}, totals=outputs)
-    methods = {**{label: "totals" for label in taken}, **split.methods}
-    return Choice(view.name, "windows", costs, shape, split.bucket, methods, totals=outputs)
+    methods = {**{label: "totals" for label in taken}, **(split.methods if split else {})}
+    return Choice(view.name, "windows", costs, shape, split.bucket if split else None, methods, totals=outputs)
 
 
 def _cheapest(choice: Choice) -> str:
