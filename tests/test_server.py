@@ -266,15 +266,8 @@ def test_metrics_add_up_over_workers(project: ProjectDir, postgres_url: str) -> 
     """With two workers, every scrape (whichever worker answers it) counts every worker's requests."""
     import httpx
 
-    write_project(project)
-    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
-    subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
-                    "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
-                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    base, folder = f"http://127.0.0.1:{port}", project.root / ".featurestore" / "metrics"
+    process, base = serve_two_workers(project, postgres_url)
+    folder = project.root / ".featurestore" / "metrics"
     body = {"entities": {"user_id": [2, 0, 1]}, "features": ["spend.amount", "profile.card"]}
     try:
         sent, deadline = 0, time.monotonic() + 60
@@ -296,6 +289,19 @@ def test_metrics_add_up_over_workers(project: ProjectDir, postgres_url: str) -> 
         process.wait(timeout=20)
 
 
+def serve_two_workers(project: ProjectDir, postgres_url: str) -> tuple[subprocess.Popen, str]:
+    """`featurestore serve --workers 2` on the project, materialized; the process and its base URL."""
+    write_project(project)
+    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
+    subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
+                    "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
+                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -305,15 +311,7 @@ def free_port() -> int:
 def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> None:
     import httpx
 
-    write_project(project)
-    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
-    subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
-                    "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
-                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve_two_workers(project, postgres_url)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
