@@ -137,9 +137,11 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
                                        f"as {kind}") from None
         headers: dict[str, str] = {}
         warnings, allow = policy.governed(who, [view], headers, request.headers.get)
+        started = time.perf_counter()
         values = await store.online_async({name: [value]}, [f"{view}.*"], columns=True, consumer=who.consumer,
                                           allow_deprecated=allow)
-        metrics.lookups(tuple(f.qualified for f in found.features), who.consumer, 1)
+        metrics.lookup(tuple(f.qualified for f in found.features), who.consumer, 1, (view,),
+                       time.perf_counter() - started)
         return FastJSONResponse({"view": view, "entity": {name: value},
                                  "features": {f.name: values[f.name][0] for f in found.features},
                                  "warnings": warnings}, headers=headers)
@@ -200,9 +202,10 @@ class FeatureLookup:
         selection = self.select(tuple(body.features))
         headers: dict[str, str] = {}
         warnings, allow = self.policy.governed(who, selection.views, headers, header, selection.deprecated)
+        started = time.perf_counter()
         found = await self.store.online_async(body.entities, body.features, at=body.at, full_names=True,
                                               columns=True, consumer=who.consumer, allow_deprecated=allow)
-        self.metrics.lookups(selection.qualified, who.consumer, count)
+        self.metrics.lookup(selection.qualified, who.consumer, count, selection.views, time.perf_counter() - started)
         return FastJSONResponse.dumps({"entities": body.entities,
                                        "features": {name: found[s.output] for name, s in zip(selection.qualified,
                                                                                              selection.selected)},
@@ -211,7 +214,7 @@ class FeatureLookup:
     def _select(self, features: tuple[str, ...]) -> _Selection:
         store = self.store
         selected = store.select(features, full_names=True)
-        views = list(dict.fromkeys(s.feature.view for s in selected))
+        views = tuple(dict.fromkeys(s.feature.view for s in selected))
         return _Selection(selected, tuple(s.feature.qualified for s in selected), views,
                           any(store.views[v].deprecated is not None for v in views))
 
@@ -222,7 +225,7 @@ class _Selection:
 
     selected: list[Any]
     qualified: tuple[str, ...]
-    views: list[str]
+    views: tuple[str, ...]
     deprecated: bool
 
 

@@ -1,5 +1,9 @@
 """Prometheus metrics of the lookup service, from `prometheus_client`: request latency by route,
-requests by route and status, entity lookups by feature and consumer.
+requests by route and status, entity lookups by feature and consumer, and lookup time by view.
+
+A lookup reads all its views in one PostgreSQL statement, so a view's lookup time is the time of
+the lookups that read it (the statement and shaping its answer, not parsing or writing JSON); the
+views read alone show what each costs.
 
 With several workers (`featurestore serve --workers 2`) each worker is a process of its own, and
 a scrape reaches whichever worker accepts it. `featurestore serve` therefore sets
@@ -45,20 +49,31 @@ class Metrics:
                                  registry=self.registry)
         self._lookups = Counter("featurestore_lookups", "Entity lookups by feature and consumer.",
                                 ["feature", "consumer"], registry=self.registry)
-        # The counters of a request's features, per distinct (features, consumer): resolved once.
+        self._view_seconds = Histogram("featurestore_lookup_seconds", "Time of the lookups that read a view.",
+                                       ["view"], buckets=_BUCKETS, registry=self.registry)
+        # The children of a request's features and views, per distinct (features, consumer) and views:
+        # resolved once.
         self._lookup_children: dict[tuple[tuple[str, ...], str], list[Any]] = {}
+        self._view_children: dict[tuple[str, ...], list[Any]] = {}
 
     def request(self, route: str, status: int, seconds: float) -> None:
         self._latency.labels(route).observe(seconds)
         self._requests.labels(route, str(status)).inc()
 
-    def lookups(self, features: tuple[str, ...], consumer: str, entities: int) -> None:
-        children = self._lookup_children.get((features, consumer))
-        if children is None:
-            children = self._lookup_children[(features, consumer)] = [self._lookups.labels(feature, consumer)
+    def lookup(self, features: tuple[str, ...], consumer: str, entities: int, views: tuple[str, ...],
+               seconds: float) -> None:
+        """A lookup of `entities` entities that read `features` of `views` in `seconds`."""
+        counters = self._lookup_children.get((features, consumer))
+        if counters is None:
+            counters = self._lookup_children[(features, consumer)] = [self._lookups.labels(feature, consumer)
                                                                        for feature in features]
-        for child in children:
-            child.inc(entities)
+        for counter in counters:
+            counter.inc(entities)
+        timers = self._view_children.get(views)
+        if timers is None:
+            timers = self._view_children[views] = [self._view_seconds.labels(view) for view in views]
+        for timer in timers:
+            timer.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition: every worker's counts in multiprocess mode, else this process's."""

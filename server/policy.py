@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
@@ -76,7 +76,7 @@ class Policy:
             raise HTTPProblem(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"})
         return Caller(found.consumer, found.tags)
 
-    def governed(self, who: Caller, view_names: list[str], headers: dict[str, str], header: Header,
+    def governed(self, who: Caller, view_names: Sequence[str], headers: dict[str, str], header: Header,
                  deprecated: bool = True) -> tuple[list[str], bool]:
         """Refuse views the key may not read or past their sunset; warn about deprecated ones.
 

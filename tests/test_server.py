@@ -82,6 +82,9 @@ def test_values_equal_the_sdk(served: tuple[Any, FeatureStore]) -> None:
     metrics = scraped(client.get("/metrics").text)
     assert metrics[("featurestore_lookups_total", (("consumer", "fraud_model"), ("feature", "spend.amount")))] == 3
     assert metrics[("featurestore_requests_total", (("route", "/v1/features"), ("status", "200")))] == 2
+    # Lookup time by view: each lookup counts once for every view it read (two POSTs, two GETs above).
+    assert {view: metrics[("featurestore_lookup_seconds_count", (("view", view),))]
+            for view in ("spend", "profile", "cards")} == {"spend": 3, "profile": 1, "cards": 2}
     assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
 
 
@@ -284,6 +287,8 @@ def test_metrics_add_up_over_workers(project: ProjectDir, postgres_url: str) -> 
             assert metrics[("featurestore_requests_total", (("route", "/v1/features"), ("status", "200")))] == sent
             assert metrics[("featurestore_lookups_total", (("consumer", "m"), ("feature", "spend.amount")))] == 3 * sent
             assert metrics[("featurestore_request_seconds_count", (("route", "/v1/features"),))] == sent
+            for view in ("spend", "profile"):
+                assert metrics[("featurestore_lookup_seconds_count", (("view", view),))] == sent
     finally:
         process.terminate()
         process.wait(timeout=20)
