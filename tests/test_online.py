@@ -215,6 +215,34 @@ def test_lookup_errors_say_what_to_fix(store: FeatureStore) -> None:
         ["amount"].to_list() == [None, 4.0]
 
 
+def test_lookups_outlive_their_connections(store: FeatureStore, online_database: str) -> None:
+    """A lookup whose connection the server dropped (a restart, an idle timeout) runs again on a new one."""
+    import asyncio
+
+    import psycopg
+
+    def drop_connections() -> None:
+        with psycopg.connect(online_database, autocommit=True) as connection:
+            dropped = connection.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                         "datname = current_database() AND pid <> pg_backend_pid() AND "
+                                         "backend_type = 'client backend'").fetchone()[0]
+        assert dropped >= 1
+
+    async def twice_async() -> list[float]:
+        first = await store.online_async({"user_id": [2]}, ["spend.amount"], at=at)
+        drop_connections()
+        second = await store.online_async({"user_id": [2]}, ["spend.amount"], at=at)
+        await store.aclose()
+        return [first["amount"][0], second["amount"][0]]
+
+    at = T0 + timedelta(hours=5)
+    store.materialize(until=at)
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=at)["amount"].to_list() == [5.0]
+    drop_connections()
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=at)["amount"].to_list() == [5.0]
+    assert asyncio.run(twice_async()) == [5.0, 5.0]
+
+
 def test_an_unreachable_server_is_named_without_its_password(project: ProjectDir,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")

@@ -9,8 +9,8 @@ aggregated at lookup from its recent events (`compiler.lookup`), exactly as a fr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,11 +36,21 @@ class OnlineStore:
     def __init__(self, project: Project) -> None:
         self._project = project
         self._pool: Any = None
+        # One pooled connection kept out of the pool for whichever lookup finds it free: taking one
+        # from the pool and giving it back costs more than a lookup's statement on a warm server.
+        self._kept: Any = None
+        self._kept_lock = threading.Lock()
         self._async_pool: Any = None
         self._async_loop: Any = None  # the event loop the asynchronous pool belongs to
+        self._async_kept: Any = None
+        self._async_kept_busy = False  # an event loop runs one coroutine at a time: a flag is its lock
         self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
 
     def close(self) -> None:
+        with self._kept_lock:
+            if self._kept is not None:
+                self._pool.putconn(self._kept)
+                self._kept = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -48,8 +58,10 @@ class OnlineStore:
     async def aclose(self) -> None:
         self.close()
         if self._async_pool is not None and self._async_loop is asyncio.get_running_loop():
+            if self._async_kept is not None:
+                await self._async_pool.putconn(self._async_kept)
             await self._async_pool.close()
-        self._async_pool = self._async_loop = None
+        self._async_pool = self._async_loop = self._async_kept = None
 
     def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False, columns: bool = False) -> Any:
@@ -124,20 +136,77 @@ class OnlineStore:
     def _fetch(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         if self._pool is None:
             self._pool = postgres.pool(self._url())
-        with _database_errors(views), self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-            return connection.execute(statement, parameters).fetchall()
+        try:
+            if self._kept_lock.acquire(blocking=False):
+                try:
+                    return self._fetch_kept(statement, parameters)
+                finally:
+                    self._kept_lock.release()
+            with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
+                return connection.execute(statement, parameters).fetchall()
+        except Exception as exc:
+            raise _store_error(exc, views) from None
+
+    def _fetch_kept(self, statement: str, parameters: dict[str, Any]) -> list[tuple]:
+        """Run on the kept connection (the caller holds its lock).
+
+        After an error it goes back to the pool, which replaces it if it is broken, and the next
+        lookup takes another. A lookup only reads, so one that found its connection closed under it
+        (a restarted server, a dropped connection) runs again once, on a connection from the pool,
+        whose idle connections are checked first.
+        """
+        for attempt in (1, 2):
+            if self._kept is None:
+                self._kept = self._pool.getconn(timeout=_WAIT_FOR_CONNECTION)
+            try:
+                return self._kept.execute(statement, parameters).fetchall()
+            except BaseException:
+                kept, self._kept = self._kept, None
+                dropped = kept.broken  # before the pool closes it
+                self._pool.putconn(kept)
+                if attempt == 2 or not dropped:
+                    raise
+                self._pool.check()  # the pooled ones were likely dropped with it: replace those too
+        raise AssertionError("unreachable")
 
     async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         loop = asyncio.get_running_loop()
         if self._async_loop is not loop:  # a pool works in the event loop it was opened in
             self._async_pool, self._async_loop = await postgres.async_pool(self._url()), loop
-        with _database_errors(views):
+            self._async_kept, self._async_kept_busy = None, False
+        try:
+            if not self._async_kept_busy:
+                self._async_kept_busy = True
+                try:
+                    return await self._fetch_async_kept(statement, parameters)
+                finally:
+                    self._async_kept_busy = False
             async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
                 cursor = await connection.execute(statement, parameters)
                 return await cursor.fetchall()
+        except Exception as exc:
+            raise _store_error(exc, views) from None
+
+    async def _fetch_async_kept(self, statement: str, parameters: dict[str, Any]) -> list[tuple]:
+        """`_fetch_kept` for the asynchronous pool."""
+        pool = self._async_pool
+        for attempt in (1, 2):
+            if self._async_kept is None:
+                self._async_kept = await pool.getconn(timeout=_WAIT_FOR_CONNECTION)
+            try:
+                cursor = await self._async_kept.execute(statement, parameters)
+                return await cursor.fetchall()
+            except BaseException:
+                kept, self._async_kept = self._async_kept, None
+                dropped = kept.broken  # before the pool closes it
+                await pool.putconn(kept)
+                if attempt == 2 or not dropped:
+                    raise
+                await pool.check()
+        raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Request:
     """A lookup ready to run: its statement and parameters, and how to shape the rows it returns."""
 
@@ -160,26 +229,27 @@ class _Request:
         return rows_frame(rows, self.schema)
 
 
-@contextmanager
-def _database_errors(views: list[FeatureView]) -> Iterator[None]:
-    """psycopg's errors as the store's: what a caller can fix, or that the online store is unavailable."""
+def _store_error(exc: Exception, views: list[FeatureView]) -> Exception:
+    """psycopg's errors as the store's: what a caller can fix, or that the online store is unavailable;
+    any other error as it is."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
-    try:
-        yield
-    except psycopg.errors.UndefinedTable:
+    if isinstance(exc, psycopg.errors.UndefinedTable):
         missing = ", ".join(f"'{v.name}'" for v in views)
-        raise UnavailableError(f"a view of {missing} is not materialized in its current version; run "
-                               "`featurestore materialize`") from None
-    except psycopg.DataError as exc:  # e.g. a key beyond its column's range
-        raise BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}") from None
-    except (psycopg.OperationalError, PoolTimeout) as exc:  # the pool reconnects once the server is back
-        raise UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}") from None
+        return UnavailableError(f"a view of {missing} is not materialized in its current version; run "
+                                "`featurestore materialize`")
+    if isinstance(exc, psycopg.DataError):  # e.g. a key beyond its column's range
+        return BadRequestError(f"an entity key does not fit its column: {str(exc).strip()}")
+    if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):  # the pool reconnects once the server is back
+        return UnavailableError(f"PostgreSQL is unreachable: {str(exc).strip()}")
+    return exc
 
 
 def _entity_lists(entities: Any) -> dict[str, list[Any]]:
     """A mapping of key column to values, from a mapping of lists or a DataFrame/Arrow table."""
+    if type(entities) is dict and all(type(values) is list for values in entities.values()):  # the usual case
+        return entities
     if isinstance(entities, Mapping):
         result = {}
         for name, values in entities.items():
