@@ -243,6 +243,72 @@ def test_lookups_outlive_their_connections(store: FeatureStore, online_database:
     assert asyncio.run(twice_async()) == [5.0, 5.0]
 
 
+_FEATURE_TYPES = [  # (DuckDB type of the feature, Arrow type of its source column, values)
+    ("BOOLEAN", pa.bool_(), st.booleans()),
+    ("SMALLINT", pa.int16(), st.integers(-2**15, 2**15 - 1)),
+    ("INTEGER", pa.int32(), st.integers(-2**31, 2**31 - 1)),
+    ("BIGINT", pa.int64(), st.integers(-2**63, 2**63 - 1)),
+    ("FLOAT", pa.float32(), st.floats(width=32)),
+    ("DOUBLE", pa.float64(), st.floats()),
+    ("VARCHAR", pa.string(), st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                                     max_size=8)),
+    ("DATE", pa.date32(), st.dates()),
+    ("TIME", pa.time64("us"), st.times()),
+    ("TIMESTAMP", pa.timestamp("us"), st.datetimes()),
+    ("TIMESTAMP WITH TIME ZONE", pa.timestamp("us", tz="UTC"), st.datetimes(timezones=st.just(UTC))),
+    ("DECIMAL(18,3)", pa.decimal128(18, 3), st.decimals(-10**15 + 1, 10**15 - 1, places=3)),
+    ("DECIMAL(38,10)", pa.decimal128(38, 10), st.decimals(-10**28 + 1, 10**28 - 1, places=10)),
+    ("UUID", pa.string(), st.uuids().map(str)),  # cast to UUID in the view
+]
+
+
+@settings(max_examples=max(8, EXAMPLES // 10), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_lookups_equal_frames_for_every_type(online_database: str, data: st.DataObject) -> None:
+    """online() at T equals the training frame at T, values (NULL, NaN, extremes, unicode) and types,
+    over the SDK, its asynchronous form, and as columns (what the HTTP service sends)."""
+    import asyncio
+
+    users = data.draw(st.integers(1, 4))
+    rows = [(user, T0 + timedelta(minutes=minute)) for user in range(users)
+            for minute in data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=2, unique=True))]
+    columns = {f"c{i}": pa.array(data.draw(st.lists(st.one_of(st.none(), values), min_size=len(rows),
+                                                    max_size=len(rows))), kind)
+               for i, (_, kind, values) in enumerate(_FEATURE_TYPES)}
+    selected = ", ".join(f"CAST(c{i} AS {name}) AS c{i}" for i, (name, _, _) in enumerate(_FEATURE_TYPES))
+    at = T0 + timedelta(hours=1)
+    entities = {"user_id": [*range(users), users]}  # and one unknown
+    reset(online_database)
+    with tempfile.TemporaryDirectory() as folder:
+        project = ProjectDir(Path(folder))
+        project.parquet("events", pa.table({"user_id": pa.array([u for u, _ in rows], pa.int64()),
+                                            "ts": pa.array([t for _, t in rows], pa.timestamp("us", "UTC")),
+                                            **columns}))
+        project.view("typed", HEADER + f"SELECT user_id, ts, {selected} FROM events\n")
+        with FeatureStore(project.root, consumer="test") as store:
+            store.materialize(until=at)
+            frame = store.training_frame(pl.DataFrame({**entities, "t": [at] * (users + 1)},
+                                                      schema={"user_id": pl.Int64, "t": pl.Datetime("us", "UTC")}),
+                                         ["typed.*"], timestamp="t", cache=False).to_polars().drop("t")
+            online = store.online(entities, ["typed.*"], at=at)
+            in_columns = store.online(entities, ["typed.*"], at=at, columns=True)
+
+            async def lookup_async() -> pl.DataFrame:
+                try:
+                    return await store.online_async(entities, ["typed.*"], at=at)
+                finally:
+                    await store.aclose()
+
+            asynchronous = asyncio.run(lookup_async())
+    def rows(values: list[tuple]) -> list[tuple]:  # NaN equal to NaN
+        return [tuple("NaN" if isinstance(v, float) and v != v else v for v in row) for row in values]
+
+    assert online.schema == frame.schema == asynchronous.schema
+    assert rows(online.rows()) == rows(asynchronous.rows()) == rows(frame.rows())
+    assert rows(list(zip(*in_columns.values()))) == rows(frame.rows())  # time zones may differ by name only
+
+
 def test_an_unreachable_server_is_named_without_its_password(project: ProjectDir,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")

@@ -28,6 +28,8 @@ __all__ = ["OnlineStore", "rows_frame"]
 
 
 _WAIT_FOR_CONNECTION = 3.0  # seconds a lookup waits for a pooled connection before reporting it unavailable
+# Lookups fetch results in binary (`execute(..., binary=True)`): no text to format on the server
+# and parse here, a third less time for 100 entities x 10 doubles, the same for one.
 
 
 class OnlineStore:
@@ -143,7 +145,7 @@ class OnlineStore:
                 finally:
                     self._kept_lock.release()
             with self._pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                return connection.execute(statement, parameters).fetchall()
+                return connection.execute(statement, parameters, binary=True).fetchall()
         except Exception as exc:
             raise _store_error(exc, views) from None
 
@@ -159,7 +161,7 @@ class OnlineStore:
             if self._kept is None:
                 self._kept = self._pool.getconn(timeout=_WAIT_FOR_CONNECTION)
             try:
-                return self._kept.execute(statement, parameters).fetchall()
+                return self._kept.execute(statement, parameters, binary=True).fetchall()
             except BaseException:
                 kept, self._kept = self._kept, None
                 dropped = kept.broken  # before the pool closes it
@@ -182,7 +184,7 @@ class OnlineStore:
                 finally:
                     self._async_kept_busy = False
             async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                cursor = await connection.execute(statement, parameters)
+                cursor = await connection.execute(statement, parameters, binary=True)
                 return await cursor.fetchall()
         except Exception as exc:
             raise _store_error(exc, views) from None
@@ -194,7 +196,7 @@ class OnlineStore:
             if self._async_kept is None:
                 self._async_kept = await pool.getconn(timeout=_WAIT_FOR_CONNECTION)
             try:
-                cursor = await self._async_kept.execute(statement, parameters)
+                cursor = await self._async_kept.execute(statement, parameters, binary=True)
                 return await cursor.fetchall()
             except BaseException:
                 kept, self._async_kept = self._async_kept, None

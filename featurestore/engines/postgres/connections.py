@@ -147,12 +147,13 @@ def lock_key(name: str) -> int:
 
 
 def pool(url: str, max_size: int = 4) -> Any:
-    """A connection pool whose connections prepare every statement (lookups run the same few)."""
+    """A pool of lookup connections: each prepares every statement (lookups run the same few) and
+    loads values as training frames hold them (`_frame_values`)."""
     from psycopg_pool import ConnectionPool
 
     # Opened without waiting: while the server is down, callers time out and report it, and the
     # pool keeps reconnecting in the background, so service resumes by itself when it is back.
-    return ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10,
+    return ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10, configure=_frame_values,
                           kwargs={"autocommit": True, "prepare_threshold": 0})
 
 
@@ -160,7 +161,27 @@ async def async_pool(url: str, max_size: int = 8) -> Any:
     """`pool` for asyncio: opened in the running event loop, without waiting for the server."""
     from psycopg_pool import AsyncConnectionPool
 
-    result = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10,
+    async def configure(connection: Any) -> None:
+        _frame_values(connection)
+
+    result = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
                                  kwargs={"autocommit": True, "prepare_threshold": 0})
     await result.open(wait=False)
     return result
+
+
+def _frame_values(connection: Any) -> None:
+    """Make `connection` load values as a training frame holds them: a uuid as its text (DuckDB hands
+    frames UUIDs as strings), where psycopg would make a `uuid.UUID`."""
+    from psycopg.types.uuid import UUIDBinaryLoader, UUIDLoader
+
+    class UUIDTextLoader(UUIDLoader):
+        def load(self, data: Any) -> str:
+            return str(super().load(data))
+
+    class UUIDBinaryTextLoader(UUIDBinaryLoader):
+        def load(self, data: Any) -> str:
+            return str(super().load(data))
+
+    connection.adapters.register_loader("uuid", UUIDTextLoader)
+    connection.adapters.register_loader("uuid", UUIDBinaryTextLoader)
