@@ -2,6 +2,17 @@
 (`BINARY_COPY_TYPES`: no text for PostgreSQL to parse), CSV otherwise.
 
     copy_binary(cursor, schema, table, columns, reader)   # rows written
+
+Measured against Apache Arrow's ADBC PostgreSQL driver, which loads Arrow by binary COPY for every
+type: 1M rows into a new table took it 1.00 s against 0.79 s here for a key, a time and ten
+doubles, but 0.96 s against 1.60 s for four text columns, 0.87 s against 0.95 s for ten mixed
+types with NULLs, and 0.84 s against 1.96 s for numeric, uuid, interval and time (the CSV path).
+The driver opens its own connection (and reads the server's type catalog once per process, 20 ms),
+so it cannot join the run's transaction: a run would load into a table committed on the side, then
+rename or merge it. End to end, on the online benchmark's ten double features (1M events, 25k
+entities), that was 2% slower for a full run and 6% for an incremental one (each in 12 of 14
+interleaved pairs), and within 2% either way at 4M events. So this encoder stays; the driver would
+win for views heavy in text or in the CSV types.
 """
 
 from __future__ import annotations
