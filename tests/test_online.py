@@ -309,6 +309,44 @@ def test_lookups_equal_frames_for_every_type(online_database: str, data: st.Data
     assert rows(list(zip(*in_columns.values()))) == rows(frame.rows())  # time zones may differ by name only
 
 
+_TEXT_KEYS = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5) \
+    | st.sampled_from(['"', "\\", "\\\"", "{a,b}", "NULL", "null", " ", "", "a,b", "'", "ünï"])
+
+
+@settings(max_examples=max(8, EXAMPLES // 10), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(_TEXT_KEYS, min_size=1, max_size=4, unique=True), st.lists(_TEXT_KEYS | st.none(), max_size=4),
+       st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=3, unique=True), st.booleans())
+def test_lookup_keys_are_any_text_or_integer(online_database: str, names: list[str], unknown: list[str | None],
+                                             numbers: list[int], composite: bool) -> None:
+    """Text keys with quotes, backslashes, braces, commas, 'NULL' and unicode, NULL keys, and integers at
+    their extremes find their rows, one key column or two, as a training frame does."""
+    rows = [(name, number) for name in names for number in (numbers if composite else numbers[:1])]
+    entity = "name, number" if composite else "name"
+    asked = [*rows, *((u, numbers[0]) for u in unknown), (names[0], None)]
+    entities = {"name": [n for n, _ in asked], **({"number": [k for _, k in asked]} if composite else {})}
+    reset(online_database)
+    with tempfile.TemporaryDirectory() as folder:
+        project = ProjectDir(Path(folder))
+        project.parquet("events", pa.table({"name": pa.array([n for n, _ in rows], pa.string()),
+                                            "number": pa.array([k for _, k in rows], pa.int64()),
+                                            "ts": pa.array([T0] * len(rows), pa.timestamp("us", "UTC")),
+                                            "v": pa.array(range(len(rows)), pa.int64())}))
+        project.view("named", f"-- entity: {entity}\n-- timestamp: ts\n-- owner: team@example.com\n"
+                              "SELECT name, number, ts, v FROM events\n")
+        with FeatureStore(project.root, consumer="test") as store:
+            at = T0 + timedelta(hours=1)
+            store.materialize(until=at)
+            online = store.online(entities, ["named.v"], at=at)
+            types = {"name": pl.String, "number": pl.Int64}
+            spine = pl.DataFrame({**entities, "t": [at] * len(asked)},
+                                 schema={**{n: types[n] for n in entities}, "t": pl.Datetime("us", "UTC")})
+            frame = store.training_frame(spine, ["named.v"], timestamp="t", cache=False).to_polars()
+    assert online.rows() == frame.drop("t").rows()
+    found = dict(zip(rows, range(len(rows))))
+    assert online["v"].to_list() == [found.get(key if composite else (key[0], numbers[0])) for key in asked]
+
+
 def test_an_unreachable_server_is_named_without_its_password(project: ProjectDir,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     project.view("spend", HEADER + "SELECT user_id, ts, amount FROM events\n")

@@ -90,9 +90,10 @@ class OnlineStore:
             self._plans[plan_key] = self._plan(features, full_names, list(requested))
         statement, keys, schema, views, by_key = self._plans[plan_key]
         count = _check_entities(requested, keys, views)
-        parameters: dict[str, Any] = {f"k{i}": requested[name] for i, (name, _) in enumerate(keys)}
+        parameters: dict[str, Any] = {f"k{i}": _array_text(requested[name], kind)
+                                      for i, (name, kind) in enumerate(keys)}
         parameters["at"] = as_utc(at) if at is not None else datetime.now(UTC)
-        return _Request(statement, parameters, schema, views, by_key, count)
+        return _Request(statement, parameters, schema, views, requested[keys[0][0]] if by_key else None, count)
 
     def _plan(self, features: Iterable[str] | str, full_names: bool, given: list[str]) -> Any:
         project = self._project
@@ -216,14 +217,14 @@ class _Request:
     parameters: dict[str, Any]
     schema: Any
     views: list[FeatureView]
-    by_key: bool
+    by_key: list[Any] | None  # the keys asked for, when rows come back by key
     count: int
 
     def result(self, rows: list[tuple], columns: bool) -> Any:
-        if self.by_key:  # rows came back by key, in no order: put them in request order, NULLs for the rest
+        if self.by_key is not None:  # rows came back by key, in no order: put them in request order, NULLs for the rest
             found = {row[0]: row for row in rows}
             missing = (None,) * (len(self.schema) - 1)
-            rows = [found.get(value) or (value, *missing) for value in self.parameters["k0"]]
+            rows = [found.get(value) or (value, *missing) for value in self.by_key]
         if columns:
             names = list(self.schema)
             values = list(zip(*rows)) if rows else [()] * len(names)
@@ -295,6 +296,20 @@ def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]]
         raise BadRequestError(f"entities['{name}'][{index}] is {value!r} ({type(value).__name__}), but "
                                 f"view '{owner}' keys '{name}' as {kind}: pass {wanted}")
     return len(requested[keys[0][0]]) if keys else 0
+
+
+def _array_text(values: list[Any], kind: str) -> Any:
+    """Integer or text keys (checked by `_check_entities`) as PostgreSQL's array text, `{1,NULL,3}`
+    or `{"a","b \\"c\\""}`, for the statement's cast to an array of the key's type: psycopg's dumping
+    of a list costs more (12 µs of a one-entity lookup, 45 µs of a 100-entity one). Other keys as
+    they are. Either way a parameter, never SQL text."""
+    kind = kind.upper()
+    if kind in INTEGER_TYPES:
+        return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+    if kind == "VARCHAR":
+        return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for v in values) + "}"
+    return values
 
 
 def rows_frame(rows: list[tuple], schema: Any) -> Any:
