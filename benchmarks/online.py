@@ -577,8 +577,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=4_000_000, help="events in the view's source (default 4M)")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
-    parser.add_argument("--lookups", type=int, default=6000,
-                        help="timed lookups per size and contender (default 6000; --repeat blocks show the p99's "
+    parser.add_argument("--lookups", type=int, default=20000,
+                        help="timed lookups per size and contender (default 20000; --repeat blocks show the p99's "
                              "spread)")
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "featurestore-bench"),
                         help="where data and the benchmark projects are generated (reused when unchanged)")
