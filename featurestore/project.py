@@ -110,6 +110,13 @@ def _resolve(view: FeatureView, binder: duck.Binder,
         problems.append(Problem(path, _projection_line(view, name, sql_line),
                                 f"output column '{name}' appears more than once",
                                 "give each output column its own name with AS", code="duplicate-column"))
+    for column in columns:
+        if column.type.upper() == "INTERVAL":
+            problems.append(Problem(path, _projection_line(view, column.name, sql_line, occurrence=0),
+                                    f"output column '{column.name}' is an INTERVAL, which training frames (polars) "
+                                    "and lookups cannot hold exactly",
+                                    f"give it as a number, e.g. epoch({column.name}) AS {column.name}_seconds",
+                                    code="column-type"))
     listing = ", ".join(names)
     for key in view.entity:
         if key not in output:
@@ -190,11 +197,12 @@ def _check_event_time(view: FeatureView, binder: duck.Binder) -> tuple[list[Prob
     return [], columns[0].type
 
 
-def _projection_line(view: FeatureView, name: str, default: int) -> int:
+def _projection_line(view: FeatureView, name: str, default: int, occurrence: int = 1) -> int:
+    """The line of the output column `name` (its second occurrence by default: a duplicate)."""
     if isinstance(view.query, exp.Select):
         matches = [p for p in view.query.expressions if p.alias_or_name == name]
-        if len(matches) > 1:
-            return line_of(matches[1], default)
+        if len(matches) > occurrence:
+            return line_of(matches[occurrence], default)
     return default
 
 

@@ -72,6 +72,8 @@ CASES = [
      'Referenced column "amout" not found', 'did you mean "amount"'),
     ("duplicate_column", HEADER + "SELECT user_id, ts, amount,\n  card_id AS amount\nFROM events\n",
      "duplicate-column", 5, "output column 'amount' appears more than once", "AS"),
+    ("interval_feature", HEADER + "SELECT user_id, ts,\n  ts - ts AS age\nFROM events\n", "column-type", 5,
+     "output column 'age' is an INTERVAL", "epoch(age) AS age_seconds"),
     ("aggregate_no_windows", HEADER + "SELECT user_id, max(ts) AS ts, sum(amount) AS total\nFROM events\n"
      "GROUP BY user_id\n", "aggregate-without-windows", 6, "aggregates over all of history", "-- windows:"),
     ("windows_not_grouped", HEADER + "-- windows: 1d\nSELECT user_id, amount FROM events\n",
