@@ -214,7 +214,7 @@ LEAKS = [
     ("lag_expression", "SELECT user_id, ts,\n  lag(amount, 0 - 1) OVER (ORDER BY ts) AS p\nFROM events\n", 5,
      "positive"),
     ("now_string", "SELECT user_id, ts\nFROM events\nWHERE ts < 'now'::TIMESTAMP\n", 6, "reads the clock"),
-    ("age_one_argument", "SELECT user_id, ts,\n  age(ts) AS a\nFROM events\n", 5, "measures from today"),
+    ("age_one_argument", "SELECT user_id, ts,\n  epoch(age(ts)) AS a\nFROM events\n", 5, "measures from today"),
     ("sample", "SELECT user_id, ts\nFROM events USING SAMPLE 10%\n", 5, "sampling is random"),
     ("bucket_start", "SELECT user_id,\n  date_trunc('day', ts) AS ts, count(*) AS n\nFROM events\nGROUP BY 1, 2\n", 5,
      "rounded down to the start of its period"),
