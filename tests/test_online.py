@@ -525,7 +525,6 @@ def test_binary_copy_loads_every_value_of_every_type(online_database: str, data:
 def test_every_online_type_is_materialized_exactly(project: ProjectDir, online_database: str) -> None:
     """DuckDB's values of each type with an online form, at its extremes, as PostgreSQL holds them."""
     import decimal
-    import struct
     import uuid
     from datetime import date, datetime, time
 
@@ -539,8 +538,6 @@ def test_every_online_type_is_materialized_exactly(project: ProjectDir, online_d
                  "::HUGEINT"),
         "dec": ("9999999999999999999999999999.9999999999::DECIMAL(38,10)", "(-0.0000000001)::DECIMAL(38,10)"),
         "id": ("'ffffffff-ffff-ffff-ffff-ffffffffffff'::UUID", "'00112233-4455-6677-8899-aabbccddeeff'::UUID"),
-        "span": ("INTERVAL 14 MONTH + INTERVAL 3 DAY + to_hours(3000000) + INTERVAL 1 MICROSECOND",  # > 292 years
-                 "INTERVAL 40 DAY + INTERVAL 150 MINUTE - INTERVAL 1 MICROSECOND"),
         "clock": ("TIME '23:59:59.999999'", "TIME '00:00:00'"),
         "calendar": ("DATE '9999-12-31'", "DATE '0001-01-01'"),
         "ns": ("TIMESTAMP_NS '2262-04-11 23:47:16.854775'", "TIMESTAMP_NS '1677-09-22 00:12:43.145225'"),
@@ -552,26 +549,23 @@ def test_every_online_type_is_materialized_exactly(project: ProjectDir, online_d
         for name, (first, second) in columns.items()) + " FROM events\n")
     store = FeatureStore(project.root)
     store.materialize(until=T0 + timedelta(hours=5))
-    listed = ", ".join("interval_send(span)" if n == "span" else "f::text" if n == "f" else n for n in columns)
+    listed = ", ".join("f::text" if n == "f" else n for n in columns)
     with psycopg.connect(online_database) as connection:
         connection.execute("SET TIME ZONE 'UTC'")
         rows = connection.execute(f'SELECT {listed} FROM featurestore_online."typed__'
                                   f'{store.views["typed"].version}" ORDER BY user_id').fetchall()
     store.close()
     found = [dict(zip(columns, row)) for row in rows]
-    for row in found[:2]:
-        row["span"] = struct.unpack(">qii", row["span"])  # µs, days, months, exactly as stored
     assert found[0] == {
         "tiny": 127, "utiny": 255, "usmall": 65535, "uint": 4294967295, "ubig": decimal.Decimal(2**64 - 1),
         "huge": decimal.Decimal(2**127 - 1), "dec": decimal.Decimal("9999999999999999999999999999.9999999999"),
         "id": uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff"),
-        "span": (3_000_000 * 3_600_000_000 + 1, 3, 14),  # a time part longer than 292 years
         "clock": time(23, 59, 59, 999999), "calendar": date(9999, 12, 31),
         "ns": datetime(2262, 4, 11, 23, 47, 16, 854775),
         "moment": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "f": "Infinity", "word": "ünï ✓"}
     assert found[1] == {
         "tiny": -128, "utiny": 0, "usmall": 0, "uint": 0, "ubig": 0, "huge": decimal.Decimal(-(2**127)),
         "dec": decimal.Decimal("-0.0000000001"), "id": uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"),
-        "span": (150 * 60_000_000 - 1, 40, 0), "clock": time(0), "calendar": date(1, 1, 1),
+        "clock": time(0), "calendar": date(1, 1, 1),
         "ns": datetime(1677, 9, 22, 0, 12, 43, 145225), "moment": datetime(1, 1, 1, tzinfo=UTC), "f": "NaN", "word": ""}
     assert found[2] == dict.fromkeys(columns)

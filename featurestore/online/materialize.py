@@ -324,7 +324,7 @@ def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any)
     """How the run's batch (DuckDB table __fs_batch) goes into a PostgreSQL table: `load(cursor, schema, table)`.
 
     Binary COPY of Arrow batches when every column has a binary form (no text for PostgreSQL to
-    parse: 3x faster for floats); otherwise (numeric, uuid, interval, time) a CSV file and COPY.
+    parse: 3x faster for floats); otherwise (numeric, uuid, time) a CSV file and COPY.
     """
     names = [name for name, _ in columns]
     if all(kind in postgres.BINARY_COPY_TYPES for _, kind in columns):

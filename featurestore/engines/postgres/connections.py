@@ -124,7 +124,7 @@ _POSTGRES = {
     "UBIGINT": "numeric(20,0)", "HUGEINT": "numeric(39,0)", "FLOAT": "real", "DOUBLE": "double precision",
     "VARCHAR": "text", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp", "TIMESTAMP_S": "timestamp",
     "TIMESTAMP_MS": "timestamp", "TIMESTAMP_NS": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz",
-    "TIMESTAMPTZ_NS": "timestamptz", "UUID": "uuid", "INTERVAL": "interval",
+    "TIMESTAMPTZ_NS": "timestamptz", "UUID": "uuid",
 }
 
 
