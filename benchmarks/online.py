@@ -425,6 +425,8 @@ def run(case: Case, workdir: Path, repeat: int, lookups: int, log: Callable[[str
 
     # 3. Lookups, on the last round's online table (before 2: a shared server's schema is dropped there).
     user_ids = [row[0] for row in _fetch(url, f"SELECT user_id FROM {online_table(store)} ORDER BY user_id")]
+    # The table was just written: vacuum it now, or autovacuum does it during the timed calls.
+    execute(url, f"VACUUM ANALYZE {online_table(store)}")
     log(f"lookups: {lookups:,} timed calls per size and contender ({WARMUP_LOOKUPS} warm-up)")
     store = FeatureStore(full_project)
     try:
