@@ -243,6 +243,30 @@ def test_lookups_outlive_their_connections(store: FeatureStore, online_database:
     assert asyncio.run(twice_async()) == [5.0, 5.0]
 
 
+def test_asynchronous_lookups_leave_no_connection_behind(store: FeatureStore, online_database: str) -> None:
+    """Each event loop's pool closes when its loop ends: asyncio.run(...) in a loop (a notebook, a
+    script) neither piles up connections nor runs out of them."""
+    import asyncio
+
+    import psycopg
+
+    def connections() -> int:
+        with psycopg.connect(online_database, autocommit=True) as connection:
+            return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]
+
+    at = T0 + timedelta(hours=5)
+    store.materialize(until=at)
+    before = connections()
+    for _ in range(12):  # more than the embedded server's free connection slots, had each loop kept two
+        found = asyncio.run(store.online_async({"user_id": [2]}, ["spend.amount"], at=at))
+        assert found["amount"].to_list() == [5.0]
+    deadline = time.monotonic() + 10  # a server process ends a moment after its client closed the connection
+    while (left := connections()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == before
+
+
 _FEATURE_TYPES = [  # (DuckDB type of the feature, Arrow type of its source column, values)
     ("BOOLEAN", pa.bool_(), st.booleans()),
     ("SMALLINT", pa.int16(), st.integers(-2**15, 2**15 - 1)),

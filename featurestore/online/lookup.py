@@ -9,8 +9,9 @@ aggregated at lookup from its recent events (`compiler.lookup`), exactly as a fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,10 +43,7 @@ class OnlineStore:
         # from the pool and giving it back costs more than a lookup's statement on a warm server.
         self._kept: Any = None
         self._kept_lock = threading.Lock()
-        self._async_pool: Any = None
-        self._async_loop: Any = None  # the event loop the asynchronous pool belongs to
-        self._async_kept: Any = None
-        self._async_kept_busy = False  # an event loop runs one coroutine at a time: a flag is its lock
+        self._async: _LoopPool | None = None  # the asynchronous pool of the last event loop that looked up
         self._plans: dict[Any, tuple[str, list[tuple[str, str]], Any, list[FeatureView], bool]] = {}
 
     def close(self) -> None:
@@ -59,11 +57,9 @@ class OnlineStore:
 
     async def aclose(self) -> None:
         self.close()
-        if self._async_pool is not None and self._async_loop is asyncio.get_running_loop():
-            if self._async_kept is not None:
-                await self._async_pool.putconn(self._async_kept)
-            await self._async_pool.close()
-        self._async_pool = self._async_loop = self._async_kept = None
+        if self._async is not None and self._async.loop is asyncio.get_running_loop():
+            await self._async.close()
+        self._async = None
 
     def lookup(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False, columns: bool = False) -> Any:
@@ -174,38 +170,78 @@ class OnlineStore:
 
     async def _fetch_async(self, statement: str, parameters: dict[str, Any], views: list[FeatureView]) -> list[tuple]:
         loop = asyncio.get_running_loop()
-        if self._async_loop is not loop:  # a pool works in the event loop it was opened in
-            self._async_pool, self._async_loop = await postgres.async_pool(self._url()), loop
-            self._async_kept, self._async_kept_busy = None, False
+        if self._async is None or self._async.loop is not loop:  # a pool works in the event loop it was opened in
+            self._async = await _LoopPool.open(self._url(), loop)
         try:
-            if not self._async_kept_busy:
-                self._async_kept_busy = True
-                try:
-                    return await self._fetch_async_kept(statement, parameters)
-                finally:
-                    self._async_kept_busy = False
-            async with self._async_pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
-                cursor = await connection.execute(statement, parameters, binary=True)
-                return await cursor.fetchall()
+            return await self._async.fetch(statement, parameters)
         except Exception as exc:
             raise _store_error(exc, views) from None
 
-    async def _fetch_async_kept(self, statement: str, parameters: dict[str, Any]) -> list[tuple]:
-        """`_fetch_kept` for the asynchronous pool."""
-        pool = self._async_pool
-        for attempt in (1, 2):
-            if self._async_kept is None:
-                self._async_kept = await pool.getconn(timeout=_WAIT_FOR_CONNECTION)
+
+class _LoopPool:
+    """The asynchronous pool of one event loop, and the connection kept out of it (as `OnlineStore`
+    keeps one for threads). Closed by `OnlineStore.aclose()`, or else when its loop shuts down:
+    `asyncio.run` finalizes the loop's async generators, and one of them closes the pool."""
+
+    def __init__(self, pool: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool, self.loop = pool, loop
+        self.kept: Any = None
+        self.busy = False  # an event loop runs one coroutine at a time: a flag is the kept connection's lock
+        self._closer: Any = None
+
+    @classmethod
+    async def open(cls, url: str, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        opened = cls(await postgres.async_pool(url), loop)
+
+        async def close_with_the_loop() -> AsyncIterator[None]:
             try:
-                cursor = await self._async_kept.execute(statement, parameters, binary=True)
+                yield
+            finally:
+                # asyncio.run has cancelled the pool's own tasks by now, so closing the pool ends
+                # in CancelledError: the kept connection (the only one, unless lookups ran
+                # concurrently) is closed first, directly.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opened.close()
+
+        opened._closer = close_with_the_loop()
+        await opened._closer.__anext__()
+        return opened
+
+    async def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        kept, self.kept = self.kept, None
+        if kept is not None:
+            await kept.close()
+        await pool.close()
+
+    async def fetch(self, statement: str, parameters: dict[str, Any]) -> list[tuple]:
+        if not self.busy:
+            self.busy = True
+            try:
+                return await self._fetch_kept(statement, parameters)
+            finally:
+                self.busy = False
+        async with self.pool.connection(timeout=_WAIT_FOR_CONNECTION) as connection:
+            cursor = await connection.execute(statement, parameters, binary=True)
+            return await cursor.fetchall()
+
+    async def _fetch_kept(self, statement: str, parameters: dict[str, Any]) -> list[tuple]:
+        """`OnlineStore._fetch_kept` for the asynchronous pool."""
+        for attempt in (1, 2):
+            if self.kept is None:
+                self.kept = await self.pool.getconn(timeout=_WAIT_FOR_CONNECTION)
+            try:
+                cursor = await self.kept.execute(statement, parameters, binary=True)
                 return await cursor.fetchall()
             except BaseException:
-                kept, self._async_kept = self._async_kept, None
+                kept, self.kept = self.kept, None
                 dropped = kept.broken  # before the pool closes it
-                await pool.putconn(kept)
+                await self.pool.putconn(kept)
                 if attempt == 2 or not dropped:
                     raise
-                await pool.check()
+                await self.pool.check()
         raise AssertionError("unreachable")
 
 

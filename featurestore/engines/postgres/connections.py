@@ -158,13 +158,17 @@ def pool(url: str, max_size: int = 4) -> Any:
 
 
 async def async_pool(url: str, max_size: int = 8) -> Any:
-    """`pool` for asyncio: opened in the running event loop, without waiting for the server."""
+    """`pool` for asyncio: opened in the running event loop, without waiting for the server.
+
+    It opens connections only when asked (min_size 0): a background connection attempt that
+    `asyncio.run` cancels at the end of its loop would otherwise be retried and hang the exit.
+    """
     from psycopg_pool import AsyncConnectionPool
 
     async def configure(connection: Any) -> None:
         _frame_values(connection)
 
-    result = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
+    result = AsyncConnectionPool(url, min_size=0, max_size=max_size, open=False, timeout=10, configure=configure,
                                  kwargs={"autocommit": True, "prepare_threshold": 0})
     await result.open(wait=False)
     return result
