@@ -25,6 +25,14 @@ class Rules:
     invalid: tuple[tuple[datetime, datetime], ...] = ()
     created: str | None = None
     features: tuple[str, ...] = field(default=())
+    known_at: str | None = None  # the arrival column, if the view declares one
+
+
+def known(row: dict[str, Any], rules: Rules) -> datetime:
+    """When a row is known: max(ts + lag, its arrival), or ts + lag without one (docs/semantics.md)."""
+    due = row[rules.timestamp] + rules.lag
+    arrival = row[rules.known_at] if rules.known_at is not None else None
+    return due if arrival is None else max(due, arrival)
 
 
 def as_of(rows: list[dict[str, Any]], key: tuple[Any, ...], t: datetime | None, rules: Rules) -> dict[str, Any]:
@@ -32,23 +40,23 @@ def as_of(rows: list[dict[str, Any]], key: tuple[Any, ...], t: datetime | None, 
     empty = {f: None for f in rules.features}
     if t is None or any(k is None for k in key):
         return empty
-    known = []
+    found = []
     for row in rows:
         ts = row[rules.timestamp]
         if ts is None or tuple(row[k] for k in rules.entity) != key:
             continue
         if any(start <= ts <= end for start, end in rules.invalid):
             continue
-        if ts + rules.lag <= t:
-            known.append(row)
-    if not known:
+        if known(row, rules) <= t:
+            found.append(row)
+    if not found:
         return empty
-    latest = max(row[rules.timestamp] for row in known)
+    latest = max(row[rules.timestamp] for row in found)
     if rules.ttl is not None and t - latest > rules.ttl:
         return empty
     if rules.since is not None and t < rules.since:
         return empty
-    tied = [row for row in known if row[rules.timestamp] == latest]
+    tied = [row for row in found if row[rules.timestamp] == latest]
     if len(tied) > 1:
         if rules.created is None:  # the value would come from one of several rows: ambiguous
             raise Ambiguous("duplicate rows without a tie-break")
@@ -86,7 +94,8 @@ def window_events(events: list[dict[str, Any]], key: tuple[Any, ...], t: datetim
                   window: timedelta) -> list[dict[str, Any]] | None:
     """The events in one window of one spine row, in their given order; None where every aggregate is NULL.
 
-    The events counted: same keys, a time outside every invalid period, and t - W <= ts + lag < t.
+    The events counted: same keys, a time outside every invalid period, and t - W <= ts + lag and
+    known(e) < t (without arrivals: t - W <= ts + lag < t).
     """
     if t is None or any(k is None for k in key):
         return None
@@ -99,7 +108,7 @@ def window_events(events: list[dict[str, Any]], key: tuple[Any, ...], t: datetim
             continue
         if any(start <= ts <= end for start, end in rules.invalid):
             continue
-        if t - window <= ts + rules.lag and ts + rules.lag < t:
+        if t - window <= ts + rules.lag and known(event, rules) < t:
             inside.append(event)
     return inside
 
@@ -172,9 +181,11 @@ class SnapshotIndex:
         group, times = self.rows.get(key, []), self.times.get(key, [])
         if t is None or not group:
             return as_of([], key, t, self.rules)
-        known = bisect_right(times, t - self.rules.lag)  # group[:known] are known by t
-        first = bisect_left(times, times[known - 1]) if known else 0
-        return as_of(group[first:known + 1], key, t, self.rules)
+        if self.rules.known_at is not None:  # known times are not in time order: the key's rows, brute force
+            return as_of(group, key, t, self.rules)
+        due = bisect_right(times, t - self.rules.lag)  # group[:due] are known by t
+        first = bisect_left(times, times[due - 1]) if due else 0
+        return as_of(group[first:due + 1], key, t, self.rules)
 
 
 class WindowIndex:
@@ -192,5 +203,7 @@ class WindowIndex:
             return None
         times = self.times.get(key, [])
         start = bisect_left(times, t - window - rules.lag)
+        if rules.known_at is not None:  # the lower bound is on time, the upper on arrival
+            return [e for e in self.events.get(key, [])[start:] if known(e, rules) < t]
         end = bisect_left(times, t - rules.lag)
         return self.events.get(key, [])[start:end]

@@ -20,7 +20,7 @@ from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, build_view
 from featurestore.errors import FeatureStoreError
 
-from reference import Ambiguous, Rules, SnapshotIndex, as_of
+from reference import Ambiguous, Measure, Rules, SnapshotIndex, WindowIndex, as_of, window_aggregate
 from snapshot_cases import BASE, EXAMPLES, HEAVY_EXAMPLES, PLANS, STEP, cases, has_ties, heavy_cases, run
 
 
@@ -165,3 +165,28 @@ def test_feature_selection_errors_name_the_fix() -> None:
     with pytest.raises(FeatureStoreError, match=r"spine's column 'v' and feature 'spend\.v'.*full_names=True"):
         select_features(views, ["spend.*"], taken=["k", "ts", "v"])
     assert [s.output for s in select_features(views, ["spend.*"], full_names=True, taken=["v"])] == ["spend__v"]
+
+
+def test_the_reference_reads_arrival_times() -> None:
+    """The brute-force reference (and its indexes) with an arrival column, on cases worked by hand
+    from docs/semantics.md: a row is known at max(ts + lag, arrival); the latest *time* among the
+    known rows wins, not the latest to arrive; a window's lower bound stays on the time."""
+    minute = timedelta(minutes=1)
+    rows = [{"k": 1, "ts": BASE, "arrived": BASE + 40 * minute, "v": 1},
+            {"k": 1, "ts": BASE + 10 * minute, "arrived": None, "v": 2}]
+    rules = Rules(entity=("k",), timestamp="ts", features=("v",), known_at="arrived")
+    lagged = Rules(entity=("k",), timestamp="ts", features=("v",), known_at="arrived", lag=30 * minute)
+    expected = [(rules, 5, None), (rules, 15, 2), (rules, 45, 2), (lagged, 39, None), (lagged, 40, 2)]
+    for which, at, value in expected:
+        t = BASE + at * minute
+        assert as_of(rows, (1,), t, which)["v"] == value, (which.lag, at)
+        assert SnapshotIndex(rows, which).as_of((1,), t)["v"] == value, (which.lag, at)
+    # Arrived first: the row stamped 10:00 alone, until the later-stamped row is known too.
+    early = [{**rows[0], "arrived": None}, {**rows[1], "arrived": BASE + 20 * minute}]
+    assert [as_of(early, (1,), BASE + m * minute, rules)["v"] for m in (5, 15, 20)] == [1, 1, 2]
+    events = [{"k": 1, "ts": BASE, "arrived": BASE + 30 * minute}, {"k": 1, "ts": BASE + 20 * minute, "arrived": None}]
+    count = Measure("count", lambda event: 1)
+    for at, n in ((25, 1), (30, 1), (31, 2), (65, 1)):  # known strictly before t; t - 1h <= ts
+        t = BASE + at * minute
+        assert window_aggregate(events, (1,), t, rules, count, timedelta(hours=1)) == n, at
+        assert len(WindowIndex(events, rules).window_events((1,), t, timedelta(hours=1))) == n, at
