@@ -461,6 +461,37 @@ def test_cli_materializes_and_looks_up(store: FeatureStore, project: ProjectDir,
     assert code == 1 and "KEY=V1,V2" in err
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_materialize_every_runs_until_stopped(store: FeatureStore, online_database: str, stop: int) -> None:
+    """`materialize --every 1s`: a JSON line per run; SIGTERM or Ctrl-C ends it after the current run, cleanly."""
+    import json
+
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(store.root),
+                                "materialize", "--every", "1s", "--format", "json"],
+                               env={**os.environ, "FEATURESTORE_POSTGRES_URL": online_database},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first, second = (json.loads(process.stdout.readline()) for _ in range(2))
+        process.send_signal(stop)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert [(v["view"], v["mode"], v["written"]) for v in first["views"]] == [("spend", "backfill", 3)]
+    assert [v["written"] for v in second["views"]] == [0] and second["until"] > first["until"]
+    assert code == 0 and "stopped after the last run" in process.stderr.read()
+    assert store.online({"user_id": [2]}, ["spend.amount"], at=T0 + timedelta(hours=5))["amount"].to_list() == [5.0]
+
+
+def test_materialize_every_refuses_what_it_cannot_repeat(project: ProjectDir,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for args, message in ((["--every", "1m", "--until", "2026-01-01T00:00:00Z"], "drop --until"),
+                          (["--every", "1m", "--full"], "run `featurestore materialize --full` once"),
+                          (["--every", "soon"], "write e.g. 30s, 1m or 1h"),
+                          (["--every", "0"], "longer than 0")):
+        code, _, err = project.run("materialize", *args, capsys=capsys)
+        assert code == 1 and message in err, (args, err)
+
+
 def test_the_fast_row_constructor_equals_polars_public_one() -> None:
     import datetime as dt
     import decimal

@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from featurestore.cli.render import print_problems
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import FeatureStoreError, first_line
 from featurestore.governance import CONSUMER_DAYS
 
 
@@ -73,8 +74,6 @@ def views(args: argparse.Namespace) -> int:
 
 
 def frame(args: argparse.Namespace) -> int:
-    import time
-
     from rich.console import Console
 
     store = _store(args)
@@ -156,12 +155,14 @@ def materialize(args: argparse.Namespace) -> int:
 
     from featurestore.config import parse_duration
 
-    store = _store(args)
-    until = _instant(args.until, "--until") if args.until else None
     try:
         lookback = parse_duration(args.lookback) if args.lookback else None
     except ValueError as exc:
         raise FeatureStoreError(f"--lookback: {exc}; write e.g. 6h or 1d") from None
+    if args.every:
+        return _materialize_every(args, lookback)
+    store = _store(args)
+    until = _instant(args.until, "--until") if args.until else None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     views = args.views or list(store.views)
@@ -191,6 +192,68 @@ def materialize(args: argparse.Namespace) -> int:
     if runs:
         print(f"online store up to date with data known by {runs[0].until.isoformat()}")
     return 0
+
+
+def _materialize_every(args: argparse.Namespace, lookback: Any) -> int:
+    """`materialize --every`: one run per period, up to now, until SIGTERM or Ctrl-C, which end it once
+    the current run is done (a run is never cut short). A failed run (PostgreSQL down, a broken
+    definition) is reported and the next one tried. Exit status 1 if the last run failed."""
+    import signal
+    import threading
+
+    from featurestore.config import parse_duration
+
+    if args.until:
+        raise FeatureStoreError("--every runs up to now each time: drop --until")
+    if args.full:
+        raise FeatureStoreError("--full rebuilds every view, and with --every it would at every run: run "
+                                "`featurestore materialize --full` once, then --every")
+    try:
+        period = parse_duration(args.every).total_seconds()
+    except ValueError as exc:
+        raise FeatureStoreError(f"--every: {exc}; write e.g. 30s, 1m or 1h") from None
+    if period <= 0:
+        raise FeatureStoreError("--every must be longer than 0: write e.g. 30s, 1m or 1h")
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
+    failed = False
+    try:
+        due = time.monotonic()
+        while not stop.is_set():
+            failed = not _materialize_once(args, lookback)
+            now = time.monotonic()
+            due += period
+            if due < now:  # the run took longer than the period: the next one starts at the next whole period
+                due = now + period - (now - due) % period
+            stop.wait(due - now)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    print(f"stopped after {'a failed' if failed else 'the last'} run", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _materialize_once(args: argparse.Namespace, lookback: Any) -> bool:
+    """One run of `materialize --every`, on the project as it is now, as one line; False if it failed."""
+    started = time.perf_counter()
+    try:
+        with _store(args) as store:
+            runs = store.materialize(None, args.views or None, lookback=lookback,
+                                     keep_old_versions=args.keep_old_versions)
+    except FeatureStoreError as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr, flush=True)
+        return False
+    seconds = time.perf_counter() - started
+    until = runs[0].until.isoformat() if runs else None
+    if args.format == "json":
+        print(json.dumps({"until": until, "seconds": round(seconds, 3), "views": [
+            {**run.__dict__, "until": run.until.isoformat()} for run in runs]}), flush=True)
+        return True
+    news = [run for run in runs if run.written or run.quarantined or run.mode in ("backfill", "rebuild")]
+    print(f"{until}  {len(runs)} views: {sum(r.written for r in runs):,} rows written, {sum(r.late for r in runs):,} "
+          f"late, {sum(r.quarantined for r in runs):,} quarantined  {seconds:.2f} s"
+          + "".join(f"\n  {run.view}: {run.mode}, {run.written:,} written" for run in news), flush=True)
+    return True
 
 
 def online(args: argparse.Namespace) -> int:
@@ -470,8 +533,6 @@ def init(args: argparse.Namespace) -> int:
 
 
 def demo_data(args: argparse.Namespace) -> int:
-    import time
-
     from featurestore.config import load_settings
     from featurestore.demo import write_demo_data
     from featurestore.engines.postgres import resolve_url

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "rewritten files are noticed without it)")
     materialize.add_argument("--keep-old-versions", action="store_true",
                              help="keep the tables of a changed view's previous versions")
+    materialize.add_argument("--every", metavar="DURATION",
+                             help="run again every DURATION (e.g. 1m) until stopped: SIGTERM or Ctrl-C ends it after "
+                                  "the current run; one line per run (with --format json, one JSON object per line); "
+                                  "each run reads the project anew, so a deployed change is picked up")
     materialize.add_argument("--format", choices=FORMATS, default="text")
     materialize.set_defaults(handler=commands.materialize)
 
