@@ -482,6 +482,33 @@ def test_materialize_every_runs_until_stopped(store: FeatureStore, online_databa
     assert store.online({"user_id": [2]}, ["spend.amount"], at=T0 + timedelta(hours=5))["amount"].to_list() == [5.0]
 
 
+def test_materialize_every_reports_a_failed_run_and_goes_on(store: FeatureStore, project: ProjectDir,
+                                                            online_database: str) -> None:
+    """A run that fails (here a definition broken while it runs) is one error line; the next run reads
+    the fixed project and succeeds; stopped after a failed run, the exit status is 1."""
+    import json
+
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(store.root),
+                                "materialize", "--every", "1s", "--format", "json"],
+                               env={**os.environ, "FEATURESTORE_POSTGRES_URL": online_database},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    good = (project.root / "definitions" / "spend.sql").read_text()
+    try:
+        assert json.loads(process.stdout.readline())["views"][0]["mode"] == "backfill"
+        project.view("spend", good.replace("FROM events", "FROM evnts"))
+        error = process.stderr.readline()
+        project.view("spend", good)
+        assert json.loads(process.stdout.readline())["views"][0]["view"] == "spend"
+        project.view("spend", good.replace("FROM events", "FROM evnts"))
+        process.stderr.readline()  # failed again
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert error.startswith("error: ") and "evnts" in error
+    assert code == 1 and "stopped after a failed run" in process.stderr.read()
+
+
 def test_materialize_every_refuses_what_it_cannot_repeat(project: ProjectDir,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     for args, message in ((["--every", "1m", "--until", "2026-01-01T00:00:00Z"], "drop --until"),

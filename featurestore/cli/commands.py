@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.cli.render import print_problems
-from featurestore.errors import FeatureStoreError, first_line
+from featurestore.errors import FeatureStoreError
 from featurestore.governance import CONSUMER_DAYS
 
 
@@ -241,7 +241,8 @@ def _materialize_once(args: argparse.Namespace, lookback: Any) -> bool:
             runs = store.materialize(None, args.views or None, lookback=lookback,
                                      keep_old_versions=args.keep_old_versions)
     except FeatureStoreError as exc:
-        print(f"error: {first_line(exc)}", file=sys.stderr, flush=True)
+        print("error: " + " ".join(line.strip() for line in str(exc).splitlines() if line.strip()), file=sys.stderr,
+              flush=True)  # one line, as every run has
         return False
     seconds = time.perf_counter() - started
     until = runs[0].until.isoformat() if runs else None
