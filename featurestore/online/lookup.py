@@ -104,14 +104,14 @@ class OnlineStore:
                     raise BadRequestError(f"the entities lack '{key}', the entity key of view '{view.name}' "
                                             f"(given: {', '.join(given) or 'none'})")
                 if key not in dict(keys):
-                    keys.append((key, types[key]))
+                    keys.append((key, types[key].upper()))  # upper case once, for the checks of every lookup
         items = [LookupView(v, (SCHEMA, f"{v.name}__{v.version}"), tuple(grouped[v.name]), tuple(
             (c.name, postgres.postgres_type(c.type)) for c in v.columns if v.windows and c.name not in v.entity))
             for v in views]
         pg_keys = [(name, postgres.postgres_type(kind)) for name, kind in keys]
         # One view with one integer or text key (the usual serving lookup) has a cheaper statement.
         by_key = len(items) == 1 and len(keys) == 1 and not views[0].windows and (
-            keys[0][1].upper() in INTEGER_TYPES or keys[0][1] == "VARCHAR")
+            keys[0][1] in INTEGER_TYPES or keys[0][1] == "VARCHAR")
         query = lookup_by_key(items[0], pg_keys[0][1]) if by_key else lookup(items, pg_keys)
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
@@ -316,7 +316,7 @@ def _check_entities(requested: dict[str, list[Any]], keys: list[tuple[str, str]]
         raise BadRequestError("the entity key lists differ in length: " +
                                 ", ".join(f"{name} has {n}" for name, n in lengths.items()))
     for name, kind in keys:
-        wanted = "integers" if kind.upper() in INTEGER_TYPES else "strings" if kind.upper() == "VARCHAR" else None
+        wanted = "integers" if kind in INTEGER_TYPES else "strings" if kind == "VARCHAR" else None
         if wanted is None:
             continue
         allowed = _KEY_TYPES[wanted]
@@ -339,7 +339,6 @@ def _array_text(values: list[Any], kind: str) -> Any:
     or `{"a","b \\"c\\""}`, for the statement's cast to an array of the key's type: psycopg's dumping
     of a list costs more (12 µs of a one-entity lookup, 45 µs of a 100-entity one). Other keys as
     they are. Either way a parameter, never SQL text."""
-    kind = kind.upper()
     if kind in INTEGER_TYPES:
         return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
     if kind == "VARCHAR":
