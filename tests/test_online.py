@@ -461,15 +461,20 @@ def test_cli_materializes_and_looks_up(store: FeatureStore, project: ProjectDir,
     assert code == 1 and "KEY=V1,V2" in err
 
 
+def materialize_every_second(root: Path, url: str) -> subprocess.Popen:
+    """`featurestore materialize --every 1s --format json` on the project, running."""
+    return subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(root),
+                             "materialize", "--every", "1s", "--format", "json"],
+                            env={**os.environ, "FEATURESTORE_POSTGRES_URL": url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_materialize_every_runs_until_stopped(store: FeatureStore, online_database: str, stop: int) -> None:
     """`materialize --every 1s`: a JSON line per run; SIGTERM or Ctrl-C ends it after the current run, cleanly."""
     import json
 
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(store.root),
-                                "materialize", "--every", "1s", "--format", "json"],
-                               env={**os.environ, "FEATURESTORE_POSTGRES_URL": online_database},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = materialize_every_second(store.root, online_database)
     try:
         first, second = (json.loads(process.stdout.readline()) for _ in range(2))
         process.send_signal(stop)
@@ -488,10 +493,7 @@ def test_materialize_every_reports_a_failed_run_and_goes_on(store: FeatureStore,
     the fixed project and succeeds; stopped after a failed run, the exit status is 1."""
     import json
 
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(store.root),
-                                "materialize", "--every", "1s", "--format", "json"],
-                               env={**os.environ, "FEATURESTORE_POSTGRES_URL": online_database},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = materialize_every_second(store.root, online_database)
     good = (project.root / "definitions" / "spend.sql").read_text()
     try:
         assert json.loads(process.stdout.readline())["views"][0]["mode"] == "backfill"

@@ -176,7 +176,7 @@ def materialize(args: argparse.Namespace) -> int:
         runs = store.materialize(until, args.views or None, lookback=lookback,
                                  keep_old_versions=args.keep_old_versions, full=args.full, on_view=started)
     if args.format == "json":
-        print(json.dumps([{**run.__dict__, "until": run.until.isoformat()} for run in runs]))
+        print(json.dumps([_run_json(run) for run in runs]))
         return 0
     table = Table("view", "version", "run", "entities read", "rows written", "late rows", "seconds", "rows/s")
     for run in runs:
@@ -192,6 +192,11 @@ def materialize(args: argparse.Namespace) -> int:
     if runs:
         print(f"online store up to date with data known by {runs[0].until.isoformat()}")
     return 0
+
+
+def _run_json(run: Any) -> dict[str, Any]:
+    """One view's materialization run as JSON data."""
+    return {**run.__dict__, "until": run.until.isoformat()}
 
 
 def _materialize_every(args: argparse.Namespace, lookback: Any) -> int:
@@ -247,8 +252,8 @@ def _materialize_once(args: argparse.Namespace, lookback: Any) -> bool:
     seconds = time.perf_counter() - started
     until = runs[0].until.isoformat() if runs else None
     if args.format == "json":
-        print(json.dumps({"until": until, "seconds": round(seconds, 3), "views": [
-            {**run.__dict__, "until": run.until.isoformat()} for run in runs]}), flush=True)
+        print(json.dumps({"until": until, "seconds": round(seconds, 3), "views": [_run_json(run) for run in runs]}),
+              flush=True)
         return True
     news = [run for run in runs if run.written or run.quarantined or run.mode in ("backfill", "rebuild")]
     print(f"{until}  {len(runs)} views: {sum(r.written for r in runs):,} rows written, {sum(r.late for r in runs):,} "
