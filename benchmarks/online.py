@@ -334,10 +334,9 @@ def run_lookups(store: Any, url: str, table: str, at: datetime, user_ids: list[i
                     check(ids, frame, rows)
             ours_us, floor_us = np.array(ours_ns) / 1000, np.array(floor_ns) / 1000
             results[str(size)] = {"calls": lookups, "ours_us": percentiles(ours_us), "floor_us": percentiles(floor_us),
-                                  "p99_blocks_us": {"ours": [float(np.percentile(b, 99)) for b in
-                                                             np.array_split(ours_us, blocks)],
-                                                    "floor": [float(np.percentile(b, 99)) for b in
-                                                              np.array_split(floor_us, blocks)]}}
+                                  "p99_blocks_us": {who: [float(np.percentile(part, 99))
+                                                          for part in np.array_split(us, blocks)]
+                                                    for who, us in (("ours", ours_us), ("floor", floor_us))}}
             r = results[str(size)]
             r["ratio"] = {p: r["ours_us"][p] / r["floor_us"][p] for p in ("p50", "p99")}
             r["target_p99"] = verdict(r["ratio"]["p99"], LOOKUP_P99_TARGET[size])
