@@ -123,12 +123,15 @@ def _resolve(view: FeatureView, binder: duck.Binder,
             problems.append(Problem(path, view.line("entity"), f"entity key '{key}' is not an output column of the SQL",
                                     f"select it, or fix the annotation (output columns: {listing})",
                                     code="missing-column"))
-    event_time_type = ""
+    event_time_type = arrival_type = ""
     if view.windows:
-        found, event_time_type = _check_event_time(view, binder)
+        found, event_time_type = _check_source_time(view, binder, "timestamp")
         problems += found
+        if view.known_at:
+            found, arrival_type = _check_source_time(view, binder, "known_at")
+            problems += found
     else:
-        for role in ("timestamp", "created"):
+        for role in ("timestamp", "created", "known_at"):
             column = getattr(view, role)
             if column is None:
                 continue
@@ -137,9 +140,9 @@ def _resolve(view: FeatureView, binder: duck.Binder,
                                         f"{role} column '{column}' is not an output column of the SQL",
                                         f"select it, or fix the annotation (output columns: {listing})",
                                         code="missing-column"))
-            elif role == "timestamp" and not duck.is_time_type(output[column].type):
+            elif role != "created" and not duck.is_time_type(output[column].type):
                 problems.append(Problem(path, view.line(role),
-                                        f"timestamp column '{column}' has type {output[column].type}",
+                                        f"{role} column '{column}' has type {output[column].type}",
                                         f"make it a TIMESTAMP, TIMESTAMPTZ or DATE, e.g. CAST({column} AS TIMESTAMPTZ)",
                                         code="timestamp-type"))
     if problems:
@@ -157,7 +160,7 @@ def _resolve(view: FeatureView, binder: duck.Binder,
         return None, [Problem(path, sql_line, f"cannot resolve the columns: {exc}", "", code="sql")]
     version = view_version(view, {name: resolved[name].version for name in view.reads if name in resolved})
     view = view.model_copy(update={"columns": tuple(columns), "qualified": qualified, "version": version,
-                                   "event_time_type": event_time_type})
+                                   "event_time_type": event_time_type, "arrival_type": arrival_type})
     problems = _expectation_problems(view)
     return (None, problems) if problems else (view, [])
 
@@ -175,24 +178,26 @@ def _expectation_problems(view: FeatureView) -> list[Problem]:
     return problems
 
 
-def _check_event_time(view: FeatureView, binder: duck.Binder) -> tuple[list[Problem], str]:
-    """A window view's timestamp names a time column of the rows it aggregates; and its type."""
+def _check_source_time(view: FeatureView, binder: duck.Binder, role: str) -> tuple[list[Problem], str]:
+    """A window view's `timestamp` (or `known_at`) names a time column of the rows it aggregates; and its type."""
+    column = getattr(view, role)
     probe = view.query.copy()
     assert isinstance(probe, exp.Select)
     for clause in ("group", "having", "qualify", "order", "limit", "distinct"):
         probe.set(clause, None)
-    probe.set("expressions", [exp.column(view.timestamp, quoted=True)])
+    probe.set("expressions", [exp.column(column, quoted=True)])
+    what = "event-time" if role == "timestamp" else "arrival-time"
     try:
         columns = binder.describe(probe.sql(dialect="duckdb"))
     except duck.BindError:
-        return [Problem(view.path, view.line("timestamp"),
-                        f"timestamp '{view.timestamp}' is not a column of the table this window view aggregates",
-                        "name the event-time column of the source rows "
-                        "(a window view's timestamp is not an output column)",
+        return [Problem(view.path, view.line(role),
+                        f"{role} '{column}' is not a column of the table this window view aggregates",
+                        f"name the {what} column of the source rows "
+                        f"(a window view's {role} is not an output column)",
                         code="missing-column")], ""
     if not duck.is_time_type(columns[0].type):
-        return [Problem(view.path, view.line("timestamp"),
-                        f"timestamp column '{view.timestamp}' has type {columns[0].type}",
+        return [Problem(view.path, view.line(role),
+                        f"{role} column '{column}' has type {columns[0].type}",
                         "name a TIMESTAMP, TIMESTAMPTZ or DATE column", code="timestamp-type")], ""
     return [], columns[0].type
 

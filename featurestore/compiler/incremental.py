@@ -1,7 +1,7 @@
 """The latest row per entity known by an instant: what materialization writes online.
 
     latest_rows(view, [(prepared, W)], known_until=T)
-    →  SELECT <keys>, __fs_ts, <tie-break>, <features> FROM (<prepared rows>)
+    →  SELECT <keys>, __fs_ts, <tie-break>, <features> [, __fs_known with arrival times] FROM (<prepared rows>)
        WHERE __fs_known <= T AND __fs_known > W
        QUALIFY rank() OVER (PARTITION BY <keys> ORDER BY __fs_ts DESC) = 1
 
@@ -37,13 +37,16 @@ def latest_rows(view: FeatureView, parts: Sequence[tuple[exp.Query, datetime | N
     for part in selected[1:]:
         rows = exp.union(rows, part, distinct=False)
     keys = [exp.column(k, quoted=True) for k in view.entity]
-    if view.created and len(selected) > 1:  # each part kept its own tie winner; keep the winner across parts
+    # Each part kept its own tie winner (with arrival times, the winner so far at each arrival): keep
+    # the winner among the rows known by `known_until`.
+    if view.created and (len(selected) > 1 or view.known_at):
         rows = exp.select("*").from_(_aliased(rows, "u")).qualify(
             tie_winner(view, keys, exp.column("__fs_ts", quoted=True), exp.column(view.created, quoted=True)))
     latest = exp.Window(this=exp.Rank(), partition_by=keys, order=exp.Order(
         expressions=[exp.Ordered(this=exp.column("__fs_ts", quoted=True), desc=True)]))
-    return exp.select(exp.Star(except_=[exp.column("__fs_known", quoted=True)])).from_(_aliased(rows, "p")) \
-        .qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
+    # With arrival times a lookup needs when the row became known; otherwise that is its time plus the lag.
+    kept = exp.Star() if view.known_at else exp.Star(except_=[exp.column("__fs_known", quoted=True)])
+    return exp.select(kept).from_(_aliased(rows, "p")).qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
 
 
 def _known_between(prepared: exp.Query, known_after: datetime | None, known_until: datetime) -> exp.Select:

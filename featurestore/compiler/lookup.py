@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
+from featurestore.compiler.names import DUE, KNOWN, TS
 from featurestore.compiler.times import instant, interval, known_at, value_used
 from featurestore.compiler.windows import Aggregate, aggregates
 from featurestore.definitions.selection import Selected
@@ -100,12 +101,13 @@ def _windowed(item: LookupView, at: exp.Expr) -> exp.Select:
     by_column = {a.column: a for a in aggregates(view)}
     types = dict(item.types)
     longest = max(s.feature.window.length for s in item.selected if s.feature.window is not None)
-    known = exp.column("__fs_known", "e", quoted=True)
+    known = exp.column(KNOWN, "e", quoted=True)
+    start = exp.column(DUE if view.known_at else KNOWN, "e", quoted=True)  # arrival times: windows start on ts + lag
     columns = []
     for selected in item.selected:
         window = selected.feature.window
         assert window is not None
-        within = None if window.length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
+        within = None if window.length == longest else exp.GTE(this=start.copy(), expression=exp.Sub(
             this=at.copy(), expression=interval(window.length)))
         value = _postgres_aggregate(by_column[selected.feature.column], types[selected.feature.column] == "text",
                                     within)
@@ -115,6 +117,8 @@ def _windowed(item: LookupView, at: exp.Expr) -> exp.Select:
         *[exp.EQ(this=exp.column(k, "e", quoted=True), expression=exp.column(k, "r", quoted=True))
           for k in view.entity],
         exp.GTE(this=known.copy(), expression=exp.Sub(this=at.copy(), expression=interval(longest))),
+        *([exp.GTE(this=start.copy(), expression=exp.Sub(this=at.copy(), expression=interval(longest)))]
+          if view.known_at else []),
         exp.LT(this=known.copy(), expression=at.copy())))
 
 
@@ -174,9 +178,10 @@ def _bytewise(value: exp.Expr) -> exp.Expr:
 
 def _known(view: FeatureView, alias: str, at: exp.Expr) -> list[exp.Expr]:
     """The stored row counts at `at`: known by then, and its values used then (docs/semantics.md)."""
-    ts = exp.column("__fs_ts", alias, quoted=True)
+    ts = exp.column(TS, alias, quoted=True)
     used = value_used(view, ts, at)
-    return [exp.LTE(this=known_at(view, ts), expression=at.copy()), *([used] if used is not None else [])]
+    known = exp.column(KNOWN, alias, quoted=True) if view.known_at else known_at(view, ts)  # stored with arrivals
+    return [exp.LTE(this=known, expression=at.copy()), *([used] if used is not None else [])]
 
 
 def _quoted(name: str) -> str:

@@ -33,7 +33,7 @@ from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import Column, FeatureView
 
 __all__ = ["ROW", "Spine", "ViewRows", "duplicate_fix", "duplicate_message", "duplicates", "point_in_time",
-           "prepare_rows", "taken_columns", "tie_winner", "ties", "validity_intervals"]
+           "prepare_rows", "taken_columns", "taken_sources", "tie_winner", "ties", "validity_intervals"]
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
             if guard is not None:
                 value = exp.case().when(guard, value)
             query = query.select(exp.alias_(value, selected.output, quoted=True))
-        for column, name in zip((*item.view.entity, TS), taken_columns(item, number)):
-            value = exp.column(column, alias, quoted=True)
+        for column, name in zip(taken_sources(item.view), taken_columns(item, number)):
+            value = exp.column(column, "s" if column == T else alias, quoted=True)
             query = query.select(exp.alias_(value if guard is None else exp.case().when(guard.copy(), value), name,
                                             quoted=True))
     query = query.order_by(exp.column(ROW, "s", quoted=True))
@@ -143,10 +143,17 @@ def point_in_time(spine: Spine, views: list[Any], *, passthrough: bool = True, d
 
 def taken_columns(item: Any, number: int) -> list[str]:
     """The hidden columns holding the keys and time of the row taken from view `number` (NULL where none
-    or where its value is not used), when the view's rows may hold ties; else none."""
+    or where its value is not used), and with arrival times the spine row's time, when the view's rows
+    may hold ties; else none."""
     if not isinstance(item, ViewRows) or item.view.created or item.join == "intervals":
         return []  # a tie-break, or cached rows, which are free of ties
-    return [f"__fs_taken{number}_{column}" for column in (*item.view.entity, TS)]
+    return [f"__fs_taken{number}_{column}" for column in taken_sources(item.view)]
+
+
+def taken_sources(view: FeatureView) -> tuple[str, ...]:
+    """What `taken_columns` hold, in order: the taken row's keys and time, and with arrival times
+    (where a tied row may not have arrived yet) the spine row's time."""
+    return (*view.entity, TS, *([T] if view.known_at else []))
 
 
 def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select | None:
@@ -158,13 +165,14 @@ def ties(item: Any, number: int, result: str, *, repeated: bool) -> exp.Select |
     `validate --data` and the cache report all of them.
     """
     names = taken_columns(item, number)
-    if not names or (item.join in ("ranked", "last") and not repeated):
+    # With arrival times, tied rows arrive apart: the later-known one is taken, unrepeated.
+    if not names or (item.join in ("ranked", "last") and not repeated and not item.view.known_at):
         return None
     rows = item.rows if item.prepared else prepare_rows(item.view, item.rows, [])
+    time = exp.column(names[len(item.view.entity)], quoted=True)  # the taken row's; NULL where none was taken
     taken = exp.select(*[exp.alias_(exp.column(name, quoted=True), column, quoted=True)
-                         for name, column in zip(names, (*item.view.entity, TS))]).distinct() \
-        .from_(exp.to_table(result, quoted=True)).where(exp.Not(this=exp.Is(this=exp.column(names[-1], quoted=True),
-                                                                             expression=exp.Null())))
+                         for name, column in zip(names, taken_sources(item.view))]).distinct() \
+        .from_(exp.to_table(result, quoted=True)).where(exp.Not(this=exp.Is(this=time, expression=exp.Null())))
     return duplicates(item.view, rows, among=taken)
 
 
@@ -190,8 +198,11 @@ def _latest_within_ttl(view: FeatureView, rows: str, alias: str, condition: exp.
         condition = exp.and_(exp.EQ(this=exp.column(BUCKET, "s", quoted=True),
                                     expression=exp.column(BUCKET, alias, quoted=True)), condition)
     # rank(), not row_number(): rows tied on time all stay, so a tie shows as a spine row repeated (`ties`).
+    # Of rows tied on time, the one known later is later (arrival times: `prepare_rows` keeps a row only
+    # if it was the latest when it arrived).
     latest = exp.Window(this=exp.Rank(), partition_by=[exp.column(ROW, "s", quoted=True)], order=exp.Order(
-        expressions=[exp.Ordered(this=exp.column(TS, alias, quoted=True), desc=True)]))
+        expressions=[exp.Ordered(this=exp.column(TS, alias, quoted=True), desc=True),
+                     exp.Ordered(this=exp.column(KNOWN, alias, quoted=True), desc=True)]))
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
         alias, quoted=True))).from_(spine).join(side, on=exp.and_(condition.copy(), used), join_type="INNER") \
         .qualify(exp.EQ(this=latest, expression=exp.Literal.number(1)))
@@ -226,29 +237,30 @@ def _aliased(query: exp.Query, alias: str) -> exp.Subquery:
 
 
 def _latest_known(view: FeatureView, rows: str) -> exp.Select:
-    """Per spine row with keys and a time, the time of the latest row of its keys known by then (or NULL).
+    """Per spine row with keys and a time, when the latest row of its keys known by then became known (or NULL).
 
         SELECT __fs_row, keys, __fs_t, __fs_hit FROM (
-          SELECT *, max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_time, __fs_side
-                                       ROWS UNBOUNDED PRECEDING) AS __fs_hit
-          FROM (SELECT keys, __fs_known AS __fs_time, 0 AS __fs_side, NULL AS __fs_row, __fs_ts FROM rows
+          SELECT *, max(__fs_known) OVER (PARTITION BY keys ORDER BY __fs_time, __fs_side
+                                          ROWS UNBOUNDED PRECEDING) AS __fs_hit
+          FROM (SELECT keys, __fs_known AS __fs_time, 0 AS __fs_side, NULL AS __fs_row, __fs_known FROM rows
                 UNION ALL SELECT keys, __fs_t, 1, __fs_row, NULL FROM spine WHERE keys AND __fs_t NOT NULL))
         WHERE __fs_side = 1
 
     A row known exactly at t sorts before the spine row (side 0 < 1), so it is seen. Known-at
-    order is time order (the lag is constant), so the running max is the latest row known.
+    order is time order (the lag is constant; with arrival times, `prepare_rows` keeps only rows
+    that were the latest when they arrived), so the row known last is the latest row known.
     """
     keys = [exp.column(k, quoted=True) for k in view.entity]
     null = exp.Null()
     happened = exp.select(*[k.copy() for k in keys], exp.alias_(exp.column(KNOWN, quoted=True), T, quoted=True),
                           exp.alias_(exp.Literal.number(0), SIDE, quoted=True), exp.alias_(null, ROW, quoted=True),
-                          exp.column(TS, quoted=True)).from_(exp.to_table(rows, quoted=True))
+                          exp.column(KNOWN, quoted=True)).from_(exp.to_table(rows, quoted=True))
     asked = exp.select(*[k.copy() for k in keys], exp.column(T, quoted=True), exp.Literal.number(1),
                        exp.column(ROW, quoted=True), exp.Null()).from_(exp.to_table("__fs_spine_t", quoted=True)).where(
         exp.and_(*[exp.Not(this=exp.Is(this=k.copy(), expression=exp.Null())) for k in keys],
                  exp.Not(this=exp.Is(this=exp.column(T, quoted=True), expression=exp.Null()))))
     stream = exp.union(happened, asked, distinct=False)
-    latest = exp.Window(this=exp.Max(this=exp.column(TS, quoted=True)), partition_by=[k.copy() for k in keys],
+    latest = exp.Window(this=exp.Max(this=exp.column(KNOWN, quoted=True)), partition_by=[k.copy() for k in keys],
                         order=exp.Order(expressions=[exp.Ordered(this=exp.column(T, quoted=True)),
                                                      exp.Ordered(this=exp.column(SIDE, quoted=True))]),
                         spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
@@ -262,10 +274,10 @@ def _latest_known(view: FeatureView, rows: str) -> exp.Select:
 
 def _fetch_latest(view: FeatureView, hits: str, rows: str, alias: str) -> exp.Select:
     """The row each spine row found (`_latest_known`), where its value is used: an equi-join on keys
-    and time. Rows tied on (keys, time) all join, so a tie shows as a spine row repeated (`ties`)."""
+    and known-at time. Rows tied on (keys, time) all join, so a tie shows as a spine row repeated (`ties`)."""
     on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, alias, quoted=True))
                     for k in view.entity],
-                  exp.EQ(this=exp.column(TS, alias, quoted=True), expression=exp.column(HIT, "s", quoted=True)))
+                  exp.EQ(this=exp.column(KNOWN, alias, quoted=True), expression=exp.column(HIT, "s", quoted=True)))
     used = _guard(view, alias)
     return exp.select(exp.column(ROW, "s", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier(
         alias, quoted=True))).from_(exp.to_table(hits, quoted=True).as_("s", quoted=True)) \
@@ -277,12 +289,17 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
     """The view's rows ready to join: keys, UTC time, known-at time and `columns`.
 
     Rows without a time or inside an invalid period are gone; with `created`, only the winner
-    of each (keys, time) tie is left.
+    of each (keys, time) tie is left. With arrival times (`known_at`), only the rows that were the
+    latest of their keys when they became known (`_latest_on_arrival`): known-at order is then time
+    order, as it is without arrival times, so every join below finds the latest row known by `t`
+    as the row known last by `t`.
     """
     types = {c.name: c.type for c in view.columns}
     ts = utc_micros(exp.column(view.timestamp, "r", quoted=True), types[view.timestamp], "ceil")
     keys = [exp.column(k, "r", quoted=True) for k in view.entity]
-    known = known_at(view, ts)
+    arrival = utc_micros(exp.column(view.known_at, "r", quoted=True), types[view.known_at], "ceil") \
+        if view.known_at else None
+    known = known_at(view, ts, arrival)
     rows = exp.select(*keys, exp.alias_(ts, TS, quoted=True), exp.alias_(known, KNOWN, quoted=True),
                       *[exp.column(c, "r", quoted=True) for c in columns]) \
         .from_(exp.Subquery(this=source, alias=exp.TableAlias(this=exp.to_identifier("r", quoted=True)))) \
@@ -290,9 +307,36 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
     for period in view.invalid:
         rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=instant(period.start),
                                                    high=instant(period.end))))
-    if view.created:
+    if view.known_at:
+        rows = rows.qualify(_latest_on_arrival(view, keys, ts, known))
+    elif view.created:
         rows = rows.qualify(tie_winner(view, keys, ts, exp.column(view.created, "r", quoted=True)))
     return rows
+
+
+def _latest_on_arrival(view: FeatureView, keys: list[exp.Expr], ts: exp.Expr, known: exp.Expr) -> exp.Expr:
+    """The QUALIFY condition keeping a row only if no row of its keys known no later is later: a greater
+    time, or (with `created`) the same time and a greater `created` (NULL loses to any value).
+
+        __fs_ts = max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_known RANGE UNBOUNDED PRECEDING)
+        AND coalesce(created = max(created) OVER (PARTITION BY keys, __fs_ts ORDER BY __fs_known RANGE …),
+                     max(created) OVER (…) IS NULL)
+
+    A row left out is never the latest known by any `t` (the later one is known by then too); a row
+    kept is, from its known-at time until the next kept row's.
+    """
+    def latest_so_far(value: exp.Expr, partition: list[exp.Expr]) -> exp.Window:
+        return exp.Window(this=exp.Max(this=value.copy()), partition_by=partition, order=exp.Order(
+            expressions=[exp.Ordered(this=known.copy())]), spec=exp.WindowSpec(
+            kind="RANGE", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
+
+    condition: exp.Expr = exp.EQ(this=ts.copy(), expression=latest_so_far(ts, [k.copy() for k in keys]))
+    if view.created:
+        created = exp.column(view.created, "r", quoted=True)
+        best = latest_so_far(created, [*[k.copy() for k in keys], ts.copy()])
+        condition = exp.and_(condition, exp.Coalesce(this=exp.EQ(this=created, expression=best), expressions=[
+            exp.Is(this=best.copy(), expression=exp.Null())]))
+    return condition
 
 
 def tie_winner(view: FeatureView, keys: list[exp.Expr], ts: exp.Expr, created: exp.Expr) -> exp.Expr:
@@ -323,6 +367,8 @@ def duplicates(view: FeatureView, prepared: exp.Query, among: exp.Query | None =
     Without a `created` tie-break such rows make "the latest row" ambiguous: a data error.
         SELECT user_id, __fs_ts FROM (<prepared>) [SEMI JOIN (<among>) USING (user_id, __fs_ts)]
         GROUP BY ALL HAVING count(*) > 1 LIMIT 1
+    With arrival times, `among` also holds the spine time `__fs_t` at which a row was taken, and
+    only rows known by then count: a tied row that arrives later makes no tie before it arrives.
     """
     columns = [exp.column(k, "p", quoted=True) for k in view.entity] + [exp.column(TS, "p", quoted=True)]
     types = {c.name: c.type.upper() for c in view.columns}
@@ -331,11 +377,16 @@ def duplicates(view: FeatureView, prepared: exp.Query, among: exp.Query | None =
              types.get(c.name, "") else c.copy() for c in columns]
     query = exp.select(*shown).from_(exp.Subquery(this=prepared, alias=exp.TableAlias(
         this=exp.to_identifier("p", quoted=True))))
+    groups = [c.copy() for c in columns]
     if among is not None:
+        on = exp.and_(*[exp.EQ(this=c.copy(), expression=exp.column(c.name, "a", quoted=True)) for c in columns])
+        if view.known_at:
+            on = exp.and_(on, exp.LTE(this=exp.column(KNOWN, "p", quoted=True),
+                                      expression=exp.column(T, "a", quoted=True)))
+            groups.append(exp.column(T, "a", quoted=True))
         query = query.join(exp.Subquery(this=among, alias=exp.TableAlias(this=exp.to_identifier("a", quoted=True))),
-                           on=exp.and_(*[exp.EQ(this=c.copy(), expression=exp.column(c.name, "a", quoted=True))
-                                         for c in columns]), join_type="SEMI")
-    return query.group_by(*[c.copy() for c in columns]) \
+                           on=on, join_type="INNER" if view.known_at else "SEMI")
+    return query.group_by(*groups) \
         .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1))).limit(1)
 
 

@@ -4,6 +4,7 @@ every pass shares (when a row is known; when its values may be used).
     instant(datetime(2026, 1, 1, tzinfo=UTC))     CAST('2026-01-01T00:00:00+00:00' AS TIMESTAMPTZ)
     interval(timedelta(hours=3))                  INTERVAL '10800000000' MICROSECOND
     known_at(view, ts)                            ts + INTERVAL '<available_after>' MICROSECOND
+    known_at(view, ts, arrival)                   greatest(ts + <lag>, coalesce(arrival, ts + <lag>))
     value_used(view, ts, t)                       t - <ttl> <= ts AND t >= <available_since>
 """
 
@@ -31,9 +32,15 @@ def value_used(view: FeatureView, ts: exp.Expr, t: exp.Expr) -> exp.Expr | None:
     return exp.and_(*conditions) if conditions else None
 
 
-def known_at(view: FeatureView, ts: exp.Expr) -> exp.Expr:
-    """When a row stamped `ts` becomes known: `ts` plus the view's `available_after`."""
-    return ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=interval(view.available_after))
+def known_at(view: FeatureView, ts: exp.Expr, arrival: exp.Expr | None = None) -> exp.Expr:
+    """When a row stamped `ts` becomes known: `ts` plus the view's `available_after`, or its `arrival`
+    if that is later (a view with `known_at`; a NULL arrival counts as on time)."""
+    due = ts.copy() if not view.available_after else exp.Add(this=ts.copy(), expression=interval(view.available_after))
+    if arrival is None:
+        return due
+    # coalesce, not greatest's own NULL handling, which engines disagree on.
+    return exp.Greatest(this=due, expressions=[exp.Coalesce(this=arrival.copy(), expressions=[due.copy()])],
+                        ignore_nulls=True)
 
 
 def utc_micros(value: exp.Expr, duckdb_type: str, rounding: str) -> exp.Expr:

@@ -35,6 +35,7 @@ def view_version(view: FeatureView, upstream: dict[str, str]) -> str:
         "ttl": view.ttl.total_seconds() if view.ttl is not None else None,
         "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
         "created": view.created,
+        **({"known_at": view.known_at} if view.known_at else {}),  # absent: versions of views without it unchanged
         "windows": [[w.label, w.length.total_seconds()] for w in view.windows],
         "upstream": {name: upstream[name] for name in sorted(upstream)},
     }

@@ -43,7 +43,7 @@ from typing import Literal
 from sqlglot import exp
 
 from featurestore.compiler.buckets import one_bucket, two_buckets
-from featurestore.compiler.names import BUCKET, KNOWN, TIME, TS, T
+from featurestore.compiler.names import BUCKET, DUE, KNOWN, TIME, TS, T
 from featurestore.compiler.point_in_time import ROW
 from featurestore.compiler.times import instant, interval, known_at, utc_micros
 from featurestore.definitions.selection import Selected
@@ -82,7 +82,11 @@ def event_rows(view: FeatureView, rendered: exp.Query) -> exp.Select:
     ts = utc_micros(exp.column(view.timestamp, quoted=True), view.event_time_type or "TIMESTAMPTZ", "ceil")
     keys = {p.alias_or_name: p.unalias() for p in rendered.expressions}
     columns: list[exp.Expr] = [exp.alias_(keys[k].copy(), k, quoted=True) for k in view.entity]
-    columns += [exp.alias_(ts, TS, quoted=True), exp.alias_(known_at(view, ts), KNOWN, quoted=True)]
+    arrival = utc_micros(exp.column(view.known_at, quoted=True), view.arrival_type or "TIMESTAMPTZ", "ceil") \
+        if view.known_at else None
+    columns += [exp.alias_(ts, TS, quoted=True), exp.alias_(known_at(view, ts, arrival), KNOWN, quoted=True)]
+    if arrival is not None:  # windows start on time plus lag, and end on arrival
+        columns.append(exp.alias_(known_at(view, ts), DUE, quoted=True))
     for aggregate, value, order in _parse(view, rendered, ts):
         if aggregate.value != KNOWN:
             columns.append(exp.alias_(value, aggregate.value, quoted=True))
@@ -193,7 +197,9 @@ class WindowRows:
             assert window is not None
             output = output_column(by_column[column], window.label)
             method = self.methods.get(window.label, "frames")
-            if output in self.totals:
+            if view.known_at:  # two bounds on two times: only the range join has them both
+                method = "join"
+            elif output in self.totals:
                 method = "totals"
             elif method == "totals":  # a window all of whose features were running totals before this one was asked
                 method = "frames"
@@ -281,13 +287,18 @@ def aggregate_call(aggregate: Aggregate, alias: str | None = None, *, dialect: s
 def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggregate, timedelta, str]],
             dialect: str, bucket: timedelta | None = None) -> exp.Select:
     """The "join" method. With `bucket` (DuckDB), an event sits in the bucket of its known-at time and
-    a spine row at t looks in the buckets of t and t - bucket, which hold every event of [t - W, t)."""
+    a spine row at t looks in the buckets of t and t - bucket, which hold every event of [t - W, t).
+
+    With arrival times an event counts where t - W <= ts + lag (`__fs_due`) and known-at < t;
+    as ts + lag <= known-at, its known-at time is in [t - W, t) too, so the buckets still hold it.
+    """
     longest = max(length for _, length, _ in items)
     t = exp.column(T, "s", quoted=True)
     known = exp.column(KNOWN, "e", quoted=True)
+    start = exp.column(DUE if view.known_at else KNOWN, "e", quoted=True)
     on = exp.and_(*[exp.EQ(this=exp.column(k, "s", quoted=True), expression=exp.column(k, "e", quoted=True))
                     for k in view.entity],
-                  exp.GTE(this=known.copy(), expression=exp.Sub(this=t.copy(), expression=interval(longest))),
+                  exp.GTE(this=start.copy(), expression=exp.Sub(this=t.copy(), expression=interval(longest))),
                   exp.LT(this=known.copy(), expression=t.copy()))
     asked: exp.Expr = exp.to_table(spine, quoted=True).as_("s", quoted=True)
     happened: exp.Expr = exp.to_table(events, quoted=True).as_("e", quoted=True)
@@ -299,7 +310,7 @@ def _joined(view: FeatureView, spine: str, events: str, items: list[tuple[Aggreg
                              expression=exp.column(BUCKET, "e", quoted=True)), on)
     columns: list[exp.Expr] = [exp.column(ROW, "s", quoted=True)]
     for aggregate, length, output in items:
-        where = None if length == longest else exp.GTE(this=known.copy(), expression=exp.Sub(
+        where = None if length == longest else exp.GTE(this=start.copy(), expression=exp.Sub(
             this=t.copy(), expression=interval(length)))
         columns.append(exp.alias_(aggregate_call(aggregate, "e", dialect=dialect, where=where), output, quoted=True))
     return exp.select(*columns).from_(asked).join(happened, on=on, join_type="INNER") \

@@ -45,6 +45,7 @@ ANNOTATIONS: dict[str, str] = {
     "ttl": "values older than this are missing, a duration such as `3d`",
     "invalid": "known-bad periods, `START..END` ISO 8601 intervals, comma-separated",
     "created": "tie-break column among rows with equal keys and timestamp",
+    "known_at": "arrival column: a row is known at the later of its timestamp plus the lag and this time",
     "windows": "window lengths, comma-separated durations such as `3h, 1d, 7d`",
     "tags": "comma-separated tags, e.g. `pii`",
     "deprecated": "`YYYY-MM-DD` sunset date, optionally followed by a hint such as `use cards_added_v2`",
@@ -124,6 +125,7 @@ class FeatureView(_Frozen):
     ttl: timedelta | None = None
     invalid: tuple[Interval, ...] = ()
     created: str | None = None
+    known_at: str | None = None  # the arrival column (snapshot view: an output column; window view: a source column)
     windows: tuple[Window, ...] = ()
     tags: tuple[str, ...] = ()
     deprecated: Deprecation | None = None
@@ -134,6 +136,7 @@ class FeatureView(_Frozen):
     lines: dict[str, int] = {}
     columns: tuple[Column, ...] = ()
     event_time_type: str = ""  # a window view: the DuckDB type of its source rows' `timestamp`
+    arrival_type: str = ""  # a window view with `known_at`: the DuckDB type of its source rows' arrival column
     reads: tuple[str, ...] = ()
     qualified: exp.Query | None = Field(default=None, repr=False)
     version: str = ""
@@ -145,7 +148,7 @@ class FeatureView(_Frozen):
     @property
     def features(self) -> tuple[Feature, ...]:
         """The view's features, in output order (keys, timestamp and tie-break excluded)."""
-        skip = {*self.entity, self.timestamp, self.created}
+        skip = {*self.entity, self.timestamp, self.created, self.known_at}
         values = [c for c in self.columns if c.name not in skip]
         if not self.windows:
             return tuple(Feature(view=self.name, name=c.name, type=c.type, column=c.name) for c in values)
@@ -172,7 +175,7 @@ class FeatureView(_Frozen):
             raise ValueError(f"entity repeats a key column: {value}")
         return tuple(keys)
 
-    @field_validator("timestamp", "created", mode="before")
+    @field_validator("timestamp", "created", "known_at", mode="before")
     @classmethod
     def _column_name(cls, value: Any) -> Any:
         if isinstance(value, str) and not _IDENTIFIER.match(value.strip()):
@@ -291,6 +294,9 @@ class FeatureView(_Frozen):
     def _consistent(self) -> FeatureView:
         if self.timestamp in self.entity:
             raise ValueError(f"timestamp '{self.timestamp}' is also an entity key")
+        if self.known_at is not None and self.known_at in (*self.entity, self.timestamp, self.created):
+            raise ValueError(f"known_at '{self.known_at}' is also the view's key, timestamp or tie-break column; "
+                             "name the column that records when each row arrived")
         if self.windows and self.created:
             raise ValueError("created (a tie-break between rows) has no meaning for a window view; remove it")
         if self.windows and self.ttl is not None:
@@ -356,6 +362,7 @@ _HINTS = {
     "ttl": "write a duration: an integer and a unit (s, m, h, d, w), combinable: `3d`, `1d12h`",
     "windows": "write durations separated by commas: `3h, 1d, 7d`",
     "available_since": "write an ISO 8601 date or instant: `2024-01-01` or `2024-01-01T06:00:00Z`",
+    "known_at": "name the timestamp column that records when each row arrived, e.g. `-- known_at: ingested_at`",
     "invalid": "write START..END intervals separated by commas: `2024-03-01..2024-03-02T12:00:00Z`",
     "deprecated": "write `YYYY-MM-DD` then an optional hint: `2026-12-31 use cards_added_v2`",
     "expect": "write SQL conditions on the view's features separated by commas: `amount >= 0, txn_count not null`",
@@ -390,7 +397,8 @@ def catalog_entry(view: FeatureView, root: Path) -> dict[str, Any]:
         "available_since": view.available_since.isoformat() if view.available_since else None,
         "ttl": format_duration(view.ttl) if view.ttl is not None else None,
         "invalid": [[i.start.isoformat(), i.end.isoformat()] for i in view.invalid],
-        "created": view.created, "windows": [w.label for w in view.windows], "reads": list(view.reads),
+        "created": view.created, "known_at": view.known_at, "windows": [w.label for w in view.windows],
+        "reads": list(view.reads),
         "features": [{"name": f.name, "type": f.type} for f in view.features],
     }
 

@@ -143,6 +143,7 @@ class ViewDescription(_Frozen):
     ttl: str | None
     invalid: tuple[tuple[str, str], ...]
     created: str | None
+    known_at: str | None = None
     windows: tuple[str, ...]
     reads: tuple[str, ...]
     features: tuple[FeatureType, ...]

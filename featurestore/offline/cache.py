@@ -74,7 +74,7 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
 
     When the view is row-wise over one file source and that source only gained files since the
     cache was written, only the new files are read, and only the keys they hold are recomputed;
-    otherwise the view is rebuilt. Returns "incremental" or "full".
+    otherwise (and for a view with arrival times) the view is rebuilt. Returns "incremental" or "full".
     """
     state = source_state(connection, project, view)
     load_sources()
@@ -84,6 +84,8 @@ def fill(connection: Any, project: Project, view: FeatureView, load_sources: Cal
     previous = duck.first_row(connection, f"SELECT state FROM {_ENTRIES} WHERE view = $1 AND version = $2",
                               [view.name, view.version])
     added = added_files(project, view, json.loads(previous[0]) if previous and previous[0] else None, state)
+    if view.known_at:  # a new row may come before cached ones in known-at order and supersede them: rebuild
+        added = {}
     connection.execute("BEGIN TRANSACTION")
     try:
         with duck.errors_as_feature_store_errors():

@@ -165,7 +165,7 @@ def frame_sql(project: Project, features: Iterable[str] | str, *, dialect: str =
                                         f"one of those, or select other features of the view")
             events = window_events(project, view, dialect=dialect)
             write(events, dialect, view)
-            join = "frames" if dialect in ("duckdb", "spark") else "join"
+            join = "frames" if dialect in ("duckdb", "spark") and not view.known_at else "join"
             joins.append(WindowRows(view, events, items, {w.label: join for w in view.windows}))
             continue
         rows = prepared_rows(project, view, list(dict.fromkeys(f.column for f in view.features)), dialect=dialect)

@@ -35,6 +35,7 @@ from featurestore.compiler.windows import aggregates, by_totals, output_column
 from featurestore.definitions.selection import Selected
 from featurestore.definitions.spec import format_duration
 from featurestore.engines import duckdb as duck
+from featurestore.errors import FeatureStoreError
 
 __all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice",
            "Shape", "cached_join", "cached_widths", "explain", "forced", "join_header", "snapshot_choice",
@@ -317,12 +318,19 @@ def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Sel
     pass), or `join` if one was asked for ("join": in time buckets when they pay; "totals": running
     totals wherever exact; a snapshot view's join means "auto" here)."""
     join = join if join in ("join", "frames", "totals") else "auto"
+    if view.known_at:
+        if join in ("frames", "totals"):
+            raise FeatureStoreError(f"view '{view.name}' declares arrival times (known_at): its windows are computed "
+                                    f"by the range join only; ask for join 'join' or 'auto'")
+        if not buckets:
+            return replace(forced(view, "windows", {w.label: "join" for w in view.windows}), reason=ARRIVALS)
+        choice = window_joins(view, _window_shape(connection, view, events), _per_window(items), buckets=buckets,
+                              only_join=True)
+        return replace(choice, reason=ARRIVALS)
     if join == "frames" or (join == "join" and not buckets):
         return forced(view, "windows", {w.label: join for w in view.windows})
-    widths = window_widths(view)
-    shape = Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
-                                    .sql(dialect="duckdb")), widths)
-    counts = Counter(selected.feature.window.label for selected in items if selected.feature.window is not None)
+    shape = _window_shape(connection, view, events)
+    counts = _per_window(items)
     totals: dict[str, list[str]] = {}
     if buckets:  # DuckDB: ASOF joins
         by_column = {a.column: a for a in aggregates(view)}
@@ -333,6 +341,19 @@ def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Sel
     choice = window_joins(view, shape, counts, totals=totals, buckets=buckets, only_join=join == "join",
                                   only_totals=join == "totals")
     return choice if join == "auto" else replace(choice, reason="asked for")
+
+
+def _per_window(items: Any) -> dict[str, int]:
+    return Counter(selected.feature.window.label for selected in items if selected.feature.window is not None)
+
+
+ARRIVALS = "arrival times (known_at): windows by range join only"
+
+
+def _window_shape(connection: Any, view: Any, events: exp.Query) -> Shape:
+    widths = window_widths(view)
+    return Shape.of(duck.first_row(connection, key_shape(list(view.entity), events, "__fs_known", "__fs_spine", widths)
+                                   .sql(dialect="duckdb")), widths)
 
 
 def join_header(choices: list[Choice]) -> str:

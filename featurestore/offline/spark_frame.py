@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
-from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time, taken_columns
+from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time, taken_columns, taken_sources
 from featurestore.compiler.render import write
 from featurestore.compiler.windows import WindowRows
 from featurestore.definitions.selection import Selected
@@ -73,8 +73,9 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
                 events = window_events(project, view, dialect="spark")
                 write(events, "spark", view)  # what Spark cannot run is an error naming the view
                 choice = window_choice(connection, view, window_events(project, view), items, join, buckets=False) \
-                    if measured else forced(view, "windows", {w.label: _SPARK_WINDOW_JOINS.get(join, "frames")
-                                                               for w in view.windows})
+                    if measured else forced(view, "windows", {
+                        w.label: "join" if view.known_at else _SPARK_WINDOW_JOINS.get(join, "frames")
+                        for w in view.windows})
                 joins.append(WindowRows(view, events, items, choice.methods))
                 choices.append(choice)
                 continue
@@ -181,7 +182,7 @@ def feature_schema(connection: Any, names: list[str], joins: list[Any]) -> Any:
         view_types = {c.name: c.type for c in item.view.columns}
         for selected in item.selected:
             types[selected.output] = view_types[selected.feature.column]
-        for column, name in zip((*item.view.entity, "__fs_ts"), taken_columns(item, number)):
+        for column, name in zip(taken_sources(item.view), taken_columns(item, number)):
             types[name] = view_types.get(column, "TIMESTAMPTZ")
     arrow_types = duck.arrow_types(connection, [types[name] for name in names])
     return pa.schema([pa.field(name, kind) for name, kind in zip(names, arrow_types)])

@@ -27,7 +27,7 @@ from typing import Any
 from sqlglot import exp
 
 from featurestore.compiler.incremental import latest_rows
-from featurestore.compiler.names import TS
+from featurestore.compiler.names import DUE, KNOWN, TS
 from featurestore.compiler.times import instant
 from featurestore.definitions.selection import view_named
 from featurestore.definitions.spec import FeatureView
@@ -133,14 +133,15 @@ def _ensure_schema(url: str) -> None:
 
 
 def _columns(view: FeatureView) -> list[tuple[str, str]]:
-    """The online table's columns (name, PostgreSQL type): keys, time, tie-break, features."""
+    """The online table's columns (name, PostgreSQL type): keys, time, known-at time (with arrival times),
+    tie-break, features."""
     types = {c.name: c.type for c in view.columns}
-    names = [*view.entity, TS, *([view.created] if view.created else []),
+    names = [*view.entity, TS, *([KNOWN] if view.known_at else []), *([view.created] if view.created else []),
              *dict.fromkeys(f.column for f in view.features)]
     columns = []
     for name in names:
         try:
-            columns.append((name, "timestamptz" if name == TS else postgres.postgres_type(types[name])))
+            columns.append((name, "timestamptz" if name in (TS, KNOWN) else postgres.postgres_type(types[name])))
         except ValueError as exc:
             raise FeatureStoreError(f"view '{view.name}', column '{name}': {exc}") from None
     return columns
@@ -181,8 +182,8 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                     columns = _event_columns(view, offline)
                 else:
                     columns = _columns(view)
-                    batch = _changed_rows(project, view, [name for name, _ in columns][len(view.entity) + 1:],
-                                          until, lookback, before, sources)
+                    batch = _changed_rows(project, view, [name for name, _ in columns if name not in (
+                        *view.entity, TS, KNOWN)], until, lookback, before, sources)
                     offline.execute(f"CREATE TEMP TABLE __fs_batch AS {batch.sql(dialect='duckdb', comments=False)}")
                     refuse_duplicates(offline, view, exp.select("*").from_("__fs_batch"))
                 read = duck.first_row(offline, "SELECT count(*) FROM __fs_batch")[0]
@@ -286,7 +287,7 @@ def _event_columns(view: FeatureView, offline: Any) -> list[tuple[str, str]]:
     columns = []
     for column in duck.describe_relation(offline, "__fs_batch"):
         try:
-            columns.append((column.name, "timestamptz" if column.name in (TS, "__fs_known")
+            columns.append((column.name, "timestamptz" if column.name in (TS, KNOWN, DUE)
                             else postgres.postgres_type(column.type)))
         except ValueError as exc:
             raise FeatureStoreError(f"view '{view.name}': an aggregate's input ({column.name}): {exc}") from None
@@ -379,17 +380,22 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
     load(cursor, "pg_temp", "__fs_staging")
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in view.entity)
     same = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k)) for k in view.entity)
-    values = [n for n in names if n not in view.entity and n != TS]
-    lag = view.available_after or timedelta(0)
+    values = [n for n in names if n not in (*view.entity, TS, KNOWN)]
+    # When a row became known: stored with arrival times, else its time plus the lag.
+    def known(alias: str | None) -> Any:
+        column = sql.Identifier(*([alias] if alias else []), KNOWN if view.known_at else TS)
+        return column if view.known_at else sql.SQL("{} + {}").format(column, sql.Literal(view.available_after))
     if not view.created and values:  # the same (keys, time) with other values: a tie across runs
-        # Only a row known by the watermark (read again for late rows) can share a stored row's time.
+        # Without arrival times only a row known by the watermark (read again for late rows) can share a
+        # stored row's time; with them, a row arriving after the watermark can too.
         differ = sql.SQL("({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n)) for n in values),
             sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in values))
         cursor.execute(sql.SQL("SELECT {}, s.{ts}::text FROM __fs_staging s JOIN {} t ON {} AND s.{ts} = t.{ts} "
-                               "WHERE s.{ts} + %s <= %s AND {} LIMIT 1").format(
+                               "WHERE {known} AND {} LIMIT 1").format(
             sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in view.entity),
-            target, same, differ, ts=sql.Identifier(TS)), [lag, watermark])
+            target, same, differ, ts=sql.Identifier(TS),
+            known=sql.SQL("TRUE") if view.known_at else sql.SQL("{} <= {}").format(known("s"), sql.Literal(watermark))))
         tie = cursor.fetchone()
         if tie:
             raise duplicate_error(view, tuple(tie))
@@ -400,9 +406,10 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
     updates = sql.SQL(", ").join(sql.SQL("{n} = EXCLUDED.{n}").format(n=sql.Identifier(n))
                                  for n in names if n not in view.entity)
     cursor.execute(sql.SQL("WITH written AS (INSERT INTO {} AS t SELECT * FROM __fs_staging ON CONFLICT ({}) "
-                           "DO UPDATE SET {} WHERE {} RETURNING t.{}) "
-                           "SELECT count(*), count(*) FILTER (WHERE {} + %s <= %s) FROM written").format(
-        target, keys, updates, newer, sql.Identifier(TS), sql.Identifier(TS)), [lag, watermark])
+                           "DO UPDATE SET {} WHERE {} RETURNING {}) "
+                           "SELECT count(*), count(*) FILTER (WHERE {} <= %s) FROM written").format(
+        target, keys, updates, newer, sql.SQL(", ").join(sql.Identifier("t", c) for c in (TS, KNOWN)[:1 + bool(
+            view.known_at)]), known(None)), [watermark])
     written, late = cursor.fetchone()
     return int(written), int(late)
 

@@ -34,14 +34,14 @@ WITH "__fs_spine" AS (
   FROM (
     SELECT
       *,
-      MAX("__fs_ts") OVER (PARTITION BY "user_id" ORDER BY "__fs_t", "__fs_side" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS "__fs_hit"
+      MAX("__fs_known") OVER (PARTITION BY "user_id" ORDER BY "__fs_t", "__fs_side" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS "__fs_hit"
     FROM (
       SELECT
         "user_id",
         "__fs_known" AS "__fs_t",
         0 AS "__fs_side",
         NULL AS "__fs_row",
-        "__fs_ts"
+        "__fs_known"
       FROM __fs_v0_rows
       UNION ALL
       SELECT
@@ -63,7 +63,7 @@ WITH "__fs_spine" AS (
     "v0".*
   FROM __fs_v0_hit AS "s"
   INNER JOIN __fs_v0_rows AS "v0"
-    ON "s"."user_id" = "v0"."user_id" AND "v0"."__fs_ts" = "s"."__fs_hit"
+    ON "s"."user_id" = "v0"."user_id" AND "v0"."__fs_known" = "s"."__fs_hit"
 ), "__fs_v1_events" AS (
   SELECT
     "events"."user_id" AS "user_id",
