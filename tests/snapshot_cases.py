@@ -9,6 +9,7 @@ Shared by tests/test_point_in_time.py, tests/test_online.py and tests/test_spark
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, build_view
 from featurestore.errors import FeatureStoreError
 
-from reference import Rules
+from reference import Rules, known
 from timelines import anywhere, instants, shapes, unmatched
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,13 +74,22 @@ def grid(max_index: int) -> st.SearchStrategy[datetime]:
 durations = st.sampled_from([timedelta(0), timedelta(minutes=30), timedelta(minutes=45), timedelta(hours=1)])
 
 
+# How late a row arrives after it is due (ts + lag): early (then it is known when due), on time,
+# a microsecond late, late by grid steps (past later rows), or no arrival recorded (NULL: on time).
+ARRIVALS = st.one_of(st.none(), st.sampled_from([-STEP, -US, timedelta(0), timedelta(0), US, STEP, 3 * STEP,
+                                                 5 * STEP + US]))
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> dict:
     composite = draw(st.booleans())
     created = draw(st.booleans())
+    arrivals = draw(st.booleans())  # the view declares `known_at: arrived`
+    lag = draw(durations)
     rows = draw(st.lists(st.fixed_dictionaries({
         "k": st.integers(1, 3), "c": st.sampled_from(["x", "y"]), "ts": grid(10),
         "v": st.one_of(st.none(), st.integers(-5, 5)), "s": st.one_of(st.none(), st.text("ab", max_size=2)),
+        "late": ARRIVALS if arrivals else st.none(),
     }), max_size=16))
     entity = ("k", "c") if composite else ("k",)
     if rows and draw(st.booleans()):  # exact copies of (keys, ts) with other values: ties
@@ -87,6 +97,12 @@ def cases(draw: st.DrawFn) -> dict:
                                                                                     max_size=3))]
     for number, row in enumerate(rows):
         row["created"] = number  # unique, so the tie-break is total
+        late = row.pop("late")
+        row["arrived"] = None if late is None else row["ts"] + lag + late
+    if arrivals and len(rows) > 1 and draw(st.booleans()):  # a batch: several rows arriving at one instant
+        batch = draw(st.sampled_from([r["arrived"] for r in rows if r["arrived"] is not None] or [BASE]))
+        for i in draw(st.lists(st.integers(0, len(rows) - 1), max_size=4)):
+            rows[i]["arrived"] = batch
     if not created and draw(st.booleans()):  # without a tie-break, (keys, ts) should be unique: keep the first
         seen, unique = set(), []
         for row in rows:
@@ -99,13 +115,15 @@ def cases(draw: st.DrawFn) -> dict:
     if draw(st.booleans()):
         a, b = sorted([draw(grid(10)), draw(grid(10))])
         invalid = ((a, b),)
-    rules = Rules(entity=entity, timestamp="ts", lag=draw(durations),
+    rules = Rules(entity=entity, timestamp="ts", lag=lag, known_at="arrived" if arrivals else None,
                   ttl=draw(st.sampled_from([None, timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2)])),
                   since=draw(st.one_of(st.none(), grid(12))), invalid=invalid,
                   created="created" if created else None, features=("v", "s"))
     # Spine times exactly on (and a microsecond either side of) the edges that rows define:
     # known-at (ts + lag), TTL expiry (ts + ttl), the start of available_since and invalid periods.
-    edges = [r["ts"] + rules.lag + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)]
+    # With arrival times, also on each arrival.
+    edges = [at + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)
+             for at in (r["ts"] + rules.lag, *([r["arrived"]] if r["arrived"] is not None else []))]
     if rules.ttl is not None:
         edges += [r["ts"] + rules.ttl + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)]
     if rules.since is not None:
@@ -130,7 +148,19 @@ def definition(rules: Rules) -> str:
         header.append("-- invalid: " + ", ".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in rules.invalid))
     if rules.created:
         header.append(f"-- created: {rules.created}")
-    return "\n".join(header) + f"\nSELECT {', '.join(rules.entity)}, ts, created, v, s FROM events\n"
+    if rules.known_at:
+        header.append(f"-- known_at: {rules.known_at}")
+    arrival = f", {rules.known_at}" if rules.known_at else ""
+    return "\n".join(header) + f"\nSELECT {', '.join(rules.entity)}, ts, created{arrival}, v, s FROM events\n"
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """The rows as the source `events`: keys, time, tie-break, arrival (NULL where none) and values."""
+    return pa.table({
+        "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
+        "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
+        "arrived": pa.array([r.get("arrived") for r in rows], UTC_US),
+        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string())})
 
 
 def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: list[int],
@@ -139,13 +169,10 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
     view, problems = build_view(loaded)
     assert view is not None, problems
     types = {"k": "BIGINT", "c": "VARCHAR", "ts": "TIMESTAMP WITH TIME ZONE", "created": "BIGINT", "v": "BIGINT",
-             "s": "VARCHAR"}
-    view = view.model_copy(update={"columns": tuple(Column(name=n, type=types[n])
-                                                    for n in (*rules.entity, "ts", "created", "v", "s"))})
-    events = pa.table({
-        "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
-        "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
-        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string())})
+             "s": "VARCHAR", "arrived": "TIMESTAMP WITH TIME ZONE"}
+    names = (*rules.entity, "ts", "created", *([rules.known_at] if rules.known_at else []), "v", "s")
+    view = view.model_copy(update={"columns": tuple(Column(name=n, type=types[n]) for n in names)})
+    events = rows_table(rows)
     times = [row["t"] for row in spine]
     if flavour == "utc":
         t_column, t_type = pa.array(times, UTC_US), "TIMESTAMP WITH TIME ZONE"
@@ -198,10 +225,27 @@ def run(rows: list[dict], rules: Rules, spine: list[dict], flavour: str, nanos: 
 
 
 def has_ties(rows: list[dict], rules: Rules) -> bool:
-    """Whether two rows that count (a time, outside invalid periods) share keys and time."""
-    seen = [(*(r[k] for k in rules.entity), r["ts"]) for r in rows
-            if r["ts"] is not None and not any(a <= r["ts"] <= b for a, b in rules.invalid)]
+    """Whether two rows that count (a time, outside invalid periods) share keys and time, and (with
+    arrival times) could both be the latest: neither arrived after a later row of its keys had."""
+    counted = [r for r in rows if r["ts"] is not None and not any(a <= r["ts"] <= b for a, b in rules.invalid)]
+    if rules.known_at:
+        by_key: dict[tuple, list[dict]] = {}
+        for r in counted:
+            by_key.setdefault(tuple(r[k] for k in rules.entity), []).append(r)
+        counted = [r for group in by_key.values() for r in _latest_on_arrival(group, rules)]
+    seen = [(*(r[k] for k in rules.entity), r["ts"]) for r in counted]
     return len(seen) != len(set(seen))
+
+
+def _latest_on_arrival(rows: list[dict], rules: Rules) -> list[dict]:
+    """The rows (of one key) that no row known no later has a later time than."""
+    kept, latest = [], None
+    ordered = sorted(rows, key=lambda r: known(r, rules))
+    for _, group in itertools.groupby(ordered, key=lambda r: known(r, rules)):
+        group = list(group)
+        latest = max([r["ts"] for r in group] + ([latest] if latest is not None else []))
+        kept += [r for r in group if r["ts"] == latest]
+    return kept
 
 
 @st.composite
@@ -211,6 +255,7 @@ def heavy_cases(draw: st.DrawFn) -> dict:
     of them exactly on an edge that a row defines (or a microsecond either side)."""
     composite = draw(st.booleans())
     created = draw(st.booleans())
+    arrivals = draw(st.booleans())  # the view declares `known_at: arrived`
     per_key = draw(shapes())
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     entity = ("k", "c") if composite else ("k",)
@@ -270,7 +315,10 @@ def heavy_cases(draw: st.DrawFn) -> dict:
                                             timedelta(hours=6), timedelta(days=1, seconds=1), timedelta(days=3)])),
                   since=None if since is None else near(some_time()) if since == "row" else
                   first + (last - first) * rng.random(),
-                  invalid=tuple(invalid), created="created" if created else None, features=("v", "s"))
+                  invalid=tuple(invalid), created="created" if created else None, features=("v", "s"),
+                  known_at="arrived" if arrivals else None)
+    for row in rows:
+        row["arrived"] = arrival(row["ts"], rules.lag, rng) if arrivals and row["ts"] is not None else None
     counts: dict[tuple, int] = {}
     for row in rows:
         identity = (*(row[k] for k in entity), row["ts"])
@@ -279,10 +327,12 @@ def heavy_cases(draw: st.DrawFn) -> dict:
     spine = []
     for _ in range(draw(st.integers(100, 400))):
         origin = rng.choices(["known", "tie", "ttl", "ts", "since", "invalid", "free", "no time", "no key",
-                              "other key"], [25, 5, 15, 5, 5, 5, 20, 5, 5, 5])[0]
+                              "other key", "arrival"], [25, 5, 15, 5, 5, 5, 20, 5, 5, 5, 15 if arrivals else 0])[0]
         row = rng.choice(tied if origin == "tie" and tied else timed)
         k, c = row["k"], row["c"]
-        if origin in ("known", "tie") or (origin == "ttl" and rules.ttl is None):
+        if origin == "arrival":
+            t = near(row.get("arrived") or row["ts"] + rules.lag)
+        elif origin in ("known", "tie") or (origin == "ttl" and rules.ttl is None):
             t = near(row["ts"] + rules.lag)
         elif origin == "ttl":
             t = near(row["ts"] + rules.ttl)
@@ -299,3 +349,20 @@ def heavy_cases(draw: st.DrawFn) -> dict:
     flavour = draw(st.sampled_from(["utc", "naive", "nanos"]))
     nanos = [rng.choice([0, 0, 1, 500, 999]) for _ in spine]
     return {"rows": rows, "rules": rules, "spine": spine, "flavour": flavour, "nanos": nanos}
+
+
+def arrival(ts: datetime, lag: timedelta, rng: random.Random) -> datetime | None:
+    """When a heavy case's row arrived: not recorded, on time, early, late (past many later rows),
+    or in an hourly batch (many rows arriving at one instant)."""
+    due = ts + lag
+    kind = rng.choices(["none", "due", "early", "late", "batch"], [25, 20, 10, 30, 15])[0]
+    if kind == "none":
+        return None
+    if kind == "due":
+        return due
+    if kind == "early":
+        return due - rng.choice([US, timedelta(seconds=rng.randrange(1, 86_400))])
+    if kind == "late":
+        return due + rng.choice([US, timedelta(seconds=1), timedelta(seconds=rng.randrange(1, 3 * 86_400))])
+    hour = timedelta(hours=1)
+    return BASE + ((due - BASE) // hour + 1) * hour + rng.randrange(3) * hour

@@ -27,7 +27,7 @@ from featurestore import FeatureStore, FeatureStoreError
 from featurestore.engines.postgres import lock_key
 
 from reference import Rules
-from snapshot_cases import UTC_US, cases, definition, has_ties
+from snapshot_cases import cases, definition, has_ties, rows_table
 from support import T0, ProjectDir, events_table, reset
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
@@ -53,12 +53,7 @@ def online_table(url: str, store: FeatureStore, view: str) -> list[tuple]:
 
 
 def write_events(root: Path, rows: list[dict], rules: Rules, name: str = "events.parquet") -> None:
-    pq.write_table(pa.table({
-        "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
-        "ts": pa.array([r["ts"] for r in rows], UTC_US), "created": pa.array([r["created"] for r in rows], pa.int64()),
-        "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string()),
-    }, schema=pa.schema([("k", pa.int64()), ("c", pa.string()), ("ts", UTC_US), ("created", pa.int64()),
-                         ("v", pa.int64()), ("s", pa.string())])), root / "data" / name)
+    pq.write_table(rows_table(rows), root / "data" / name)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -69,7 +64,8 @@ def test_online_equals_the_training_frame_at_each_materialized_instant(online_da
     rules, rows, spine = case["rules"], case["rows"], case["spine"]
     assume(rules.created or not has_ties(rows, rules))  # ties: both sides refuse (tested below)
     reset(online_database)
-    instants = sorted({r["ts"] + rules.lag + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)}
+    instants = sorted({at + timedelta(microseconds=d) for r in rows for d in (-1, 0, 1)
+                       for at in (r["ts"] + rules.lag, *([r["arrived"]] if r["arrived"] else []))}
                       | {r["ts"] + (rules.ttl or timedelta(0)) for r in rows} | {T0})
     chosen = sorted(data.draw(st.lists(st.sampled_from(instants), min_size=1, max_size=3, unique=True)))
     # Rows land in files, one before each run, whatever their time: a row may come long after it was due.

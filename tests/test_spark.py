@@ -97,11 +97,7 @@ def test_snapshot_frames_equal_duckdb_and_the_reference(spark: Any, case: dict, 
         expected = None
     with tempfile.TemporaryDirectory() as folder:
         project = ProjectDir(Path(folder))
-        project.parquet("events", pa.table({
-            "k": pa.array([r["k"] for r in rows], pa.int64()), "c": pa.array([r["c"] for r in rows], pa.string()),
-            "ts": pa.array([r["ts"] for r in rows], snapshots.UTC_US),
-            "created": pa.array([r["created"] for r in rows], pa.int64()),
-            "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string())}))
+        project.parquet("events", snapshots.rows_table(rows))
         project.view("view", snapshots.definition(rules))
         spine = snapshot_spine(case)
         if expected is None:

@@ -308,35 +308,47 @@ def prepare_rows(view: FeatureView, source: exp.Query, columns: list[str]) -> ex
         rows = rows.where(exp.Not(this=exp.Between(this=ts.copy(), low=instant(period.start),
                                                    high=instant(period.end))))
     if view.known_at:
-        rows = rows.qualify(_latest_on_arrival(view, keys, ts, known))
-    elif view.created:
+        return _latest_on_arrival(view, rows, ts, known, columns)
+    if view.created:
         rows = rows.qualify(tie_winner(view, keys, ts, exp.column(view.created, "r", quoted=True)))
     return rows
 
 
-def _latest_on_arrival(view: FeatureView, keys: list[exp.Expr], ts: exp.Expr, known: exp.Expr) -> exp.Expr:
-    """The QUALIFY condition keeping a row only if no row of its keys known no later is later: a greater
-    time, or (with `created`) the same time and a greater `created` (NULL loses to any value).
+def _latest_on_arrival(view: FeatureView, rows: exp.Select, ts: exp.Expr, known: exp.Expr,
+                       columns: list[str]) -> exp.Select:
+    """Of `rows`, those no row of the same keys known no later has a later time than: a greater time,
+    or (with `created`) the same time and a greater `created` (NULL loses to any value).
 
-        __fs_ts = max(__fs_ts) OVER (PARTITION BY keys ORDER BY __fs_known RANGE UNBOUNDED PRECEDING)
-        AND coalesce(created = max(created) OVER (PARTITION BY keys, __fs_ts ORDER BY __fs_known RANGE …),
-                     max(created) OVER (…) IS NULL)
+        SELECT keys, __fs_ts, __fs_known, columns FROM (
+          SELECT …, max(<ts>) OVER (PARTITION BY keys ORDER BY <known> RANGE UNBOUNDED PRECEDING) AS __fs_latest,
+                 <created> AS __fs_created,
+                 max(<created>) OVER (PARTITION BY keys, <ts> ORDER BY <known> RANGE …) AS __fs_best FROM …) AS p
+        WHERE __fs_ts = __fs_latest AND coalesce(__fs_created = __fs_best, __fs_best IS NULL)
 
     A row left out is never the latest known by any `t` (the later one is known by then too); a row
-    kept is, from its known-at time until the next kept row's.
+    kept is, from its known-at time until the next kept row's. (A subquery, not QUALIFY: engines
+    without QUALIFY get it rewritten in a way that loses the row's own time.)
     """
+    keys = [exp.column(k, "r", quoted=True) for k in view.entity]
+
     def latest_so_far(value: exp.Expr, partition: list[exp.Expr]) -> exp.Window:
         return exp.Window(this=exp.Max(this=value.copy()), partition_by=partition, order=exp.Order(
             expressions=[exp.Ordered(this=known.copy())]), spec=exp.WindowSpec(
             kind="RANGE", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"))
 
-    condition: exp.Expr = exp.EQ(this=ts.copy(), expression=latest_so_far(ts, [k.copy() for k in keys]))
+    def p(name: str) -> exp.Column:
+        return exp.column(name, "p", quoted=True)
+
+    inner = rows.select(exp.alias_(latest_so_far(ts, [k.copy() for k in keys]), "__fs_latest", quoted=True))
+    kept: exp.Expr = exp.EQ(this=p(TS), expression=p("__fs_latest"))
     if view.created:
         created = exp.column(view.created, "r", quoted=True)
-        best = latest_so_far(created, [*[k.copy() for k in keys], ts.copy()])
-        condition = exp.and_(condition, exp.Coalesce(this=exp.EQ(this=created, expression=best), expressions=[
-            exp.Is(this=best.copy(), expression=exp.Null())]))
-    return condition
+        inner = inner.select(exp.alias_(created, "__fs_created", quoted=True), exp.alias_(
+            latest_so_far(created, [*[k.copy() for k in keys], ts.copy()]), "__fs_best", quoted=True))
+        kept = exp.and_(kept, exp.Coalesce(this=exp.EQ(this=p("__fs_created"), expression=p("__fs_best")),
+                                           expressions=[exp.Is(this=p("__fs_best"), expression=exp.Null())]))
+    return exp.select(*[p(name) for name in (*view.entity, TS, KNOWN, *columns)]).from_(
+        exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("p", quoted=True)))).where(kept)
 
 
 def tie_winner(view: FeatureView, keys: list[exp.Expr], ts: exp.Expr, created: exp.Expr) -> exp.Expr:
