@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore, FeatureStoreError
 from featurestore.engines.postgres import lock_key
+from featurestore.offline.frames import frame_sql
 
 from reference import Rules
-from snapshot_cases import cases, definition, has_ties, rows_table
+from snapshot_cases import UTC_US, cases, definition, has_ties, rows_table
 from support import T0, ProjectDir, events_table, reset
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 10)
@@ -649,3 +650,37 @@ def test_every_online_type_is_materialized_exactly(project: ProjectDir, online_d
         "clock": time(0), "calendar": date(1, 1, 1),
         "ns": datetime(1677, 9, 22, 0, 12, 43, 145225), "moment": datetime(1, 1, 1, tzinfo=UTC), "f": "NaN", "word": ""}
     assert found[2] == dict.fromkeys(columns)
+
+
+def test_a_row_that_arrives_late_is_known_when_it_arrives_offline_and_online(project: ProjectDir) -> None:
+    """docs/semantics.md, arrival times: a row stamped 10:00 that arrived at 10:30 was not known at
+    10:05, in a training frame nor online; a materialization that reads it after the 10:05 run does
+    not count it as late (it came when it came); `compile --frame` writes the same rule."""
+    at = T0.replace(hour=10)
+    minute = timedelta(minutes=1)
+    project.parquet("ledger", pa.table({
+        "user_id": pa.array([1, 1, 2], pa.int64()),
+        "ts": pa.array([at - 60 * minute, at, at], UTC_US),
+        "ingested_at": pa.array([None, at + 30 * minute, at - 5 * minute], UTC_US),  # NULL: on time
+        "balance": pa.array([3.0, 5.0, 7.0])}))
+    project.view("balance", HEADER + "-- known_at: ingested_at\nSELECT user_id, ts, ingested_at, balance FROM ledger\n")
+    with FeatureStore(project.root, consumer="test") as store:
+        assert [f.name for f in store.views["balance"].features] == ["balance"]  # the arrival is not a feature
+
+        def frame(t: datetime) -> list:
+            spine = pl.DataFrame({"user_id": [1, 2], "ts": [t, t]}, schema={"user_id": pl.Int64,
+                                                                           "ts": pl.Datetime("us", "UTC")})
+            return store.training_frame(spine, ["balance.balance"], cache=False).to_polars()["balance"].to_list()
+
+        assert frame(at + 5 * minute) == [3.0, 7.0]
+        assert frame(at + 30 * minute - timedelta(microseconds=1)) == [3.0, 7.0]
+        assert frame(at + 30 * minute) == [5.0, 7.0]
+        assert store.materialize(until=at + 5 * minute)[0].mode == "backfill"
+        assert store.online({"user_id": [1, 2]}, ["balance.balance"], at=at + 5 * minute)["balance"].to_list() == \
+            [3.0, 7.0]
+        [second] = store.materialize(until=at + 30 * minute)
+        assert (second.mode, second.written, second.late) == ("incremental", 1, 0)
+        assert store.online({"user_id": [1, 2]}, ["balance.balance"], at=at + 30 * minute)["balance"].to_list() == \
+            [5.0, 7.0]
+        for dialect in ("duckdb", "postgres", "spark"):
+            assert "GREATEST(" in frame_sql(store.project, ["balance.balance"], dialect=dialect).upper(), dialect

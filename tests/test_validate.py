@@ -61,6 +61,12 @@ CASES = [
      "missing-column", 3, "timestamp column 'event_time' is not an output column", "select it"),
     ("timestamp_type", HEADER + "SELECT user_id, amount AS ts FROM events\n",
      "timestamp-type", 2, "has type DOUBLE", "TIMESTAMP"),
+    ("known_at_missing", HEADER + "-- known_at: arrived\nSELECT user_id, ts FROM events\n",
+     "missing-column", 4, "known_at column 'arrived' is not an output column", "select it"),
+    ("known_at_type", HEADER + "-- known_at: amount\nSELECT user_id, ts, amount FROM events\n",
+     "timestamp-type", 4, "known_at column 'amount' has type DOUBLE", "TIMESTAMP"),
+    ("known_at_is_the_timestamp", HEADER + "-- known_at: ts\nSELECT user_id, ts FROM events\n",
+     "bad-annotation", 4, "'ts' is also the view's key, timestamp", "ingested_at"),
     ("window_timestamp", "-- entity: user_id\n-- timestamp: created_at\n-- owner: a@b.c\n-- windows: 1d\n"
      "SELECT user_id, count(*) AS n FROM events GROUP BY user_id\n",
      "missing-column", 2, "'created_at' is not a column of the table this window view aggregates", "event-time"),

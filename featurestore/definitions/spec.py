@@ -182,6 +182,15 @@ class FeatureView(_Frozen):
             raise ValueError(f"'{value}' is not a column name")
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("known_at")
+    @classmethod
+    def _arrival(cls, value: Any, info: Any) -> Any:
+        taken = {*info.data.get("entity", ()), info.data.get("timestamp"), info.data.get("created")}
+        if value is not None and value in taken:
+            raise ValueError(f"'{value}' is also the view's key, timestamp or tie-break column; name the column "
+                             "that records when each row arrived")
+        return value
+
     @field_validator("owner", mode="before")
     @classmethod
     def _owner(cls, value: Any) -> Any:
@@ -294,9 +303,6 @@ class FeatureView(_Frozen):
     def _consistent(self) -> FeatureView:
         if self.timestamp in self.entity:
             raise ValueError(f"timestamp '{self.timestamp}' is also an entity key")
-        if self.known_at is not None and self.known_at in (*self.entity, self.timestamp, self.created):
-            raise ValueError(f"known_at '{self.known_at}' is also the view's key, timestamp or tie-break column; "
-                             "name the column that records when each row arrived")
         if self.windows and self.created:
             raise ValueError("created (a tie-break between rows) has no meaning for a window view; remove it")
         if self.windows and self.ttl is not None:
