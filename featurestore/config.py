@@ -58,6 +58,7 @@ class FileSource(_Frozen):
     kind: Literal["file"] = "file"
     path: str
     format: Literal["parquet", "csv"]
+    arrival: str | None = None  # the column recording when each row arrived (the store stamps pushed rows)
 
 
 class PostgresSource(_Frozen):
@@ -271,9 +272,11 @@ def _parse(raw: dict[str, Any], root: Path, path: Path, text: str, prefix: str) 
 
 _CACHE_CHOICES = ("on_second_read", "on_first_read", "off")
 
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 _SOURCE_FORMS = (
     'write `name = "data/file.parquet"` (a Parquet or CSV file or glob), '
-    '`name = { path = "data/x.txt", format = "csv" }`, '
+    '`name = { path = "data/x.txt", format = "csv", arrival = "ingested_at" }`, '
     '`name = { postgres = "schema.table" }` or `name = { duckdb = "table" }`'
 )
 
@@ -289,14 +292,18 @@ def _source(name: str, spec: object) -> Source:
         return PostgresSource(schema_name=schema or "public", table=table)
     if keys == {"duckdb"} and isinstance(spec["duckdb"], str):
         return DuckDBSource(table=spec["duckdb"])
-    if "path" in keys and keys <= {"path", "format"} and isinstance(spec["path"], str):
+    if "path" in keys and keys <= {"path", "format", "arrival"} and isinstance(spec["path"], str):
         fmt = spec.get("format") or _format_of(spec["path"])
         if fmt not in ("parquet", "csv"):
             raise ValueError(
                 f"source '{name}': cannot tell the format of '{spec['path']}' "
                 f"(format must be parquet or csv)"
             )
-        return FileSource(path=spec["path"], format=fmt)
+        arrival = spec.get("arrival")
+        if arrival is not None and not (isinstance(arrival, str) and _COLUMN.match(arrival)):
+            raise ValueError(f"source '{name}': arrival must name a column of the source, e.g. arrival = "
+                             f"\"ingested_at\"")
+        return FileSource(path=spec["path"], format=fmt, arrival=arrival)
     raise ValueError(f"source '{name}' has unexpected keys {sorted(keys)}")
 
 

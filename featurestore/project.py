@@ -91,8 +91,26 @@ def _bind(settings: Settings, views: dict[str, FeatureView], broken: set[str],
             unsound.add(name)
         else:
             resolved[name] = resolved_view
+    problems += _arrival_warnings(settings, resolved)
     ordered = sorted(problems, key=lambda p: (str(p.path), p.line, p.column))
     return Project(settings=settings, views=resolved, sources=schemas, problems=tuple(ordered))
+
+
+def _arrival_warnings(settings: Settings, views: dict[str, FeatureView]) -> list[Problem]:
+    """A view reading a source that records arrivals, without declaring `known_at`, sees late rows as
+    known when they were due: training would see rows no lookup could have served."""
+    problems = []
+    for view in views.values():
+        for name in view.reads:
+            source = settings.sources.get(name)
+            if isinstance(source, FileSource) and source.arrival and not view.known_at:
+                column = source.arrival
+                problems.append(Problem(
+                    view.path, 1, f"view '{view.name}' reads source '{name}', which records when rows arrive "
+                    f"('{column}'), but does not declare known_at, so a late row counts as known when it was due",
+                    f"add `-- known_at: {column}`" + ("" if view.windows else f" and select {column}"),
+                    code="missing-known-at", severity="warning"))
+    return problems
 
 
 def _resolve(view: FeatureView, binder: duck.Binder,
@@ -227,6 +245,12 @@ def _source_schemas(settings: Settings, connection: Any) -> tuple[dict[str, tupl
         try:
             if isinstance(source, FileSource):
                 columns = duck.describe_files(connection, str(settings.root / source.path), source.format)
+                types = {c.name: c.type for c in columns}
+                if source.arrival is not None and not duck.is_time_type(types.get(source.arrival, "")):
+                    problem(name, f"arrival column '{source.arrival}' " + (
+                        f"has type {types[source.arrival]}" if source.arrival in types else "is not a column"),
+                        f"name a TIMESTAMP or TIMESTAMPTZ column of the source (its columns: {', '.join(types)})")
+                    continue
             else:
                 assert isinstance(source, DuckDBSource)
                 columns = duck.describe_duckdb_table(settings.offline_database, source.table)

@@ -305,3 +305,29 @@ def test_validate_data_finds_duplicate_rows(project: ProjectDir, capsys: pytest.
     assert code == 1
     assert [(p["path"], p["line"], p["code"]) for p in problems] == [("definitions/dup.sql", 2, "duplicate-rows")]
     assert "several rows with user_id=" in problems[0]["message"] and "-- created:" in problems[0]["hint"]
+
+
+def test_a_source_with_arrivals_asks_its_views_to_declare_known_at(project: ProjectDir,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+
+    from support import T0
+
+    project.parquet("ledger", pa.table({"user_id": [1], "ts": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                                        "ingested_at": pa.array([T0], pa.timestamp("us", tz="UTC")),
+                                        "amount": [1.0]}))
+    project.sources["ledger"] = '{ path = "data/ledger.parquet", arrival = "ingested_at" }'
+    project.write_config()
+    project.view("plain", HEADER + "SELECT user_id, ts, amount FROM ledger\n")
+    project.view("honest", HEADER + "-- known_at: ingested_at\nSELECT user_id, ts, ingested_at, amount FROM ledger\n")
+    exit_code, problems = project.validate(capsys)
+    assert exit_code == 0
+    warning = only(problems, "missing-known-at")
+    assert (warning["path"], warning["severity"]) == ("definitions/plain.sql", "warning")
+    assert "'ledger', which records when rows arrive ('ingested_at')" in warning["message"]
+    assert warning["hint"] == "add `-- known_at: ingested_at` and select ingested_at"
+    project.sources["ledger"] = '{ path = "data/ledger.parquet", arrival = "amount" }'
+    project.write_config()
+    exit_code, problems = project.validate(capsys)
+    assert exit_code == 1
+    assert "arrival column 'amount' has type DOUBLE" in only(problems, "source")["message"]
