@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featurestore.compiler.lineage import Lineage, feature_lineage, reverse_lineage
 from featurestore.compiler.render import DIALECTS, render_view
@@ -36,6 +36,9 @@ from featurestore.offline.snapshots import TrainingFrame, load_snapshot
 from featurestore.online.lookup import OnlineStore
 from featurestore.online.materialize import Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
+
+if TYPE_CHECKING:
+    from featurestore.online.push import PushResult
 
 __all__ = ["FeatureStore"]
 
@@ -136,6 +139,17 @@ class FeatureStore:
         """
         return materialize(self.project, until, views, lookback=lookback, keep_old_versions=keep_old_versions,
                            full=full, on_view=on_view)
+
+    def push(self, source: str, rows: Any, *, idempotency_key: str | None = None) -> PushResult:
+        """Add rows to a source that names its arrival column; all or nothing, exactly once per
+        `idempotency_key`. When it returns, the rows are durable, the online values of the views in
+        `views_updated` include them, and frames built afterwards read them; `views_pending` take them
+        at the next `materialize`. `rows`: a list of dicts, a pandas or polars DataFrame, or an Arrow
+        table, with the source's columns (the arrival column may be left out: the store stamps it).
+        """
+        from featurestore.online.push import push
+
+        return push(self.project, source, rows, idempotency_key=idempotency_key)
 
     def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False, columns: bool = False, consumer: str | None = None,

@@ -92,8 +92,9 @@ WINDOW = """
 
 
 def reset(url: str) -> None:
-    """Drop the online store's schema: the next materialization starts from nothing."""
+    """Drop the online store's schema and pushed rows: the next materialization starts from nothing."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("DROP SCHEMA IF EXISTS featurestore_online CASCADE")
+        connection.execute("DROP SCHEMA IF EXISTS featurestore_push CASCADE")

@@ -127,13 +127,22 @@ def _resolve(view: FeatureView, sources: dict[str, Source], root: Path, dialect:
             location: exp.Expr = exp.Literal.string(str(root / source.path))
             if name in files:
                 location = exp.Array(expressions=[exp.Literal.string(f) for f in files[name]])
-            table.set("this", exp.Anonymous(this=_READERS[source.format], expressions=[location]))
+            reader = exp.Anonymous(this=_READERS[source.format], expressions=[location])
+            if source.arrival is None:
+                table.set("this", reader)
+                continue
+            # A source that accepts pushes: its files and the rows pushed to it (`offline.pushed`).
+            union = exp.Union(this=exp.select("*").from_(exp.Table(this=reader)), expression=exp.select("*").from_(
+                exp.to_table(f"__fs_pushed_{name}", quoted=True)), distinct=False, by_name=True)
+            table.replace(exp.Subquery(this=union, alias=exp.TableAlias(
+                this=exp.to_identifier(table.alias or name, quoted=True))))
         elif isinstance(source, PostgresSource) and dialect == "postgres":
             table.set("this", exp.to_identifier(source.table, quoted=True))
             table.set("db", exp.to_identifier(source.schema_name, quoted=True))
         elif isinstance(source, DuckDBSource) and dialect == "duckdb":
             table.set("this", exp.to_identifier(source.table, quoted=True))
-        elif isinstance(source, FileSource) and dialect == "spark" and source.format == "parquet":
+        elif isinstance(source, FileSource) and dialect == "spark" and source.format == "parquet" and \
+                source.arrival is None:  # (with pushes, the session's table of its name: files and pushed rows)
             table.set("this", exp.to_identifier(str(root / source.path), quoted=True))
             table.set("db", exp.to_identifier("parquet"))
     return query

@@ -388,14 +388,20 @@ def describe_relation(connection: duckdb.DuckDBPyConnection, name: str) -> tuple
     return tuple(Column(name=row[0], type=row[1]) for row in rows)
 
 
-def add_file_view(connection: duckdb.DuckDBPyConnection, name: str, pattern: str, fmt: str) -> None:
-    """A temporary view `name` over Parquet or CSV files, for SQL that names sources."""
+def add_file_view(connection: duckdb.DuckDBPyConnection, name: str, pattern: str, fmt: str,
+                  also: str | None = None) -> None:
+    """A temporary view `name` over Parquet or CSV files (and the relation `also`, by column name),
+    for SQL that names sources."""
     from sqlglot import exp
 
     reader = exp.Anonymous(this="read_parquet" if fmt == "parquet" else "read_csv",
                            expressions=[exp.Literal.string(pattern)])
+    query: exp.Query = exp.select("*").from_(exp.Table(this=reader))
+    if also is not None:
+        query = exp.Union(this=query, expression=exp.select("*").from_(exp.to_table(also, quoted=True)),
+                          distinct=False, by_name=True)
     create = exp.Create(this=exp.to_table(name, quoted=True), kind="VIEW",
-                        expression=exp.select("*").from_(exp.Table(this=reader)),
+                        expression=query,
                         properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
     connection.execute(create.sql(dialect="duckdb"))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from featurestore.errors import FeatureStoreError, first_line
 
-__all__ = ["arrow", "has_table", "load_arrow", "local_session", "session"]
+__all__ = ["arrow", "execute", "has_table", "load_arrow", "local_session", "session"]
 
 _INSTALL = "pip install 'featurestore[spark]'"
 # Spark's log (warnings, and errors with Java stack traces) hidden: failures reach the caller as errors.
@@ -86,6 +86,12 @@ def arrow(spark: Any, sql: str) -> Any:
     """Run one query and return its result as an Arrow table."""
     with _errors():
         return spark.sql(sql).toArrow()
+
+
+def execute(spark: Any, sql: str) -> None:
+    """Run one statement (DDL) for its effect."""
+    with _errors():
+        spark.sql(sql)
 
 
 def has_table(spark: Any, name: str) -> bool:

@@ -27,7 +27,8 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.project import Project
 
-__all__ = ["added_files", "files_rewritten", "fingerprint", "source_state", "sources_of", "state_digest"]
+__all__ = ["added_files", "files_rewritten", "fingerprint", "row_wise", "source_state", "sources_of",
+           "state_digest"]
 
 
 def added_files(project: Project, view: FeatureView, before: dict[str, Any] | None,
@@ -37,7 +38,7 @@ def added_files(project: Project, view: FeatureView, before: dict[str, Any] | No
     if before is None or set(before) != set(now) or len(now) != 1 or tuple(view.reads) != tuple(now):
         return None
     (name,) = now
-    if not isinstance(settings.sources[name], FileSource) or not _row_wise(view):
+    if not isinstance(settings.sources[name], FileSource) or not row_wise(view):
         return None
     old = {tuple(entry) for entry in before[name]}
     new = {tuple(entry) for entry in now[name]}
@@ -46,7 +47,7 @@ def added_files(project: Project, view: FeatureView, before: dict[str, Any] | No
     return {name: sorted(entry[0] for entry in new - old)}
 
 
-def _row_wise(view: FeatureView) -> bool:
+def row_wise(view: FeatureView) -> bool:
     """Whether each output row (a window view: each event) comes from one source row alone, so new
     rows never change old ones."""
     query = view.qualified
@@ -76,6 +77,10 @@ def source_state(connection: Any, project: Project, view: FeatureView) -> dict[s
         if isinstance(source, FileSource):
             files = sorted(glob.glob(str(settings.root / source.path), recursive=True))
             state[name] = [[f, *_stat(f)] for f in files]
+            if source.arrival is not None:  # what was pushed to it (not a file: never "rewritten")
+                from featurestore.offline.pushed import pushed_state
+
+                state[f"{name}#pushed"] = pushed_state(project, name)
         elif isinstance(source, DuckDBSource):
             state[name] = duck.table_checksum(connection, source.table)
         elif isinstance(source, PostgresSource):

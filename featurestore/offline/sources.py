@@ -12,6 +12,7 @@ from featurestore.config import FileSource, PostgresSource
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.offline.changes import sources_of
+from featurestore.offline.pushed import pushable, pushed_relation, register_pushed
 from featurestore.project import Project
 
 __all__ = ["register_sources"]
@@ -19,17 +20,22 @@ __all__ = ["register_sources"]
 
 def register_sources(connection: Any, project: Project, views: list[Any], *, every_source: bool,
                       loaded: set[str]) -> None:
-    """PostgreSQL sources the views read become DuckDB tables; with `every_source`, file sources become views."""
+    """PostgreSQL sources the views read become DuckDB tables, and rows pushed to their sources become
+    readable (`offline.pushed`); with `every_source`, all of them, and file sources become views."""
     settings = project.settings
-    needed = {name for view in views for name in sources_of(project, view)
-              if isinstance(settings.sources[name], PostgresSource)}
+    read = {name for view in views for name in sources_of(project, view)}
     if every_source:
-        needed |= {n for n, s in settings.sources.items() if isinstance(s, PostgresSource)}
+        read |= set(settings.sources)
+    needed = {name for name in read if isinstance(settings.sources[name], PostgresSource)}
+    pushed = {name for name in read if pushable(project, name)}
+    _load_postgres(connection, project, sorted(needed - loaded))
+    register_pushed(connection, project, sorted(pushed - loaded))
+    if every_source:
         for name, source in settings.sources.items():
             if isinstance(source, FileSource):
-                duck.add_file_view(connection, name, str(settings.root / source.path), source.format)
-    _load_postgres(connection, project, sorted(needed - loaded))
-    loaded |= needed
+                duck.add_file_view(connection, name, str(settings.root / source.path), source.format,
+                                   also=pushed_relation(name) if name in pushed else None)
+    loaded |= needed | pushed
 
 
 def _load_postgres(connection: Any, project: Project, names: list[str]) -> None:

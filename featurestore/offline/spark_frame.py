@@ -61,6 +61,7 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
     if join == "auto":
         duck.load_arrow(connection, "__fs_spine", spine_table.append_column(ROW, row_numbers(spine_table.num_rows)))
     with sparks.session(spark) as session:
+        pushed = _with_pushed_rows(connection, project, views, session, loaded)
         _check_spark_sources(project, views, session)
         joins: list[Any] = []
         choices: list[Choice] = []
@@ -98,8 +99,8 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
                          repeated=result.num_rows != spine_table.num_rows, name=f"{spine_name}_result")
         finally:
             with contextlib.suppress(Exception):  # a session that died keeps nothing, and the error above matters
-                session.catalog.dropTempView(spine_name)
-                session.catalog.dropTempView(f"{spine_name}_result")
+                for name in (spine_name, f"{spine_name}_result", *pushed):
+                    session.catalog.dropTempView(name)
     return result, sql, joins, choices
 
 
@@ -115,6 +116,36 @@ def as_duckdb_types(result: Any, schema: Any) -> Any:
             raise FeatureStoreError(f"Spark's value of '{field.name}' does not fit its type {field.type} "
                                     f"({exc}); build this frame with engine 'duckdb'") from None
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _with_pushed_rows(connection: Any, project: Project, views: list[Any], session: Any,
+                      loaded: set[str]) -> list[str]:
+    """Each source the views read that accepts pushes, as a temporary view of its name in the session:
+    its Parquet files and its pushed rows (read here by DuckDB, `offline.pushed`). Returns the
+    temporary views made."""
+    from sqlglot import exp
+
+    from featurestore.config import FileSource
+    from featurestore.engines import spark as sparks
+    from featurestore.offline.pushed import pushable, pushed_relation
+
+    names = sorted({name for view in views for name in sources_of(project, view) if pushable(project, name)})
+    register_sources(connection, project, [v for v in views if sources_of(project, v) & set(names)],
+                     every_source=False, loaded=loaded)
+    made = []
+    for name in names:
+        source = project.settings.sources[name]
+        assert isinstance(source, FileSource)
+        if source.format != "parquet":
+            continue  # the session must hold a table of its name (`_check_spark_sources`)
+        relation = pushed_relation(name)
+        sparks.load_arrow(session, relation, duck.arrow(connection, f'SELECT * FROM "{relation}"'))
+        columns = ", ".join(exp.to_identifier(c.name, quoted=True).sql(dialect="spark") for c in project.sources[name])
+        path = exp.to_identifier(str(project.settings.root / source.path), quoted=True).sql(dialect="spark")
+        sparks.execute(session, f"CREATE OR REPLACE TEMPORARY VIEW `{name}` AS SELECT {columns} FROM parquet.{path} "
+                       f"UNION ALL SELECT {columns} FROM `{relation}`")
+        made += [name, relation]
+    return made
 
 
 def _parquet_only(project: Project, view: Any) -> bool:

@@ -1,0 +1,169 @@
+"""Push on a real PostgreSQL and DuckDB: rows into a source, all or nothing, exactly once, read after write.
+
+A source names its arrival column; views over it declare `known_at`. After a push returns, the
+online values of the views it reports as updated include its rows, frames include them, and the
+next materialization counts them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from featurestore import FeatureStore, FeatureStoreError
+from featurestore.online.push import PushRejected
+
+from support import ProjectDir, reset
+
+UTC_US = pa.timestamp("us", tz="UTC")
+NOW = datetime.now(UTC).replace(microsecond=0)
+MINUTE = timedelta(minutes=1)
+HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n-- known_at: ingested_at\n"
+
+
+@pytest.fixture(autouse=True)
+def online_database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    reset(postgres_url)
+    yield postgres_url
+
+
+def card_events(rows: list[tuple[int, datetime, float]]) -> pa.Table:
+    return pa.table({"user_id": pa.array([r[0] for r in rows], pa.int64()),
+                     "ts": pa.array([r[1] for r in rows], UTC_US),
+                     "amount": pa.array([r[2] for r in rows], pa.float64()),
+                     "ingested_at": pa.array([None] * len(rows), UTC_US)})
+
+
+@pytest.fixture
+def pushing(project: ProjectDir) -> Iterator[FeatureStore]:
+    """card_events accepts pushes; a window view and a row-wise snapshot view over it (updated by a push),
+    and a view joining it with users (pending until materialize)."""
+    project.parquet("card_events", card_events([(1, NOW - 50 * MINUTE, 10.0), (2, NOW - 40 * MINUTE, 20.0)]))
+    project.sources["card_events"] = '{ path = "data/card_events.parquet", arrival = "ingested_at" }'
+    project.parquet("users", pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "country": ["FR", "DE", "US"]}))
+    project.view("cards_added", HEADER + "-- windows: 1h, 1d\nSELECT user_id, count(*) AS cards, sum(amount) AS spent\n"
+                 "FROM card_events GROUP BY user_id\n")
+    project.view("last_card", HEADER + "SELECT user_id, ts, ingested_at, amount FROM card_events\n")
+    project.view("card_country", HEADER + "SELECT e.user_id, e.ts, e.ingested_at, u.country\n"
+                 "FROM card_events AS e JOIN users AS u USING (user_id)\n")
+    with FeatureStore(project.root, consumer="test") as store:
+        yield store
+
+
+def online_now(store: FeatureStore, users: list[int]) -> list[dict]:
+    return store.online({"user_id": users}, ["cards_added.*", "last_card.amount"]).to_dicts()
+
+
+def frame_now(store: FeatureStore, users: list[int]) -> list[dict]:
+    at = datetime.now(UTC)
+    spine = pl.DataFrame({"user_id": users, "ts": [at] * len(users)},
+                         schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
+    return store.training_frame(spine, ["cards_added.*", "last_card.amount"], cache=False).to_polars() \
+        .drop("ts").to_dicts()
+
+
+def landed(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return connection.execute('SELECT count(*) FROM featurestore_push."card_events"').fetchone()[0]
+
+
+def test_a_push_is_served_at_once_and_read_by_frames_and_counted_once(pushing: FeatureStore,
+                                                                      online_database: str) -> None:
+    store = pushing
+    store.materialize()
+    before = online_now(store, [1, 2, 3])
+    assert [r["cards_1h"] for r in before] == [1, 1, 0]
+    result = store.push("card_events", [{"user_id": 3, "ts": NOW - 5 * MINUTE, "amount": 7.5},
+                                        {"user_id": 1, "ts": NOW - MINUTE, "amount": 2.5}])
+    assert (result.rows, result.views_updated, result.views_pending) == (2, ("cards_added", "last_card"),
+                                                                        ("card_country",))
+    assert abs(result.arrived - datetime.now(UTC)) < timedelta(minutes=1)
+    after = online_now(store, [1, 2, 3])
+    assert [(r["cards_1h"], r["spent_1d"], r["amount"]) for r in after] == [(2, 12.5, 2.5), (1, 20.0, 20.0),
+                                                                             (1, 7.5, 7.5)]
+    assert frame_now(store, [1, 2, 3]) == after
+    [*runs] = store.materialize()
+    assert online_now(store, [1, 2, 3]) == after  # read again by materialize, counted once
+    assert {r.view for r in runs if r.mode != "unchanged"} >= {"card_country"}
+    assert store.online({"user_id": [3]}, ["card_country.country"])["country"].to_list() == ["US"]
+    assert landed(online_database) == 2
+
+
+def test_the_same_idempotency_key_applies_a_batch_once(pushing: FeatureStore, online_database: str) -> None:
+    store = pushing
+    store.materialize()
+    rows = [{"user_id": 2, "ts": NOW - 2 * MINUTE, "amount": 1.0}]
+    first = store.push("card_events", rows, idempotency_key="batch-1")
+    again = store.push("card_events", rows, idempotency_key="batch-1")
+    assert again.replayed and not first.replayed
+    assert (again.rows, again.arrived, again.views_updated, again.batch) == \
+        (first.rows, first.arrived, first.views_updated, first.batch)
+    assert landed(online_database) == 1
+    assert online_now(store, [2])[0]["cards_1h"] == 2
+    other = store.push("card_events", rows, idempotency_key="batch-2")  # another key: another batch
+    assert other.batch != first.batch and landed(online_database) == 2
+
+
+@pytest.mark.parametrize(("rows", "row", "column", "message"), [
+    ([{"user_id": 1, "ts": NOW, "amount": 1.0, "colour": "red"}], None, "colour", "has no column 'colour'"),
+    ([{"user_id": 1, "ts": NOW}], None, "amount", "missing column 'amount'"),
+    ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": "two", "ts": NOW, "amount": 1.0}], 1, "user_id",
+     "'two' is not a"),
+    ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": 1, "ts": "yesterday", "amount": 1.0}], 1, "ts",
+     "'yesterday' is not a timestamp"),
+    ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": None, "ts": NOW, "amount": 1.0}], 1, "user_id",
+     "NULL, but views read it as an entity key (card_country, cards_added, last_card)"),
+    ([{"user_id": 1, "ts": None, "amount": 1.0}], 0, "ts", "NULL, but views read it as their time"),
+    ([{"user_id": True, "ts": NOW, "amount": 1.0}], 0, "user_id", "whole number"),
+    (["not a row"], 0, None, "each row must be an object"),
+])
+def test_a_bad_batch_names_its_row_and_column_and_writes_nothing(pushing: FeatureStore, online_database: str,
+                                                                 rows: list, row: int | None, column: str | None,
+                                                                 message: str) -> None:
+    pushing.materialize()
+    pushing.push("card_events", [{"user_id": 1, "ts": NOW - MINUTE, "amount": 1.0}])
+    before = online_now(pushing, [1, 2])
+    with pytest.raises(PushRejected) as refused:
+        pushing.push("card_events", rows)
+    assert (refused.value.row, refused.value.column) == (row, column)
+    assert message in str(refused.value)
+    assert landed(online_database) == 1
+    assert online_now(pushing, [1, 2]) == before
+
+
+def test_only_sources_with_an_arrival_column_take_pushes(pushing: FeatureStore) -> None:
+    with pytest.raises(FeatureStoreError, match=r"source 'users' does not accept pushes; .*arrival = "):
+        pushing.push("users", [{"user_id": 9, "country": "IT"}])
+    with pytest.raises(FeatureStoreError, match=r"unknown source 'card_event'.*card_events"):
+        pushing.push("card_event", [])
+
+
+def test_a_backfilled_arrival_is_kept_and_a_row_not_yet_known_waits(pushing: FeatureStore) -> None:
+    """A row that carries its arrival keeps it; a row arriving in the future of the push is not served
+    before it is known, offline or online."""
+    store = pushing
+    store.materialize()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    result = store.push("card_events", [{"user_id": 2, "ts": NOW - 3 * MINUTE, "amount": 5.0,
+                                         "ingested_at": later}])
+    assert result.views_updated == ("cards_added", "last_card")
+    assert online_now(store, [2])[0]["cards_1h"] == 1  # not yet known
+    assert frame_now(store, [2])[0]["cards_1h"] == 1
+    spine = pl.DataFrame({"user_id": [2], "ts": [later + MINUTE]},
+                         schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
+    assert store.training_frame(spine, ["cards_added.cards_1d"], cache=False).to_polars()["cards_1d"].to_list() == [2]
+
+
+def test_pushes_before_the_first_materialize_are_backfilled(pushing: FeatureStore) -> None:
+    result = pushing.push("card_events", [{"user_id": 3, "ts": NOW - MINUTE, "amount": 4.0}])
+    assert result.views_updated == () and set(result.views_pending) == {"cards_added", "last_card", "card_country"}
+    pushing.materialize()
+    assert online_now(pushing, [3])[0]["amount"] == 4.0
+    assert online_now(pushing, [1, 2, 3]) == frame_now(pushing, [1, 2, 3])
