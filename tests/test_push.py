@@ -115,7 +115,7 @@ def test_the_same_idempotency_key_applies_a_batch_once(pushing: FeatureStore, on
     ([{"user_id": 1, "ts": NOW, "amount": 1.0, "colour": "red"}], None, "colour", "has no column 'colour'"),
     ([{"user_id": 1, "ts": NOW}], None, "amount", "missing column 'amount'"),
     ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": "two", "ts": NOW, "amount": 1.0}], 1, "user_id",
-     "'two' is not a"),
+     "'two' is not a whole number"),
     ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": 1, "ts": "yesterday", "amount": 1.0}], 1, "ts",
      "'yesterday' is not a timestamp"),
     ([{"user_id": 1, "ts": NOW, "amount": 1.0}, {"user_id": None, "ts": NOW, "amount": 1.0}], 1, "user_id",
@@ -167,3 +167,25 @@ def test_pushes_before_the_first_materialize_are_backfilled(pushing: FeatureStor
     pushing.materialize()
     assert online_now(pushing, [3])[0]["amount"] == 4.0
     assert online_now(pushing, [1, 2, 3]) == frame_now(pushing, [1, 2, 3])
+
+
+def test_the_cli_pushes_a_file_and_names_a_bad_row(pushing: FeatureStore, project: ProjectDir,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    pushing.materialize()
+    lines = project.root / "new.jsonl"
+    lines.write_text(json.dumps({"user_id": 3, "ts": (NOW - MINUTE).isoformat(), "amount": 2.0}) + "\n")
+    code, out, err = project.run("push", "card_events", str(lines), "--format", "json", "--idempotency-key", "k1",
+                                 capsys=capsys)
+    assert (code, err) == (0, "")
+    answer = json.loads(out)
+    assert (answer["rows"], answer["views_updated"], answer["replayed"]) == (1, ["cards_added", "last_card"], False)
+    table = project.root / "more.csv"
+    table.write_text(f"user_id,ts,amount\n3,{(NOW - MINUTE).isoformat()},3.0\nthree,{NOW.isoformat()},1.0\n")
+    code, out, err = project.run("push", "card_events", str(table), capsys=capsys)
+    assert code == 1 and "Traceback" not in err
+    assert "row 1, column 'user_id': 'three' is not a" in err
+    code, out, err = project.run("push", "card_events", str(lines), "--idempotency-key", "k1", capsys=capsys)
+    assert code == 0 and "already, under this idempotency key" in out
+    assert online_now(pushing, [3])[0]["cards_1h"] == 1

@@ -194,6 +194,41 @@ def materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def push(args: argparse.Namespace) -> int:
+    rows = _rows_of(Path(args.file))
+    with _store(args) as store:
+        result = store.push(args.source, rows, idempotency_key=args.idempotency_key)
+    if args.format == "json":
+        print(json.dumps(result.as_dict()))
+        return 0
+    print(f"{result.rows:,} rows pushed to {result.source} (batch {result.batch}, arrived "
+          f"{result.arrived.isoformat()}){' already, under this idempotency key' if result.replayed else ''}")
+    if result.views_updated:
+        print(f"served now by: {', '.join(result.views_updated)}")
+    if result.views_pending:
+        print(f"at the next materialize: {', '.join(result.views_pending)}")
+    return 0
+
+
+def _rows_of(path: Path) -> Any:
+    """A file's rows as an Arrow table: Parquet, CSV (types inferred, dates parsed) or JSON lines."""
+    import polars as pl
+
+    if not path.is_file():
+        raise FeatureStoreError(f"{path}: no such file; give a .parquet, .csv or .jsonl file of rows")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path).to_arrow()
+        if suffix in (".csv", ".tsv"):
+            return pl.read_csv(path, try_parse_dates=True, separator="\t" if suffix == ".tsv" else ",").to_arrow()
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return pl.read_ndjson(path).to_arrow()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise FeatureStoreError(f"{path}: cannot read it ({str(exc).splitlines()[0]})") from None
+    raise FeatureStoreError(f"{path}: unknown file type '{suffix}'; give a .parquet, .csv or .jsonl file")
+
+
 def _run_json(run: Any) -> dict[str, Any]:
     """One view's materialization run as JSON data."""
     return {**run.__dict__, "until": run.until.isoformat()}

@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--format", choices=FORMATS, default="text")
     materialize.set_defaults(handler=commands.materialize)
 
+    push = subcommands.add_parser(
+        "push", parents=[common], help="add the rows of a file to a source, served at once",
+        description="Add the rows of a Parquet, CSV or JSON-lines file to a source that names its arrival column "
+                    "([sources.NAME] with path and arrival in featurestore.toml). All or nothing: a bad row is "
+                    "named with its column and nothing is written. The store stamps each row's arrival with the "
+                    "instant it accepted the batch unless the row has one. When it returns, the views row-wise "
+                    "over the source serve the rows, frames read them, and the other views take them at the next "
+                    "materialize.")
+    push.add_argument("source", help="the source to push to")
+    push.add_argument("file", help="a .parquet, .csv or .jsonl/.ndjson file of rows with the source's columns")
+    push.add_argument("--idempotency-key", metavar="KEY",
+                      help="a batch sent again with the same key is applied once and answered as the first time")
+    push.add_argument("--format", choices=FORMATS, default="text")
+    push.set_defaults(handler=commands.push)
+
     online = subcommands.add_parser("online", parents=[common], help="look entities up in the online store",
                                  description="Print the online features of some entities, as a lookup service "
                                              "would serve them: --entity user_id=1,2 (repeat for composite keys).")

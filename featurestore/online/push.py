@@ -215,16 +215,24 @@ def _typed(values: Any, kind: Any, name: str) -> Any:
     """`values` as an Arrow array of `kind`; a value that is not of that type is refused with its row."""
     import pyarrow as pa
 
+    textual = False  # a column of text from a file: "3" may be a number there, as Arrow reads it
     if not isinstance(values, list):
         try:
             return values.cast(kind, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            textual = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
             values = values.to_pylist()
     converted = []
     for number, value in enumerate(values):
         try:
             converted.append(_value(value, kind))
         except (TypeError, ValueError, OverflowError) as exc:
+            if textual:
+                try:
+                    converted.append(pa.array([value]).cast(kind, safe=True)[0].as_py())
+                    continue
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    pass
             raise PushRejected(f"{value!r} is not a {_type_name(kind)} ({exc})", row=number, column=name) from None
     try:
         return pa.array(converted, type=kind)
@@ -278,7 +286,16 @@ def _value(value: Any, kind: Any) -> Any:
 
 
 def _type_name(kind: Any) -> str:
-    return str(kind).replace("timestamp[us, tz=UTC]", "timestamp").replace("int64", "integer")
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(kind):
+        return "timestamp"
+    if pa.types.is_integer(kind):
+        return "whole number"
+    if pa.types.is_floating(kind):
+        return "number"
+    names = {"string": "text", "large_string": "text", "bool": "boolean", "date32[day]": "date"}
+    return names.get(str(kind), str(kind))
 
 
 def _required(project: Project, source: str, columns: Iterable[str]) -> list[str]:
