@@ -16,6 +16,7 @@ from featurestore.errors import (
     FeatureStoreError,
     InvalidProjectError,
     Problem,
+    PushRejected,
     UnavailableError,
     UnknownNameError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
+    "PushRejected",
     "UnavailableError",
     "UnknownNameError",
 ]

@@ -109,6 +109,7 @@ class ApiKey(_Frozen):
     consumer: str
     sha256: str
     tags: tuple[str, ...] | None = None  # the tags of views it may read; None: every view
+    push: bool = False  # may push rows into sources (POST /v1/push/{source})
 
 
 class ServerSettings(_Frozen):
@@ -317,7 +318,7 @@ def _format_of(path: str) -> str | None:
 
 def _server(raw: dict[str, Any], problem: Any) -> ServerSettings:
     """[server] max_entities = N, allow_after_sunset = [consumers], and [server.keys.<consumer>] tables
-    with `sha256 = "<hex digest of the key>"` and optional `tags = [...]`."""
+    with `sha256 = "<hex digest of the key>"`, optional `tags = [...]` and `push = true`."""
     limit = raw.get("max_entities", 10_000)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         problem("server", "max_entities", "server.max_entities must be a positive integer")
@@ -341,7 +342,11 @@ def _server(raw: dict[str, Any], problem: Any) -> ServerSettings:
         if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
             problem("server.keys", consumer, f"tags of key '{consumer}' must be a list of strings")
             continue
-        keys.append(ApiKey(consumer=consumer, sha256=digest, tags=None if tags is None else tuple(tags)))
+        pushes = spec.get("push", False)
+        if not isinstance(pushes, bool):
+            problem("server.keys", consumer, f"push of key '{consumer}' must be true or false")
+            continue
+        keys.append(ApiKey(consumer=consumer, sha256=digest, tags=None if tags is None else tuple(tags), push=pushes))
     return ServerSettings(max_entities=limit, keys=tuple(keys), allow_after_sunset=tuple(allowed))
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "FeatureStoreError",
     "InvalidProjectError",
     "Problem",
+    "PushRejected",
     "SunsetError",
     "UnavailableError",
     "UnknownNameError",
@@ -70,6 +71,16 @@ class UnknownNameError(FeatureStoreError):
 
 class BadRequestError(FeatureStoreError):
     """Input of the wrong shape or type: entity keys, feature references, instants."""
+
+
+class PushRejected(FeatureStoreError):
+    """A pushed batch refused before anything was written: what is wrong, at which row and column."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        where = ", ".join(part for part in (f"row {row}" if row is not None else "",
+                                            f"column '{column}'" if column else "") if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.row, self.column = row, column
 
 
 class UnavailableError(FeatureStoreError):

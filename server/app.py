@@ -45,6 +45,8 @@ from server.models import (
     FastJSONResponse,
     FeaturesRequest,
     FeaturesResponse,
+    PushRequest,
+    PushResponse,
     features_request,
 )
 from server.policy import RETRY_AFTER_SECONDS, Header, HTTPProblem, Policy, error_answer
@@ -145,6 +147,18 @@ def create_app(project: str | Path = ".", *, store: FeatureStore | None = None) 
         return FastJSONResponse({"view": view, "entity": {name: value},
                                  "features": {f.name: values[f.name][0] for f in found.features},
                                  "warnings": warnings}, headers=headers)
+
+    @app.post("/v1/push/{source}", response_model=PushResponse, responses=ERRORS,
+              summary="Add rows to a source: all or nothing, once per Idempotency-Key, served when it returns")
+    async def push(source: str, body: PushRequest, request: Request) -> Response:
+        """Needs a key with the push right. A bad row is a 422 naming its `row` and `column`, and nothing
+        is written; the same `Idempotency-Key` header again gets the first answer and writes nothing."""
+        from starlette.concurrency import run_in_threadpool
+
+        policy.pusher(request.headers.get)
+        key = request.headers.get("idempotency-key")
+        result = await run_in_threadpool(store.push, source, body.rows, idempotency_key=key)
+        return FastJSONResponse(result.as_dict())
 
     @app.get("/v1/views", summary="The catalog: every view with its features, types, owner, version, tags")
     async def views(request: Request) -> Response:

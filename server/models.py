@@ -26,8 +26,8 @@ from pydantic import (
 
 from server.policy import HTTPProblem
 
-__all__ = ["ERRORS", "EntityResponse", "ErrorResponse", "FastJSONResponse", "FeaturesRequest", "FeaturesResponse",
-           "features_request"]
+__all__ = ["ERRORS", "MAX_PUSH_ROWS", "EntityResponse", "ErrorResponse", "FastJSONResponse", "FeaturesRequest",
+           "FeaturesResponse", "PushRequest", "PushResponse", "features_request"]
 
 Key = StrictInt | StrictStr | None
 
@@ -49,6 +49,29 @@ class FeaturesRequest(BaseModel):
             return None if value is None else value.astimezone(UTC)
         except OverflowError:
             raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
+
+
+MAX_PUSH_ROWS = 100_000  # rows per push over HTTP; more go in several batches (or `featurestore push FILE`)
+
+
+class PushRequest(BaseModel):
+    """Rows for a source: each an object of its columns (the arrival column may be left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PUSH_ROWS, examples=[
+        [{"user_id": 7, "card_id": 91, "ts": "2026-11-01T10:00:00Z"}]])
+
+
+class PushResponse(BaseModel):
+    """What the push did (see `store.push`)."""
+
+    source: str
+    rows: int
+    arrived: datetime
+    views_updated: list[str]
+    views_pending: list[str]
+    batch: int
+    replayed: bool
 
 
 class FeaturesResponse(BaseModel):

@@ -2,6 +2,7 @@
 
     policy = Policy(store)
     who = policy.caller(header)                  # Caller("fraud_model", tags=None), or HTTPProblem 401
+    who = policy.pusher(header)                  # the caller if its key may push, or HTTPProblem 401 / 403
     warnings, allow = policy.governed(who, ["user_profile"], headers, header)   # 403 / 410, or warnings
 
 Keys are stored as SHA-256 ([server.keys] in featurestore.toml), compared with every configured key
@@ -19,7 +20,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from featurestore import FeatureStore
-from featurestore.errors import FeatureStoreError, SunsetError, UnavailableError, UnknownNameError
+from featurestore.errors import FeatureStoreError, PushRejected, SunsetError, UnavailableError, UnknownNameError
 
 __all__ = ["RETRY_AFTER_SECONDS", "Caller", "HTTPProblem", "Header", "Policy", "error_answer"]
 
@@ -31,6 +32,7 @@ Header = Callable[[str], str | None]  # a request header by its lower-case name,
 class Caller:
     consumer: str
     tags: tuple[str, ...] | None  # the tags its key may read; None: every view
+    push: bool = False  # its key may push rows into sources
 
 
 class HTTPProblem(Exception):
@@ -49,6 +51,8 @@ def error_answer(exc: HTTPProblem | FeatureStoreError) -> tuple[int, dict[str, A
         return exc.status, content, exc.headers
     if isinstance(exc, UnavailableError):
         return 503, {"error": str(exc).split("\n")[0]}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, PushRejected):
+        return 422, {"error": str(exc), "row": exc.row, "column": exc.column}, {}
     status = 404 if isinstance(exc, UnknownNameError) else 410 if isinstance(exc, SunsetError) else 422
     return status, {"error": str(exc)}, {}
 
@@ -74,7 +78,18 @@ class Policy:
                 found = key
         if found is None:
             raise HTTPProblem(401, "the API key is not valid", {"WWW-Authenticate": "Bearer"})
-        return Caller(found.consumer, found.tags)
+        return Caller(found.consumer, found.tags, found.push)
+
+    def pusher(self, header: Header) -> Caller:
+        """The caller, if its key has the push right: pushes always need a key that says so."""
+        if not self.settings.keys:
+            raise HTTPProblem(403, "this service takes pushes only with an API key that may push: create one with "
+                                   "`featurestore key new NAME --push` and add it to [server.keys]")
+        who = self.caller(header)
+        if not who.push:
+            raise HTTPProblem(403, f"the key of consumer '{who.consumer}' may not push rows: it reads only; create "
+                                   "a key with `featurestore key new NAME --push`")
+        return who
 
     def governed(self, who: Caller, view_names: Sequence[str], headers: dict[str, str], header: Header,
                  deprecated: bool = True) -> tuple[list[str], bool]:

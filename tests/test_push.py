@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
-from featurestore import FeatureStore, FeatureStoreError
-from featurestore.online.push import PushRejected
+from featurestore import FeatureStore, FeatureStoreError, PushRejected
 
 from support import ProjectDir, reset
 
@@ -189,3 +189,84 @@ def test_the_cli_pushes_a_file_and_names_a_bad_row(pushing: FeatureStore, projec
     code, out, err = project.run("push", "card_events", str(lines), "--idempotency-key", "k1", capsys=capsys)
     assert code == 0 and "already, under this idempotency key" in out
     assert online_now(pushing, [3])[0]["cards_1h"] == 1
+
+
+PUSH_KEY, READ_KEY = "fs_pusher_secret", "fs_reader_secret"
+
+
+@pytest.fixture
+def served(pushing: FeatureStore, project: ProjectDir) -> Iterator[tuple[Any, FeatureStore]]:
+    """The lookup service over the pushing project, with a key that may push and one that only reads."""
+    import hashlib
+
+    from fastapi.testclient import TestClient
+
+    from server import create_app
+
+    digest = {key: hashlib.sha256(key.encode()).hexdigest() for key in (PUSH_KEY, READ_KEY)}
+    with open(project.root / "featurestore.toml", "a") as config:
+        config.write(f'\n[server.keys.ingest]\nsha256 = "{digest[PUSH_KEY]}"\npush = true\n'
+                     f'[server.keys.model]\nsha256 = "{digest[READ_KEY]}"\n')
+    with FeatureStore(project.root, consumer="test") as store:
+        store.materialize()
+        with TestClient(create_app(store=store)) as client:
+            yield client, store
+
+
+def test_http_push_needs_the_push_right_and_is_read_after_write(served: tuple[Any, FeatureStore]) -> None:
+    client, _ = served
+    body = {"rows": [{"user_id": 3, "ts": (NOW - MINUTE).isoformat(), "amount": 9.0}]}
+    lookup = {"entities": {"user_id": [3]}, "features": ["cards_added.cards_1h", "last_card.amount"]}
+    assert client.post("/v1/push/card_events", json=body).status_code == 401
+    denied = client.post("/v1/push/card_events", json=body, headers={"X-API-Key": READ_KEY})
+    assert denied.status_code == 403 and "may not push rows" in denied.json()["error"]
+    sent = {"X-API-Key": PUSH_KEY, "Idempotency-Key": "http-1"}
+    first = client.post("/v1/push/card_events", json=body, headers=sent)
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert (answer["rows"], answer["views_updated"], answer["replayed"]) == (1, ["cards_added", "last_card"], False)
+    served_now = client.post("/v1/features", json=lookup, headers={"X-API-Key": READ_KEY}).json()["features"]
+    assert served_now == {"cards_added.cards_1h": [1], "last_card.amount": [9.0]}
+    again = client.post("/v1/push/card_events", json=body, headers=sent).json()
+    assert again == {**answer, "replayed": True}
+    assert client.post("/v1/features", json=lookup, headers={"X-API-Key": READ_KEY}).json()["features"] == served_now
+
+
+def test_http_push_errors_are_4xx_naming_row_and_column(served: tuple[Any, FeatureStore]) -> None:
+    client, _ = served
+    key = {"X-API-Key": PUSH_KEY}
+    bad = client.post("/v1/push/card_events", headers=key, json={"rows": [
+        {"user_id": 3, "ts": NOW.isoformat(), "amount": 1.0}, {"user_id": 3, "ts": NOW.isoformat(), "amount": "x"}]})
+    assert bad.status_code == 422
+    assert (bad.json()["row"], bad.json()["column"]) == (1, "amount")
+    assert client.post("/v1/push/nowhere", headers=key, json={"rows": [{"a": 1}]}).status_code == 404
+    assert client.post("/v1/push/users", headers=key, json={"rows": [{"user_id": 1}]}).status_code == 422
+    assert client.post("/v1/push/card_events", headers=key, json={"rows": []}).status_code == 422
+    assert client.post("/v1/push/card_events", headers=key, content=b"{not json").status_code == 422
+    long_key = {**key, "Idempotency-Key": "k" * 201}
+    assert client.post("/v1/push/card_events", headers=long_key, json={"rows": [
+        {"user_id": 3, "ts": NOW.isoformat(), "amount": 1.0}]}).status_code == 422
+
+
+def test_no_push_request_causes_a_server_error(served: tuple[Any, FeatureStore]) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    client, _ = served
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    operation = next(op for op in schema.get_all_operations() if op.ok().path == "/v1/push/{source}").ok()
+    failures, statuses = [], set()
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def check(case: Any) -> None:
+            case.path_parameters = {"source": "card_events"}  # the one source that takes pushes
+            response = case.call(headers={"X-API-Key": PUSH_KEY})
+            statuses.add(response.status_code)
+            if response.status_code >= 500:
+                failures.append(f"{case.body!r}: {response.status_code} {response.text[:200]}")
+
+        check()
+    assert failures == []
+    assert 422 in statuses

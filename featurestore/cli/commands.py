@@ -562,6 +562,8 @@ def key(args: argparse.Namespace) -> int:
     print(f'sha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"')
     if tags:
         print("tags = [" + ", ".join(f'"{t}"' for t in tags) + "]")
+    if args.push:
+        print("push = true")
     return 0
 
 

@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("action", choices=("new",))
     key.add_argument("consumer", help="who will use the key (e.g. fraud_model_v3)")
     key.add_argument("--tags", help="comma-separated tags of the views the key may read (default: all views)")
+    key.add_argument("--push", action="store_true",
+                     help="the key may also push rows into sources (POST /v1/push/SOURCE); keys read only otherwise")
     key.set_defaults(handler=commands.key)
 
     init = subcommands.add_parser("init", help="create a starter project in DIR",

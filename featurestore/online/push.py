@@ -41,7 +41,7 @@ from featurestore.config import DuckDBSource
 from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError, UnknownNameError, did_you_mean
+from featurestore.errors import FeatureStoreError, PushRejected, UnknownNameError, did_you_mean
 from featurestore.offline.changes import row_wise, sources_of
 from featurestore.offline.pushed import SCHEMA, landed_table, pushable, register_pushed
 from featurestore.offline.rows import refuse_duplicates
@@ -76,16 +76,6 @@ class PushResult:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "arrived": self.arrived.isoformat(), "views_updated": list(self.views_updated),
                 "views_pending": list(self.views_pending)}
-
-
-class PushRejected(FeatureStoreError):
-    """A batch refused before anything was written: what is wrong, at which row and column."""
-
-    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
-        where = ", ".join(part for part in (f"row {row}" if row is not None else "",
-                                            f"column '{column}'" if column else "") if part)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.row, self.column = row, column
 
 
 def push(project: Project, source: str, rows: Any, *, idempotency_key: str | None = None,
