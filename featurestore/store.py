@@ -38,6 +38,7 @@ from featurestore.online.materialize import Run, materialize, unmaterialized
 from featurestore.project import Project, load_project, validate
 
 if TYPE_CHECKING:
+    from featurestore.online.compact import Compaction
     from featurestore.online.push import PushResult
 
 __all__ = ["FeatureStore"]
@@ -150,6 +151,14 @@ class FeatureStore:
         from featurestore.online.push import push
 
         return push(self.project, source, rows, idempotency_key=idempotency_key)
+
+    def compact(self, sources: Iterable[str] | None = None) -> list[Compaction]:
+        """Move the rows pushed to `sources` (default: every source that takes pushes) from the landing
+        table into time-partitioned Parquet files in the store's space; crash-safe, and frames and
+        materialize give the same answers before and after."""
+        from featurestore.online.compact import compact
+
+        return compact(self.project, list(sources) if sources is not None else None)
 
     def online(self, entities: Any, features: Iterable[str] | str, *, at: datetime | None = None,
                full_names: bool = False, columns: bool = False, consumer: str | None = None,

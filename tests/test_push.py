@@ -270,3 +270,33 @@ def test_no_push_request_causes_a_server_error(served: tuple[Any, FeatureStore])
         check()
     assert failures == []
     assert 422 in statuses
+
+
+def test_compaction_moves_pushed_rows_into_files_and_changes_no_answer(pushing: FeatureStore, project: ProjectDir,
+                                                                       online_database: str) -> None:
+    store = pushing
+    store.materialize()
+    for number in range(3):
+        store.push("card_events", [{"user_id": 1 + number % 3, "ts": NOW - (10 - number) * MINUTE,
+                                    "amount": float(number)}])
+    backfill = datetime(2020, 5, 17, 12, tzinfo=UTC)  # a backfill from a log: arrivals on another day
+    store.push("card_events", [{"user_id": 2, "ts": backfill, "amount": 99.0, "ingested_at": backfill}])
+    before = (online_now(store, [1, 2, 3]), frame_now(store, [1, 2, 3]))
+    stray = project.root / ".featurestore" / "pushed" / "card_events" / "left_by_a_crash.parquet"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"not listed in the manifest")
+    [done] = store.compact()
+    assert (done.rows, done.batches, done.files) == (4, 4, 2)  # two arrival days
+    assert landed(online_database) == 0 and not stray.exists()
+    days = sorted(p.parent.name for p in (project.root / ".featurestore" / "pushed" / "card_events").rglob("*.parquet"))
+    assert days == ["ingested_at_date=2020-05-17", f"ingested_at_date={datetime.now(UTC).date()}"]
+    assert (online_now(store, [1, 2, 3]), frame_now(store, [1, 2, 3])) == before
+    store.materialize()  # reads the compacted rows once, as it read the landed ones
+    assert (online_now(store, [1, 2, 3]), frame_now(store, [1, 2, 3])) == before
+    assert store.compact()[0].rows == 0
+    store.push("card_events", [{"user_id": 3, "ts": NOW - MINUTE, "amount": 1.0}])
+    assert online_now(store, [3])[0]["cards_1h"] == 2 and frame_now(store, [3])[0]["cards_1h"] == 2
+    assert store.compact(["card_events"])[0].rows == 1
+    assert frame_now(store, [1, 2, 3]) == online_now(store, [1, 2, 3])
+    with pytest.raises(FeatureStoreError, match="takes no pushes"):
+        store.compact(["users"])

@@ -210,6 +210,18 @@ def push(args: argparse.Namespace) -> int:
     return 0
 
 
+def compact(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        done = store.compact(args.sources or None)
+    if args.format == "json":
+        print(json.dumps([c.__dict__ for c in done]))
+        return 0
+    for c in done:
+        print(f"{c.source}: {c.rows:,} rows of {c.batches:,} batches moved into {c.files} files "
+              f"in {c.seconds:.2f}s" if c.rows else f"{c.source}: nothing landed to move")
+    return 0
+
+
 def _rows_of(path: Path) -> Any:
     """A file's rows as an Arrow table: Parquet, CSV (types inferred, dates parsed) or JSON lines."""
     import polars as pl

@@ -134,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--format", choices=FORMATS, default="text")
     push.set_defaults(handler=commands.push)
 
+    compact = subcommands.add_parser(
+        "compact", parents=[common], help="move pushed rows into Parquet files in the store's space",
+        description="Move the rows pushed to SOURCES (default: every source that takes pushes) from the landing "
+                    "table in PostgreSQL into Parquet files under .featurestore/pushed/, partitioned by arrival "
+                    "day. Safe to kill at any point: nothing is lost or read twice. Frames and materialize give "
+                    "the same answers before and after.")
+    compact.add_argument("sources", nargs="*", help="only these sources")
+    compact.add_argument("--format", choices=FORMATS, default="text")
+    compact.set_defaults(handler=commands.compact)
+
     online = subcommands.add_parser("online", parents=[common], help="look entities up in the online store",
                                  description="Print the online features of some entities, as a lookup service "
                                              "would serve them: --entity user_id=1,2 (repeat for composite keys).")
