@@ -7,6 +7,7 @@ next materialization counts them once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,9 +15,13 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featurestore import FeatureStore, FeatureStoreError, PushRejected
 
+from reference import Measure, Rules, as_of, window_aggregate
+from reference import known as reference_known
 from support import ProjectDir, reset
 
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -300,3 +305,103 @@ def test_compaction_moves_pushed_rows_into_files_and_changes_no_answer(pushing: 
     assert frame_now(store, [1, 2, 3]) == online_now(store, [1, 2, 3])
     with pytest.raises(FeatureStoreError, match="takes no pushes"):
         store.compact(["users"])
+
+
+US = timedelta(microseconds=1)
+FEATURES = ["cards_added.*", "last_card.amount"]
+RULES = Rules(entity=("user_id",), timestamp="ts", known_at="ingested_at", created="ingested_at",
+              features=("amount",))
+PROPERTY_EXAMPLES = max(5, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 40)
+
+
+OFFSETS = [timedelta(seconds=1), timedelta(seconds=1, microseconds=1), timedelta(minutes=10),
+           timedelta(minutes=59, seconds=59), timedelta(hours=1), timedelta(hours=2), timedelta(days=1, seconds=1)]
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> list[tuple]:
+    """Pushes (stamped, early, on-time or late backfilled arrivals; repeated rows; retries with the same
+    key), materialize runs and compactions, in any order."""
+    ops = []
+    for number in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["push", "push", "push", "materialize", "compact"]))
+        if kind != "push":
+            ops.append((kind,))
+            continue
+        rows = draw(st.lists(st.fixed_dictionaries({
+            "user_id": st.integers(1, 4), "offset": st.sampled_from(OFFSETS),
+            "amount": st.sampled_from([0.5, 1.0, 2.5, -3.0]),
+            "arrival": st.one_of(st.none(), st.sampled_from([-timedelta(minutes=1), timedelta(0),
+                                                             timedelta(microseconds=1)]))}),
+            min_size=1, max_size=4, unique_by=lambda r: (r["user_id"], r["offset"])))
+        ops.append(("push", rows, draw(st.sampled_from([None, f"key-{number}"])), draw(st.booleans())))
+    return ops
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(operations(), st.data())
+def test_online_equals_frames_and_frames_equal_the_reference_after_any_pushes(
+        project: ProjectDir, online_database: str, ops: list[tuple], data: st.DataObject) -> None:
+    reset(online_database)
+    start = datetime.now(UTC)
+    initial = [(1, start - timedelta(hours=3), 10.0), (2, start - timedelta(minutes=30), 20.0),
+               (3, start - timedelta(days=2), 30.0)]
+    project.parquet("card_events", card_events(initial))
+    project.sources["card_events"] = '{ path = "data/card_events.parquet", arrival = "ingested_at" }'
+    project.write_config()
+    project.view("cards_added", HEADER + "-- windows: 1h, 1d\nSELECT user_id, count(*) AS cards, sum(amount) AS spent"
+                 "\nFROM card_events GROUP BY user_id\n")
+    project.view("last_card", HEADER + "-- created: ingested_at\nSELECT user_id, ts, ingested_at, amount "
+                 "FROM card_events\n")
+    rows = [{"user_id": u, "ts": ts, "amount": a, "ingested_at": None} for u, ts, a in initial]
+    with FeatureStore(project.root, consumer="test") as store:
+        for op in [("materialize",), *ops]:  # a deployed store: materialized once, then pushed to
+            if op[0] == "materialize":
+                store.materialize()
+            elif op[0] == "compact":
+                store.compact()
+            else:
+                _, drawn, key, retry = op
+                now = datetime.now(UTC)
+                batch = [{"user_id": r["user_id"], "ts": now - r["offset"], "amount": r["amount"],
+                          **({} if r["arrival"] is None else {"ingested_at": now - r["offset"] + r["arrival"]})}
+                         for r in drawn]
+                result = store.push("card_events", batch, idempotency_key=key)
+                rows += [{"ingested_at": result.arrived, **r} for r in batch]
+                if retry:
+                    again = store.push("card_events", batch, idempotency_key=key)
+                    assert again.replayed == (key is not None)
+                    if key is None:  # without a key, a batch sent twice is two batches
+                        rows += [{"ingested_at": again.arrived, **r} for r in batch]
+        users = [1, 2, 3, 4, 5]
+        done = datetime.now(UTC)
+        for at in (done, done + timedelta(microseconds=1), done + timedelta(hours=1), done + timedelta(days=1)):
+            online = store.online({"user_id": users}, FEATURES, at=at).to_dicts()
+            assert online == frame_at(store, users, at), at
+        times = sorted({known(r) + d for r in rows for d in (-US, timedelta(0), US)} | {done})
+        for at in data.draw(st.lists(st.sampled_from(times), min_size=1, max_size=4, unique=True)):
+            assert frame_at(store, users, at) == reference_at(rows, users, at), at
+
+
+def known(row: dict) -> datetime:
+    return reference_known(row, RULES)
+
+
+def frame_at(store: FeatureStore, users: list[int], at: datetime) -> list[dict]:
+    spine = pl.DataFrame({"user_id": users, "ts": [at] * len(users)},
+                         schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
+    return store.training_frame(spine, FEATURES, cache=False).to_polars().drop("ts").to_dicts()
+
+
+def reference_at(rows: list[dict], users: list[int], at: datetime) -> list[dict]:
+    count, total = Measure("count", lambda e: 1), Measure("sum", lambda e: e["amount"])
+    found = []
+    for user in users:
+        values: dict[str, Any] = {"user_id": user}
+        for label, length in (("1h", timedelta(hours=1)), ("1d", timedelta(days=1))):
+            values[f"cards_{label}"] = window_aggregate(rows, (user,), at, RULES, count, length)
+            values[f"spent_{label}"] = window_aggregate(rows, (user,), at, RULES, total, length)
+        found.append({**{k: values[k] for k in ("user_id", "cards_1h", "cards_1d", "spent_1h", "spent_1d")},
+                      "amount": as_of(rows, (user,), at, RULES)["amount"]})
+    return found

@@ -66,7 +66,7 @@ CASES = [
     ("known_at_type", HEADER + "-- known_at: amount\nSELECT user_id, ts, amount FROM events\n",
      "timestamp-type", 4, "known_at column 'amount' has type DOUBLE", "TIMESTAMP"),
     ("known_at_is_the_timestamp", HEADER + "-- known_at: ts\nSELECT user_id, ts FROM events\n",
-     "bad-annotation", 4, "'ts' is also the view's key, timestamp", "ingested_at"),
+     "bad-annotation", 4, "'ts' is also the view's key or timestamp", "ingested_at"),
     ("window_timestamp", "-- entity: user_id\n-- timestamp: created_at\n-- owner: a@b.c\n-- windows: 1d\n"
      "SELECT user_id, count(*) AS n FROM events GROUP BY user_id\n",
      "missing-column", 2, "'created_at' is not a column of the table this window view aggregates", "event-time"),

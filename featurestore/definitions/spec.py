@@ -185,10 +185,10 @@ class FeatureView(_Frozen):
     @field_validator("known_at")
     @classmethod
     def _arrival(cls, value: Any, info: Any) -> Any:
-        taken = {*info.data.get("entity", ()), info.data.get("timestamp"), info.data.get("created")}
+        taken = {*info.data.get("entity", ()), info.data.get("timestamp")}  # (the tie-break may be the arrival)
         if value is not None and value in taken:
-            raise ValueError(f"'{value}' is also the view's key, timestamp or tie-break column; name the column "
-                             "that records when each row arrived")
+            raise ValueError(f"'{value}' is also the view's key or timestamp; name the column that records when "
+                             "each row arrived")
         return value
 
     @field_validator("owner", mode="before")
