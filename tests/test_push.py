@@ -405,3 +405,105 @@ def reference_at(rows: list[dict], users: list[int], at: datetime) -> list[dict]
         found.append({**{k: values[k] for k in ("user_id", "cards_1h", "cards_1d", "spent_1h", "spent_1d")},
                       "amount": as_of(rows, (user,), at, RULES)["amount"]})
     return found
+
+
+def _cli(project: ProjectDir, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _big_batch(project: ProjectDir, rows: int) -> str:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(7)
+    micros = rng.choice(np.arange(60_000_000, 86_400_000_000, 997), rows, replace=False)  # unique: no ties
+    path = project.root / "big.parquet"
+    pq.write_table(pa.table({
+        "user_id": pa.array(rng.integers(1, 1000, rows), pa.int64()),
+        "ts": pa.array([NOW - timedelta(microseconds=int(m)) for m in micros], UTC_US),
+        "amount": pa.array(rng.integers(0, 400, rows) / 4, pa.float64())}), path)  # sums exact in any order
+    return str(path)
+
+
+def _answers(store: FeatureStore, at: datetime) -> list[dict]:
+    """Some users' window features at `at`, online; they must equal the training frame's."""
+    users = [1, 2, 3, 500, 999]
+    online = store.online({"user_id": users}, ["cards_added.*"], at=at).to_dicts()
+    frame = store.training_frame(pl.DataFrame({"user_id": users, "ts": [at] * len(users)},
+                                              schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")}),
+                                 ["cards_added.*"], cache=False).to_polars().drop("ts").to_dicts()
+    assert online == frame
+    return online
+
+
+def _killed_at(project: ProjectDir, online_database: str, fraction: float, full: float, *args: str) -> bool:
+    import signal
+    import time
+
+    run = _cli(project, *args)
+    time.sleep(full * fraction)
+    run.send_signal(signal.SIGKILL)
+    return run.wait() == -signal.SIGKILL
+
+
+def test_a_push_killed_at_any_point_then_sent_again_lands_once(pushing: FeatureStore, project: ProjectDir,
+                                                               online_database: str) -> None:
+    import shutil
+    import time
+
+    rows = 60_000
+    batch = _big_batch(project, rows)
+    pushing.materialize()
+    started = time.perf_counter()
+    first = _cli(project, "push", "card_events", batch, "--idempotency-key", "big")
+    assert first.wait() == 0, first.stderr.read() if first.stderr else ""
+    full = time.perf_counter() - started
+    killed = 0
+    for fraction in (0.3, 0.6, 0.85):
+        reset(online_database)
+        shutil.rmtree(project.root / ".featurestore" / "pushed", ignore_errors=True)
+        pushing.materialize()
+        killed += _killed_at(project, online_database, fraction, full, "push", "card_events", batch,
+                             "--idempotency-key", "big")
+        again = pushing.push("card_events", pl.read_parquet(batch), idempotency_key="big")
+        assert again.rows == rows
+        assert landed(online_database) == rows
+        assert sum(r["cards_1d"] for r in _answers(pushing, datetime.now(UTC))) > 0
+    assert killed >= 2  # the test did kill pushes in the middle
+
+
+def test_a_compaction_killed_at_any_point_loses_and_doubles_nothing(pushing: FeatureStore, project: ProjectDir,
+                                                                   online_database: str) -> None:
+    import shutil
+    import time
+
+    import psycopg
+
+    rows = 60_000
+    batch = _big_batch(project, rows)
+    pushing.materialize()
+    pushing.push("card_events", pl.read_parquet(batch), idempotency_key="big")
+    started = time.perf_counter()
+    [done] = pushing.compact()
+    full = time.perf_counter() - started
+    assert done.rows == rows
+    killed = 0
+    for fraction in (0.2, 0.5, 0.8):
+        reset(online_database)  # from the start: materialized, then the rows pushed
+        shutil.rmtree(project.root / ".featurestore" / "pushed", ignore_errors=True)
+        pushing.materialize()
+        pushing.push("card_events", pl.read_parquet(batch), idempotency_key="big")
+        at = datetime.now(UTC)
+        expected = _answers(pushing, at)
+        killed += _killed_at(project, online_database, fraction, full, "compact")
+        assert _answers(pushing, at) == expected  # a reader between the kill and the next compaction
+        pushing.compact()
+        with psycopg.connect(online_database) as connection:
+            kept = connection.execute("SELECT coalesce(sum(rows), 0) FROM featurestore_push.files").fetchone()[0]
+        assert (landed(online_database), kept) == (0, rows)
+        assert _answers(pushing, at) == expected
+    assert killed >= 2
