@@ -507,3 +507,88 @@ def test_a_compaction_killed_at_any_point_loses_and_doubles_nothing(pushing: Fea
         assert (landed(online_database), kept) == (0, rows)
         assert _answers(pushing, at) == expected
     assert killed >= 2
+
+
+PUSHER = """
+import sys
+from datetime import UTC, datetime, timedelta
+
+from featurestore import FeatureStore
+
+root, number, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with FeatureStore(root, consumer="pusher") as store:
+    for batch in range(batches):
+        now = datetime.now(UTC)
+        rows = [{"user_id": 1 + (number + row) % 4, "ts": now - timedelta(seconds=1 + row, microseconds=number),
+                 "amount": 1.0} for row in range(3)]
+        store.push("card_events", rows, idempotency_key=f"p{number}-b{batch}")
+"""
+
+
+def test_concurrent_pushes_from_processes_and_a_two_worker_server_all_land_once(
+        pushing: FeatureStore, project: ProjectDir, online_database: str) -> None:
+    import asyncio
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from test_server import free_port
+
+    with open(project.root / "featurestore.toml", "a") as config:
+        config.write(f'\n[server.keys.ingest]\nsha256 = "{hashlib.sha256(PUSH_KEY.encode()).hexdigest()}"\n'
+                     "push = true\n")
+    pushing.materialize()
+    environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": online_database}
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
+                               "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        pushers = [subprocess.Popen([sys.executable, "-c", PUSHER, str(project.root), str(n), "8"], env=environment,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(3)]
+
+        async def over_http() -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=30, headers={"X-API-Key": PUSH_KEY}) as client:
+                async def one(number: int) -> int:
+                    now = datetime.now(UTC)
+                    body = {"rows": [{"user_id": 1 + number % 4, "ts": (now - timedelta(seconds=2)).isoformat(),
+                                      "amount": 1.0}]}
+                    key = {"Idempotency-Key": f"h{number}"}
+                    first = await client.post("/v1/push/card_events", json=body, headers=key)
+                    again = await client.post("/v1/push/card_events", json=body, headers=key)
+                    assert again.json()["batch"] == first.json()["batch"], (first.text, again.text)
+                    return first.status_code
+                return list(await asyncio.gather(*(one(n) for n in range(24))))
+
+        statuses = asyncio.run(over_http())
+        pushing.materialize()  # a run among the pushes
+        for process in pushers:
+            assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
+        assert statuses == [200] * 24
+        assert landed(online_database) == 3 * 8 * 3 + 24
+        at = datetime.now(UTC)
+        users = [1, 2, 3, 4]
+        online = pushing.online({"user_id": users}, ["cards_added.cards_1h"], at=at).to_dicts()
+        assert online == frame_at_features(pushing, users, at, ["cards_added.cards_1h"])
+        from_file = sum(at - timedelta(hours=1) <= ts for ts in (NOW - 50 * MINUTE, NOW - 40 * MINUTE))
+        assert sum(r["cards_1h"] for r in online) == 3 * 8 * 3 + 24 + from_file
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def frame_at_features(store: FeatureStore, users: list[int], at: datetime, features: list[str]) -> list[dict]:
+    spine = pl.DataFrame({"user_id": users, "ts": [at] * len(users)},
+                         schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
+    return store.training_frame(spine, features, cache=False).to_polars().drop("ts").to_dicts()

@@ -302,7 +302,7 @@ def _horizon(view: FeatureView, until: datetime) -> datetime:
 def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[Any, str, str], None], *,
                    known_by_watermark: int, watermark: datetime, replaced_after: datetime | None,
                    until: datetime) -> int:
-    """Replace the stored events known after `replaced_after` (if any) by the batch, and drop the events
+    """Replace the stored events known after `replaced_after` and by `until` (if any) by the batch, and drop the events
     no lookup from `until` on reads. Returns how many of the batch's events are late: known by the
     previous `watermark` yet not stored before (the batch holds `known_by_watermark` known by then)."""
     from psycopg import sql
@@ -312,9 +312,10 @@ def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[A
     horizon = _horizon(view, until)
     replaced = 0
     if replaced_after is not None:
-        cursor.execute(sql.SQL("WITH gone AS (DELETE FROM {} WHERE {} > %s RETURNING {}) "
+        # Only up to `until`: events known later (pushed since the run began) are not in the batch, and stay.
+        cursor.execute(sql.SQL("WITH gone AS (DELETE FROM {} WHERE {} > %s AND {} <= %s RETURNING {}) "
                                "SELECT count(*) FROM gone WHERE {} <= %s AND {} >= %s").format(
-            target, known, known, known, known), [replaced_after, watermark, horizon])
+            target, known, known, known, known, known), [replaced_after, until, watermark, horizon])
         replaced = int(cursor.fetchone()[0])
     load(cursor, SCHEMA, table)
     cursor.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(target, known), [horizon])
