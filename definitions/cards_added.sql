@@ -2,6 +2,7 @@
 -- timestamp: ts
 -- owner: fraud-ml@example.com
 -- description: Cards added to the user's account over trailing windows; a burst of new cards within hours is the strongest account-takeover signal in this domain.
+-- known_at: ingested_at
 -- windows: 3h, 1d, 7d
 -- tags: cards, velocity
 SELECT

@@ -53,7 +53,8 @@ def write_demo_data(
 
     - ``data/transactions.parquet``: exactly ``transactions`` card payments over
       the 90 days ending 2026-11-01T00:00:00Z, with an ``is_fraud`` label.
-    - ``data/card_events/YYYY-MM.parquet``: card-added events, one file a month.
+    - ``data/card_events/YYYY-MM.parquet``: card-added events, one file a month (``ingested_at``: when
+      each reached the store, NULL in this history; the source takes pushes).
     - ``public.accounts`` in the PostgreSQL at ``conninfo``: one row per profile
       version (dropped and recreated, loaded with COPY).
     - ``merchants`` in the DuckDB file ``offline_database`` (replaced).
@@ -160,6 +161,9 @@ def _draw_card_events(
         "user_id": pa.array(user[order] + 1, pa.int64()),
         "card_id": pa.array(card[order], pa.int64()),
         "ts": _utc_times(ts[order]),
+        # When each event reached the store: not recorded by the historical export (NULL: on time);
+        # the store stamps the events pushed to it from now on.
+        "ingested_at": pa.nulls(user.size, pa.timestamp("us", tz="UTC")),
     })
 
 

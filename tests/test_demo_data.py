@@ -105,7 +105,7 @@ def test_sources_have_the_documented_schemas(demo: Demo) -> None:
     ])
     card_events = pq.read_schema(next((demo.root / "data" / "card_events").glob("*.parquet")))
     assert card_events == pa.schema([
-        ("event_id", pa.int64()), ("user_id", pa.int64()), ("card_id", pa.int64()), ("ts", UTC)
+        ("event_id", pa.int64()), ("user_id", pa.int64()), ("card_id", pa.int64()), ("ts", UTC), ("ingested_at", UTC)
     ])
     merchants = demo.sources["merchants"].schema
     assert merchants.names == ["merchant_id", "country", "category", "onboarded_at"]

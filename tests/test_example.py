@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def test_the_fraud_example_end_to_end(tmp_path: Path, postgres_url: str, capsys:
     assert example.main(["--project", str(tmp_path), "--out", "out"]) == 0
     out = capsys.readouterr().out
     assert "== scored over HTTP" in out and "== online = offline: the 300 entities' 10 features" in out
+    fresh = re.search(r"== fresh events: 4 cards added .* served at once by cards_added: cards_added_3h (\d+) -> (\d+);"
+                      r" transaction \d+ scored now: ([\d.]+) -> ([\d.]+)", out)
+    assert fresh is not None, out
+    assert int(fresh[2]) == int(fresh[1]) + 4, fresh[0]  # served when the push returned
     assert "svg class=\"psi\"" in (tmp_path / "out" / "site" / "index.html").read_text()  # the catalog, with drift
     card = json.loads((tmp_path / "out" / "model.json").read_text())
     honest = card["test_metrics"]["average_precision"]

@@ -13,7 +13,8 @@
 4. The training frame saved as a snapshot, and the model saved with the snapshot's content hash.
 5. The online store materialized, the HTTP service started, new transactions scored from features
    fetched over HTTP, and the served feature vectors compared with a training frame's at the
-   same instant: they must be equal.
+   same instant: they must be equal. Then cards added to an account right now are pushed to the
+   `card_events` source: the next lookup serves them, and the transaction's score moves.
 6. The feature catalog written (`featurestore docs`), with each feature's drift since the snapshot.
 """
 
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,28 @@ def fetched(base: str, rows: pd.DataFrame, at: datetime) -> pd.DataFrame:
     return pd.DataFrame({name.split(".")[1]: values for name, values in answer["features"].items()})
 
 
+def fresh_events(store: FeatureStore, base: str, classifier: Any, transaction: pd.DataFrame) -> None:
+    """A burst of cards added to the account right now, pushed to the source: the next lookup serves
+    it, and the same transaction scored now scores higher. Training frames read the pushed events too."""
+    def score(at: datetime) -> tuple[float, pd.DataFrame]:
+        served = fetched(base, transaction, at)
+        return float(classifier.predict_proba(served.assign(amount=transaction["amount"]).to_numpy(
+            dtype=float))[:, 1][0]), served
+
+    before, features = score(datetime.now(UTC))
+    user = int(transaction["user_id"][0])
+    now = datetime.now(UTC)
+    first = 10**9 + int(now.timestamp())  # ids unlike the history's, new on every run
+    cards = [{"event_id": first * 10 + i, "user_id": user, "card_id": first * 10 + i,
+              "ts": now - timedelta(minutes=20 - 5 * i)} for i in range(4)]
+    result = store.push("card_events", cards)
+    after, changed = score(datetime.now(UTC))
+    print(f"== fresh events: {result.rows} cards added to user {user}'s account pushed to card_events; served at "
+          f"once by {', '.join(result.views_updated)}: cards_added_3h {int(features['cards_added_3h'][0])} -> "
+          f"{int(changed['cards_added_3h'][0])}; transaction {int(transaction['transaction_id'][0])} scored now: "
+          f"{before:.4f} -> {after:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=".", help="the example project (default: the current folder)")
@@ -201,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"== online = offline: the {len(sample)} entities' {len(online.columns)} features served over HTTP "
               f"equal the training frame's at 2026-11-01, value for value")
+        fresh_events(store, base, classifier, new.iloc[[0]].reset_index(drop=True))
     finally:
         server.terminate()
         try:
