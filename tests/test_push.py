@@ -22,7 +22,7 @@ from featurestore import FeatureStore, FeatureStoreError, PushRejected
 
 from reference import Measure, Rules, as_of, window_aggregate
 from reference import known as reference_known
-from support import ProjectDir, reset
+from support import ProjectDir, free_port, reset
 
 UTC_US = pa.timestamp("us", tz="UTC")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -535,8 +535,6 @@ def test_concurrent_pushes_from_processes_and_a_two_worker_server_all_land_once(
     import time
 
     import httpx
-    from test_server import free_port
-
     with open(project.root / "featurestore.toml", "a") as config:
         config.write(f'\n[server.keys.ingest]\nsha256 = "{hashlib.sha256(PUSH_KEY.encode()).hexdigest()}"\n'
                      "push = true\n")

@@ -18,7 +18,7 @@ import pytest
 
 from featurestore import FeatureStore
 
-from support import T0, ProjectDir
+from support import T0, ProjectDir, free_port
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 KEYS = {"fraud": "fs_fraud_secret", "analytics": "fs_analytics_secret"}
@@ -305,12 +305,6 @@ def serve_two_workers(project: ProjectDir, postgres_url: str) -> tuple[subproces
                                 "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     return process, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> None:
