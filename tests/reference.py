@@ -190,7 +190,8 @@ class SnapshotIndex:
 
 class WindowIndex:
     """`window_events` for many spine rows over many events: a window is a slice of its key's events,
-    t - W - lag <= ts < t - lag, found by `bisect` (events tied on time keep their given order)."""
+    t - W - lag <= ts < t - lag, found by `bisect` (events tied on time keep their given order); with
+    arrival times, the events of that slice known before t."""
 
     def __init__(self, events: list[dict[str, Any]], rules: Rules) -> None:
         self.rules = rules
@@ -203,7 +204,7 @@ class WindowIndex:
             return None
         times = self.times.get(key, [])
         start = bisect_left(times, t - window - rules.lag)
+        end = bisect_left(times, t - rules.lag)  # known(e) >= ts + lag: none later can be known before t
         if rules.known_at is not None:  # the lower bound is on time, the upper on arrival
-            return [e for e in self.events.get(key, [])[start:] if known(e, rules) < t]
-        end = bisect_left(times, t - rules.lag)
+            return [e for e in self.events.get(key, [])[start:end] if known(e, rules) < t]
         return self.events.get(key, [])[start:end]

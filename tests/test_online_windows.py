@@ -2,7 +2,9 @@
 
 After `materialize(until=T)`, `online(entities, at=T)` equals a training frame of the same
 entities at T (docs/semantics.md), for instants drawn from the edges windows have: an event's
-known-at time, and that time plus each window, each to the microsecond either side.
+known-at time, and that time plus each window, each to the microsecond either side. Half of the
+views declare arrival times (`-- known_at: arrived`): then also an event's arrival, and that plus
+each window; events that arrive after a run's instant are in its files already.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 
 from featurestore import FeatureStore
 
+from reference import Measure, Rules, window_aggregate
 from support import T0, ProjectDir, reset
 
 EXAMPLES = max(10, int(os.environ.get("FEATURESTORE_EXAMPLES", "1000")) // 25)
@@ -31,6 +34,14 @@ WINDOWS = {"30m": timedelta(minutes=30), "1h": timedelta(hours=1), "2h": timedel
 AGGREGATES = ("count(*) AS n, count(v) AS nv, count(DISTINCT v) AS dv, sum(v) AS total, avg(v) AS mean, "
               "min(s) AS lo, max(v) AS hi, arg_max(s, o) AS latest_s, last(v) AS last_v, "
               "count(*) FILTER (WHERE v > 0) AS positive")
+# The reference's reading of AGGREGATES, by output name.
+MEASURES = {"n": Measure("count", lambda e: 1), "nv": Measure("count", lambda e: e["v"]),
+            "dv": Measure("count_distinct", lambda e: e["v"]), "total": Measure("sum", lambda e: e["v"]),
+            "mean": Measure("avg", lambda e: e["v"]), "lo": Measure("min", lambda e: e["s"]),
+            "hi": Measure("max", lambda e: e["v"]),
+            "latest_s": Measure("latest", lambda e: e["s"], order=lambda e: e["o"]),
+            "last_v": Measure("latest", lambda e: e["v"]),
+            "positive": Measure("count", lambda e: 1, where=lambda e: e["v"] is not None and e["v"] > 0)}
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +55,13 @@ def instant(index: int, nudge: int = 0) -> datetime:
     return T0 + index * STEP + timedelta(microseconds=nudge)
 
 
-def definition(windows: list[str], lag: timedelta, since: datetime | None) -> str:
+def definition(windows: list[str], lag: timedelta, since: datetime | None, known_at: bool = False) -> str:
     header = ["-- entity: k", "-- timestamp: ts", "-- owner: test@example.com", f"-- windows: {', '.join(windows)}",
               f"-- available_after: {int(lag.total_seconds())}s"]
     if since is not None:
         header.append(f"-- available_since: {since.isoformat()}")
+    if known_at:
+        header.append("-- known_at: arrived")
     return "\n".join(header) + f"\nSELECT k, {AGGREGATES}\nFROM events\nGROUP BY k\n"
 
 
@@ -56,7 +69,20 @@ def write_events(root: Path, rows: list[dict], name: str) -> None:
     pq.write_table(pa.table({
         "k": pa.array([r["k"] for r in rows], pa.int64()), "ts": pa.array([r["ts"] for r in rows], UTC_US),
         "v": pa.array([r["v"] for r in rows], pa.int64()), "s": pa.array([r["s"] for r in rows], pa.string()),
-        "o": pa.array([r["o"] for r in rows], pa.int64())}), root / "data" / name)
+        "o": pa.array([r["o"] for r in rows], pa.int64()),
+        "arrived": pa.array([r.get("arrived") for r in rows], UTC_US)}), root / "data" / name)
+
+
+@st.composite
+def arrivals(draw: st.DrawFn, ts: datetime, lag: timedelta) -> datetime | None:
+    """An event's arrival: NULL (on time), an instant of the grid (others arrive then too), or grid
+    steps before, at or after its time plus the lag, or a microsecond either side of those."""
+    origin = draw(st.sampled_from(["null", "grid", "due", "due"]))
+    if origin == "null":
+        return None
+    if origin == "grid":
+        return instant(draw(st.integers(0, 10)))
+    return ts + lag + draw(st.integers(-1, 4)) * STEP + timedelta(microseconds=draw(st.sampled_from([0, 0, 1, -1])))
 
 
 @st.composite
@@ -67,17 +93,34 @@ def cases(draw: st.DrawFn) -> dict:
         "ts": st.builds(instant, st.integers(0, 8), st.sampled_from([0, 0, 0, 1, -1])),
         "v": st.one_of(st.none(), st.integers(-3, 3)), "s": st.one_of(st.none(), st.sampled_from(["a", "b", "B", "é"])),
         "o": st.one_of(st.none(), st.integers(0, 2))}), max_size=14))
+    lag = draw(st.sampled_from([timedelta(0), timedelta(minutes=30)]))
+    known_at = draw(st.booleans())
+    for e in events:  # the column is there either way; it counts where the view declares it
+        e["arrived"] = draw(arrivals(e["ts"], lag))
     if events and draw(st.booleans()):  # exact copies: two events, both counted
         events += [dict(events[i]) for i in draw(st.lists(st.integers(0, len(events) - 1), max_size=2))]
     windows = draw(st.lists(st.sampled_from(list(WINDOWS)), min_size=1, max_size=3, unique=True))
-    lag = draw(st.sampled_from([timedelta(0), timedelta(minutes=30)]))
     since = draw(st.one_of(st.none(), st.builds(instant, st.integers(0, 10))))
-    edges = {e["ts"] + lag + w + timedelta(microseconds=d) for e in events for w in (timedelta(0), *(
-        WINDOWS[n] for n in windows)) for d in (-1, 0, 1)} | {instant(4)}
-    chosen = sorted(draw(st.lists(st.sampled_from(sorted(edges)), min_size=1, max_size=3, unique=True)))
-    # Events land in files, one before each run, whatever their time: some come long after they were due.
-    arrival = draw(st.lists(st.integers(0, len(chosen) - 1), min_size=len(events), max_size=len(events)))
-    return {"events": events, "windows": windows, "lag": lag, "since": since, "instants": chosen, "arrival": arrival}
+    chosen = sorted(set(draw(st.lists(edges(events, lag, windows, known_at), min_size=1, max_size=3))))
+    # Events land in files, one before each run, whatever their time: some come long after they were due,
+    # and with arrival times some before they arrive (read by a later run).
+    lands = draw(st.lists(st.integers(0, len(chosen) - 1), min_size=len(events), max_size=len(events)))
+    return {"events": events, "windows": windows, "lag": lag, "since": since, "instants": chosen, "lands": lands,
+            "known_at": known_at}
+
+
+@st.composite
+def edges(draw: st.DrawFn, events: list[dict], lag: timedelta, windows: list[str], known_at: bool) -> datetime:
+    """An instant on an edge of one event: when it is due (time plus lag), or with arrival times when it
+    arrives, or either plus a window, each to the microsecond either side."""
+    if not events:
+        return instant(4)
+    e = draw(st.sampled_from(events))
+    start = e["ts"] + lag
+    if known_at and e["arrived"] is not None and draw(st.booleans()):
+        start = e["arrived"]
+    shift = draw(st.sampled_from([timedelta(0), *(WINDOWS[n] for n in windows)]))
+    return start + shift + timedelta(microseconds=draw(st.sampled_from([-1, 0, 1])))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -90,11 +133,11 @@ def test_online_window_values_equal_the_training_frame_at_each_materialized_inst
         project = ProjectDir(Path(folder))
         project.sources["events"] = '"data/events-*.parquet"'
         project.write_config()
-        project.view("view", definition(case["windows"], case["lag"], case["since"]))
+        project.view("view", definition(case["windows"], case["lag"], case["since"], case["known_at"]))
         keys = [1, 2, 3, None, 4]  # 4: no events; None: no key
         with FeatureStore(project.root) as store:
             for number, at in enumerate(case["instants"]):  # the first run backfills, the later ones are incremental
-                write_events(project.root, [e for e, a in zip(case["events"], case["arrival"]) if a == number],
+                write_events(project.root, [e for e, n in zip(case["events"], case["lands"]) if n == number],
                              f"events-{number}.parquet")
                 [run] = store.materialize(until=at)
                 online = store.online({"k": keys}, ["view.*"], at=at)
@@ -103,6 +146,23 @@ def test_online_window_values_equal_the_training_frame_at_each_materialized_inst
                                              ["view.*"], timestamp="t").to_polars().drop("t")
                 assert online.to_dicts() == frame.to_dicts(), (run, at)
                 assert online.schema == frame.schema
+                # And both are right: the events of the files so far, arrived or not by `at`, read by the reference.
+                landed = [e for e, n in zip(case["events"], case["lands"]) if n <= number]
+                assert [approximately(r) for r in frame.to_dicts()] == [
+                    approximately(reference_row(case, landed, k, at)) for k in keys], (run, at)
+
+
+def reference_row(case: dict, events: list[dict], k: int | None, at: datetime) -> dict:
+    rules = Rules(entity=("k",), timestamp="ts", lag=case["lag"], since=case["since"],
+                  known_at="arrived" if case["known_at"] else None)
+    return {"k": k, **{f"{name}_{label}": window_aggregate(events, (k,), at, rules, measure, WINDOWS[label])
+                       for name, measure in MEASURES.items() for label in case["windows"]}}
+
+
+def approximately(row: dict) -> dict:
+    """A row with its averages to 12 significant digits: the sums behind them are added in another order."""
+    return {name: float(f"{value:.12g}") if name.startswith("mean_") and value is not None else value
+            for name, value in row.items()}
 
 
 def test_events_are_kept_for_the_longest_window_and_runs_are_incremental(project: ProjectDir,
@@ -177,3 +237,32 @@ def test_a_changed_database_table_replaces_the_events_after_the_lookback(project
         online = store.online({"user_id": [1]}, ["added.n_2h"], at=instant(4, 1))
         frame = store.training_frame(pl.DataFrame({"user_id": [1], "ts": [instant(4, 1)]}), ["added.n_2h"])
         assert online.to_dicts() == frame.to_polars().drop("ts").to_dicts() == [{"user_id": 1, "n_2h": 3}]
+
+
+def test_a_late_event_is_served_once_it_has_arrived_and_leaves_by_its_time(project: ProjectDir,
+                                                                           online_database: str) -> None:
+    """Stamped 01:00 and arrived 02:00, in a 2h window: online and in frames, not counted at 02:00, counted
+    1 µs later, and gone after 03:00 (its time plus the window, not its arrival plus the window)."""
+    import psycopg
+
+    project.sources["events"] = '"data/events-*.parquet"'
+    project.write_config()
+    project.view("view", definition(["2h"], timedelta(0), None, known_at=True))
+    late = {"k": 1, "ts": instant(2), "v": 1, "s": "a", "o": 1, "arrived": instant(4)}
+    write_events(project.root, [late, {"k": 1, "ts": instant(3), "v": 10, "s": "b", "o": 2, "arrived": None}],
+                 "events-0.parquet")
+    expected = [(instant(3), 0), (instant(3, 1), 1), (instant(4), 1), (instant(4, 1), 2), (instant(6), 2),
+                (instant(6, 1), 1), (instant(7), 1), (instant(7, 1), 0), (instant(8), 0)]
+    with FeatureStore(project.root, consumer="test") as store:
+        for at, n in expected:  # one run each, incremental after the first
+            store.materialize(until=at)
+            online = store.online({"k": [1]}, ["view.n_2h", "view.total_2h"], at=at)
+            frame = store.training_frame(pl.DataFrame({"k": [1], "t": [at]}, schema={
+                "k": pl.Int64, "t": pl.Datetime("us", "UTC")}), ["view.n_2h", "view.total_2h"], timestamp="t")
+            assert online.to_dicts() == frame.to_polars().drop("t").to_dicts(), at
+            assert online.to_dicts()[0]["n_2h"] == n, at
+        table = f'featurestore_online."view__{store.views["view"].version}"'
+    # Kept for the 2h window of 04:00 by when it became known, with when it was due: the late event only.
+    with psycopg.connect(online_database) as connection:
+        assert connection.execute(f"SELECT __fs_ts, __fs_due, __fs_known FROM {table}").fetchall() == [
+            (instant(2), instant(2), instant(4))]

@@ -2,8 +2,8 @@
 
 The reference suites' own cases (test_point_in_time, test_windows) run end to end: a project on
 disk with the events as Parquet, one frame by DuckDB and one by a local Spark session.
-Spark cannot read nanosecond times from Parquet, so events are in microseconds here (spines
-still come in every flavour). Run by scripts/test-spark.sh (marker `spark`); the number of
+Spark cannot read nanosecond times from Parquet, so events and their arrivals are in microseconds
+here (spines still come in every flavour). Run by scripts/test-spark.sh (marker `spark`); the number of
 random cases is FEATURESTORE_SPARK_EXAMPLES.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,10 @@ def both(root: Path, spine: pa.Table, features: list[str], spark: Any, *, timest
 
 
 def refused(root: Path, spine: pa.Table, features: list[str], spark: Any, match: str, plan: str = "auto") -> None:
-    """Both engines refuse the frame with the same message."""
+    """Both engines refuse the frame, joined as `plan` says, with the same message."""
     project = FeatureStore(root, consumer="test").project
     with pytest.raises(FeatureStoreError, match=match):
-        training_frame(project, spine, features, timestamp="t", cache=False)
+        training_frame(project, spine, features, timestamp="t", cache=False, join=plan)
     with pytest.raises(FeatureStoreError, match=match):
         training_frame(project, spine, features, timestamp="t", engine="spark", spark=spark, join=plan)
 
@@ -111,24 +112,31 @@ def spark_readable(case: windows.Case) -> bool:
     return "nanos" not in case.event_flavour
 
 
+def arrivals_in_microseconds(case: windows.Case) -> windows.Case:
+    """The case with its arrivals in microseconds (Spark cannot read nanoseconds from Parquet)."""
+    micros = {"nanos": "utc", "naive_nanos": "naive"}
+    if case.arrival_flavour not in micros:
+        return case
+    return replace(case, arrival_flavour=micros[case.arrival_flavour],
+                   events=[{**e, "arrived_ns": 0} for e in case.events])
+
+
 @SLOW
-@given(windows.cases().filter(spark_readable), st.sampled_from(["auto", "frames", "join"]))
+@given(windows.cases().filter(spark_readable).map(arrivals_in_microseconds),
+       st.sampled_from(["auto", "frames", "join"]))
 def test_window_frames_equal_duckdb_and_the_reference(spark: Any, case: windows.Case, plan: str) -> None:
-    events = case.events
     with tempfile.TemporaryDirectory() as folder:
         project = ProjectDir(Path(folder))
-        ts, _ = windows.time_array([e["ts"] for e in events], [e["ns"] for e in events], case.event_flavour)
-        project.parquet("events", pa.table({
-            "k": pa.array([e["k"] for e in events], pa.int64()), "c": pa.array([e["c"] for e in events], pa.string()),
-            "ts": ts, "v": pa.array([e["v"] for e in events], pa.int64()),
-            "o": pa.array([e["o"] for e in events], pa.int64()), "w": pa.array([e["w"] for e in events], pa.float64()),
-            "s": pa.array([e["s"] for e in events], pa.string())}))
+        project.parquet("events", windows.events_table(case))
         project.view("view", case.view.definition())
         t, _ = windows.time_array([r["t"] for r in case.spine], [r["ns"] for r in case.spine], case.spine_flavour)
         spine = pa.table({"k": pa.array([r["k"] for r in case.spine], pa.int64()),
                           "c": pa.array([r["c"] for r in case.spine], pa.string()), "t": t,
                           "label": pa.array([r["label"] for r in case.spine], pa.int64())})
         features = [f"view.{name}" for name in case.features] or ["view.*"]
+        if case.view.known_at and plan == "frames":  # arrival times: windows by range join only
+            refused(project.root, spine, features, spark, r"declares arrival times \(known_at\)", plan)
+            plan = "join"
         frame = both(project.root, spine, features, spark, plan=plan, full_names=case.full_names)
     names = list(case.features) or [f"{a.name}_{label}" for a in case.view.aggregates for label in case.view.windows]
     outputs = [f"view__{name}" if case.full_names else name for name in names]

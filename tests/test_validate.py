@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 
-from support import SNAPSHOT, WINDOW, ProjectDir
+from support import SNAPSHOT, T0, WINDOW, ProjectDir
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 
@@ -70,6 +71,16 @@ CASES = [
     ("window_timestamp", "-- entity: user_id\n-- timestamp: created_at\n-- owner: a@b.c\n-- windows: 1d\n"
      "SELECT user_id, count(*) AS n FROM events GROUP BY user_id\n",
      "missing-column", 2, "'created_at' is not a column of the table this window view aggregates", "event-time"),
+    # A window view's known_at, like its timestamp, names a time column of the rows it aggregates.
+    ("window_known_at_missing", "-- entity: user_id\n-- known_at: arrived_at\n-- timestamp: ts\n-- owner: a@b.c\n"
+     "-- windows: 1d\nSELECT user_id, count(*) AS n FROM events GROUP BY user_id\n", "missing-column", 2,
+     "known_at 'arrived_at' is not a column of the table this window view aggregates", "arrival-time column"),
+    ("window_known_at_output", HEADER + "-- windows: 1d\n-- known_at: last_seen\n"
+     "SELECT user_id, max(ts) AS last_seen FROM events GROUP BY user_id\n", "missing-column", 5,
+     "known_at 'last_seen' is not a column of the table this window view aggregates", "not an output column"),
+    ("window_known_at_type", HEADER + "-- windows: 1d\n-- known_at: amount\n"
+     "SELECT user_id, count(*) AS n FROM events GROUP BY user_id\n", "timestamp-type", 5,
+     "known_at column 'amount' has type DOUBLE", "TIMESTAMP, TIMESTAMPTZ or DATE"),
     ("unknown_source", HEADER + "SELECT user_id, ts\nFROM evnts\n", "unknown-table", 5,
      "'evnts' is neither a source nor a view", "did you mean 'events'"),
     ("schema_qualified", HEADER + "SELECT user_id, ts FROM main.events\n", "unknown-table", 4,
@@ -127,6 +138,15 @@ def test_error_is_located_and_actionable(project: ProjectDir, capsys: pytest.Cap
     assert message in problem["message"]
     assert hint in problem["hint"]
     assert problem["severity"] == "error"
+
+
+def test_a_window_view_with_arrival_times_validates(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:
+    """known_at may name a source column of any time type (here a DATE), not selected by the view."""
+    project.parquet("late", pa.table({"user_id": pa.array([1], pa.int64()), "ts": pa.array([T0], pa.timestamp("us")),
+                                      "arrived": pa.array([T0.date()], pa.date32())}))
+    project.view("late_counts", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n-- windows: 1d\n"
+                                "-- known_at: arrived\nSELECT user_id, count(*) AS n FROM late GROUP BY user_id\n")
+    assert project.validate(capsys) == (0, [])
 
 
 def test_cycle_names_every_view_in_it(project: ProjectDir, capsys: pytest.CaptureFixture[str]) -> None:

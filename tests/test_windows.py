@@ -1,13 +1,15 @@
 """Window aggregate views in training frames against the brute-force reference, on many random cases.
 
 Each case is a window view (an aggregation grouped by its keys, one to three windows, sometimes a
-lag, invalid periods and `available_since`), its events and a spine, compiled by
-`compiler.windows` with each window's method drawn ("join", "frames", or "totals": running totals for
-its counts and integer sums, frames for the rest), and run in DuckDB.
+lag, invalid periods and `available_since`, half of them arrival times: `-- known_at: arrived`),
+its events and a spine, compiled by `compiler.windows` with each window's method drawn ("join",
+"frames", or "totals": running totals for its counts and integer sums, frames for the rest; a view
+with arrival times must be joined whatever is drawn), and run in DuckDB.
 Times sit on a coarse grid (with ±1 µs neighbours), and most spine rows take the keys of one
-event and a time on an edge it defines (its known-at time, or that plus a window, each ±1 µs),
-so events exactly at t - W and exactly at t, and ties of several events at one instant, are
-common. The features asked for (all, or some in any order, short or full names) are drawn too.
+event and a time on an edge it defines (its time plus lag, or its arrival, or either plus a window,
+each ±1 µs), so events exactly at t - W and exactly at t, and ties of several events at one instant
+(or arriving at one), are common. The features asked for (all, or some in any order, short or full
+names) are drawn too.
 
 The reference (`reference.window_aggregate`) is a plain loop over the events per spine row.
 `heavy_cases` are the other shape: one to five keys with hundreds to thousands of events each over
@@ -18,7 +20,7 @@ them, checked against `reference.WindowIndex` under the drawn methods and under 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import pytest
 import sqlglot
 from hypothesis import HealthCheck, given, settings
 
+from featurestore import FeatureStore, FeatureStoreError
 from featurestore.compiler.checks import check_query
 from featurestore.compiler.point_in_time import ROW, Spine, ViewRows, point_in_time
 from featurestore.compiler.windows import WindowRows, event_rows
@@ -36,8 +39,10 @@ from featurestore.config import parse_duration
 from featurestore.definitions.loader import parse_definition
 from featurestore.definitions.selection import select_features
 from featurestore.definitions.spec import Column, build_view
+from featurestore.offline.frames import training_frame
 
 from reference import Measure, WindowIndex, window_events
+from support import ProjectDir
 from window_cases import (
     BASE,
     EPOCH,
@@ -65,6 +70,7 @@ from window_cases import (
 @given(cases())
 def test_window_views_match_the_reference(case: Case) -> None:
     hypothesis.event(f"methods: {'+'.join(sorted(set(case.methods.values())))}")
+    hypothesis.event(f"arrival times: {'yes' if case.view.known_at else 'no'}")
     hypothesis.event(f"events: {'some' if case.events else 'none'}, spine: {'some' if case.spine else 'none'}")
     check(case)
 
@@ -77,12 +83,15 @@ def test_few_heavy_keys_match_the_reference_under_two_methods(case: Case) -> Non
     sizes = [len(index.window_events(tuple(r[k] for k in case.view.entity), r["t"], parse_duration(label)) or [])
              for r in case.spine for label in case.view.windows]
     hypothesis.event(f"events: {len(case.events) // 2500 * 2500}+")
+    hypothesis.event(f"arrival times: {'yes' if case.view.known_at else 'no'}")
     hypothesis.event(f"most events in one window: {max(sizes) // 100 * 100}+, empty windows: "
                      f"{sum(size == 0 for size in sizes) * 10 // len(sizes) * 10}%+")
     check(case, frame)
-    # Each window under the next method too: every window of every case meets two of the three.
+    # Each window under the next method too: every window of every case meets two of the three. With
+    # arrival times every window is joined whatever is asked: the other way, in time buckets or not.
     following = {"join": "frames", "frames": "totals", "totals": "join"}
-    check(replace(case, methods={label: following[method] for label, method in case.methods.items()}), frame)
+    check(replace(case, methods={label: following[method] for label, method in case.methods.items()},
+                  buckets=len(case.spine) % 2 == 0 if case.view.known_at else None), frame)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -244,6 +253,139 @@ def test_a_hot_key_with_a_long_window(method: str) -> None:
     case = Case(window_view("n", "dv", "sv", "last_v", windows=("1d", "90m")), events, spine,
                 {"1d": method, "90m": "frames" if method == "join" else "join"})
     assert max(r[0] for r in features(case, "n_1d")) == 200
+
+
+def at(hour: int, minute: int = 0, micros: int = 0) -> datetime:
+    """An instant of the day the cases start: `at(10, 30, 1)` is 10:30:00.000001 UTC."""
+    return BASE + timedelta(hours=hour, minutes=minute, microseconds=micros)
+
+
+def late_view(*names: str, **header: Any) -> View:
+    """A window view (3h unless `header` says otherwise) whose events arrive at `arrived`."""
+    return View(aggregates=pick(*names), known_at="arrived", **header)
+
+
+# Arrival times (docs/semantics.md, section 6): an event counts at t when t - W <= ts + L and
+# max(ts + L, arrival) < t. Every window of such a view is joined, whatever method is asked:
+# each test runs under each, and checks the whole frame against the reference too.
+
+
+@METHODS
+def test_a_late_event_is_counted_only_after_it_arrives(method: str) -> None:
+    """Stamped 10:00, arrived 10:30: not known at 10:05, nor at 10:30 exactly (the upper edge is strict)."""
+    events = [event(at(10), v=1, arrived=at(10, 30))]
+    spine = [row(at(10, 5)), row(at(10, 30)), row(at(10, 30, 1))]
+    case = Case(late_view("n", "sv"), events, spine, {"3h": method})
+    assert features(case, "n_3h", "sv_3h") == [(0, None), (0, None), (1, 1)]
+
+
+@METHODS
+def test_the_arrival_column_counts_only_where_the_view_declares_it(method: str) -> None:
+    events = [event(at(10), v=1, arrived=at(10, 30))]
+    case = Case(window_view("n"), events, [row(at(10, 5))], {"3h": method})
+    assert features(case, "n_3h") == [(1,)]
+
+
+@METHODS
+@pytest.mark.parametrize("lag", [timedelta(0), timedelta(hours=1)])
+def test_a_late_event_leaves_the_window_at_its_time_plus_lag_plus_w(method: str, lag: timedelta) -> None:
+    """Stamped 09:00, arrived 10:30: it leaves a 3h window at 12:00 + lag (its time), not at 13:30 (its arrival)."""
+    events = [event(at(9), v=1, arrived=at(10, 30))]
+    leaves = at(12) + lag
+    spine = [row(at(10, 30)), row(at(10, 30, 1)), row(leaves), row(leaves + US), row(at(13, 30))]
+    case = Case(late_view("n", lag=lag), events, spine, {"3h": method})
+    assert features(case, "n_3h") == [(0,), (1,), (1,), (0,), (0,)]
+
+
+@METHODS
+def test_an_event_arriving_as_its_window_ends_is_never_counted(method: str) -> None:
+    """Stamped 09:00 and arrived 10:00, in a 1h window: at 10:00 not yet known, and 1 µs later already out."""
+    events = [event(at(9), v=1, arrived=at(10)), event(at(9, 30), v=10, arrived=at(10))]
+    spine = [row(at(10) - US), row(at(10)), row(at(10, 0, 1)), row(at(10, 30)), row(at(10, 30, 1))]
+    case = Case(late_view("n", "sv", windows=("1h",)), events, spine, {"1h": method})
+    assert features(case, "n_1h", "sv_1h") == [(0, None), (0, None), (1, 10), (1, 10), (0, None)]
+
+
+@METHODS
+def test_a_null_arrival_is_on_time(method: str) -> None:
+    """A NULL arrival, and an arrival exactly at ts + lag, make the event known at ts + lag."""
+    lag = timedelta(minutes=30)
+    events = [event(at(10), v=1), event(at(10), v=10, arrived=at(10, 30))]
+    spine = [row(at(10, 30)), row(at(10, 30, 1)), row(at(13, 30)), row(at(13, 30, 1))]
+    case = Case(late_view("n", "sv", lag=lag), events, spine, {"3h": method})
+    assert features(case, "n_3h", "sv_3h") == [(0, None), (2, 11), (2, 11), (0, None)]
+
+
+@METHODS
+def test_an_arrival_before_the_time_plus_lag_changes_nothing(method: str) -> None:
+    """Arrived early (before its time plus lag, even before its time): known at ts + lag all the same."""
+    events = [event(at(10), v=1, arrived=at(10, 59)), event(at(10), v=10, arrived=at(9))]
+    spine = [row(at(10, 59, 1)), row(at(11)), row(at(11, 0, 1)), row(at(14)), row(at(14, 0, 1))]
+    case = Case(late_view("n", "sv", lag=timedelta(hours=1)), events, spine, {"3h": method})
+    assert features(case, "n_3h", "sv_3h") == [(0, None), (0, None), (2, 11), (2, 11), (0, None)]
+
+
+@METHODS
+def test_events_arriving_together_count_from_the_same_instant(method: str) -> None:
+    """A batch that lands at 11:00 with events stamped 08:30 to 10:45, beside an event on time."""
+    batch = [event(at(h, m), v=v, arrived=at(11)) for h, m, v in ((8, 30, 1), (9, 0, 10), (10, 45, 100))]
+    events = [*batch, event(at(10, 50), v=1000)]
+    spine = [row(at(11)), row(at(11, 0, 1)), row(at(12)), row(at(12, 0, 1))]
+    case = Case(late_view("n", "sv", "last_v", windows=("3h", "2h")), events, spine, {"3h": method, "2h": method})
+    # At 11:00 only the event on time is known; 1 µs later the whole batch too, in the 3h window all of
+    # it (from 08:00:00.000001), in the 2h window what is stamped from 09:00:00.000001 on. The batch
+    # then leaves the windows by event time: 09:00 is in the 3h window at 12:00, and out 1 µs later.
+    assert features(case, "n_3h", "sv_3h", "n_2h", "sv_2h", "last_v_3h") == [
+        (1, 1000, 1, 1000, 1000), (4, 1111, 2, 1100, 1000), (3, 1110, 2, 1100, 1000), (2, 1100, 2, 1100, 1000)]
+
+
+@METHODS
+@pytest.mark.parametrize("flavour", ["nanos", "naive_nanos"])
+def test_nanosecond_arrivals_are_ceiled_to_the_microsecond(method: str, flavour: str) -> None:
+    """Arrived 1 ns after 10:30: treated as 10:30:00.000001, so known strictly after that."""
+    events = [event(at(10), v=1, arrived=at(10, 30), arrived_ns=1), event(at(10), v=10, arrived=at(10, 30))]
+    spine = [row(at(10, 30, 1)), row(at(10, 30, 2))]
+    case = Case(late_view("sv"), events, spine, {"3h": method}, arrival_flavour=flavour)
+    assert features(case, "sv_3h") == [(10,), (11,)]
+
+
+@METHODS
+def test_invalid_periods_and_available_since_apply_to_late_events(method: str) -> None:
+    """An invalid period is on event time, whenever the event arrived; `available_since` on the spine time."""
+    events = [event(at(9), v=1, arrived=at(11)), event(at(10), v=10, arrived=at(10, 30)),
+              event(at(10, 15), v=100, arrived=at(11))]
+    case = Case(late_view("n", "sv", invalid=((at(9, 59), at(10, 10)),), since=at(11)), events,
+                [row(at(10, 59)), row(at(11)), row(at(11, 0, 1))], {"3h": method})
+    assert features(case, "n_3h", "sv_3h") == [(None, None), (0, None), (2, 101)]
+
+
+def test_frames_and_totals_are_refused_for_a_view_with_arrival_times(tmp_path: Path) -> None:
+    """Through the public API: asking a view with arrival times for framed windows or running totals
+    is an error naming the view and the joins that work; those joins give the semantics' answer."""
+    project = ProjectDir(tmp_path)
+    project.parquet("events", pa.table({
+        "user_id": pa.array([1, 1, 1], pa.int64()), "amount": pa.array([1.0, 10.0, 100.0]),
+        "ts": pa.array([at(9), at(10), at(10, 15)], UTC_US), "arrived": pa.array([at(10, 30), None, at(11)], UTC_US)}))
+    project.view("late", "-- entity: user_id\n-- timestamp: ts\n-- owner: a@b.c\n-- windows: 1h, 3h\n"
+                         "-- known_at: arrived\n"
+                         "SELECT user_id, count(*) AS n, sum(amount) AS total FROM events GROUP BY user_id\n")
+    spine = pa.table({"user_id": pa.array([1, 1, 1], pa.int64()),
+                      "ts": pa.array([at(10, 30), at(10, 30, 1), at(11, 0, 1)], UTC_US)})
+    wanted = [(1, 10.0, 1, 10.0), (1, 10.0, 2, 11.0), (1, 100.0, 3, 111.0)]
+    with FeatureStore(tmp_path, consumer="test") as store:
+        for join in ("frames", "totals"):
+            with pytest.raises(FeatureStoreError, match=r"view 'late' declares arrival times \(known_at\): its windows "
+                                                        r"are computed by the range join only; ask for join 'join' or "
+                                                        r"'auto'"):
+                training_frame(store.project, spine, ["late.*"], join=join)
+        frames = [training_frame(store.project, spine, ["late.*"], join=join) for join in ("auto", "join")]
+        frames.append(store.training_frame(spine, ["late.*"]))
+    for frame in frames:
+        values = frame.to_arrow().select(["n_1h", "total_1h", "n_3h", "total_3h"]).to_pylist()
+        assert [tuple(r.values()) for r in values] == wanted
+        [choice] = frame.info["joins"]
+        assert choice["methods"] == {"1h": "join", "3h": "join"}
+        assert "known_at" in choice["reason"]
 
 
 def test_two_window_views_and_a_snapshot_view_in_one_frame() -> None:

@@ -1,6 +1,6 @@
 """Random window-view cases for the window suites: views (aggregates, one to three windows, lags,
-invalid periods, `available_since`), events and spines on the edges windows have, and how a case
-is run in DuckDB and checked against the brute-force reference.
+invalid periods, `available_since`, arrival times), events and spines on the edges windows have, and
+how a case is run in DuckDB and checked against the brute-force reference.
 
     @given(cases())
     def test_something(case): check(case)
@@ -144,10 +144,12 @@ class View:
     since: datetime | None = None
     invalid: tuple[tuple[datetime, datetime], ...] = ()
     where: Where | None = None
+    known_at: str | None = None  # "arrived": the events' arrival column (`-- known_at:`)
 
     @property
     def rules(self) -> Rules:
-        return Rules(entity=self.entity, timestamp="ts", lag=self.lag, since=self.since, invalid=self.invalid)
+        return Rules(entity=self.entity, timestamp="ts", lag=self.lag, since=self.since, invalid=self.invalid,
+                     known_at=self.known_at)
 
     @property
     def select(self) -> str:
@@ -164,6 +166,8 @@ class View:
             header.append(f"-- available_since: {self.since.isoformat()}")
         if self.invalid:
             header.append("-- invalid: " + ", ".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in self.invalid))
+        if self.known_at:
+            header.append(f"-- known_at: {self.known_at}")
         return "\n".join(header) + "\n" + self.select
 
 
@@ -171,8 +175,11 @@ class View:
 class Case:
     """A view, its events, a spine and the features asked for (by name, in order; none: `view.*`).
 
-    Times are UTC microseconds, plus nanoseconds (`ns`) where the flavour has them: "utc",
-    "naive" (no time zone, read as UTC), "nanos" (TIMESTAMPTZ_NS) or "naive_nanos" (TIMESTAMP_NS).
+    Times are UTC microseconds, plus nanoseconds (`ns`, and `arrived_ns` for the arrival `arrived`)
+    where the flavour has them: "utc", "naive" (no time zone, read as UTC), "nanos" (TIMESTAMPTZ_NS)
+    or "naive_nanos" (TIMESTAMP_NS). Events always have the column `arrived`; it counts only where
+    the view declares it (`View.known_at`). `buckets`: whether "join" runs in time buckets (None: for
+    odd spines).
     """
 
     view: View
@@ -183,11 +190,14 @@ class Case:
     spine_flavour: str = "utc"
     features: tuple[str, ...] = ()
     full_names: bool = False
+    arrival_flavour: str = "utc"
+    buckets: bool | None = None
 
 
 def event(ts: datetime | None, **values: Any) -> dict:
-    """An event of key k=1, c='x' with NULL values, unless given."""
-    return {"k": 1, "c": "x", "ts": ts, "v": None, "o": None, "w": None, "s": None, "ns": 0, **values}
+    """An event of key k=1, c='x' with NULL values and arrival, unless given."""
+    return {"k": 1, "c": "x", "ts": ts, "v": None, "o": None, "w": None, "s": None, "ns": 0, "arrived": None,
+            "arrived_ns": 0, **values}
 
 
 def row(t: datetime | None, k: int | None = 1, c: str | None = "x", label: int = 0, ns: int = 0) -> dict:
@@ -232,13 +242,7 @@ def run(case: Case) -> Result:
     assert not problems, problems
     view, problems = build_view(loaded)
     assert view is not None, problems
-    ts, _ = time_array([e["ts"] for e in case.events], [e["ns"] for e in case.events], case.event_flavour)
-    events = pa.table({"k": pa.array([e["k"] for e in case.events], pa.int64()),
-                       "c": pa.array([e["c"] for e in case.events], pa.string()), "ts": ts,
-                       "v": pa.array([e["v"] for e in case.events], pa.int64()),
-                       "o": pa.array([e["o"] for e in case.events], pa.int64()),
-                       "w": pa.array([e["w"] for e in case.events], pa.float64()),
-                       "s": pa.array([e["s"] for e in case.events], pa.string())})
+    events = events_table(case)
     t, t_type = time_array([r["t"] for r in case.spine], [r["ns"] for r in case.spine], case.spine_flavour)
     spine = pa.table({"k": pa.array([r["k"] for r in case.spine], pa.int64()),
                       "c": pa.array([r["c"] for r in case.spine], pa.string()), "t": t,
@@ -255,13 +259,18 @@ def run(case: Case) -> Result:
         columns = tuple(Column(name=name, type=kind) for name, kind, *_ in
                         connection.execute("DESCRIBE " + spec.select).fetchall())
         event_time_type = connection.execute("DESCRIBE SELECT ts FROM events").fetchall()[0][1]
-        view = view.model_copy(update={"columns": columns, "event_time_type": event_time_type})
+        arrival_type = connection.execute("DESCRIBE SELECT arrived FROM events").fetchall()[0][1]
+        assert arrival_type == time_array([], [], case.arrival_flavour)[1]
+        view = view.model_copy(update={"columns": columns, "event_time_type": event_time_type,
+                                       "arrival_type": arrival_type if spec.known_at else ""})
         references = [f"view.{name}" for name in case.features] or ["view.*"]
         selected = select_features({view.name: view}, references, full_names=case.full_names,
                                    taken=["k", "c", "t", "label"])
         # The "join" method in time buckets (what the join chooser picks for few heavy keys) for odd spines.
-        joined = [w.length for w in view.windows if case.methods.get(w.label) == "join"]
-        bucket = max(joined) if joined and len(case.spine) % 2 else None
+        # With arrival times every window is joined, whatever its drawn method: so are the buckets' widths.
+        joined = [w.length for w in view.windows if case.methods.get(w.label) == "join" or spec.known_at]
+        buckets = len(case.spine) % 2 == 1 if case.buckets is None else case.buckets
+        bucket = max(joined) if joined and buckets else None
         # "totals": the window's counts and integer sums from running totals, its other features framed.
         totals = frozenset(output_column(a, label) for a in aggregates(view) for label, method in case.methods.items()
                            if method == "totals" and by_totals(view, a))
@@ -278,10 +287,29 @@ def run(case: Case) -> Result:
     return Result(rows, types, {c.name: c.type for c in columns}, outputs)
 
 
+def events_table(case: Case) -> pa.Table:
+    """The case's events as Arrow: times (and arrivals) in their flavours."""
+    events = case.events
+    ts, _ = time_array([e["ts"] for e in events], [e["ns"] for e in events], case.event_flavour)
+    arrived, _ = time_array([e["arrived"] for e in events], [e["arrived_ns"] for e in events], case.arrival_flavour)
+    return pa.table({"k": pa.array([e["k"] for e in events], pa.int64()),
+                     "c": pa.array([e["c"] for e in events], pa.string()), "ts": ts,
+                     "v": pa.array([e["v"] for e in events], pa.int64()),
+                     "o": pa.array([e["o"] for e in events], pa.int64()),
+                     "w": pa.array([e["w"] for e in events], pa.float64()),
+                     "s": pa.array([e["s"] for e in events], pa.string()), "arrived": arrived})
+
+
 def reference_events(case: Case) -> list[dict]:
-    """The events as the reference sees them: times in UTC microseconds, a finer time ceiled
+    """The events as the reference sees them: times and arrivals in UTC microseconds, a finer one ceiled
     (as point_in_time reads every row time: never known before it happened)."""
-    return [{**e, "ts": e["ts"] + US if e["ts"] is not None and e["ns"] else e["ts"]} for e in case.events]
+    return [{**e, "ts": ceiled(e["ts"], e["ns"]), "arrived": ceiled(e["arrived"], e["arrived_ns"])}
+            for e in case.events]
+
+
+def ceiled(at: datetime | None, ns: int) -> datetime | None:
+    """A time in microseconds plus `ns` nanoseconds, ceiled to the microsecond."""
+    return at + US if at is not None and ns else at
 
 
 def expected(case: Case, indexed: bool = False) -> list[dict]:
@@ -346,6 +374,8 @@ def cases(draw: st.DrawFn) -> Case:
     composite = draw(st.booleans())
     hot = draw(st.booleans())  # one key holds most events
     event_flavour = draw(st.sampled_from(FLAVOURS))
+    arrival_flavour = draw(st.sampled_from(FLAVOURS))
+    lag = draw(st.sampled_from(LAGS))
     keys = st.sampled_from([1, 1, 1, 1, 1, 1, 2, None]) if hot else st.sampled_from([1, 2, 3, None])
     events = draw(st.lists(st.fixed_dictionaries({
         "k": keys, "c": st.sampled_from(["x", "y", "x", None]),
@@ -354,6 +384,12 @@ def cases(draw: st.DrawFn) -> Case:
         "w": st.one_of(st.none(), st.sampled_from([-1.5, -0.5, 0.0, 0.5, 2.0, 3.5])),
         "s": st.one_of(st.none(), st.sampled_from(["a", "b", "c"])),
         "ns": nanos if "nanos" in event_flavour else st.just(0)}), min_size=sizes(draw), max_size=24))
+    # Arrivals (counted where the view declares them): before, at or after ts + lag, or at an instant
+    # several events share; copies below keep their original's.
+    shared = draw(st.lists(grid(12), min_size=1, max_size=2))
+    for e in events:
+        e["arrived"] = draw(arrivals(e["ts"], lag, shared))
+        e["arrived_ns"] = draw(nanos) if "nanos" in arrival_flavour and e["arrived"] is not None else 0
     if events:  # exact copies count twice; copies with other values tie on time and o
         for i in draw(st.lists(st.integers(0, len(events) - 1), max_size=6)):
             other = draw(st.sampled_from([True, True, False]))
@@ -365,26 +401,45 @@ def cases(draw: st.DrawFn) -> Case:
         st.sampled_from(pool), min_size=1, max_size=5, unique_by=lambda a: a.name)))
     windows = tuple(draw(st.lists(st.sampled_from(WINDOW_LABELS), min_size=1, max_size=3, unique=True)))
     view = View(aggregates=aggregates, entity=("k", "c") if composite else ("k",), windows=windows,
-                lag=draw(st.sampled_from(LAGS)), since=draw(st.one_of(st.none(), grid(12))), invalid=invalid,
-                where=draw(st.sampled_from([None, None, *WHERES])))
+                lag=lag, since=draw(st.one_of(st.none(), grid(12))), invalid=invalid,
+                where=draw(st.sampled_from([None, None, *WHERES])), known_at=draw(st.sampled_from([None, "arrived"])))
     spine_flavour = draw(st.sampled_from(FLAVOURS))
     spine = draw(st.lists(spine_rows(view, events, spine_flavour), min_size=sizes(draw), max_size=16))
+    # Drawn with arrival times too: the compiler must join every window of such a view whatever is asked.
     methods = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in windows}
     names = [f"{a.name}_{label}" for a in aggregates for label in windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
-    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()))
+    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()),
+                arrival_flavour)
+
+
+@st.composite
+def arrivals(draw: st.DrawFn, ts: datetime | None, lag: timedelta, shared: list[datetime]) -> datetime | None:
+    """An event's arrival: NULL (on time), an instant others share, anywhere, or (mostly) some grid
+    steps before, at or after its time plus the lag, or a microsecond either side of those."""
+    origin = draw(st.sampled_from(["null", "shared", "free", "due", "due", "due"]))
+    if origin == "null":
+        return None
+    if origin == "shared":
+        return draw(st.sampled_from(shared))
+    if origin == "free" or ts is None:
+        return draw(grid(14))
+    return ts + lag + draw(st.sampled_from([-1, 0, 0, 1, 1, 2, 5])) * STEP + draw(st.sampled_from([0, 0, 1, -1])) * US
 
 
 @st.composite
 def spine_rows(draw: st.DrawFn, view: View, events: list[dict], flavour: str) -> dict:
     """A spine row; most sit on an edge of one event, with its keys: exactly when it becomes known
-    or when it leaves a window (known-at time plus the window), or a microsecond either side."""
+    or when it leaves a window (known-at time plus the window), or a microsecond either side. With
+    arrival times, also at its arrival and at its arrival plus a window (where it must not leave)."""
     ns = draw(nanos) if "nanos" in flavour else 0
     timed = [e for e in events if e["ts"] is not None]
     origin = draw(st.sampled_from(["free", "edge", "edge", "edge", "since"]))
     if origin == "edge" and timed:
         e = draw(st.sampled_from(timed))
-        known = e["ts"] + view.lag + (US if e["ns"] else timedelta(0))
+        known = ceiled(e["ts"], e["ns"]) + view.lag
+        if view.known_at and e["arrived"] is not None and draw(st.booleans()):
+            known = ceiled(e["arrived"], e["arrived_ns"])
         shift = draw(st.sampled_from([timedelta(0), *(parse_duration(label) for label in view.windows)]))
         t = known + shift + draw(st.sampled_from([0, 0, 1, -1])) * US
         return row(t, e["k"], e["c"], draw(st.integers(0, 1)), ns)
@@ -405,9 +460,16 @@ HEAVY_WINDOWS = ("1s", "59s", "10m", "1h", "3601s", "6h", "1d", "86399s", "3d", 
 def heavy_cases(draw: st.DrawFn) -> Case:
     """One to five keys, hundreds to thousands of events each (readings or bursts, `timelines`), with
     exact copies, events tied on time with other values, NULLs, and a few hundred spine rows, most of
-    them exactly on an edge that an event defines (or a microsecond either side)."""
+    them exactly on an edge that an event defines (or a microsecond either side).
+
+    Half of the views declare arrival times: events arrive late by a drawn delay, in batches (many
+    at one instant, some exactly when due), early (known at time plus lag all the same) or NULL."""
     composite = draw(st.booleans())
     event_flavour = draw(st.sampled_from(FLAVOURS))
+    arrival_flavour = draw(st.sampled_from(FLAVOURS))
+    known_at = draw(st.sampled_from([None, "arrived"]))
+    lag = draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(minutes=15),
+                                timedelta(hours=1), timedelta(days=1)]))
     per_key = draw(shapes())
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     # Composite keys share their parts ((1, 'x') and (1, 'y')), so a join on one part alone mixes them up.
@@ -418,13 +480,31 @@ def heavy_cases(draw: st.DrawFn) -> Case:
     def value(values: list) -> Any:
         return None if rng.random() < nulls else rng.choice(values)
 
+    # Arrivals: a share NULL, the others late by a delay (some early, some exactly due), or in batches
+    # every `batch` (the first batch at or after ts + lag: many events arrive together).
+    on_time = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    batch = draw(st.sampled_from([None, timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1),
+                                  timedelta(days=1)]))
+    delays = [-timedelta(hours=1), -US, timedelta(0), timedelta(0), US, timedelta(seconds=1), timedelta(minutes=10),
+              timedelta(hours=2), timedelta(days=1), timedelta(days=3)]
+
+    def arrival(ts: datetime) -> datetime | None:
+        if rng.random() < on_time:
+            return None
+        if batch is not None and rng.random() < 0.8:
+            return BASE + -(-(ts + lag - BASE) // batch) * batch
+        return ts + lag + rng.choice(delays)
+
     event_nanos = [0] if "nanos" not in event_flavour else [0, 0, 0, 1, 500, 999]
+    arrival_nanos = [0] if "nanos" not in arrival_flavour else [0, 0, 0, 1, 500, 999]
     events = []
     for (k, c), shape in zip(keys, per_key):
         for ts in instants(shape, BASE + rng.randrange(86_400) * timedelta(seconds=1), rng):
+            arrived = arrival(ts)
             events.append(event(ts, k=k, c=c or rng.choice("xy"), v=value(list(range(-20, 21))), o=value([0, 1, 2, 3]),
                                 w=value([-1.5, -0.5, 0.0, 0.5, 2.0, 3.5]), s=value(["a", "b", "c"]),
-                                ns=rng.choice(event_nanos)))
+                                ns=rng.choice(event_nanos), arrived=arrived,
+                                arrived_ns=0 if arrived is None else rng.choice(arrival_nanos)))
     timed = list(events)
     assume(timed)  # a timeline whose outages took every event: nothing to check (rare)
     for _ in range(rng.randint(0, 5)):  # events without a time or a key
@@ -440,8 +520,8 @@ def heavy_cases(draw: st.DrawFn) -> Case:
     def near(at: datetime) -> datetime:
         return at + rng.choice([-1, 0, 0, 1]) * US
 
-    def known(e: dict) -> datetime:
-        return e["ts"] + lag + (US if e["ns"] else timedelta(0))
+    def due(e: dict) -> datetime:
+        return ceiled(e["ts"], e["ns"]) + lag
 
     invalid = []
     for _ in range(draw(st.integers(0, 3))):
@@ -450,8 +530,6 @@ def heavy_cases(draw: st.DrawFn) -> Case:
                                                              timedelta(days=1), timedelta(days=7)]))))
     first, last = min(e["ts"] for e in timed), max(e["ts"] for e in timed)
     since = draw(st.sampled_from([None, None, "event", "free"]))
-    lag = draw(st.sampled_from([timedelta(0), timedelta(0), timedelta(seconds=1), timedelta(minutes=15),
-                                timedelta(hours=1), timedelta(days=1)]))
     pool = [a for a in POOL if not (a.exact_time and "nanos" in event_flavour)]
     chosen = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=5, unique_by=lambda a: a.name))
     view = View(aggregates=tuple(chosen),
@@ -459,19 +537,27 @@ def heavy_cases(draw: st.DrawFn) -> Case:
                 windows=tuple(draw(st.lists(st.sampled_from(HEAVY_WINDOWS), min_size=1, max_size=3, unique=True))),
                 lag=lag, since=None if since is None else near(rng.choice(timed)["ts"]) if since == "event" else
                 first + (last - first) * rng.random(), invalid=tuple(invalid),
-                where=draw(st.sampled_from([None, None, *WHERES])))
+                where=draw(st.sampled_from([None, None, *WHERES])), known_at=known_at)
     lengths = [parse_duration(label) for label in view.windows]
     spine_flavour = draw(st.sampled_from(FLAVOURS))
     spine = []
+    # With arrival times, also at an arrival (the event is known 1 µs later, if not due later still),
+    # and at an arrival plus a window, where an event arrived late stays in the window.
+    weights = [25, 25, 5, 5, 20, 5, 5, 5, *([20, 10] if known_at else [0, 0])]
     for _ in range(draw(st.integers(100, 300))):
         e = rng.choice(timed)
         k, c = e["k"], e["c"]
-        origin = rng.choices(["known", "leaves", "since", "invalid", "free", "no time", "no key", "other key"],
-                             [25, 25, 5, 5, 20, 5, 5, 5])[0]
+        origin = rng.choices(["known", "leaves", "since", "invalid", "free", "no time", "no key", "other key",
+                              "arrives", "arrived + W"], weights)[0]
+        arrived = ceiled(e["arrived"], e["arrived_ns"]) or due(e)
         if origin == "known":  # the event becomes known: not yet in its windows, and in them 1 µs later
-            t = near(known(e))
-        elif origin == "leaves":  # the event is in a window W at t = known + W, and not 1 µs later
-            t = near(known(e) + rng.choice(lengths))
+            t = near(due(e))
+        elif origin == "leaves":  # the event is in a window W at t = ts + lag + W, and not 1 µs later
+            t = near(due(e) + rng.choice(lengths))
+        elif origin == "arrives":
+            t = near(arrived)
+        elif origin == "arrived + W":
+            t = near(arrived + rng.choice(lengths))
         elif origin == "since" and view.since is not None:
             t = near(view.since)
         elif origin == "invalid" and invalid:
@@ -484,4 +570,5 @@ def heavy_cases(draw: st.DrawFn) -> Case:
     methods = {label: draw(st.sampled_from(["join", "frames", "totals"])) for label in view.windows}
     names = [f"{a.name}_{label}" for a in view.aggregates for label in view.windows]
     features = () if draw(st.booleans()) else tuple(draw(st.permutations(names))[:draw(st.integers(1, len(names)))])
-    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()))
+    return Case(view, events, spine, methods, event_flavour, spine_flavour, features, draw(st.booleans()),
+                arrival_flavour)

@@ -38,8 +38,8 @@ from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError
 
 __all__ = ["COMPARED", "FRAMED", "FRAMED_KEY_ROWS", "GROUPED", "HASHED", "RANKED", "SORTED", "UNNESTED", "Choice",
-           "Shape", "cached_join", "cached_widths", "explain", "forced", "join_header", "snapshot_choice",
-           "snapshot_join", "snapshot_widths", "window_choice", "window_joins", "window_widths"]
+           "Shape", "cached_join", "cached_widths", "explain", "forced", "join_header", "refuse_arrival_joins",
+           "snapshot_choice", "snapshot_join", "snapshot_widths", "window_choice", "window_joins", "window_widths"]
 
 # What one row operation costs DuckDB, in nanoseconds on this project's 2-core benchmark machine
 # (fitted to benchmarks/heavy_keys.py, training_frame.py and windows.py; only their ratios matter).
@@ -319,9 +319,7 @@ def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Sel
     totals wherever exact; a snapshot view's join means "auto" here)."""
     join = join if join in ("join", "frames", "totals") else "auto"
     if view.known_at:
-        if join in ("frames", "totals"):
-            raise FeatureStoreError(f"view '{view.name}' declares arrival times (known_at): its windows are computed "
-                                    f"by the range join only; ask for join 'join' or 'auto'")
+        refuse_arrival_joins(view, join)
         if not buckets:
             return replace(forced(view, "windows", {w.label: "join" for w in view.windows}), reason=ARRIVALS)
         choice = window_joins(view, _window_shape(connection, view, events), _per_window(items), buckets=buckets,
@@ -341,6 +339,14 @@ def window_choice(connection: Any, view: Any, events: exp.Query, items: list[Sel
     choice = window_joins(view, shape, counts, totals=totals, buckets=buckets, only_join=join == "join",
                                   only_totals=join == "totals")
     return choice if join == "auto" else replace(choice, reason="asked for")
+
+
+def refuse_arrival_joins(view: Any, join: str) -> None:
+    """A window view with arrival times bounds its windows on two times, which only the range join
+    does: asking for frames or running totals for it is an error (on every engine)."""
+    if view.known_at and join in ("frames", "totals"):
+        raise FeatureStoreError(f"view '{view.name}' declares arrival times (known_at): its windows are computed "
+                                f"by the range join only; ask for join 'join' or 'auto'")
 
 
 def _per_window(items: Any) -> dict[str, int]:

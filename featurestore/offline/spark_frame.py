@@ -19,7 +19,7 @@ from featurestore.definitions.spec import Column
 from featurestore.engines import duckdb as duck
 from featurestore.errors import FeatureStoreError
 from featurestore.offline.changes import sources_of
-from featurestore.offline.joins import Choice, forced, join_header, snapshot_choice, window_choice
+from featurestore.offline.joins import Choice, forced, join_header, refuse_arrival_joins, snapshot_choice, window_choice
 from featurestore.offline.rows import prepared_rows, refuse_ties, row_numbers, window_events
 from featurestore.offline.sources import register_sources
 from featurestore.project import Project
@@ -71,6 +71,7 @@ def spark_frame(connection: Any, project: Project, spine_table: Any, spine_colum
             if measured:
                 register_sources(connection, project, [view], every_source=False, loaded=loaded)
             if view.windows:
+                refuse_arrival_joins(view, join)  # as DuckDB does, whether the join is measured or forced
                 events = window_events(project, view, dialect="spark")
                 write(events, "spark", view)  # what Spark cannot run is an error naming the view
                 choice = window_choice(connection, view, window_events(project, view), items, join, buckets=False) \
