@@ -231,3 +231,37 @@ def test_the_cli_builds_the_same_frame_on_spark(spark: Any, tmp_path: Path, caps
         written[engine] = pq.read_table(out)
     assert written["spark"].equals(written["duckdb"])
     assert written["spark"].column("amount").to_pylist() == [3.0, 4.0, None, None]
+
+
+def test_spark_frames_read_pushed_rows_landed_and_compacted(spark: Any, tmp_path: Path, postgres_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that takes pushes reads as its files plus its pushed rows on Spark as on DuckDB."""
+    from support import reset
+
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", postgres_url)
+    reset(postgres_url)
+    project = ProjectDir(tmp_path / "proj")
+    micros = pa.timestamp("us", tz="UTC")
+    project.parquet("card_events", pa.table({
+        "user_id": pa.array([1, 2], pa.int64()), "ts": pa.array([T0, T0 + timedelta(hours=1)], micros),
+        "ingested_at": pa.array([None, None], micros), "amount": pa.array([1.0, 2.0])}))
+    project.sources["card_events"] = '{ path = "data/card_events.parquet", arrival = "ingested_at" }'
+    project.write_config()
+    header = "-- entity: user_id\n-- timestamp: ts\n-- owner: t@example.com\n-- known_at: ingested_at\n"
+    project.view("cards", header + "-- windows: 1d\nSELECT user_id, count(*) AS n, sum(amount) AS spent "
+                 "FROM card_events GROUP BY user_id\n")
+    project.view("last_amount", header + "SELECT user_id, ts, ingested_at, amount FROM card_events\n")
+    with FeatureStore(project.root, consumer="test") as store:
+        store.push("card_events", [{"user_id": 1, "ts": T0 + timedelta(hours=2), "amount": 5.0,
+                                    "ingested_at": T0 + timedelta(hours=3)},
+                                   {"user_id": 3, "ts": T0 + timedelta(hours=2), "amount": 7.0}])
+        arrived = store.push("card_events", [{"user_id": 2, "ts": T0 + timedelta(hours=4), "amount": 1.5}]).arrived
+        times = [T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=3, microseconds=1),
+                 T0 + timedelta(hours=2, minutes=30), arrived, arrived - timedelta(microseconds=1)]
+        spine = pa.table({"user_id": pa.array([1, 1, 3, 2, 2], pa.int64()), "t": pa.array(times, micros)})
+        features = ["cards.*", "last_amount.amount"]
+        landed = both(project.root, spine, features, spark)
+        assert landed.column("n_1d").to_pylist() == [1, 2, 0, 0, 0]
+        assert landed.column("amount").to_pylist() == [1.0, 5.0, None, 1.5, 2.0]
+        store.compact()
+        assert both(project.root, spine, features, spark).to_pylist() == landed.to_pylist()
