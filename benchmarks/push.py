@@ -78,7 +78,7 @@ from harness import (
     verdict,
     versions,
 )
-from services import Service, free_port, launch, processes, release_handles, server_url, stop, tree
+from services import TICKS_PER_SECOND, Service, free_port, launch, processes, release_handles, server_url, stop, tree
 
 SOURCE, COMPACT_SOURCE = "card_events", "compact_events"
 WINDOW_VIEW, SNAPSHOT_VIEW = "cards_added", "last_card"
@@ -631,6 +631,19 @@ def cpu_of(snapshot: dict[int, tuple[int, float]], root: int | None) -> float:
     return sum(snapshot[pid][1] for pid in tree(snapshot, root))
 
 
+def reaped_cpu(pid: int | None) -> float:
+    """CPU seconds of the children `pid` has waited for (/proc cutime + cstime): PostgreSQL's postmaster reaps its
+    backends, so the short-lived ones (a connection per push opens one) count too."""
+    if pid is None:
+        return 0.0
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = data[data.rindex(")") + 2:].split()
+    return (int(rest[13]) + int(rest[14])) / TICKS_PER_SECOND
+
+
 @dataclass
 class Block:
     """One contender's measured stretch of requests."""
@@ -739,13 +752,14 @@ def run_http(setup: Setup, endpoints: dict[str, Endpoint], services: dict[str, S
             blocks: dict[str, list[Block]] = {name: [] for name in CONTENDERS}
             for number in range(args.rounds):
                 for name in rotated(CONTENDERS, number):
-                    before = processes()
+                    before, reaped = processes(), reaped_cpu(setup.postgres_pid)
                     block = asyncio.run(drive(endpoints[name], rows[name], concurrency, args.seconds, sent[name],
                                               samples))
                     after = processes()
                     root = services[name].process.pid
                     block.service_cpu = cpu_of(after, root) - cpu_of(before, root)
-                    block.postgres_cpu = cpu_of(after, setup.postgres_pid) - cpu_of(before, setup.postgres_pid)
+                    block.postgres_cpu = (cpu_of(after, setup.postgres_pid) - cpu_of(before, setup.postgres_pid)
+                                          + reaped_cpu(setup.postgres_pid) - reaped)
                     blocks[name].append(block)
                     if services[name].process.poll() is not None:
                         raise SystemExit(f"{name} died during the run; see {services[name].log_path}")
