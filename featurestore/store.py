@@ -150,7 +150,7 @@ class FeatureStore:
         """
         from featurestore.online.push import push
 
-        return push(self.project, source, rows, idempotency_key=idempotency_key)
+        return push(self.project, source, rows, idempotency_key=idempotency_key, connection=self._online.connection)
 
     def compact(self, sources: Iterable[str] | None = None) -> list[Compaction]:
         """Move the rows pushed to `sources` (default: every source that takes pushes) from the landing

@@ -75,52 +75,91 @@ def _compact(project: Project, url: str, name: str) -> Compaction:
             if not batches:
                 return Compaction(name, 0, 0, 0, time.perf_counter() - started)
             first, last = batches[0], batches[-1]
-            columns = [c.name for c in project.sources[name]]
             arrival = project.settings.sources[name].arrival  # type: ignore[union-attr]
             # By number, not range: a batch numbered lower may commit after this read (it is left for later).
-            cursor = pg.execute(sql.SQL("SELECT {}, ({})::date FROM {} WHERE {} = ANY(%s)").format(
-                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-                sql.SQL("{} AT TIME ZONE 'UTC'").format(sql.Identifier(arrival)),
-                sql.Identifier(*landed_table(name)), sql.Identifier("__fs_batch")), [batches])
-            rows = cursor.fetchall()
-            written = _write_files(project, name, folder, columns, arrival, rows, first, last)
+            rows = _landed_rows(pg, project, name, batches)
+            written = _write_files(project, name, folder, arrival, rows, first, last)
             pg.cursor().executemany(f"INSERT INTO {SCHEMA}.files (source, path, rows, first_batch, last_batch) "
                                     "VALUES (%s, %s, %s, %s, %s)",
                                     [(name, path, count, first, last) for path, count in written])
             pg.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
                 sql.Identifier(*landed_table(name)), sql.Identifier("__fs_batch")), [batches])
             pg.execute(f"UPDATE {SCHEMA}.batches SET compacted = now() WHERE id = ANY(%s)", [batches])
-    return Compaction(name, len(rows), len(batches), len(written), time.perf_counter() - started)
+    return Compaction(name, rows.num_rows, len(batches), len(written), time.perf_counter() - started)
 
 
-def _write_files(project: Project, name: str, folder: Path, columns: list[str], arrival: str, rows: list[tuple],
-                 first: int, last: int) -> list[tuple[str, int]]:
-    """One Parquet file per arrival day, complete on disk before this returns: (path under the state
-    folder, rows) each."""
+def _landed_rows(pg: Any, project: Project, name: str, batches: list[int]) -> Any:
+    """The batches' landed rows as an Arrow table in the source's types, read by COPY as CSV and parsed
+    by Arrow: times and dates leave PostgreSQL as whole numbers (µs, days), exact."""
+    import io
+
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow.csv as csv
+    from psycopg import sql
 
     from featurestore.engines import duckdb as duck
 
+    columns = list(project.sources[name])
     with duck.scratch(project.settings.temp_directory, spill=False) as connection:
-        types = duck.arrow_types(connection, [c.type for c in project.sources[name]])
-    schema = pa.schema([pa.field(c, kind) for c, kind in zip(columns, types)])
-    by_day: dict[Any, list[tuple]] = {}
-    for row in rows:
-        by_day.setdefault(row[-1], []).append(row[:-1])
+        types = duck.arrow_types(connection, [c.type for c in columns])
+    selected, read_as = [], {}
+    for column, kind in zip(columns, types):
+        field = sql.Identifier(column.name)
+        if pa.types.is_timestamp(kind):
+            zone = "" if kind.tz else " AT TIME ZONE 'UTC'"
+            selected.append(sql.SQL("(extract(epoch FROM {}{}) * 1000000)::bigint").format(field, sql.SQL(zone)))
+            read_as[column.name] = pa.int64()
+        elif pa.types.is_date(kind):
+            selected.append(sql.SQL("({} - DATE '1970-01-01')").format(field))
+            read_as[column.name] = pa.int32()
+        else:
+            selected.append(field)
+            read_as[column.name] = kind if not pa.types.is_boolean(kind) else pa.bool_()
+    query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({})) TO STDOUT (FORMAT csv)").format(
+        sql.SQL(", ").join(selected), sql.Identifier(*landed_table(name)), sql.Identifier("__fs_batch"),
+        sql.Literal(batches))
+    data = io.BytesIO()
+    with pg.cursor().copy(query) as copy:
+        for chunk in copy:
+            data.write(chunk)
+    data.seek(0)
+    names = [c.name for c in columns]
+    table = csv.read_csv(data, read_options=csv.ReadOptions(column_names=names), convert_options=csv.ConvertOptions(
+        column_types=read_as, null_values=[""], quoted_strings_can_be_null=False, true_values=["t"],
+        false_values=["f"], strings_can_be_null=True)) if data.getbuffer().nbytes else \
+        pa.table({n: pa.array([], read_as[n]) for n in names})
+    arrays = []
+    for column, kind in zip(columns, types):
+        values = table.column(column.name)
+        if pa.types.is_timestamp(kind):
+            values = values.cast(pa.timestamp("us", tz=kind.tz)).cast(kind)
+        elif pa.types.is_date(kind):
+            values = values.cast(pa.date32()).cast(kind)
+        arrays.append(values.cast(kind))
+    return pa.table(arrays, names=names)
+
+
+def _write_files(project: Project, name: str, folder: Path, arrival: str, rows: Any, first: int,
+                 last: int) -> list[tuple[str, int]]:
+    """One Parquet file per arrival day (UTC), complete on disk before this returns: (path under the
+    state folder, rows) each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    days = rows.column(arrival).cast(pa.date32())
     written = []
-    for day, day_rows in sorted(by_day.items(), key=lambda item: str(item[0])):
+    for day in sorted(pc.unique(days).to_pylist(), key=str):
+        part = rows.filter(pc.equal(days, day))
         relative = folder / f"{arrival}_date={day}" / f"batches-{first}-{last}.parquet"
         target = project.settings.state_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.table({c: pa.array([r[i] for r in day_rows], type=schema.field(c).type)
-                          for i, c in enumerate(columns)}, schema=schema)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        pq.write_table(table, partial)
+        pq.write_table(part, partial)
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, target)
-        written.append((relative.as_posix(), len(day_rows)))
+        written.append((relative.as_posix(), part.num_rows))
     return written
 
 

@@ -116,6 +116,12 @@ class OnlineStore:
         columns = keys + [(s.output, s.feature.type) for item in items for s in item.selected]
         return query.sql(dialect="postgres"), keys, _polars_schema(columns), views, by_key
 
+    def connection(self) -> Any:
+        """A pooled connection for a write (a push), as a context manager that gives it back."""
+        if self._pool is None:
+            self._pool = postgres.pool(self._url())
+        return self._pool.connection(timeout=_WAIT_FOR_CONNECTION)
+
     def warm_up(self) -> None:
         """Find the result type of every column of every view now rather than in a first lookup."""
         _polars_schema([(f"c{i}", kind) for i, kind in enumerate(

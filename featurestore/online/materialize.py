@@ -126,7 +126,10 @@ def _ensure_schema(url: str) -> None:
         connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.watermarks (view text, version text, "
                            "watermark timestamptz NOT NULL, fingerprint text, rows_written bigint, late bigint, "
                            "materialized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (view, version))")
-        connection.execute(f"ALTER TABLE {SCHEMA}.watermarks ADD COLUMN IF NOT EXISTS state text")
+        # Only when missing: ALTER TABLE locks the table exclusively even when the column exists.
+        if not connection.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = "
+                                  "'watermarks' AND column_name = 'state'", [SCHEMA]).fetchone():
+            connection.execute(f"ALTER TABLE {SCHEMA}.watermarks ADD COLUMN state text")
         connection.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (view text, version text, "
                            "expectation text, row jsonb, until timestamptz, "
                            "quarantined_at timestamptz NOT NULL DEFAULT now())")
@@ -301,7 +304,7 @@ def _horizon(view: FeatureView, until: datetime) -> datetime:
 
 def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[Any, str, str], None], *,
                    known_by_watermark: int, watermark: datetime, replaced_after: datetime | None,
-                   until: datetime) -> int:
+                   until: datetime, prune: bool = True) -> int:
     """Replace the stored events known after `replaced_after` and by `until` (if any) by the batch, and drop the events
     no lookup from `until` on reads. Returns how many of the batch's events are late: known by the
     previous `watermark` yet not stored before (the batch holds `known_by_watermark` known by then)."""
@@ -318,7 +321,8 @@ def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[A
             target, known, known, known, known, known), [replaced_after, until, watermark, horizon])
         replaced = int(cursor.fetchone()[0])
     load(cursor, SCHEMA, table)
-    cursor.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(target, known), [horizon])
+    if prune:  # (a push leaves it to the next run: a scan of the whole table, and lookups skip old events anyway)
+        cursor.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(target, known), [horizon])
     return max(known_by_watermark - replaced, 0)
 
 

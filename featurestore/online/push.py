@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -33,7 +33,7 @@ from sqlglot import exp
 
 from featurestore.compiler.incremental import latest_rows
 from featurestore.compiler.names import KNOWN, TS
-from featurestore.compiler.point_in_time import prepare_rows
+from featurestore.compiler.point_in_time import duplicates, prepare_rows
 from featurestore.compiler.render import render_query
 from featurestore.compiler.times import instant
 from featurestore.compiler.windows import event_rows
@@ -44,7 +44,7 @@ from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, PushRejected, UnknownNameError, did_you_mean
 from featurestore.offline.changes import row_wise, sources_of
 from featurestore.offline.pushed import SCHEMA, landed_table, pushable, register_pushed
-from featurestore.offline.rows import refuse_duplicates
+from featurestore.offline.rows import duplicate_error
 from featurestore.online.expectations import check_expectations, json_for_postgres
 from featurestore.online.materialize import SCHEMA as ONLINE
 from featurestore.online.materialize import (  # the write path push shares with materialization
@@ -79,41 +79,69 @@ class PushResult:
 
 
 def push(project: Project, source: str, rows: Any, *, idempotency_key: str | None = None,
-         now: datetime | None = None) -> PushResult:
+         now: datetime | None = None, connection: Callable[[], Any] | None = None) -> PushResult:
     """Check `rows` (pandas or polars DataFrame, Arrow table, or list of dicts) against the source,
-    stamp arrivals, and write them, all or nothing (see the module doc)."""
+    stamp arrivals, and write them, all or nothing (see the module doc). `connection` gives a
+    PostgreSQL connection as a context manager (a pooled one; default: a new one)."""
+    import psycopg
+
     _pushable(project, source)
     if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 200):
         raise PushRejected("the idempotency key must be a string of 1 to 200 characters")
     arrived = (now or datetime.now(UTC)).astimezone(UTC)
-    with duck.scratch(project.settings.temp_directory, spill=False) as connection:
-        batch = _checked(project, source, rows, connection, arrived)
-        url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
-        _ensure_schema(url)
-        _ensure_landing(url, project, source)
-        with postgres.connect(url) as pg, pg.transaction():
-            pg.execute("SET TIME ZONE 'UTC'")
-            cursor = pg.cursor()
-            cursor.execute(f"INSERT INTO {SCHEMA}.batches (source, idempotency_key, arrived, rows) "
-                           "VALUES (%s, %s, %s, %s) ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id",
-                           [source, idempotency_key, arrived, batch.num_rows])
-            inserted = cursor.fetchone()
-            if inserted is None:  # sent before: applied once, answered as then
-                stored = cursor.execute(f"SELECT result FROM {SCHEMA}.batches WHERE source = %s AND "
-                                        "idempotency_key = %s", [source, idempotency_key]).fetchone()[0]
-                return _result(stored, replayed=True)
-            number = int(inserted[0])
-            _land(cursor, project, source, batch, number)
-            updated, pending = [], []
-            for view in _readers(project, source):
-                if _apply(cursor, connection, project, view, source, batch, arrived):
-                    updated.append(view.name)
-                else:
-                    pending.append(view.name)
-            result = PushResult(source, batch.num_rows, arrived, tuple(updated), tuple(pending), number)
-            cursor.execute(f"UPDATE {SCHEMA}.batches SET result = %s::jsonb WHERE id = %s",
-                           [json.dumps(result.as_dict()), number])
+    url = postgres.resolve_url(project.settings.postgres_url, project.settings.state_dir)
+    connect = connection or (lambda: postgres.connect(url))
+    with duck.scratch(project.settings.temp_directory, spill=False) as duck_connection:
+        batch = _checked(project, source, rows, duck_connection, arrived)
+        for attempt in (1, 2):
+            _ensure(url, project, source)
+            try:
+                with connect() as pg, pg.transaction():
+                    return _write(pg.cursor(), duck_connection, project, source, batch, arrived, idempotency_key)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                if attempt == 2:
+                    raise
+                _ENSURED.clear()  # the store's tables were dropped since this process made them: again
+
+
+def _write(cursor: Any, connection: Any, project: Project, source: str, batch: Any, arrived: datetime,
+           idempotency_key: str | None) -> PushResult:
+    """The push's one transaction: the batch recorded (or found, by its key), landed, and served."""
+    cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+    cursor.execute(f"INSERT INTO {SCHEMA}.batches (source, idempotency_key, arrived, rows) "
+                   "VALUES (%s, %s, %s, %s) ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id",
+                   [source, idempotency_key, arrived, batch.num_rows])
+    inserted = cursor.fetchone()
+    if inserted is None:  # sent before: applied once, answered as then
+        stored = cursor.execute(f"SELECT result FROM {SCHEMA}.batches WHERE source = %s AND "
+                                "idempotency_key = %s", [source, idempotency_key]).fetchone()[0]
+        return _result(stored, replayed=True)
+    number = int(inserted[0])
+    _land(cursor, project, source, batch, number)
+    updated, pending = [], []
+    for view in _readers(project, source):
+        if _apply(cursor, connection, project, view, source, batch, arrived):
+            updated.append(view.name)
+        else:
+            pending.append(view.name)
+    result = PushResult(source, batch.num_rows, arrived, tuple(updated), tuple(pending), number)
+    cursor.execute(f"UPDATE {SCHEMA}.batches SET result = %s::jsonb WHERE id = %s",
+                   [json.dumps(result.as_dict()), number])
     return result
+
+
+# (PostgreSQL URL, source) whose schema, tables and landing table this process made sure of: once, not
+# per push (DDL takes locks and costs a round trip each); forgotten when a push finds them gone.
+_ENSURED: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+def _ensure(url: str, project: Project, source: str) -> None:
+    key = (url, source, tuple(c.name for c in project.sources[source]))
+    if key in _ENSURED:
+        return
+    _ensure_schema(url)
+    _ensure_landing(url, project, source)
+    _ENSURED.add(key)
 
 
 def _result(stored: dict[str, Any], *, replayed: bool) -> PushResult:
@@ -335,7 +363,18 @@ def _ensure_landing(url: str, project: Project, source: str) -> None:
 
 
 def _land(cursor: Any, project: Project, source: str, batch: Any, number: int) -> None:
-    """The batch's rows into the source's landing table, numbered."""
+    """The batch's rows into the source's landing table, numbered: binary COPY of the Arrow columns
+    where every type has a binary form, else row by row as text."""
+    import pyarrow as pa
+
+    columns = list(project.sources[source])
+    kinds = [postgres.postgres_type(c.type) for c in columns]
+    if all(kind in postgres.BINARY_COPY_TYPES and _same_type(postgres.BINARY_COPY_TYPES[kind][0], c.type)
+           for kind, c in zip(kinds, columns)):
+        numbered = batch.append_column("__fs_batch", pa.array([number] * batch.num_rows, pa.int64()))
+        postgres.copy_binary(cursor, *landed_table(source), [*zip(batch.column_names, kinds), ("__fs_batch", "bigint")],
+                             numbered.to_batches())
+        return
     names = batch.column_names
     target = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(*landed_table(source)),
@@ -343,6 +382,41 @@ def _land(cursor: Any, project: Project, source: str, batch: Any, number: int) -
     with cursor.copy(target) as copy:
         for row in batch.to_pylist():
             copy.write_row([*(row[n] for n in names), number])
+
+
+def _same_type(binary: str, duckdb_type: str) -> bool:
+    aliases = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+    return binary == aliases.get(duckdb_type.upper(), duckdb_type.upper())
+
+
+# The SQL that turns a batch (`__fs_push_rows`) into a view's online rows, per view version and source:
+# built once (sqlglot costs milliseconds), with the arrival instant written in at each push.
+_SENTINEL_SQL = instant(datetime(1111, 11, 11, 11, 11, 11, 111111, tzinfo=UTC)).sql(dialect="duckdb")
+_STATEMENTS: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+
+
+def _statements(project: Project, view: FeatureView, source: str) -> tuple[str, str | None]:
+    """(the view's rows of the batch known by the arrival instant, the query finding a tie among them)."""
+    key = (view.name, view.version, source)
+    if key not in _STATEMENTS:
+        settings = project.settings
+        rendered = render_query(view, project.views, {**settings.sources, source: DuckDBSource(
+            table="__fs_push_rows")}, settings.root, "duckdb")
+        arrived = exp.cast(exp.Literal.string("1111-11-11T11:11:11.111111+00:00"), "TIMESTAMPTZ")
+        assert arrived.sql(dialect="duckdb") == _SENTINEL_SQL
+        if view.windows:
+            events = exp.select("*").from_(exp.Subquery(this=event_rows(view, rendered), alias=exp.TableAlias(
+                this=exp.to_identifier("e", quoted=True)))).where(
+                exp.LTE(this=exp.column(KNOWN, quoted=True), expression=arrived))
+            _STATEMENTS[key] = (events.sql(dialect="duckdb"), None)
+        else:
+            values = [n for n, _ in _columns(view) if n not in (*view.entity, TS, KNOWN)]
+            latest = latest_rows(view, [(prepare_rows(view, rendered, values), None)],
+                                 datetime(1111, 11, 11, 11, 11, 11, 111111, tzinfo=UTC))
+            assert _SENTINEL_SQL in latest.sql(dialect="duckdb")
+            _STATEMENTS[key] = (latest.sql(dialect="duckdb"),
+                                duplicates(view, exp.select("*").from_("__fs_batch")).sql(dialect="duckdb"))
+    return _STATEMENTS[key]
 
 
 def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, source: str, batch: Any,
@@ -358,25 +432,21 @@ def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, so
         return False  # no online table yet: the next materialize backfills it, pushed rows included
     settings = project.settings
     duck.load_arrow(connection, "__fs_push_rows", batch)
-    rendered = render_query(view, project.views, {**settings.sources, source: DuckDBSource(table="__fs_push_rows")},
-                            settings.root, "duckdb")
+    rows_sql, duplicates_sql = _statements(project, view, source)
+    rows_sql = rows_sql.replace(_SENTINEL_SQL, instant(arrived).sql(dialect="duckdb"))
     table = f"{view.name}__{view.version}"
     batch_file = settings.temp_directory / f"{table}.{os.getpid()}.push.csv"
     connection.execute("DROP TABLE IF EXISTS __fs_batch")
     try:
         with duck.errors_as_feature_store_errors():
+            connection.execute(f"CREATE TEMP TABLE __fs_batch AS {rows_sql}")
             if view.windows:
-                events = exp.select("*").from_(exp.Subquery(this=event_rows(view, rendered), alias=exp.TableAlias(
-                    this=exp.to_identifier("e", quoted=True)))).where(
-                    exp.LTE(this=exp.column(KNOWN, quoted=True), expression=instant(arrived)))
-                connection.execute(f"CREATE TEMP TABLE __fs_batch AS {events.sql(dialect='duckdb')}")
                 columns = _event_columns(view, connection)
             else:
                 columns = _columns(view)
-                values = [n for n, _ in columns if n not in (*view.entity, TS, KNOWN)]
-                latest = latest_rows(view, [(prepare_rows(view, rendered, values), None)], arrived)
-                connection.execute(f"CREATE TEMP TABLE __fs_batch AS {latest.sql(dialect='duckdb')}")
-                refuse_duplicates(connection, view, exp.select("*").from_("__fs_batch"))
+                tie = duck.first_row(connection, duplicates_sql) if duplicates_sql else None
+                if tie:
+                    raise duplicate_error(view, tie)
             quarantine = []
             if view.expect:
                 if view.windows:  # the features as of the arrival, over the stored events and these
@@ -385,7 +455,7 @@ def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, so
             load = _batch_loader(connection, columns, batch_file)
         if view.windows:
             _append_events(cursor, view, table, load, known_by_watermark=0, watermark=done[0], replaced_after=None,
-                           until=max(arrived, done[0]))
+                           until=max(arrived, done[0]), prune=False)
         else:
             _upsert(cursor, view, sql.Identifier(ONLINE, table), columns, load, arrived)
         if quarantine:
