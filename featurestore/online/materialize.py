@@ -16,6 +16,7 @@ What a run would write is checked against the view's expectations first (`online
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -326,6 +327,13 @@ def _append_events(cursor: Any, view: FeatureView, table: str, load: Callable[[A
     return max(known_by_watermark - replaced, 0)
 
 
+@functools.lru_cache(maxsize=256)
+def _binary_select(columns: tuple[tuple[str, str], ...]) -> str:
+    """The batch's columns cast to the types binary COPY encodes (built once per shape: pushes reuse it)."""
+    return exp.select(*[exp.cast(exp.column(name, quoted=True), postgres.BINARY_COPY_TYPES[kind][0])
+                        for name, kind in columns]).from_("__fs_batch").sql(dialect="duckdb")
+
+
 def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any) -> Callable[[Any, str, str], None]:
     """How the run's batch (DuckDB table __fs_batch) goes into a PostgreSQL table: `load(cursor, schema, table)`.
 
@@ -334,8 +342,7 @@ def _batch_loader(offline: Any, columns: list[tuple[str, str]], batch_file: Any)
     """
     names = [name for name, _ in columns]
     if all(kind in postgres.BINARY_COPY_TYPES for _, kind in columns):
-        select = exp.select(*[exp.cast(exp.column(name, quoted=True), postgres.BINARY_COPY_TYPES[kind][0])
-                              for name, kind in columns]).from_("__fs_batch").sql(dialect="duckdb")
+        select = _binary_select(tuple(columns))
 
         def load_binary(cursor: Any, schema: str, table: str) -> None:
             with duck.errors_as_feature_store_errors():

@@ -173,7 +173,7 @@ def _checked(project: Project, source: str, rows: Any, connection: Any, arrived:
 
     columns = list(project.sources[source])
     arrival = project.settings.sources[source].arrival  # type: ignore[union-attr]
-    types = dict(zip([c.name for c in columns], duck.arrow_types(connection, [c.type for c in columns])))
+    types = dict(zip([c.name for c in columns], _arrow_types(connection, tuple(c.type for c in columns))))
     given = _as_columns(rows)
     unknown = [name for name in given if name not in types]
     if unknown:
@@ -200,6 +200,16 @@ def _checked(project: Project, source: str, rows: Any, connection: Any, arrived:
     stamp = pa.scalar(arrived, types[arrival])
     return table.set_column(table.column_names.index(arrival), arrival,
                             pc.fill_null(table.column(arrival), stamp))
+
+
+_ARROW_TYPES: dict[tuple[str, ...], list[Any]] = {}
+
+
+def _arrow_types(connection: Any, types: tuple[str, ...]) -> list[Any]:
+    """The Arrow types of DuckDB types (asked of DuckDB once per source shape)."""
+    if types not in _ARROW_TYPES:
+        _ARROW_TYPES[types] = duck.arrow_types(connection, list(types))
+    return _ARROW_TYPES[types]
 
 
 def _as_columns(rows: Any) -> dict[str, Any]:
@@ -419,16 +429,27 @@ def _statements(project: Project, view: FeatureView, source: str) -> tuple[str, 
     return _STATEMENTS[key]
 
 
+_ROW_WISE: dict[tuple[str, str], bool] = {}
+
+
+def _row_wise(view: FeatureView) -> bool:
+    key = (view.name, view.version)
+    if key not in _ROW_WISE:
+        _ROW_WISE[key] = row_wise(view)
+    return _ROW_WISE[key]
+
+
 def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, source: str, batch: Any,
            arrived: datetime) -> bool:
     """Write the batch into the view's online table, if the view is row-wise over the source alone and
     materialized; returns whether it did."""
-    if tuple(view.reads) != (source,) or not row_wise(view):
+    if tuple(view.reads) != (source,) or not _row_wise(view):
         return False
-    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [postgres.lock_key(f"materialize:{view.name}")])
-    done = cursor.execute(f"SELECT watermark FROM {ONLINE}.watermarks WHERE view = %s AND version = %s",
-                          [view.name, view.version]).fetchone()
-    if done is None:
+    # The materialization's lock first, then its watermark (one round trip).
+    done = cursor.execute(f"SELECT w.watermark FROM (SELECT pg_advisory_xact_lock(%s)) AS l LEFT JOIN "
+                          f"{ONLINE}.watermarks AS w ON w.view = %s AND w.version = %s",
+                          [postgres.lock_key(f"materialize:{view.name}"), view.name, view.version]).fetchone()
+    if done is None or done[0] is None:
         return False  # no online table yet: the next materialize backfills it, pushed rows included
     settings = project.settings
     duck.load_arrow(connection, "__fs_push_rows", batch)
