@@ -2,7 +2,8 @@
 # Install featurestore into .venv and run the fraud example end to end on the embedded defaults:
 # generate the sources, validate every definition, list the catalog, show compiled SQL, build a
 # training frame, materialize the online store, look users up, and record the definitions in the
-# registry with the features nobody has read yet.
+# registry with the features nobody has read yet; then train, serve and score, and push fresh card
+# events whose effect on the score is served at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
@@ -32,5 +33,6 @@ echo "== 8. record the definitions in the registry, and list the features nobody
 fs apply
 fs unused
 echo "== 9. the model: train a scikit-learn Pipeline on point-in-time features (and a leaky one, to compare),"
-echo "      save the frame as a snapshot, serve the features over HTTP, score new transactions, check no skew"
+echo "      save the frame as a snapshot, serve the features over HTTP, score new transactions, check no skew,"
+echo "      then push a burst of new cards to card_events: served at once, and the score moves"
 "$VENV/bin/python" examples/fraud/run.py

@@ -590,3 +590,33 @@ def frame_at_features(store: FeatureStore, users: list[int], at: datetime, featu
     spine = pl.DataFrame({"user_id": users, "ts": [at] * len(users)},
                          schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC")})
     return store.training_frame(spine, features, cache=False).to_polars().drop("ts").to_dicts()
+
+
+@pytest.mark.parametrize("on_failed", ["fail", "quarantine"])
+def test_expectations_apply_to_pushed_rows(project: ProjectDir, online_database: str, on_failed: str) -> None:
+    import psycopg
+
+    project.parquet("card_events", card_events([(1, NOW - 50 * MINUTE, 10.0)]))
+    project.sources["card_events"] = '{ path = "data/card_events.parquet", arrival = "ingested_at" }'
+    project.write_config(f'[online]\non_failed_expectation = "{on_failed}"\n')
+    project.view("last_card", HEADER + "-- expect: amount >= 0\nSELECT user_id, ts, ingested_at, amount "
+                 "FROM card_events\n")
+    project.view("cards_added", HEADER + "-- windows: 1h\n-- expect: spent_1h >= 0\n"
+                 "SELECT user_id, count(*) AS cards, sum(amount) AS spent FROM card_events GROUP BY user_id\n")
+    with FeatureStore(project.root, consumer="test") as store:
+        store.materialize()
+        bad = [{"user_id": 2, "ts": NOW - MINUTE, "amount": -5.0}]
+        if on_failed == "fail":
+            refused = r"cards_added.*fails `expect: spent_1h >= 0`.*nothing was written"
+            with pytest.raises(FeatureStoreError, match=refused):
+                store.push("card_events", bad)
+            assert landed(online_database) == 0
+        else:
+            result = store.push("card_events", bad)
+            assert result.views_updated == ("cards_added", "last_card")
+            with psycopg.connect(online_database) as connection:
+                set_aside = connection.execute("SELECT view, expectation FROM featurestore_online.quarantine "
+                                               "ORDER BY view").fetchall()
+            assert set_aside == [("cards_added", "spent_1h >= 0"), ("last_card", "amount >= 0")]
+        served = store.online({"user_id": [2]}, ["last_card.amount", "cards_added.cards_1h"]).to_dicts()
+        assert served == [{"user_id": 2, "amount": None, "cards_1h": 0}]

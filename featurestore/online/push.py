@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -472,7 +472,9 @@ def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, so
             if view.expect:
                 if view.windows:  # the features as of the arrival, over the stored events and these
                     register_pushed(connection, project, [source], extra={source: batch})
-                quarantine = check_expectations(project, connection, view, arrived)
+                # A window counts events known strictly before t: what is served from just after the arrival.
+                quarantine = check_expectations(project, connection, view,
+                                                arrived + timedelta(microseconds=1) if view.windows else arrived)
             load = _batch_loader(connection, columns, batch_file)
         if view.windows:
             _append_events(cursor, view, table, load, known_by_watermark=0, watermark=done[0], replaced_after=None,
