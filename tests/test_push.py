@@ -620,3 +620,16 @@ def test_expectations_apply_to_pushed_rows(project: ProjectDir, online_database:
             assert set_aside == [("cards_added", "spent_1h >= 0"), ("last_card", "amount >= 0")]
         served = store.online({"user_id": [2]}, ["last_card.amount", "cards_added.cards_1h"]).to_dicts()
         assert served == [{"user_id": 2, "amount": None, "cards_1h": 0}]
+
+
+def test_an_unreachable_postgres_is_unavailable_not_an_internal_error(project: ProjectDir,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from featurestore.errors import UnavailableError
+
+    project.parquet("card_events", card_events([(1, NOW - 50 * MINUTE, 10.0)]))
+    project.sources["card_events"] = '{ path = "data/card_events.parquet", arrival = "ingested_at" }'
+    project.write_config()
+    monkeypatch.setenv("FEATURESTORE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:9/postgres?connect_timeout=1")
+    with FeatureStore(project.root, consumer="test") as store, \
+            pytest.raises(UnavailableError, match="cannot connect to PostgreSQL"):
+        store.push("card_events", [{"user_id": 1, "ts": NOW, "amount": 1.0}])

@@ -41,7 +41,7 @@ from featurestore.config import DuckDBSource
 from featurestore.definitions.spec import FeatureView
 from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
-from featurestore.errors import FeatureStoreError, PushRejected, UnknownNameError, did_you_mean
+from featurestore.errors import FeatureStoreError, PushRejected, UnavailableError, UnknownNameError, did_you_mean
 from featurestore.offline.changes import row_wise, sources_of
 from featurestore.offline.pushed import SCHEMA, landed_table, pushable, register_pushed
 from featurestore.offline.rows import duplicate_error
@@ -84,6 +84,7 @@ def push(project: Project, source: str, rows: Any, *, idempotency_key: str | Non
     stamp arrivals, and write them, all or nothing (see the module doc). `connection` gives a
     PostgreSQL connection as a context manager (a pooled one; default: a new one)."""
     import psycopg
+    from psycopg_pool import PoolTimeout
 
     _pushable(project, source)
     if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 200):
@@ -102,6 +103,9 @@ def push(project: Project, source: str, rows: Any, *, idempotency_key: str | Non
                 if attempt == 2:
                     raise
                 _ENSURED.clear()  # the store's tables were dropped since this process made them: again
+            except (psycopg.OperationalError, PoolTimeout) as exc:  # nothing was written: the caller may retry
+                raise UnavailableError(f"PostgreSQL could not take the push: {str(exc).strip()}; send the batch "
+                                       "again with its idempotency key, which applies it once") from None
 
 
 def _write(cursor: Any, connection: Any, project: Project, source: str, batch: Any, arrived: datetime,
