@@ -90,6 +90,19 @@ def interleaved(contenders: Sequence[T], repeat: int) -> Iterator[tuple[int, lis
     return ((number, rotated(contenders, number)) for number in range(repeat))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, underscores allowed (`1_000_000`)."""
+    import argparse
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer (1_000_000 is fine), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer")
+    return value
+
+
 def median(values: Sequence[float]) -> float | None:
     """The median; None without values."""
     return statistics.median(values) if values else None

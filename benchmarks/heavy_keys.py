@@ -58,6 +58,7 @@ from harness import (  # noqa: E402
     mark,
     median,
     page_in,
+    positive_int,
     progress,
     spread,
     sql_literal,
@@ -725,15 +726,6 @@ def print_report(report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (1_000_000 is fine), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -744,9 +736,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0,
                         help=f"multiply the default events ({DEFAULTS['events']:,}) and spine rows "
                              f"({DEFAULTS['spine']:,}) by this (readings are always a year at {SITES} sites)")
-    parser.add_argument("--events", type=_count, help="events (overrides --scale)")
-    parser.add_argument("--spine", type=_count, help="spine rows (overrides --scale)")
-    parser.add_argument("--repeat", type=_count, help="interleaved rounds; medians are reported (default 5)")
+    parser.add_argument("--events", type=positive_int, help="events (overrides --scale)")
+    parser.add_argument("--spine", type=positive_int, help="spine rows (overrides --scale)")
+    parser.add_argument("--repeat", type=positive_int, help="interleaved rounds; medians are reported (default 5)")
     parser.add_argument("--join-floor-cap", type=float, default=5e8,
                         help="skip the range-join floor above this many estimated (spine row, event) pairs with the "
                              "same operator (default 5e8)")

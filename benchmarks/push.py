@@ -69,6 +69,7 @@ from harness import (
     mark,
     median,
     percentiles,
+    positive_int,
     progress,
     results_differ,
     rotated,
@@ -1375,12 +1376,6 @@ def _sections(text: str) -> list[str]:
     return values
 
 
-def _count(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -1388,22 +1383,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run of 1-2 minutes: {QUICK['events']:,} events, {QUICK['seconds']:g}s blocks, "
                              f"{QUICK['raw_pushes']} read-after-write pushes, {QUICK['compact_rows']:,} rows compacted")
-    parser.add_argument("--events", type=_count,
+    parser.add_argument("--events", type=positive_int,
                         help=f"generated events in card_events (default {DEFAULTS['events']:,})")
-    parser.add_argument("--users", type=_count, help=f"users (default {DEFAULTS['users']:,})")
+    parser.add_argument("--users", type=positive_int, help=f"users (default {DEFAULTS['users']:,})")
     parser.add_argument("--seconds", type=float, help="1. measured seconds per HTTP block and contender (default 10)")
     parser.add_argument("--warmup", type=float, help="1. warm-up seconds per contender and concurrency (default 2)")
-    parser.add_argument("--rounds", type=_count, help="1. alternating HTTP blocks per contender and concurrency (3)")
+    parser.add_argument("--rounds", type=positive_int,
+                        help="1. alternating HTTP blocks per contender and concurrency (3)")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 16],
                         help="1. requests in flight, comma-separated (default 1,16)")
-    parser.add_argument("--floor-pool", type=_count, default=8,
+    parser.add_argument("--floor-pool", type=positive_int, default=8,
                         help="1. the HTTP floor's connections (default 8, the SDK's lookup pool size)")
-    parser.add_argument("--raw-pushes", type=_count, help="3. read-after-write pushes (default 10,000)")
-    parser.add_argument("--batch-rows", type=_count, default=1000, help="2. rows per SDK batch (default 1,000)")
-    parser.add_argument("--batches", type=_count, help="2. batches per block (default 10)")
-    parser.add_argument("--sdk-rounds", type=_count, help="2. alternating blocks per contender (default 5)")
-    parser.add_argument("--compact-rows", type=_count, help="4. landed rows per compaction (default 1,000,000)")
-    parser.add_argument("--compact-rounds", type=_count, help="4. compactions per contender (default 3)")
+    parser.add_argument("--raw-pushes", type=positive_int, help="3. read-after-write pushes (default 10,000)")
+    parser.add_argument("--batch-rows", type=positive_int, default=1000, help="2. rows per SDK batch (default 1,000)")
+    parser.add_argument("--batches", type=positive_int, help="2. batches per block (default 10)")
+    parser.add_argument("--sdk-rounds", type=positive_int, help="2. alternating blocks per contender (default 5)")
+    parser.add_argument("--compact-rows", type=positive_int, help="4. landed rows per compaction (default 1,000,000)")
+    parser.add_argument("--compact-rounds", type=positive_int, help="4. compactions per contender (default 3)")
     parser.add_argument("--sections", type=_sections, default=list(SECTIONS),
                         help=f"the parts to run, comma-separated (default {','.join(SECTIONS)})")
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "featurestore-bench"),

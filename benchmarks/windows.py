@@ -68,6 +68,7 @@ from harness import (
     medians,
     page_in,
     percentiles,
+    positive_int,
     progress,
     results_differ,
     rotated,
@@ -796,15 +797,6 @@ def print_report(report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (1_000_000 is fine), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer")
-    return value
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -812,19 +804,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"small sizes ({QUICK['events']:,} events x {QUICK['spine']:,} spine rows, "
                              f"{QUICK['repeat']} rounds, fewer lookups): well under a minute")
-    parser.add_argument("--events", type=_count, help="events (default 10_000_000)")
-    parser.add_argument("--spine", type=_count, help="spine rows (default 1_000_000)")
-    parser.add_argument("--users", type=_count, help=f"users (default events / {EVENTS_PER_USER})")
-    parser.add_argument("--hot-events", type=_count, help="events of the hot-key shape (default events / 5)")
-    parser.add_argument("--hot-spine", type=_count, help="spine rows of the hot-key shape (default spine / 5)")
+    parser.add_argument("--events", type=positive_int, help="events (default 10_000_000)")
+    parser.add_argument("--spine", type=positive_int, help="spine rows (default 1_000_000)")
+    parser.add_argument("--users", type=positive_int, help=f"users (default events / {EVENTS_PER_USER})")
+    parser.add_argument("--hot-events", type=positive_int, help="events of the hot-key shape (default events / 5)")
+    parser.add_argument("--hot-spine", type=positive_int, help="spine rows of the hot-key shape (default spine / 5)")
     parser.add_argument("--hot-share", type=float, default=0.4,
                         help="share of the hot-key shape's events and spine rows on one user (default 0.4)")
     parser.add_argument("--join-floor-cap", type=float, default=5e8,
                         help="skip the range-join floor (and ours with plan=join forced) above this many "
                              "estimated (spine row, event) pairs (default 5e8)")
-    parser.add_argument("--repeat", type=_count, help="interleaved offline rounds; medians are reported (default 3)")
-    parser.add_argument("--lookups", type=_count, help="timed in-process lookups of each view (default 3000)")
-    parser.add_argument("--http-requests", type=_count, help="timed HTTP requests for each view (default 2000)")
+    parser.add_argument("--repeat", type=positive_int,
+                        help="interleaved offline rounds; medians are reported (default 3)")
+    parser.add_argument("--lookups", type=positive_int, help="timed in-process lookups of each view (default 3000)")
+    parser.add_argument("--http-requests", type=positive_int, help="timed HTTP requests for each view (default 2000)")
     parser.add_argument("--no-forced-plans", action="store_true",
                         help="skip timing ours with each plan forced (once, for information)")
     parser.add_argument("--no-hot", action="store_true", help="skip the hot-key shape")
