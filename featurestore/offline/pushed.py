@@ -24,7 +24,8 @@ from featurestore.engines import duckdb as duck
 from featurestore.engines import postgres
 from featurestore.project import Project
 
-__all__ = ["SCHEMA", "landed_table", "pushable", "pushed_relation", "pushed_state", "register_pushed", "schema_exists"]
+__all__ = ["SCHEMA", "landed_rows", "landed_table", "pushable", "pushed_relation", "pushed_state", "register_pushed",
+           "schema_exists"]
 
 SCHEMA = "featurestore_push"
 
@@ -63,7 +64,7 @@ def register_pushed(connection: Any, project: Project, names: list[str], extra: 
         ready = schema_exists(pg)
         for name in names:
             columns = list(project.sources[name])
-            landed, files = _read(pg, name, columns) if ready else (None, [])
+            landed, files = _read(pg, project, name) if ready else (None, [])
             _register(connection, name, columns, landed, [str(settings.state_dir / path) for path in files])
             if extra and name in extra:
                 connection.register("__fs_extra", extra[name])
@@ -71,19 +72,63 @@ def register_pushed(connection: Any, project: Project, names: list[str], extra: 
                 connection.unregister("__fs_extra")
 
 
-def _read(pg: Any, name: str, columns: list[Column]) -> tuple[Any, list[str]]:
+def _read(pg: Any, project: Project, name: str) -> tuple[Any, list[str]]:
     """The landed rows (Arrow, or None if the source was never pushed to) and the compacted files."""
-    import pyarrow as pa
-    from psycopg import sql
-
     files = [row[0] for row in pg.execute(f"SELECT path FROM {SCHEMA}.files WHERE source = %s ORDER BY path",
                                           [name]).fetchall()]
     if not pg.execute("SELECT to_regclass(%s) IS NOT NULL", [f'{SCHEMA}."{name}"']).fetchone()[0]:
         return None, files
-    cursor = pg.execute(sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), sql.Identifier(*landed_table(name))))
-    rows = cursor.fetchall()
-    return pa.table({c.name: pa.array([row[i] for row in rows]) for i, c in enumerate(columns)}), files
+    return landed_rows(pg, project, name), files
+
+
+def landed_rows(pg: Any, project: Project, name: str, batches: list[int] | None = None) -> Any:
+    """The source's landed rows (of `batches`, or all) as an Arrow table in the source's types, read by
+    COPY as CSV and parsed by Arrow: times and dates leave PostgreSQL as whole numbers (µs, days), exact."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as csv
+    from psycopg import sql
+
+    columns = list(project.sources[name])
+    with duck.scratch(project.settings.temp_directory, spill=False) as connection:
+        types = duck.arrow_types(connection, [c.type for c in columns])
+    selected, read_as = [], {}
+    for column, kind in zip(columns, types):
+        field = sql.Identifier(column.name)
+        if pa.types.is_timestamp(kind):
+            zone = "" if kind.tz else " AT TIME ZONE 'UTC'"
+            selected.append(sql.SQL("(extract(epoch FROM {}{}) * 1000000)::bigint").format(field, sql.SQL(zone)))
+            read_as[column.name] = pa.int64()
+        elif pa.types.is_date(kind):
+            selected.append(sql.SQL("({} - DATE '1970-01-01')").format(field))
+            read_as[column.name] = pa.int32()
+        else:
+            selected.append(field)
+            read_as[column.name] = kind if not pa.types.is_boolean(kind) else pa.bool_()
+    chosen = sql.SQL("") if batches is None else sql.SQL(" WHERE {} = ANY({})").format(
+        sql.Identifier("__fs_batch"), sql.Literal(batches))
+    query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
+        sql.SQL(", ").join(selected), sql.Identifier(*landed_table(name)), chosen)
+    data = io.BytesIO()
+    with pg.cursor().copy(query) as copy:
+        for chunk in copy:
+            data.write(chunk)
+    data.seek(0)
+    names = [c.name for c in columns]
+    table = csv.read_csv(data, read_options=csv.ReadOptions(column_names=names), convert_options=csv.ConvertOptions(
+        column_types=read_as, null_values=[""], quoted_strings_can_be_null=False, true_values=["t"],
+        false_values=["f"], strings_can_be_null=True)) if data.getbuffer().nbytes else \
+        pa.table({n: pa.array([], read_as[n]) for n in names})
+    arrays = []
+    for column, kind in zip(columns, types):
+        values = table.column(column.name)
+        if pa.types.is_timestamp(kind):
+            values = values.cast(pa.timestamp("us", tz=kind.tz)).cast(kind)
+        elif pa.types.is_date(kind):
+            values = values.cast(pa.date32()).cast(kind)
+        arrays.append(values.cast(kind))
+    return pa.table(arrays, names=names)
 
 
 def _register(connection: Any, name: str, columns: list[Column], landed: Any, files: list[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from featurestore.engines import postgres
 from featurestore.errors import FeatureStoreError, UnknownNameError, did_you_mean
-from featurestore.offline.pushed import SCHEMA, landed_table, pushable, schema_exists
+from featurestore.offline.pushed import SCHEMA, landed_rows, landed_table, pushable, schema_exists
 from featurestore.project import Project
 
 __all__ = ["Compaction", "compact"]
@@ -77,7 +77,7 @@ def _compact(project: Project, url: str, name: str) -> Compaction:
             first, last = batches[0], batches[-1]
             arrival = project.settings.sources[name].arrival  # type: ignore[union-attr]
             # By number, not range: a batch numbered lower may commit after this read (it is left for later).
-            rows = _landed_rows(pg, project, name, batches)
+            rows = landed_rows(pg, project, name, batches)
             written = _write_files(project, name, folder, arrival, rows, first, last)
             pg.cursor().executemany(f"INSERT INTO {SCHEMA}.files (source, path, rows, first_batch, last_batch) "
                                     "VALUES (%s, %s, %s, %s, %s)",
@@ -86,57 +86,6 @@ def _compact(project: Project, url: str, name: str) -> Compaction:
                 sql.Identifier(*landed_table(name)), sql.Identifier("__fs_batch")), [batches])
             pg.execute(f"UPDATE {SCHEMA}.batches SET compacted = now() WHERE id = ANY(%s)", [batches])
     return Compaction(name, rows.num_rows, len(batches), len(written), time.perf_counter() - started)
-
-
-def _landed_rows(pg: Any, project: Project, name: str, batches: list[int]) -> Any:
-    """The batches' landed rows as an Arrow table in the source's types, read by COPY as CSV and parsed
-    by Arrow: times and dates leave PostgreSQL as whole numbers (µs, days), exact."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.csv as csv
-    from psycopg import sql
-
-    from featurestore.engines import duckdb as duck
-
-    columns = list(project.sources[name])
-    with duck.scratch(project.settings.temp_directory, spill=False) as connection:
-        types = duck.arrow_types(connection, [c.type for c in columns])
-    selected, read_as = [], {}
-    for column, kind in zip(columns, types):
-        field = sql.Identifier(column.name)
-        if pa.types.is_timestamp(kind):
-            zone = "" if kind.tz else " AT TIME ZONE 'UTC'"
-            selected.append(sql.SQL("(extract(epoch FROM {}{}) * 1000000)::bigint").format(field, sql.SQL(zone)))
-            read_as[column.name] = pa.int64()
-        elif pa.types.is_date(kind):
-            selected.append(sql.SQL("({} - DATE '1970-01-01')").format(field))
-            read_as[column.name] = pa.int32()
-        else:
-            selected.append(field)
-            read_as[column.name] = kind if not pa.types.is_boolean(kind) else pa.bool_()
-    query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({})) TO STDOUT (FORMAT csv)").format(
-        sql.SQL(", ").join(selected), sql.Identifier(*landed_table(name)), sql.Identifier("__fs_batch"),
-        sql.Literal(batches))
-    data = io.BytesIO()
-    with pg.cursor().copy(query) as copy:
-        for chunk in copy:
-            data.write(chunk)
-    data.seek(0)
-    names = [c.name for c in columns]
-    table = csv.read_csv(data, read_options=csv.ReadOptions(column_names=names), convert_options=csv.ConvertOptions(
-        column_types=read_as, null_values=[""], quoted_strings_can_be_null=False, true_values=["t"],
-        false_values=["f"], strings_can_be_null=True)) if data.getbuffer().nbytes else \
-        pa.table({n: pa.array([], read_as[n]) for n in names})
-    arrays = []
-    for column, kind in zip(columns, types):
-        values = table.column(column.name)
-        if pa.types.is_timestamp(kind):
-            values = values.cast(pa.timestamp("us", tz=kind.tz)).cast(kind)
-        elif pa.types.is_date(kind):
-            values = values.cast(pa.date32()).cast(kind)
-        arrays.append(values.cast(kind))
-    return pa.table(arrays, names=names)
 
 
 def _write_files(project: Project, name: str, folder: Path, arrival: str, rows: Any, first: int,

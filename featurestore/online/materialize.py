@@ -209,11 +209,7 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
                                       replaced_after=replaced_after, until=until)
             else:
                 written, late = _upsert(cursor, view, target, columns, load, previous[0])
-            if quarantine:  # in the run's transaction: set aside exactly when the rest is written
-                cursor.executemany(f"INSERT INTO {SCHEMA}.quarantine (view, version, expectation, row, until) "
-                                   "VALUES (%s, %s, %s, %s::jsonb, %s)",
-                                   [(view.name, view.version, condition, json_for_postgres(row), until)
-                                    for condition, row in quarantine])
+            _set_aside(cursor, view, quarantine, until)  # in the run's transaction: exactly when the rest is written
             cursor.execute(f"INSERT INTO {SCHEMA}.watermarks AS w (view, version, watermark, fingerprint, state, "
                            "rows_written, late) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (view, version) DO "
                            "UPDATE SET watermark = greatest(w.watermark, EXCLUDED.watermark), fingerprint = "
@@ -226,6 +222,15 @@ def _materialize_view(project: Project, url: str, view: FeatureView, until: date
         batch_file.unlink(missing_ok=True)
     return Run(view.name, view.version, mode, read, written, late, time.perf_counter() - started, until,
                len(quarantine))
+
+
+def _set_aside(cursor: Any, view: FeatureView, quarantine: list[tuple[str, str]], until: datetime) -> None:
+    """Record rows that failed the view's expectations (`check_expectations`) in the quarantine table."""
+    if quarantine:
+        cursor.executemany(f"INSERT INTO {SCHEMA}.quarantine (view, version, expectation, row, until) "
+                           "VALUES (%s, %s, %s, %s::jsonb, %s)",
+                           [(view.name, view.version, condition, json_for_postgres(row), until)
+                            for condition, row in quarantine])
 
 
 def _changed_rows(project: Project, view: FeatureView, columns: list[str], until: datetime, lookback: timedelta,
@@ -420,8 +425,8 @@ def _upsert(cursor: Any, view: FeatureView, target: Any, columns: list[tuple[str
     cursor.execute(sql.SQL("WITH written AS (INSERT INTO {} AS t SELECT * FROM __fs_staging ON CONFLICT ({}) "
                            "DO UPDATE SET {} WHERE {} RETURNING {}) "
                            "SELECT count(*), count(*) FILTER (WHERE {} <= %s) FROM written").format(
-        target, keys, updates, newer, sql.SQL(", ").join(sql.Identifier("t", c) for c in (TS, KNOWN)[:1 + bool(
-            view.known_at)]), known(None)), [watermark])
+        target, keys, updates, newer, sql.SQL(", ").join(
+            sql.Identifier("t", c) for c in [TS, *([KNOWN] if view.known_at else [])]), known(None)), [watermark])
     written, late = cursor.fetchone()
     return int(written), int(late)
 

@@ -45,7 +45,7 @@ from featurestore.errors import FeatureStoreError, PushRejected, UnavailableErro
 from featurestore.offline.changes import row_wise, sources_of
 from featurestore.offline.pushed import SCHEMA, landed_table, pushable, register_pushed
 from featurestore.offline.rows import duplicate_error
-from featurestore.online.expectations import check_expectations, json_for_postgres
+from featurestore.online.expectations import check_expectations
 from featurestore.online.materialize import SCHEMA as ONLINE
 from featurestore.online.materialize import (  # the write path push shares with materialization
     _append_events,
@@ -53,6 +53,7 @@ from featurestore.online.materialize import (  # the write path push shares with
     _columns,
     _ensure_schema,
     _event_columns,
+    _set_aside,
     _upsert,
 )
 from featurestore.project import Project
@@ -405,7 +406,8 @@ def _same_type(binary: str, duckdb_type: str) -> bool:
 
 # The SQL that turns a batch (`__fs_push_rows`) into a view's online rows, per view version and source:
 # built once (sqlglot costs milliseconds), with the arrival instant written in at each push.
-_SENTINEL_SQL = instant(datetime(1111, 11, 11, 11, 11, 11, 111111, tzinfo=UTC)).sql(dialect="duckdb")
+_SENTINEL = datetime(1111, 11, 11, 11, 11, 11, 111111, tzinfo=UTC)  # an instant no view's SQL holds
+_SENTINEL_SQL = instant(_SENTINEL).sql(dialect="duckdb")
 _STATEMENTS: dict[tuple[str, str, str], tuple[str, str | None]] = {}
 
 
@@ -416,18 +418,14 @@ def _statements(project: Project, view: FeatureView, source: str) -> tuple[str, 
         settings = project.settings
         rendered = render_query(view, project.views, {**settings.sources, source: DuckDBSource(
             table="__fs_push_rows")}, settings.root, "duckdb")
-        arrived = exp.cast(exp.Literal.string("1111-11-11T11:11:11.111111+00:00"), "TIMESTAMPTZ")
-        assert arrived.sql(dialect="duckdb") == _SENTINEL_SQL
         if view.windows:
             events = exp.select("*").from_(exp.Subquery(this=event_rows(view, rendered), alias=exp.TableAlias(
                 this=exp.to_identifier("e", quoted=True)))).where(
-                exp.LTE(this=exp.column(KNOWN, quoted=True), expression=arrived))
+                exp.LTE(this=exp.column(KNOWN, quoted=True), expression=instant(_SENTINEL)))
             _STATEMENTS[key] = (events.sql(dialect="duckdb"), None)
         else:
             values = [n for n, _ in _columns(view) if n not in (*view.entity, TS, KNOWN)]
-            latest = latest_rows(view, [(prepare_rows(view, rendered, values), None)],
-                                 datetime(1111, 11, 11, 11, 11, 11, 111111, tzinfo=UTC))
-            assert _SENTINEL_SQL in latest.sql(dialect="duckdb")
+            latest = latest_rows(view, [(prepare_rows(view, rendered, values), None)], _SENTINEL)
             _STATEMENTS[key] = (latest.sql(dialect="duckdb"),
                                 duplicates(view, exp.select("*").from_("__fs_batch")).sql(dialect="duckdb"))
     return _STATEMENTS[key]
@@ -482,14 +480,10 @@ def _apply(cursor: Any, connection: Any, project: Project, view: FeatureView, so
             load = _batch_loader(connection, columns, batch_file)
         if view.windows:
             _append_events(cursor, view, table, load, known_by_watermark=0, watermark=done[0], replaced_after=None,
-                           until=max(arrived, done[0]), prune=False)
+                           until=arrived, prune=False)
         else:
             _upsert(cursor, view, sql.Identifier(ONLINE, table), columns, load, arrived)
-        if quarantine:
-            cursor.executemany(f"INSERT INTO {ONLINE}.quarantine (view, version, expectation, row, until) "
-                               "VALUES (%s, %s, %s, %s::jsonb, %s)",
-                               [(view.name, view.version, condition, json_for_postgres(row), arrived)
-                                for condition, row in quarantine])
+        _set_aside(cursor, view, quarantine, arrived)
     finally:
         batch_file.unlink(missing_ok=True)
         connection.unregister("__fs_push_rows")
