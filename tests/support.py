@@ -107,3 +107,33 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def serve(root: Path, postgres_url: str, workers: int = 2) -> tuple[Any, str]:
+    """`featurestore serve --workers N` on the project at `root`, started (not yet waited for): the
+    process and its base URL."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(root), "serve",
+                                "--port", str(port), "--workers", str(workers)],
+                               env={**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_up(base: str, seconds: float = 60) -> None:
+    """Until the service at `base` answers /healthz (or `seconds` have passed: the test's requests then fail)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)

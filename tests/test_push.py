@@ -22,7 +22,7 @@ from featurestore import FeatureStore, FeatureStoreError, PushRejected
 
 from reference import Measure, Rules, as_of, window_aggregate
 from reference import known as reference_known
-from support import ProjectDir, free_port, reset
+from support import ProjectDir, reset, serve, wait_until_up
 
 UTC_US = pa.timestamp("us", tz="UTC")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -532,7 +532,6 @@ def test_concurrent_pushes_from_processes_and_a_two_worker_server_all_land_once(
     import os
     import subprocess
     import sys
-    import time
 
     import httpx
     with open(project.root / "featurestore.toml", "a") as config:
@@ -540,19 +539,9 @@ def test_concurrent_pushes_from_processes_and_a_two_worker_server_all_land_once(
                      "push = true\n")
     pushing.materialize()
     environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": online_database}
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
-                               "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    server, base = serve(project.root, online_database)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(base)
         pushers = [subprocess.Popen([sys.executable, "-c", PUSHER, str(project.root), str(n), "8"], env=environment,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(3)]
 

@@ -18,7 +18,7 @@ import pytest
 
 from featurestore import FeatureStore
 
-from support import T0, ProjectDir, free_port
+from support import T0, ProjectDir, free_port, serve, wait_until_up
 
 HEADER = "-- entity: user_id\n-- timestamp: ts\n-- owner: team@example.com\n"
 KEYS = {"fraud": "fs_fraud_secret", "analytics": "fs_analytics_secret"}
@@ -300,11 +300,7 @@ def serve_two_workers(project: ProjectDir, postgres_url: str) -> tuple[subproces
     environment = {**os.environ, "FEATURESTORE_POSTGRES_URL": postgres_url}
     subprocess.run([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "materialize",
                     "--until", "2026-01-01T05:00:00Z"], check=True, env=environment, capture_output=True)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "featurestore.cli.main", "--project", str(project.root), "serve",
-                                "--port", str(port), "--workers", "2"], env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    return process, f"http://127.0.0.1:{port}"
+    return serve(project.root, postgres_url)
 
 
 def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> None:
@@ -312,13 +308,7 @@ def test_the_real_server_under_load(project: ProjectDir, postgres_url: str) -> N
 
     process, base = serve_two_workers(project, postgres_url)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(base, 30)
         body = {"entities": {"user_id": [2, 0]}, "features": ["spend.amount", "profile.card"]}
         response = httpx.post(f"{base}/v1/features", json=body)
         assert response.json()["features"] == {"spend.amount": [5.0, 3.0], "profile.card": ["c5", "c3"]}
